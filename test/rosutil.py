@@ -1,0 +1,98 @@
+"""Helpers shared by the ROS tests: a private rclpy context, spinning until a condition, stereo frames."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Header
+
+from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.ros.codec import numpy_to_image
+from scene_perception.ros.messages import camera_info_pair_from_camera
+
+
+class RosHarness:
+    """One rclpy context + executor per test module, so tests never share DDS participants by accident."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.nodes: list[Node] = []
+
+    def add(self, node: Node) -> Node:
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def remove(self, node: Node) -> None:
+        self.executor.remove_node(node)
+        self.nodes.remove(node)
+        node.destroy_node()
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return condition()
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def shutdown(self) -> None:
+        for node in list(self.nodes):
+            self.remove(node)
+        self.executor.shutdown()
+        rclpy.shutdown(context=self.context)
+
+
+def header(stamp_ns: int, frame_id: str = "left_optical") -> Header:
+    return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
+
+
+def shifted_pair(height: int, width: int, shift: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured fronto-parallel plane: right(x) = left(x + shift), so the true disparity is ``shift``."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(height, width + shift, 3), dtype=np.uint8)
+    left = np.ascontiguousarray(base[:, :width])
+    right = np.ascontiguousarray(base[:, shift : shift + width])
+    return left, right
+
+
+def make_camera(width: int, height: int) -> StereoCamera:
+    return StereoCamera(width, height, 100.0, 100.0, width / 2, height / 2, width / 2, 0.12, "left_optical")
+
+
+def stereo_messages(
+    left: np.ndarray, right: np.ndarray, camera: StereoCamera, stamp_ns: int, encoding: str = "rgb8",
+    step: int | None = None,
+) -> tuple:
+    """(left Image, left CameraInfo, right Image, right CameraInfo) sharing one stamp."""
+    h = header(stamp_ns, camera.frame_id)
+    if encoding == "bgr8":
+        left, right = left[..., ::-1].copy(), right[..., ::-1].copy()
+    elif encoding == "mono8":
+        left, right = left[..., 1].copy(), right[..., 1].copy()
+    li, ri = camera_info_pair_from_camera(camera, h)
+    return (
+        numpy_to_image(left, encoding, h, step=step),
+        li,
+        numpy_to_image(right, encoding, header(stamp_ns, "right_optical"), step=step),
+        ri,
+    )
+
+
+def publish_all(publishers: Iterable, messages: Iterable) -> None:
+    for pub, msg in zip(publishers, messages):
+        pub.publish(msg)
