@@ -10,10 +10,11 @@ starts the same nodes with the same parameters file.
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
+
+from launch import LaunchDescription
 
 
 def _nodes(context, *args, **kwargs):
@@ -43,10 +44,16 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument("namespace", default_value="", description="namespace of all nodes"),
-            DeclareLaunchArgument("config", default_value=str(share / "config" / "perception.yaml"),
-                                  description="ROS 2 parameters file"),
-            DeclareLaunchArgument("autostart", default_value="true",
-                                  description="configure and activate the lifecycle nodes at start"),
+            DeclareLaunchArgument(
+                "config",
+                default_value=str(share / "config" / "perception.yaml"),
+                description="ROS 2 parameters file",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="configure and activate the lifecycle nodes at start",
+            ),
             DeclareLaunchArgument("left_image", default_value="left/image_rect"),
             DeclareLaunchArgument("right_image", default_value="right/image_rect"),
             DeclareLaunchArgument("left_info", default_value="left/camera_info"),

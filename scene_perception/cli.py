@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 
-def _read_rgb(path: str) -> "np.ndarray":  # noqa: F821 (numpy imported lazily)
+def _read_rgb(path: str) -> np.ndarray:  # noqa: F821 (numpy imported lazily)
     import cv2
 
     img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -36,8 +36,10 @@ def cmd_depth(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     left, right = _read_rgb(args.left), _read_rgb(args.right)
     if left.shape != right.shape:
-        raise SystemExit(f"error: left image is {left.shape[1]}x{left.shape[0]} but right is "
-                         f"{right.shape[1]}x{right.shape[0]}; a rectified pair has one size")
+        raise SystemExit(
+            f"error: left image is {left.shape[1]}x{left.shape[0]} but right is "
+            f"{right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
+        )
     try:
         model, info = load_stereo_model(args.model, args.weights)
     except ModelLoadError as exc:
@@ -50,8 +52,10 @@ def cmd_depth(args: argparse.Namespace) -> int:
     if args.uncertainty:
         np.save(args.uncertainty, std.astype(np.float32))
     trained = "" if info.trained else " (UNTRAINED weights: meaningless output)"
-    print(f"wrote {out} {disparity.shape[1]}x{disparity.shape[0]} float32, disparity "
-          f"{np.nanmin(disparity):.1f}..{np.nanmax(disparity):.1f} px{trained}")
+    print(
+        f"wrote {out} {disparity.shape[1]}x{disparity.shape[0]} float32, disparity "
+        f"{np.nanmin(disparity):.1f}..{np.nanmax(disparity):.1f} px{trained}"
+    )
     return 0
 
 
@@ -94,16 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--left", required=True, help="left rectified image")
     p.add_argument("--right", required=True, help="right rectified image")
     p.add_argument("--output", required=True, help="output .npy (float32 HxW, left(x) matches right(x-d))")
-    p.add_argument("--max-disparity", type=float, default=None,
-                   help="largest disparity in the scene (px); images are downscaled if the model's range is smaller")
+    p.add_argument(
+        "--max-disparity",
+        type=float,
+        default=None,
+        help="largest disparity in the scene (px); images are downscaled if the model's range is smaller",
+    )
     p.add_argument("--model", default="lite", help="model configuration (lite, paper)")
-    p.add_argument("--weights", default=None, help="safetensors weights (default: shipped weights for --model)")
+    p.add_argument(
+        "--weights", default=None, help="safetensors weights (default: shipped weights for --model)"
+    )
     p.add_argument("--backend", default="torch", choices=["torch"], help="inference backend")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--uncertainty", default=None, help="also write the disparity std-dev (px) to this .npy")
 
-    p = sub.add_parser("run", help="start the ROS 2 nodes of a config file in one process (no ros2 launch needed)")
+    p = sub.add_parser(
+        "run", help="start the ROS 2 nodes of a config file in one process (no ros2 launch needed)"
+    )
     p.add_argument("--config", default="config/perception.yaml", help="ROS 2 parameters file")
     p.add_argument("--no-autostart", action="store_true", help="leave lifecycle nodes unconfigured")
 
@@ -126,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         argv, ros_argv = argv[:i], argv[i:]
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
     if args.command == "train":
         return cmd_train(args, rest)
     if rest:

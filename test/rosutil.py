@@ -58,7 +58,9 @@ class RosHarness:
 
 
 def header(stamp_ns: int, frame_id: str = "left_optical") -> Header:
-    return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
+    return Header(
+        stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id
+    )
 
 
 def shifted_pair(height: int, width: int, shift: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +77,11 @@ def make_camera(width: int, height: int) -> StereoCamera:
 
 
 def stereo_messages(
-    left: np.ndarray, right: np.ndarray, camera: StereoCamera, stamp_ns: int, encoding: str = "rgb8",
+    left: np.ndarray,
+    right: np.ndarray,
+    camera: StereoCamera,
+    stamp_ns: int,
+    encoding: str = "rgb8",
     step: int | None = None,
 ) -> tuple:
     """(left Image, left CameraInfo, right Image, right CameraInfo) sharing one stamp."""
@@ -94,5 +100,5 @@ def stereo_messages(
 
 
 def publish_all(publishers: Iterable, messages: Iterable) -> None:
-    for pub, msg in zip(publishers, messages):
+    for pub, msg in zip(publishers, messages, strict=True):
         pub.publish(msg)

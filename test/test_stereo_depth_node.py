@@ -84,17 +84,25 @@ def ros(weights: Path):
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     # Let discovery finish (publishers see the node's subscriptions) before the first frame.
     assert harness.spin_until(lambda: all(p.get_subscription_count() > 0 for p in driver.pubs), 10)
-    assert harness.spin_until(lambda: driver.count_subscribers("points") > 0 and
-                              node._pubs["points"].get_subscription_count() > 0, 10)
+    assert harness.spin_until(
+        lambda: driver.count_subscribers("points") > 0 and node._pubs["points"].get_subscription_count() > 0,
+        10,
+    )
     yield harness, node, driver
     harness.shutdown()
 
 
-def send(harness: RosHarness, driver: Driver, messages: tuple, expect: int = 1, timeout: float = 10.0) -> bool:
+def send(
+    harness: RosHarness, driver: Driver, messages: tuple, expect: int = 1, timeout: float = 10.0
+) -> bool:
     before = len(driver.got["disparity"])
     publish_all(driver.pubs, messages)
-    return harness.spin_until(lambda: len(driver.got["disparity"]) >= before + expect
-                              and len(driver.got["depth"]) >= before + expect, timeout)
+    return harness.spin_until(
+        lambda: (
+            len(driver.got["disparity"]) >= before + expect and len(driver.got["depth"]) >= before + expect
+        ),
+        timeout,
+    )
 
 
 def test_outputs_are_consistent_and_match_offline_pipeline(ros, weights: Path) -> None:
@@ -159,8 +167,9 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     msgs = list(stereo_messages(left, right, camera, stamp))
     msgs[0].encoding = msgs[2].encoding = "yuv_weird"
     publish_all(driver.pubs, msgs)
-    assert harness.spin_until(lambda: problems(node).get("unsupported_encoding", 0) > before.get(
-        "unsupported_encoding", 0), 5)
+    assert harness.spin_until(
+        lambda: problems(node).get("unsupported_encoding", 0) > before.get("unsupported_encoding", 0), 5
+    )
 
     # 2. left/right size mismatch
     stamp += 1000
@@ -168,14 +177,18 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     r_small = np.ascontiguousarray(right[:, : W - 8])
     msgs = list(stereo_messages(l2, r_small, camera, stamp))
     publish_all(driver.pubs, msgs)
-    assert harness.spin_until(lambda: problems(node).get("size_mismatch", 0) > before.get("size_mismatch", 0), 5)
+    assert harness.spin_until(
+        lambda: problems(node).get("size_mismatch", 0) > before.get("size_mismatch", 0), 5
+    )
 
     # 3. truncated data
     stamp += 1000
     msgs = list(stereo_messages(left, right, camera, stamp))
     msgs[0].data = msgs[0].data[: len(msgs[0].data) // 2]
     publish_all(driver.pubs, msgs)
-    assert harness.spin_until(lambda: problems(node).get("malformed_image", 0) > before.get("malformed_image", 0), 5)
+    assert harness.spin_until(
+        lambda: problems(node).get("malformed_image", 0) > before.get("malformed_image", 0), 5
+    )
 
     # 4. camera_info without a baseline
     stamp += 1000
@@ -184,7 +197,9 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     p[3] = 0.0
     msgs[3].p = p
     publish_all(driver.pubs, msgs)
-    assert harness.spin_until(lambda: problems(node).get("bad_camera_info", 0) > before.get("bad_camera_info", 0), 5)
+    assert harness.spin_until(
+        lambda: problems(node).get("bad_camera_info", 0) > before.get("bad_camera_info", 0), 5
+    )
 
     # 5. camera_info missing: images arrive, no stereo set completes -> a warning naming the silent topics
     stamp += 1000
@@ -194,7 +209,8 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
         driver.pubs[2].publish(msgs[2])
         harness.spin_for(0.25)
     assert harness.spin_until(
-        lambda: problems(node).get("inputs_unsynchronized", 0) > before.get("inputs_unsynchronized", 0), 5)
+        lambda: problems(node).get("inputs_unsynchronized", 0) > before.get("inputs_unsynchronized", 0), 5
+    )
     assert "camera_info" in node.health.last_error or "camera_info" in str(node.health.problems)
 
     # ... and a valid frame afterwards is still processed.
@@ -202,8 +218,14 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     driver.clear()
     assert send(harness, driver, stereo_messages(left, right, camera, stamp))
     # Diagnostics report the problems with a WARN-or-worse level.
-    assert harness.spin_until(lambda: any(
-        any(kv.key == "problem size_mismatch" for kv in s.values) for a in driver.got["diag"] for s in a.status), 5)
+    assert harness.spin_until(
+        lambda: any(
+            any(kv.key == "problem size_mismatch" for kv in s.values)
+            for a in driver.got["diag"]
+            for s in a.status
+        ),
+        5,
+    )
 
 
 def test_duplicate_stamp_dropped_and_min_disparity_is_live(ros) -> None:
@@ -233,11 +255,17 @@ def test_duplicate_stamp_dropped_and_min_disparity_is_live(ros) -> None:
 def test_approximate_sync(weights: Path) -> None:
     harness = RosHarness()
     try:
-        node = harness.add(StereoDepthNode("stereo_depth", context=harness.context, parameter_overrides=[
-            Parameter("weights", value=str(weights)),
-            Parameter("approximate_sync", value=True),
-            Parameter("approximate_sync_tolerance_seconds", value=0.02),
-        ]))
+        node = harness.add(
+            StereoDepthNode(
+                "stereo_depth",
+                context=harness.context,
+                parameter_overrides=[
+                    Parameter("weights", value=str(weights)),
+                    Parameter("approximate_sync", value=True),
+                    Parameter("approximate_sync_tolerance_seconds", value=0.02),
+                ],
+            )
+        )
         driver = harness.add(Driver(harness.context))
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -261,8 +289,13 @@ def test_corrupt_weights_leave_node_unconfigured(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x01 definitely not safetensors")
     harness = RosHarness()
     try:
-        node = harness.add(StereoDepthNode("stereo_depth_bad", context=harness.context,
-                                           parameter_overrides=[Parameter("weights", value=str(bad))]))
+        node = harness.add(
+            StereoDepthNode(
+                "stereo_depth_bad",
+                context=harness.context,
+                parameter_overrides=[Parameter("weights", value=str(bad))],
+            )
+        )
         result = node.trigger_configure()
         assert result != TransitionCallbackReturn.SUCCESS
         assert node.pipeline is None

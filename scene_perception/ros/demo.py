@@ -57,7 +57,9 @@ class _PlayerRecorder(Node):
         self.uncertainty: dict[int, Image] = {}
         self.received_at: dict[int, float] = {}
         self.create_subscription(DisparityImage, "disparity", self._on_disp, 10)
-        self.create_subscription(Image, "depth", lambda m: self.depth.__setitem__(stamp_to_ns(m.header), m), 10)
+        self.create_subscription(
+            Image, "depth", lambda m: self.depth.__setitem__(stamp_to_ns(m.header), m), 10
+        )
         self.create_subscription(
             Image, "depth/uncertainty", lambda m: self.uncertainty.__setitem__(stamp_to_ns(m.header), m), 10
         )
@@ -75,19 +77,29 @@ def _spin_until(executor: SingleThreadedExecutor, cond, timeout: float) -> bool:
     return bool(cond())
 
 
-def _score(gt_disp: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray, disp_msg: DisparityImage,
-           depth: np.ndarray) -> tuple[float, float, float, float]:
+def _score(
+    gt_disp: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray, disp_msg: DisparityImage, depth: np.ndarray
+) -> tuple[float, float, float, float]:
     pred = image_to_numpy(disp_msg.image)
     valid_pred = pred > disp_msg.min_disparity
     m = mask & np.isfinite(gt_disp)
     err = np.abs(pred[m] - gt_disp[m])
     both = m & np.isfinite(depth)
-    abs_rel = float(np.mean(np.abs(depth[both] - gt_depth[both]) / gt_depth[both])) if both.any() else float("nan")
+    abs_rel = (
+        float(np.mean(np.abs(depth[both] - gt_depth[both]) / gt_depth[both])) if both.any() else float("nan")
+    )
     return float(err.mean()), float((err > 2.0).mean() * 100), abs_rel, float(valid_pred.mean() * 100)
 
 
-def _figure(path: Path, left: np.ndarray, gt: np.ndarray, pred: np.ndarray, std: np.ndarray,
-            mask: np.ndarray, title: str) -> None:
+def _figure(
+    path: Path,
+    left: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    std: np.ndarray,
+    mask: np.ndarray,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +116,7 @@ def _figure(path: Path, left: np.ndarray, gt: np.ndarray, pred: np.ndarray, std:
         (std, "disparity std-dev, aleatoric (px)", "viridis", None),
         (np.abs(pred - gt) > 2, "bad-2 pixels", "gray", (0, 1)),
     ]
-    for ax, (img, name, cmap, lim) in zip(axes.ravel(), panels):
+    for ax, (img, name, cmap, lim) in zip(axes.ravel(), panels, strict=True):
         kwargs = {} if lim is None else {"vmin": lim[0], "vmax": lim[1]}
         im = ax.imshow(img, cmap=cmap, **kwargs)
         ax.set_title(name, fontsize=10)
@@ -152,29 +164,53 @@ def run_demo(
         for i in range(frames):
             sample = make_stereo_sample(seed + i, width=width, height=height, max_disparity=64)
             stamp_ns = 1_700_000_000_000_000_000 + i * 100_000_000
-            header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="left_optical")
-            li, ri = camera_info_pair_from_camera(dataclasses.replace(sample.camera, frame_id="left_optical"), header)
-            msgs = [numpy_to_image(sample.left, "rgb8", header), li, numpy_to_image(sample.right, "rgb8", header), ri]
+            header = Header(
+                stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="left_optical"
+            )
+            li, ri = camera_info_pair_from_camera(
+                dataclasses.replace(sample.camera, frame_id="left_optical"), header
+            )
+            msgs = [
+                numpy_to_image(sample.left, "rgb8", header),
+                li,
+                numpy_to_image(sample.right, "rgb8", header),
+                ri,
+            ]
             sent = time.monotonic()
-            for pub, msg in zip(io.pubs, msgs):
+            for pub, msg in zip(io.pubs, msgs, strict=True):
                 pub.publish(msg)
-            if not _spin_until(executor, lambda: stamp_ns in io.depth and stamp_ns in io.disparity
-                               and stamp_ns in io.uncertainty, 30):
+            if not _spin_until(
+                executor,
+                lambda key=stamp_ns: key in io.depth and key in io.disparity and key in io.uncertainty,
+                30,
+            ):
                 print(f"demo: frame {i} produced no output in 30 s")
                 return 1
             depth = image_to_numpy(io.depth[stamp_ns])
             mask = sample.nonoccluded
-            epe, bad2, abs_rel, density = _score(sample.disparity, sample.depth, mask, io.disparity[stamp_ns], depth)
-            scores.append(FrameScore(stamp_ns, epe, bad2, abs_rel, density, (io.received_at[stamp_ns] - sent) * 1e3))
+            epe, bad2, abs_rel, density = _score(
+                sample.disparity, sample.depth, mask, io.disparity[stamp_ns], depth
+            )
+            scores.append(
+                FrameScore(stamp_ns, epe, bad2, abs_rel, density, (io.received_at[stamp_ns] - sent) * 1e3)
+            )
             last = (sample, io.disparity[stamp_ns], io.uncertainty[stamp_ns])
         print()
-        print(f"| frame | EPE px | bad-2 % | depth abs-rel | density % | latency ms |  ({width}x{height}, model {model})")
+        print(
+            f"| frame | EPE px | bad-2 % | depth abs-rel | density % | latency ms |"
+            f"  ({width}x{height}, model {model})"
+        )
         print("|---|---|---|---|---|---|")
         for i, s in enumerate(scores):
-            print(f"| {i} | {s.epe:.2f} | {s.bad2:.1f} | {s.depth_abs_rel:.3f} | {s.density:.1f} | {s.latency_ms:.0f} |")
+            print(
+                f"| {i} | {s.epe:.2f} | {s.bad2:.1f} | {s.depth_abs_rel:.3f} | {s.density:.1f} "
+                f"| {s.latency_ms:.0f} |"
+            )
         mean = lambda f: float(np.nanmean([getattr(s, f) for s in scores]))  # noqa: E731
-        print(f"| mean | {mean('epe'):.2f} | {mean('bad2'):.1f} | {mean('depth_abs_rel'):.3f} | "
-              f"{mean('density'):.1f} | {mean('latency_ms'):.0f} |")
+        print(
+            f"| mean | {mean('epe'):.2f} | {mean('bad2'):.1f} | {mean('depth_abs_rel'):.3f} | "
+            f"{mean('density'):.1f} | {mean('latency_ms'):.0f} |"
+        )
         if last is not None:
             sample, disp_msg, unc_msg = last
             pred = image_to_numpy(disp_msg.image).copy()
@@ -184,9 +220,16 @@ def run_demo(
             std_d = depth_std * (pred + camera.doffs) ** 2 / camera.focal_baseline
             fig = out_dir / "demo.png"
             tag = "" if trained else "  — UNTRAINED WEIGHTS"
-            _figure(fig, sample.left, sample.disparity, pred, std_d, sample.nonoccluded,
-                    f"scene_perception stereo_depth node, model '{model}'{tag}: EPE {scores[-1].epe:.2f} px, "
-                    f"bad-2 {scores[-1].bad2:.1f} %")
+            _figure(
+                fig,
+                sample.left,
+                sample.disparity,
+                pred,
+                std_d,
+                sample.nonoccluded,
+                f"scene_perception stereo_depth node, model '{model}'{tag}: EPE {scores[-1].epe:.2f} px, "
+                f"bad-2 {scores[-1].bad2:.1f} %",
+            )
             print(f"figure: {fig}")
         if not trained:
             print("WARNING: the node ran UNTRAINED weights, so these numbers are meaningless; see README.")

@@ -68,7 +68,11 @@ class Health:
             self._suppressed[kind] += 1
             return
         suppressed = self._suppressed.pop(kind, 0)
-        tail = f" ({suppressed} more '{kind}' since last report; {self.problems[kind]} in total)" if suppressed else ""
+        tail = (
+            f" ({suppressed} more '{kind}' since last report; {self.problems[kind]} in total)"
+            if suppressed
+            else ""
+        )
         self._last_logged[kind] = now
         self._log(f"[{kind}] {message}{tail}")
 
@@ -87,9 +91,14 @@ class Health:
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 95)), float(arr.max())
 
     def status(
-        self, name: str, hardware_id: str, extra: dict[str, str], level: bytes | None = None, message: str = ""
+        self,
+        name: str,
+        hardware_id: str,
+        extra: dict[str, str],
+        level: bytes | None = None,
+        message: str = "",
     ) -> DiagnosticStatus:
-        """Build one DiagnosticStatus: WARN when problems were counted, OK otherwise, unless ``level`` given."""
+        """One DiagnosticStatus: WARN when problems were counted, else OK, unless ``level`` is given."""
         p50, p95, pmax = self.latency_percentiles()
         values = {
             **{f"{k} count": str(v) for k, v in sorted(self.counters.items())},

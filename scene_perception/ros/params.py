@@ -41,7 +41,9 @@ class ParamSpec:
             if isinstance(self.default, bool):
                 pass
             elif isinstance(self.default, int):
-                desc.integer_range = [IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value))]
+                desc.integer_range = [
+                    IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value))
+                ]
             elif isinstance(self.default, float):
                 desc.floating_point_range = [
                     FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value))
@@ -58,23 +60,63 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("approximate_sync", False, "Use approximate-time instead of exact-time stereo sync."),
     ParamSpec("approximate_sync_tolerance_seconds", 0.01, "Slop for approximate sync (seconds).", 0.0, 1.0),
     ParamSpec("queue_size", 5, "Synchronizer queue size per input topic.", 1, 100),
-    ParamSpec("input_qos", "sensor_data", "QoS of the four input subscriptions.",
-              choices=("sensor_data", "reliable", "best_effort")),
-    ParamSpec("output_qos", "reliable", "QoS of the output publishers.",
-              choices=("sensor_data", "reliable", "best_effort")),
-    ParamSpec("min_disparity", 0.0, "Disparities at or below this (px) are invalid.", 0.0, 1000.0, dynamic=True),
-    ParamSpec("max_uncertainty", 0.0, "Invalidate pixels whose disparity std-dev (px) exceeds this; 0 = off.",
-              0.0, 1000.0, dynamic=True),
-    ParamSpec("delta_d", 0.0625, "Smallest disparity increment reported in DisparityImage (px).", 1e-4, 1.0,
-              dynamic=True),
+    ParamSpec(
+        "input_qos",
+        "sensor_data",
+        "QoS of the four input subscriptions.",
+        choices=("sensor_data", "reliable", "best_effort"),
+    ),
+    ParamSpec(
+        "output_qos",
+        "reliable",
+        "QoS of the output publishers.",
+        choices=("sensor_data", "reliable", "best_effort"),
+    ),
+    ParamSpec(
+        "min_disparity", 0.0, "Disparities at or below this (px) are invalid.", 0.0, 1000.0, dynamic=True
+    ),
+    ParamSpec(
+        "max_uncertainty",
+        0.0,
+        "Invalidate pixels whose disparity std-dev (px) exceeds this; 0 = off.",
+        0.0,
+        1000.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "delta_d",
+        0.0625,
+        "Smallest disparity increment reported in DisparityImage (px).",
+        1e-4,
+        1.0,
+        dynamic=True,
+    ),
     ParamSpec("publish_points", True, "Publish the organized PointCloud2 on `points`.", dynamic=True),
-    ParamSpec("max_input_pixels", 4096 * 4096, "Frames larger than this (w*h) are rejected as malformed.",
-              1, 1 << 28, dynamic=True),
+    ParamSpec(
+        "max_input_pixels",
+        4096 * 4096,
+        "Frames larger than this (w*h) are rejected as malformed.",
+        1,
+        1 << 28,
+        dynamic=True,
+    ),
     ParamSpec("diagnostics_period", 1.0, "Seconds between DiagnosticArray messages.", 0.05, 60.0),
-    ParamSpec("input_check_period", 5.0, "Warn when some inputs arrive but a stereo set never completes "
-              "within this many seconds (e.g. camera_info missing).", 0.5, 600.0),
-    ParamSpec("log_throttle_seconds", 5.0, "Minimum seconds between repeated warnings of one kind.", 0.0, 600.0,
-              dynamic=True),
+    ParamSpec(
+        "input_check_period",
+        5.0,
+        "Warn when some inputs arrive but a stereo set never completes "
+        "within this many seconds (e.g. camera_info missing).",
+        0.5,
+        600.0,
+    ),
+    ParamSpec(
+        "log_throttle_seconds",
+        5.0,
+        "Minimum seconds between repeated warnings of one kind.",
+        0.0,
+        600.0,
+        dynamic=True,
+    ),
 )
 
 
@@ -94,6 +136,7 @@ def validate(specs: tuple[ParamSpec, ...], params: list[Parameter]) -> SetParame
             continue
         if spec.choices and param.value not in spec.choices:
             return SetParametersResult(
-                successful=False, reason=f"{param.name} must be one of {list(spec.choices)}, got {param.value!r}"
+                successful=False,
+                reason=f"{param.name} must be one of {list(spec.choices)}, got {param.value!r}",
             )
     return SetParametersResult(successful=True)

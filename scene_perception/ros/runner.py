@@ -26,7 +26,7 @@ NodeSpec = tuple[str, type[Node], dict[str, Any]]
 
 
 def node_types() -> dict[str, type[Node]]:
-    """Node names a config file may use, mapped to their classes (imported lazily: torch is slow to import)."""
+    """Node names a config file may use, mapped to their classes (imported lazily: torch is slow)."""
     from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
     return {"stereo_depth": StereoDepthNode}
@@ -47,7 +47,9 @@ def nodes_from_config(path: str | Path) -> list[NodeSpec]:
             raise ValueError(f"{path}: unknown node '{key}'; known nodes: {', '.join(sorted(known))}")
         specs.append((name, known[name], {}))
     if not specs:
-        raise ValueError(f"{path}: no node sections found (expected e.g. 'stereo_depth: ros__parameters: ...')")
+        raise ValueError(
+            f"{path}: no node sections found (expected e.g. 'stereo_depth: ros__parameters: ...')"
+        )
     return specs
 
 

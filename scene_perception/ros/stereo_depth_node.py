@@ -1,4 +1,4 @@
-"""Stereo depth lifecycle node: synchronized rectified stereo in, disparity / depth / uncertainty / points out.
+"""Stereo depth lifecycle node: synchronized rectified stereo in; disparity, depth, uncertainty, points out.
 
 The node is a thin adapter around :class:`~scene_perception.pipelines.stereo_depth.StereoDepthPipeline`:
 ROS message -> numpy -> pipeline -> ROS message.  Everything it computes can be reproduced offline with the
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
@@ -115,11 +115,14 @@ class StereoDepthNode(LifecycleNode):
         self._apply_pipeline_params()
         if not info.trained:
             self.get_logger().error(
-                f"UNTRAINED WEIGHTS for model '{p['model']}': no trained weights were found, so disparity, depth "
-                "and uncertainty are meaningless. Train with `scene-perception train stereo` or pass `weights`."
+                f"UNTRAINED WEIGHTS for model '{p['model']}': no trained weights were found, so disparity, "
+                "depth and uncertainty are meaningless. Train with `scene-perception train stereo` or "
+                "pass `weights`."
             )
         else:
-            self.get_logger().info(f"model '{info.name}' from {info.weights_path} (sha256 {str(info.sha256)[:12]})")
+            self.get_logger().info(
+                f"model '{info.name}' from {info.weights_path} (sha256 {str(info.sha256)[:12]})"
+            )
         out_qos = qos_from_name(p["output_qos"])
         self._pubs = {
             "disparity": self.create_lifecycle_publisher(DisparityImage, "disparity", out_qos),
@@ -133,8 +136,10 @@ class StereoDepthNode(LifecycleNode):
         p = self.params
         in_qos = qos_from_name(p["input_qos"])
         types = (Image, CameraInfo, Image, CameraInfo)
-        self._subs = [Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, INPUT_TOPICS)]
-        for sub, name in zip(self._subs, INPUT_TOPICS):
+        self._subs = [
+            Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, INPUT_TOPICS, strict=True)
+        ]
+        for sub, name in zip(self._subs, INPUT_TOPICS, strict=True):
             sub.registerCallback(self._count_topic, name)
         if p["approximate_sync"]:
             self._sync = ApproximateTimeSynchronizer(
@@ -194,15 +199,20 @@ class StereoDepthNode(LifecycleNode):
             if msg.width * msg.height > self.params["max_input_pixels"]:
                 raise InputRejected(
                     "image_too_large",
-                    f"{side} image {msg.width}x{msg.height} exceeds max_input_pixels={self.params['max_input_pixels']}",
+                    f"{side} image {msg.width}x{msg.height} exceeds "
+                    f"max_input_pixels={self.params['max_input_pixels']}",
                 )
         if (left_msg.width, left_msg.height) != (right_msg.width, right_msg.height):
             raise InputRejected(
                 "size_mismatch",
-                f"left image is {left_msg.width}x{left_msg.height} but right is {right_msg.width}x{right_msg.height}",
+                f"left image is {left_msg.width}x{left_msg.height} but right is "
+                f"{right_msg.width}x{right_msg.height}",
             )
         for side, info in (("left", left_info), ("right", right_info)):
-            if (info.width, info.height) != (0, 0) and (info.width, info.height) != (left_msg.width, left_msg.height):
+            if (info.width, info.height) != (0, 0) and (info.width, info.height) != (
+                left_msg.width,
+                left_msg.height,
+            ):
                 raise InputRejected(
                     "camera_info_mismatch",
                     f"{side} camera_info is for {info.width}x{info.height} but images are "
@@ -215,14 +225,19 @@ class StereoDepthNode(LifecycleNode):
             raise InputRejected("malformed_image", str(exc)) from exc
         try:
             camera = StereoCamera.from_projection_matrices(
-                left_info.p, right_info.p, left_msg.width, left_msg.height,
+                left_info.p,
+                right_info.p,
+                left_msg.width,
+                left_msg.height,
                 frame_id=left_msg.header.frame_id or left_info.header.frame_id,
             )
         except CameraModelError as exc:
             raise InputRejected("bad_camera_info", str(exc)) from exc
         return left, right, camera
 
-    def _on_stereo(self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo) -> None:
+    def _on_stereo(
+        self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
+    ) -> None:
         t0 = time.perf_counter()
         self.health.count("stereo sets")
         if self.pipeline is None:
@@ -230,13 +245,15 @@ class StereoDepthNode(LifecycleNode):
         stamp_ns = stamp_to_ns(left_msg.header)
         if self._last_stamp_ns is not None:
             if stamp_ns == self._last_stamp_ns:
-                self.health.problem("duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again: dropped")
+                self.health.problem(
+                    "duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again: dropped"
+                )
                 return
             if stamp_ns < self._last_stamp_ns:
                 self.health.problem(
                     "stamp_went_backwards",
-                    f"stamp {stamp_ns} ns is {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s older than the last "
-                    "frame (bag loop or clock reset?); processing it anyway",
+                    f"stamp {stamp_ns} ns is {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s older than the "
+                    "last frame (bag loop or clock reset?); processing it anyway",
                 )
         try:
             left, right, camera = self._decode(left_msg, left_info, right_msg, right_info)
@@ -244,7 +261,9 @@ class StereoDepthNode(LifecycleNode):
             self.health.problem(exc.kind, str(exc))
             return
         self._last_stamp_ns = stamp_ns
-        want_points = bool(self.params["publish_points"]) and self._pubs["points"].get_subscription_count() > 0
+        want_points = (
+            bool(self.params["publish_points"]) and self._pubs["points"].get_subscription_count() > 0
+        )
         self.pipeline.compute_points = want_points
         try:
             result = self.pipeline(left, right, camera)
@@ -283,7 +302,9 @@ class StereoDepthNode(LifecycleNode):
         for key, msg in messages.items():
             try:
                 self._pubs[key].publish(msg)
-            except Exception as exc:  # rclpy raises RCLError (not importable publicly) when DDS refuses a sample
+            except (
+                Exception
+            ) as exc:  # rclpy raises RCLError (not importable publicly) when DDS refuses a sample
                 self.health.problem("publish_error", f"publishing {key} failed: {exc}")
 
     # ------------------------------------------------------------------ health
@@ -324,13 +345,14 @@ class StereoDepthNode(LifecycleNode):
             level, message = ERROR, "model failed to load: " + self.health.last_error
         elif info is not None and not info.trained:
             level, message = WARN, "UNTRAINED weights: outputs are meaningless"
-        status = self.health.status(f"{self.get_name()}: stereo depth", self.get_fully_qualified_name(), extra,
-                                    level, message)
+        status = self.health.status(
+            f"{self.get_name()}: stereo depth", self.get_fully_qualified_name(), extra, level, message
+        )
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``ros2 run scene_perception stereo_depth_node``: configure and activate at once unless --no-autostart."""
+    """``ros2 run scene_perception stereo_depth_node``; configures + activates unless --no-autostart."""
     from scene_perception.ros.runner import run_nodes
 
     argv = sys.argv if argv is None else argv

@@ -1,0 +1,1 @@
+"""Neural network models (pure torch; no ROS imports)."""

@@ -1,0 +1,299 @@
+"""Loading and saving stereo model weights: safetensors plus a JSON model card, nothing else.
+
+Why safetensors only: ``torch.load`` unpickles, i.e. runs arbitrary code from the weights file; a robot
+that pulls weights from a shared drive must not do that. The model card (``<name>.json`` next to
+``<name>.safetensors``) records the architecture config, the file's sha256 and whether the weights were
+trained at all, so a truncated download, a swapped file or random weights are caught at start-up with a
+clear message instead of showing up as nonsense depth.
+
+Card format::
+
+    {"name": "lite", "config": "lite" | {GCNetConfig fields}, "sha256": "<hex>", "trained": true,
+     "training": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig
+
+__all__ = [
+    "ENV_MODELS",
+    "ModelInfo",
+    "ModelLoadError",
+    "file_sha256",
+    "load_stereo_model",
+    "model_search_dirs",
+    "save_stereo_model",
+]
+
+_LOG = logging.getLogger(__name__)
+
+ENV_MODELS = "SCENE_PERCEPTION_MODELS"
+_WEIGHTS_SUFFIX = ".safetensors"
+_CARD_SUFFIX = ".json"
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class ModelLoadError(RuntimeError):
+    """Weights or model card missing, corrupt, or not matching the architecture."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was actually loaded, for logs, diagnostics and the ROS node's status."""
+
+    name: str
+    config_name: str
+    weights_path: Path | None
+    sha256: str | None
+    trained: bool
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed so large weight files do not need to fit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_search_dirs() -> list[Path]:
+    """Directories searched for ``<name>.safetensors``, in priority order.
+
+    ``$SCENE_PERCEPTION_MODELS`` (os.pathsep-separated) first so a deployment can override, then the
+    source tree's ``models/``, then the installed package share (only when ament_index is importable).
+    """
+    dirs: list[Path] = []
+    env = os.environ.get(ENV_MODELS, "")
+    dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    dirs.append(_REPO_MODELS)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("scene_perception")) / "models")
+    except Exception:  # noqa: BLE001 - not installed / no ament index: simply not a search location
+        pass
+    return dirs
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"model card {path} is unreadable or not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelLoadError(f"model card {path} must be a JSON object, got {type(card).__name__}")
+    for key in ("name", "config", "sha256"):
+        if key not in card:
+            raise ModelLoadError(f"model card {path} lacks the required field {key!r}")
+    return card
+
+
+def _config_from_card(card: Mapping[str, Any], card_path: Path) -> GCNetConfig:
+    spec = card["config"]
+    if isinstance(spec, str):
+        if spec not in CONFIGS:
+            raise ModelLoadError(
+                f"model card {card_path} names config {spec!r}, which this code does not know "
+                f"(known: {sorted(CONFIGS)})"
+            )
+        return CONFIGS[spec]
+    if isinstance(spec, dict):
+        try:
+            return GCNetConfig.from_dict(spec)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"model card {card_path} has an invalid config: {exc}") from exc
+    raise ModelLoadError(f"model card {card_path}: 'config' must be a name or an object, got {spec!r}")
+
+
+def _candidate_files(name: str) -> Iterator[tuple[Path, Path]]:
+    for d in model_search_dirs():
+        yield d / f"{name}{_WEIGHTS_SUFFIX}", d / f"{name}{_CARD_SUFFIX}"
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors plus the file's string metadata (where we record the config name)."""
+    # Imported here so the module (and ModelLoadError) stays importable for tools without safetensors.
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise ModelLoadError(
+            f"weights file {path} is corrupt or truncated (not a readable safetensors file): {exc}"
+        ) from exc
+    return tensors, metadata
+
+
+def _check_state_dict(model: GCNet, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Compare names and shapes first so the error says *which* tensors differ, not just that one did."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} tensor(s) with the wrong shape: " + "; ".join(wrong[:5]))
+        if missing:
+            parts.append(f"{len(missing)} missing: {missing[:5]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: {unexpected[:5]}")
+        raise ModelLoadError(
+            f"weights file {path} does not fit GC-Net config {model.config.name!r}: " + " | ".join(parts)
+        )
+
+
+def _warn_untrained(name: str, reason: str) -> None:
+    _LOG.warning(
+        "UNTRAINED weights: outputs are meaningless (model %r, %s). Train the model or point %s at a "
+        "directory holding <name>.safetensors and its model card.",
+        name,
+        reason,
+        ENV_MODELS,
+    )
+
+
+def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> tuple[GCNet, ModelInfo]:
+    """Build a GC-Net and load its weights, verified against the model card.
+
+    Args:
+        name: model name; the card ``<name>.json`` decides the architecture. Without a card ``name``
+            must be a config name (``"lite"``, ``"paper"``).
+        weights: explicit ``.safetensors`` path; its card is the ``.json`` with the same stem, if any.
+            ``None`` searches :func:`model_search_dirs` for ``<name>.safetensors``.
+
+    Returns:
+        ``(model in eval mode, ModelInfo)``. When no weights exist anywhere, an untrained model with
+        ``trained=False`` and a WARNING log, so the stack can still start (e.g. for integration tests).
+
+    Raises:
+        ModelLoadError: explicit weights missing; card without weights; unreadable card; sha256
+            mismatch; corrupt/truncated file; tensors that do not fit the config; unknown name.
+    """
+    weights_path: Path | None = None
+    card_path: Path | None = None
+    if weights is not None:
+        weights_path = Path(weights).expanduser()
+        if not weights_path.is_file():
+            raise ModelLoadError(f"weights file {weights_path} does not exist")
+        sibling = weights_path.with_suffix(_CARD_SUFFIX)
+        card_path = sibling if sibling.is_file() else None
+    else:
+        for w, c in _candidate_files(name):
+            if w.is_file():
+                weights_path, card_path = w, (c if c.is_file() else None)
+                break
+            if c.is_file():
+                raise ModelLoadError(f"model card {c} exists but its weights file {w} is missing")
+
+    card = _read_card(card_path) if card_path is not None else None
+    if card is not None:
+        assert card_path is not None
+        config = _config_from_card(card, card_path)
+    elif name in CONFIGS:
+        config = CONFIGS[name]
+    else:
+        where = weights_path or ", ".join(str(d) for d in model_search_dirs())
+        raise ModelLoadError(
+            f"unknown model {name!r}: no model card found ({where}) and it is not a config name "
+            f"(known configs: {sorted(CONFIGS)})"
+        )
+
+    model = GCNet(config)
+    if weights_path is None:
+        _warn_untrained(name, "no weights file found in " + ", ".join(str(d) for d in model_search_dirs()))
+        model.eval()
+        return model, ModelInfo(name, config.name, None, None, trained=False)
+
+    sha = file_sha256(weights_path)
+    if card is not None and str(card["sha256"]).lower() != sha:
+        raise ModelLoadError(
+            f"sha256 mismatch for {weights_path}: file is {sha}, model card {card_path} expects "
+            f"{card['sha256']} (file replaced, corrupted or truncated?)"
+        )
+    tensors, metadata = _load_tensors(weights_path)
+    if metadata.get("config", config.name) != config.name:
+        raise ModelLoadError(
+            f"weights file {weights_path} was saved from config {metadata['config']!r} but "
+            f"{'its model card' if card else 'the requested name'} says {config.name!r}"
+        )
+    _check_state_dict(model, tensors, weights_path)
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in tensors.items()}, strict=True)
+    model.eval()
+
+    if card is None:
+        _LOG.warning("no model card next to %s: sha256 not verified, assuming trained weights", weights_path)
+        trained = True
+    else:
+        trained = bool(card.get("trained", False))
+        if not trained:
+            _warn_untrained(str(card.get("name", name)), f"model card {card_path} says trained=false")
+    info = ModelInfo(str(card["name"]) if card else name, config.name, weights_path, sha, trained)
+    _LOG.info(
+        "loaded stereo model %s (config %s, sha256 %s) from %s",
+        info.name,
+        config.name,
+        sha[:12],
+        weights_path,
+    )
+    return model, info
+
+
+def save_stereo_model(model: GCNet, path: str | Path, card_fields: Mapping[str, Any] | None = None) -> str:
+    """Write ``path`` (safetensors) and its model card ``path.with_suffix('.json')``; return the sha256.
+
+    ``card_fields`` fills ``trained`` (default True), ``training`` and ``metrics`` (and may override
+    ``name``); ``config`` and ``sha256`` are always computed here so a card cannot lie about them. Both
+    files are written to temporaries and renamed, so a crash mid-save never leaves a half-written file
+    that a running node would then pick up.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != _WEIGHTS_SUFFIX:
+        raise ValueError(f"weights path must end in {_WEIGHTS_SUFFIX}, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"config": config.name, "format": "pt"})
+    sha = file_sha256(tmp)
+    os.replace(tmp, path)
+
+    fields = dict(card_fields or {})
+    card: dict[str, Any] = {
+        "name": fields.pop("name", path.stem),
+        "config": config.name if CONFIGS.get(config.name) == config else config.to_dict(),
+        "sha256": sha,
+        "trained": bool(fields.pop("trained", True)),
+        "training": fields.pop("training", {}),
+        "metrics": fields.pop("metrics", {}),
+    }
+    for key in ("config", "sha256"):
+        fields.pop(key, None)
+    card.update(fields)
+    card_path = path.with_suffix(_CARD_SUFFIX)
+    tmp_card = card_path.with_name(card_path.name + ".tmp")
+    tmp_card.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp_card, card_path)
+    return sha

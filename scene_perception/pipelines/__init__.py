@@ -1,0 +1,1 @@
+"""Inference pipelines: numpy in, numpy out (pure; no ROS imports)."""

@@ -1,0 +1,158 @@
+"""Stereo depth pipeline: rectified uint8 image pair in, disparity / uncertainty / depth / points out.
+
+Pure numpy + torch (no ROS), so the ROS node, offline tools and tests all share exactly one code path for
+padding, validity masking and the disparity -> depth conversion.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from scene_perception.geometry.stereo_camera import StereoCamera
+
+__all__ = ["StereoDepthPipeline", "StereoDepthResult"]
+
+
+@dataclass
+class StereoDepthResult:
+    """Per-pixel outputs for the left image, all (H, W) at the input resolution.
+
+    Attributes:
+        disparity: px, float32 (raw network output, also where invalid; use ``valid``).
+        disparity_std: px, float32, ``sqrt(2) * b`` of the predicted Laplace distribution.
+        valid: bool mask of pixels worth publishing.
+        depth: metres, float32, NaN where invalid; None without a camera.
+        depth_std: metres, float32, first-order propagation of ``disparity_std``; None without a camera.
+        points: (H, W, 3) float32 XYZ in the left optical frame, NaN where invalid; None without a camera
+            or with ``compute_points=False``.
+        inference_ms: wall time of the network forward pass alone (not pre/post-processing), so it can
+            be compared across machines and with benchmark numbers.
+    """
+
+    disparity: np.ndarray
+    disparity_std: np.ndarray
+    valid: np.ndarray
+    depth: np.ndarray | None
+    depth_std: np.ndarray | None
+    points: np.ndarray | None
+    inference_ms: float
+
+
+def _check_image(img: np.ndarray, side: str) -> np.ndarray:
+    """Return an HxWx3 uint8 view; grey HxW (or HxWx1) is replicated, since the network expects RGB."""
+    if not isinstance(img, np.ndarray):
+        raise ValueError(f"{side} image must be a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"{side} image must be uint8 (rgb8 / mono8), got dtype {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{side} image must be HxWx3 RGB or HxW grey, got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"{side} image is empty: shape {img.shape}")
+    return img
+
+
+class StereoDepthPipeline:
+    """Runs a stereo network (GC-Net style: ``model(left, right) -> (disparity, log_scale)``) on one pair.
+
+    Args:
+        model: network with a ``size_divisor`` attribute; put in eval mode and moved to ``device`` here.
+        device: torch device string.
+        min_disparity: disparities at or below this are invalid (too far to be trusted; 0 = infinity).
+        max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
+        compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
+            a few ms at VGA).
+
+    Thread count is deliberately not set here: that is a process-wide decision for the node/tool.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str = "cpu",
+        min_disparity: float = 0.0,
+        max_uncertainty: float = float("inf"),
+        compute_points: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.size_divisor = int(getattr(model, "size_divisor", 1))
+        self.min_disparity = float(min_disparity)
+        self.max_uncertainty = float(max_uncertainty)
+        self.compute_points = bool(compute_points)
+
+    def _to_tensor(self, img: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+        return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+    def __call__(
+        self, left: np.ndarray, right: np.ndarray, camera: StereoCamera | None = None
+    ) -> StereoDepthResult:
+        """Estimate disparity (and, with a camera, depth and points) for the left image.
+
+        Raises:
+            ValueError: wrong dtype / channels, left and right shapes differ, or the camera's image size
+                does not match (use ``camera.scaled`` when running on resized images).
+        """
+        left = _check_image(left, "left")
+        right = _check_image(right, "right")
+        if left.shape != right.shape:
+            raise ValueError(
+                f"left and right images differ in size: {left.shape[1]}x{left.shape[0]} vs "
+                f"{right.shape[1]}x{right.shape[0]} (a rectified pair must match)"
+            )
+        h, w = left.shape[:2]
+        if camera is not None and (camera.width, camera.height) != (w, h):
+            raise ValueError(
+                f"camera is for {camera.width}x{camera.height} images but the pair is {w}x{h}; "
+                "use camera.scaled(sx, sy) for resized images"
+            )
+
+        div = self.size_divisor
+        pad_h, pad_w = (-h) % div, (-w) % div
+        with torch.inference_mode():
+            pair = torch.cat([self._to_tensor(left), self._to_tensor(right)], dim=0)
+            if pad_h or pad_w:
+                # Replicate, not zeros: a black border would be matched as a strong (false) edge and
+                # pull the disparity of the last real columns/rows.
+                pair = F.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
+            start = time.perf_counter()
+            disparity_t, log_scale_t = self.model(pair[:1], pair[1:])
+            inference_ms = (time.perf_counter() - start) * 1000.0
+            disparity = disparity_t[0, 0, :h, :w].float().cpu().numpy()
+            log_scale = log_scale_t[0, 0, :h, :w].float().cpu().numpy()
+
+        disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            disparity_std = (math.sqrt(2.0) * np.exp(log_scale)).astype(np.float32)
+            columns = np.arange(w, dtype=np.float32)[None, :]
+            # d > x would match a pixel left of the right image's first column: an extrapolation.
+            valid = (
+                np.isfinite(disparity)
+                & (disparity > self.min_disparity)
+                & (disparity <= columns)
+                & (disparity_std <= self.max_uncertainty)
+            )
+
+        depth = depth_std = points = None
+        if camera is not None:
+            masked = np.where(valid, disparity, np.float32(np.nan)).astype(np.float32, copy=False)
+            depth = camera.disparity_to_depth(masked, self.min_disparity)
+            # The camera may reject more (d + doffs <= 0): keep valid, depth and points consistent.
+            valid &= np.isfinite(depth)
+            masked[~valid] = np.nan
+            depth_std = camera.depth_std(masked, disparity_std, self.min_disparity)
+            if self.compute_points:
+                points = camera.points(masked, self.min_disparity)
+        return StereoDepthResult(disparity, disparity_std, valid, depth, depth_std, points, inference_ms)

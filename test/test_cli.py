@@ -1,0 +1,179 @@
+"""The `scene-perception` command: the offline depth contract, and `run` starting nodes in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosutil import RosHarness, make_camera, publish_all, shifted_pair, stereo_messages
+from sensor_msgs.msg import CameraInfo, Image
+
+from scene_perception.models.gcnet import CONFIGS, GCNet
+from scene_perception.models.weights import save_stereo_model
+
+CLI = [sys.executable, "-m", "scene_perception.cli"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "lite_cli.safetensors"
+    save_stereo_model(GCNet(CONFIGS["lite"]), path, {"trained": False})
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("pair")
+    left, right = shifted_pair(61, 97, 7, seed=11)  # odd sizes: the CLI must return the input resolution
+    cv2.imwrite(str(d / "l.png"), cv2.cvtColor(left, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(d / "r.png"), cv2.cvtColor(right, cv2.COLOR_RGB2BGR))
+    return d / "l.png", d / "r.png"
+
+
+@pytest.mark.parametrize("max_disparity", [None, 256])
+def test_depth_writes_float32_at_input_resolution(tmp_path: Path, weights: Path, pair, max_disparity) -> None:
+    out = tmp_path / "d.npy"
+    unc = tmp_path / "u.npy"
+    cmd = [
+        *CLI,
+        "depth",
+        "--left",
+        str(pair[0]),
+        "--right",
+        str(pair[1]),
+        "--output",
+        str(out),
+        "--weights",
+        str(weights),
+        "--uncertainty",
+        str(unc),
+    ]
+    if max_disparity:
+        cmd += ["--max-disparity", str(max_disparity)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    disp = np.load(out)
+    assert disp.dtype == np.float32 and disp.shape == (61, 97)
+    assert np.isfinite(disp).all()
+    assert np.load(unc).shape == (61, 97)
+    assert "UNTRAINED" in proc.stdout + proc.stderr
+
+
+def test_depth_rejects_missing_and_mismatched_images(tmp_path: Path, weights: Path, pair) -> None:
+    proc = subprocess.run(
+        [
+            *CLI,
+            "depth",
+            "--left",
+            str(tmp_path / "nope.png"),
+            "--right",
+            str(pair[1]),
+            "--output",
+            str(tmp_path / "x.npy"),
+            "--weights",
+            str(weights),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "cannot read image" in proc.stderr
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((10, 10, 3), np.uint8))
+    proc = subprocess.run(
+        [
+            *CLI,
+            "depth",
+            "--left",
+            str(pair[0]),
+            "--right",
+            str(small),
+            "--output",
+            str(tmp_path / "x.npy"),
+            "--weights",
+            str(weights),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "rectified pair has one size" in proc.stderr
+
+
+def test_run_rejects_unknown_node(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("no_such_node:\n  ros__parameters: {}\n")
+    proc = subprocess.run([*CLI, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "unknown node 'no_such_node'" in proc.stderr
+
+
+def test_run_starts_node_from_config_in_another_process(tmp_path: Path, weights: Path) -> None:
+    """`scene-perception run` in a subprocess; this process publishes stereo over Fast DDS and gets depth."""
+    cfg = tmp_path / "perception.yaml"
+    cfg.write_text(
+        textwrap.dedent(f"""\
+        stereo_depth:
+          ros__parameters:
+            weights: "{weights}"
+            input_qos: sensor_data
+        """)
+    )
+    # Large best-effort frames between processes need Fast DDS's LARGE_DATA transports on *both* sides
+    # (README: "Running across processes"); the default UDP transport drops most fragmented samples.
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*CLI, "run", "--config", str(cfg), "--ros-args", "-r", "__ns:=/cam"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    harness = RosHarness()
+    try:
+        node = harness.add(Node("cli_driver", context=harness.context, namespace="/cam"))
+        q = qos_profile_sensor_data
+        pubs = [
+            node.create_publisher(t, n, q)
+            for t, n in (
+                (Image, "left/image_rect"),
+                (CameraInfo, "left/camera_info"),
+                (Image, "right/image_rect"),
+                (CameraInfo, "right/camera_info"),
+            )
+        ]
+        got: list[Image] = []
+        node.create_subscription(Image, "depth", got.append, 10)
+        assert harness.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), 60), (
+            "the node started by `scene-perception run` never subscribed under /cam"
+        )
+        left, right = shifted_pair(240, 320, 5, seed=12)
+        camera = make_camera(320, 240)
+        for i in range(20):
+            publish_all(pubs, stereo_messages(left, right, camera, 5_000_000_000 + i * 50_000_000))
+            if harness.spin_until(lambda: bool(got), 0.5):
+                break
+        assert got, "no depth image came back from the node in the other process"
+        assert (got[0].width, got[0].height, got[0].encoding) == (320, 240, "32FC1")
+    finally:
+        harness.shutdown()
+        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "UNTRAINED WEIGHTS" in out

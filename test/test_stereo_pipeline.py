@@ -1,0 +1,162 @@
+"""StereoDepthPipeline: input checks, padding/cropping, validity rules and disparity -> depth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.models.gcnet import GCNet
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
+
+
+class ColumnModel(nn.Module):
+    """Stand-in network with a known answer: disparity = scale * column, constant log-scale.
+
+    It records the (padded) inputs so the test can check padding and what the pipeline fed it.
+    """
+
+    size_divisor = 16
+
+    def __init__(self, scale: float = 0.5, log_scale: float = 0.0) -> None:
+        super().__init__()
+        self.scale, self.log_scale = scale, log_scale
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert left.shape[-2] % 16 == 0 and left.shape[-1] % 16 == 0
+        self.seen.append((left.clone(), right.clone()))
+        b, _, h, w = left.shape
+        cols = torch.arange(w, dtype=torch.float32).expand(b, 1, h, w)
+        return cols * self.scale, torch.full((b, 1, h, w), self.log_scale)
+
+
+@pytest.fixture(scope="module")
+def lite_pipeline() -> StereoDepthPipeline:
+    torch.manual_seed(0)
+    return StereoDepthPipeline(GCNet("lite"))
+
+
+def _images(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    left = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return left, np.roll(left, -6, axis=1)  # right(x) = left(x + 6): disparity 6
+
+
+def _camera(h: int, w: int) -> StereoCamera:
+    return StereoCamera(
+        width=w,
+        height=h,
+        fx=400.0,
+        fy=400.0,
+        cx=w / 2,
+        cy=h / 2,
+        cx_right=w / 2,
+        baseline=0.12,
+        frame_id="left_optical",
+    )
+
+
+def test_real_model_odd_size_is_cropped_back(lite_pipeline: StereoDepthPipeline) -> None:
+    left, right = _images(241, 321)
+    res = lite_pipeline(left, right)
+    assert isinstance(res, StereoDepthResult)
+    for arr in (res.disparity, res.disparity_std, res.valid):
+        assert arr.shape == (241, 321)
+    assert res.disparity.dtype == np.float32 and res.disparity_std.dtype == np.float32
+    assert res.valid.dtype == np.bool_
+    assert res.depth is None and res.depth_std is None and res.points is None
+    assert res.inference_ms > 0
+    assert np.isfinite(res.disparity).all() and (res.disparity_std > 0).all()
+    # Untrained output is meaningless, but the column rule must still hold.
+    cols = np.arange(321)[None, :]
+    assert not (res.valid & (res.disparity > cols)).any()
+
+
+def test_grey_input_is_replicated(lite_pipeline: StereoDepthPipeline) -> None:
+    left, right = _images(48, 64)
+    grey_l, grey_r = left[..., 0], right[..., 0]
+    res_grey = lite_pipeline(grey_l, grey_r)
+    res_rgb = lite_pipeline(np.repeat(grey_l[..., None], 3, 2), np.repeat(grey_r[..., None], 3, 2))
+    np.testing.assert_array_equal(res_grey.disparity, res_rgb.disparity)
+
+
+def test_input_validation() -> None:
+    pipe = StereoDepthPipeline(ColumnModel())
+    left, right = _images(40, 50)
+    with pytest.raises(ValueError, match="differ in size"):
+        pipe(left, right[:, :-1])
+    with pytest.raises(ValueError, match="uint8"):
+        pipe(left.astype(np.float32), right.astype(np.float32))
+    with pytest.raises(ValueError, match="HxWx3"):
+        pipe(np.zeros((40, 50, 4), np.uint8), np.zeros((40, 50, 4), np.uint8))
+    with pytest.raises(ValueError, match="camera.scaled"):
+        pipe(left, right, _camera(80, 100))
+
+
+def test_replicate_padding_and_crop() -> None:
+    model = ColumnModel(scale=0.5, log_scale=math.log(2.0))
+    pipe = StereoDepthPipeline(model)
+    left, right = _images(37, 45)
+    res = pipe(left, right)
+    padded_left, padded_right = model.seen[-1]
+    assert padded_left.shape == padded_right.shape == (1, 3, 48, 48)
+    expect_left = torch.from_numpy(left).permute(2, 0, 1).float() / 255.0
+    torch.testing.assert_close(padded_left[0, :, :37, :45], expect_left)
+    # Replicate padding: the border repeats the last real column / row.
+    torch.testing.assert_close(padded_left[0, :, :37, 45:], expect_left[:, :, -1:].expand(3, 37, 3))
+    torch.testing.assert_close(padded_left[0, :, 37:, :45], expect_left[:, -1:, :].expand(3, 11, 45))
+
+    assert res.disparity.shape == (37, 45)
+    np.testing.assert_allclose(res.disparity, np.tile(np.arange(45, dtype=np.float32) * 0.5, (37, 1)))
+    np.testing.assert_allclose(res.disparity_std, 2.0 * math.sqrt(2.0), rtol=1e-6)
+
+
+def test_validity_rules() -> None:
+    left, right = _images(32, 48)
+    # d = 0.5 x: d > min_disparity=2 needs x > 4; d <= x holds everywhere.
+    res = StereoDepthPipeline(ColumnModel(0.5), min_disparity=2.0)(left, right)
+    np.testing.assert_array_equal(res.valid, np.tile(np.arange(48) * 0.5 > 2.0, (32, 1)))
+    # d = 1.5 x points outside the right image for every x > 0.
+    res = StereoDepthPipeline(ColumnModel(1.5))(left, right)
+    assert not res.valid.any()
+    # std = sqrt(2) * e^1 ~ 3.84 px > 3: everything rejected; a looser bound keeps it.
+    assert not StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=3.0)(left, right).valid.any()
+    assert StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=4.0)(left, right).valid.any()
+
+
+def test_depth_matches_focal_baseline_over_disparity() -> None:
+    h, w = 32, 48
+    cam = _camera(h, w)
+    left, right = _images(h, w)
+    res = StereoDepthPipeline(ColumnModel(0.5), min_disparity=1.0)(left, right, cam)
+    assert res.depth is not None and res.depth_std is not None and res.points is not None
+    assert res.depth.dtype == np.float32 and res.points.shape == (h, w, 3)
+    v = res.valid
+    assert v.any() and not v.all()
+    np.testing.assert_allclose(res.depth[v], cam.fx * cam.baseline / res.disparity[v], rtol=1e-5)
+    assert np.isnan(res.depth[~v]).all() and np.isnan(res.depth_std[~v]).all()
+    assert np.isnan(res.points[~v]).all()
+    np.testing.assert_allclose(res.points[..., 2][v], res.depth[v], rtol=1e-6)
+    # First-order propagation: sigma_Z = fB / d^2 * sigma_d.
+    expect_std = cam.fx * cam.baseline / res.disparity[v] ** 2 * res.disparity_std[v]
+    np.testing.assert_allclose(res.depth_std[v], expect_std, rtol=1e-5)
+
+    no_points = StereoDepthPipeline(ColumnModel(0.5), compute_points=False)(left, right, cam)
+    assert no_points.points is None and no_points.depth is not None
+
+
+def test_real_model_with_camera(lite_pipeline: StereoDepthPipeline) -> None:
+    h, w = 48, 160
+    cam = _camera(h, w)
+    left, right = _images(h, w, seed=2)
+    res = lite_pipeline(left, right, cam)
+    assert res.depth is not None and res.points is not None
+    v = res.valid
+    assert v.any()
+    np.testing.assert_allclose(res.depth[v], cam.fx * cam.baseline / res.disparity[v], rtol=1e-5)
+    assert np.array_equal(np.isfinite(res.depth), v)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): set up / refresh the pip environment, lint, run the tests.
+# Extra arguments go to pytest, e.g. `bash tools/test.sh -k messages -x`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash tools/setup_env.sh
+echo "[test] ruff check ."
+.venv/bin/python -m ruff check .
+echo "[test] pytest"
+.venv/bin/python -m pytest -q test "$@"
