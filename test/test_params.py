@@ -1,0 +1,44 @@
+"""The node's parameters are declared once (ros/params.py) and stay in sync with the README and config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from scene_perception.ros.params import STEREO_DEPTH_PARAMS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_parameter_is_documented_in_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.name for s in STEREO_DEPTH_PARAMS if f"`{s.name}`" not in readme]
+    assert not missing, f"parameters missing from the README table: {missing}"
+
+
+def test_config_file_only_sets_declared_parameters_with_matching_types() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
+    params = cfg["stereo_depth"]["ros__parameters"]
+    specs = {s.name: s for s in STEREO_DEPTH_PARAMS}
+    unknown = sorted(set(params) - set(specs))
+    assert not unknown, f"config sets undeclared parameters: {unknown}"
+    for name, value in params.items():
+        assert type(value) is type(specs[name].default), f"{name}: {value!r} vs default {specs[name].default!r}"
+
+
+def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
+    for spec in STEREO_DEPTH_PARAMS:
+        desc = spec.descriptor()
+        if isinstance(spec.default, bool):
+            continue
+        if isinstance(spec.default, int):
+            assert desc.integer_range, spec.name
+            r = desc.integer_range[0]
+            assert r.from_value <= spec.default <= r.to_value, spec.name
+        elif isinstance(spec.default, float):
+            assert desc.floating_point_range, spec.name
+            r = desc.floating_point_range[0]
+            assert r.from_value <= spec.default <= r.to_value, spec.name
+        if spec.choices:
+            assert spec.default in spec.choices, spec.name
