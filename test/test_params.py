@@ -24,7 +24,8 @@ def test_config_file_only_sets_declared_parameters_with_matching_types() -> None
     unknown = sorted(set(params) - set(specs))
     assert not unknown, f"config sets undeclared parameters: {unknown}"
     for name, value in params.items():
-        assert type(value) is type(specs[name].default), f"{name}: {value!r} vs default {specs[name].default!r}"
+        default = specs[name].default
+        assert type(value) is type(default), f"{name}: {value!r} vs default {default!r}"
 
 
 def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
