@@ -77,7 +77,15 @@ def cmd_run(args: argparse.Namespace, ros_argv: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from scene_perception.ros.demo import run_demo
 
-    return run_demo(out_dir=Path(args.out), frames=args.frames, model=args.model, weights=args.weights)
+    return run_demo(
+        out_dir=Path(args.out),
+        frames=args.frames,
+        model=args.model,
+        weights=args.weights,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+    )
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -121,9 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic stereo through the running node; metrics and a figure")
     p.add_argument("--out", default="out/demo", help="output folder")
-    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--frames", type=int, default=8)
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument(
+        "--seed", type=int, default=7, help="synthetic world seed (the training never uses worlds)"
+    )
+
+    p = sub.add_parser(
+        "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False
+    )
 
     p = sub.add_parser("train", help="train a model (train stereo --help)", add_help=False)
     p.add_argument("task", choices=["stereo"])
@@ -143,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "train":
         return cmd_train(args, rest)
+    if args.command == "synth":
+        from scene_perception.data.synth import synth_main
+
+        result = synth_main(rest)
+        return int(result) if isinstance(result, int) else 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "depth":

@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""Stereo accuracy of our GC-Net next to OpenCV SGBM_3WAY, on held-out synthetic pairs and Middlebury Aloe.
+
+Why both in one run: SGBM is the baseline to beat (project notes), and timings on these shared machines
+drift up to 2x between runs, so every number compared here is measured back to back.
+
+Data, and what is *not* done with it:
+* Synthetic: ``make_stereo_sample(seed)`` with seeds ``10_000_000 + i``.  Training draws its pairs through
+  ``ProceduralStereoDataset``, whose item seeds are ``SeedSequence([data_seed, index])`` hashes; the script
+  checks that none of the evaluation seeds equals one of those for the first ``--train-samples`` indices
+  (so the held-out pairs are provably not training pairs).  Scored on non-occluded pixels.
+* Middlebury 2006 Aloe (``tools/fetch_eval_data.sh``): evaluation only.  GT value 0 (unknown) is excluded.
+  The disparity range is chosen from the image width alone (``--range-fraction`` x width, rounded to a
+  multiple of 16), never from the GT.  Nothing here feeds back into training or tuning.
+
+Example::
+
+    python benchmarks/stereo_accuracy.py --weights runs/lite_v1/lite.safetensors --json out/acc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO))
+
+from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.evaluation.metrics import (  # noqa: E402
+    disparity_metrics,
+    fill_holes_background,
+    pool_metrics,
+)
+from scene_perception.evaluation.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
+from scene_perception.models.weights import load_stereo_model  # noqa: E402
+from scene_perception.pipelines.disparity_range import predict_disparity  # noqa: E402
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
+
+# First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses
+# SeedSequence hashes of (data seed, index)); check_held_out() verifies there is no accidental overlap.
+HELD_OUT_SEED_START = 10_000_000
+DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
+
+# Goals and baseline from the project notes (shared/notes/data-and-baselines.md).
+GOAL_SYNTHETIC_EPE = 1.0
+NOTES_SGBM = {
+    "full": {"epe": 1.25, "bad2": 3.1, "density": 72.0, "bad2_filled": 15.5, "ms": "250-580"},
+    "half": {"epe": 1.88, "bad2": 5.2, "density": 73.0, "bad2_filled": 17.2, "ms": "31-66"},
+}
+NOTES_SGBM_NUM_DISPARITIES = 224  # the notes' full-resolution range (half resolution: 112)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must look like 256x512 (HxW), got {text!r}") from exc
+    return h, w
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="lite", help="model name (model card / config name)")
+    p.add_argument("--weights", default=None, help=".safetensors file (default: search the model dirs)")
+    p.add_argument("--synthetic-pairs", type=int, default=50, help="held-out synthetic pairs (0: skip)")
+    p.add_argument("--synthetic-size", type=parse_size, default=(256, 512), help="HxW of synthetic pairs")
+    p.add_argument("--synthetic-max-disparity", type=float, default=96.0)
+    p.add_argument("--nuisance", action="store_true", help="photometric nuisance on the synthetic pairs")
+    p.add_argument("--train-seed", type=int, default=0, help="training data seed, for the held-out check")
+    p.add_argument("--train-samples", type=int, default=200_000,
+                   help="training sample indices checked against the held-out seeds")
+    p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR)
+    p.add_argument("--range-fraction", type=float, default=0.2,
+                   help="Aloe max disparity as a fraction of the image width (never from GT)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per method on Aloe (median)")
+    p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
+    p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
+    p.add_argument("--figure", type=Path, default=None, help="save an Aloe comparison figure (PNG)")
+    args = p.parse_args(argv)
+    if args.synthetic_pairs < 0 or args.repeats < 1 or args.threads < 1:
+        p.error("--synthetic-pairs must be >= 0, --repeats and --threads >= 1")
+    return args
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def held_out_seeds(n: int) -> list[int]:
+    """Seeds of the held-out synthetic set (a fixed range, so every run scores the same pairs)."""
+    return [HELD_OUT_SEED_START + i for i in range(n)]
+
+
+def check_held_out(seeds: list[int], train_seed: int, train_samples: int) -> None:
+    """Fail loudly if a held-out seed is also a training item seed (same formula as the dataset)."""
+    wanted = set(seeds)
+    for index in range(train_samples):
+        item_seed = int(np.random.SeedSequence([train_seed, index]).generate_state(1)[0])
+        if item_seed in wanted:
+            raise RuntimeError(
+                f"held-out seed {item_seed} is training item {index} of data seed {train_seed}; "
+                "move HELD_OUT_SEED_START"
+            )
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(result, wall ms) of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - t0) * 1000.0
+
+
+def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    """Last result and median wall ms over ``repeats`` calls after one untimed warm-up call."""
+    out = fn()
+    samples = []
+    for _ in range(repeats):
+        out, ms = timed(fn)
+        samples.append(ms)
+    return out, statistics.median(samples)
+
+
+def range_from_width(width: int, fraction: float) -> int:
+    """Disparity search range from the image size alone, rounded to SGBM's granularity of 16 px."""
+    return max(16, 16 * round(fraction * width / 16))
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of metric dicts as a markdown table (the format the notes and PR descriptions use)."""
+    header = ["method", "input", "range px", "EPE px", "bad-1 %", "bad-2 %", "bad-3 %", "D1 %",
+              "density %", "ms (median)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["method"], r["input"], str(r["range"]), fmt(r["epe"]), fmt(r["bad1"], 1), fmt(r["bad2"], 1),
+            fmt(r["bad3"], 1), fmt(r["d1"], 1), fmt(r["density"], 1), fmt(r.get("ms"), 0),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def row(
+    method: str, input_desc: str, rng: int, metrics: dict[str, float], ms: float | None
+) -> dict[str, Any]:
+    """One result row: method, input size, search range (px), metrics and median time."""
+    return {"method": method, "input": input_desc, "range": rng, **metrics, "ms": ms}
+
+
+# ----------------------------------------------------------------------------------------- synthetic
+def run_synthetic(args: argparse.Namespace, pipeline: StereoDepthPipeline, model_max: int) -> dict[str, Any]:
+    """Our model (dense) and SGBM (sparse, filled) on held-out procedural pairs, non-occluded pixels."""
+    seeds = held_out_seeds(args.synthetic_pairs)
+    check_held_out(seeds, args.train_seed, args.train_samples)
+    h, w = args.synthetic_size
+    max_d = float(args.synthetic_max_disparity)
+    sgbm = SGBMMatcher(max_d)
+    per: dict[str, list[dict[str, float]]] = {"ours": [], "sgbm": [], "sgbm_filled": []}
+    ms: dict[str, list[float]] = {"ours": [], "sgbm": []}
+    for seed in seeds:
+        s = make_stereo_sample(seed, width=w, height=h, max_disparity=max_d, nuisance=args.nuisance)
+        mask = s.nonoccluded & np.isfinite(s.disparity)
+        result, t_ours = timed(lambda s=s: pipeline(s.left, s.right))
+        disp_sgbm, t_sgbm = timed(lambda s=s: sgbm(s.left, s.right))
+        per["ours"].append(disparity_metrics(result.disparity, s.disparity, mask))
+        per["sgbm"].append(disparity_metrics(disp_sgbm, s.disparity, mask))
+        per["sgbm_filled"].append(disparity_metrics(fill_holes_background(disp_sgbm), s.disparity, mask))
+        ms["ours"].append(t_ours)
+        ms["sgbm"].append(t_sgbm)
+    size = f"{w}x{h}"
+    num_d = sgbm.num_disparities
+    rows = [
+        row("ours (dense)", size, model_max, pool_metrics(per["ours"]), statistics.median(ms["ours"])),
+        row("SGBM_3WAY sparse", size, num_d, pool_metrics(per["sgbm"]), statistics.median(ms["sgbm"])),
+        row("SGBM_3WAY filled", size, num_d, pool_metrics(per["sgbm_filled"]), None),
+    ]
+    return {
+        "seeds": [seeds[0], seeds[-1]] if seeds else [],
+        "pairs": len(seeds),
+        "size": [h, w],
+        "max_disparity": max_d,
+        "nuisance": bool(args.nuisance),
+        "mask": "nonoccluded",
+        "held_out_check": {"train_seed": args.train_seed, "train_samples": args.train_samples},
+        "rows": rows,
+    }
+
+
+# ----------------------------------------------------------------------------------------- Aloe
+def load_aloe(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(left RGB, right RGB, GT float32 px with NaN = unknown) or None when the files are absent."""
+    paths = [directory / n for n in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")]
+    if not all(p.is_file() for p in paths):
+        return None
+    left, right = (cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:2])
+    gt = cv2.imread(str(paths[2]), cv2.IMREAD_UNCHANGED)
+    if gt is None or gt.ndim != 2 or left.shape[:2] != gt.shape:
+        raise RuntimeError(f"unexpected Aloe files in {directory}: GT {None if gt is None else gt.shape}")
+    gt = gt.astype(np.float32)
+    gt[gt == 0] = np.nan  # 0 = unknown disparity in the Middlebury PNGs
+    return left, right, gt
+
+
+def run_aloe(
+    args: argparse.Namespace, pipeline: StereoDepthPipeline, model_max: int
+) -> dict[str, Any] | None:
+    """Ours (dense) and SGBM (sparse / filled) at full and half input resolution, scored at full res."""
+    data = load_aloe(args.aloe_dir)
+    if data is None:
+        return None
+    left, right, gt = data
+    h, w = gt.shape
+    hw, hh = round(w / 2), round(h / 2)
+    left_h = cv2.resize(left, (hw, hh), interpolation=cv2.INTER_AREA)
+    right_h = cv2.resize(right, (hw, hh), interpolation=cv2.INTER_AREA)
+    range_full = range_from_width(w, args.range_fraction)
+    range_half = range_from_width(hw, args.range_fraction)
+
+    def ours_full() -> np.ndarray:
+        return predict_disparity(pipeline, left, right, max_disparity=range_full,
+                                 model_max_disparity=model_max)[0]
+
+    def ours_half() -> np.ndarray:
+        d = predict_disparity(pipeline, left_h, right_h, max_disparity=range_half,
+                              model_max_disparity=model_max)[0]
+        # Bilinear for a dense smooth prediction, the same upsampling predict_disparity uses internally.
+        return cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / hw)
+
+    rows: list[dict[str, Any]] = []
+    maps: dict[str, np.ndarray] = {}
+    full_desc, half_desc = f"{w}x{h}", f"{hw}x{hh} (x2 up)"
+    for key, fn, desc, rng in (("full", ours_full, full_desc, range_full),
+                               ("half", ours_half, half_desc, range_half)):
+        disp, ms = timed_median(fn, args.repeats)
+        rows.append(row("ours (dense)", desc, rng, disparity_metrics(disp, gt), ms))
+        maps[f"ours_{key}"] = disp
+
+    # SGBM at the same width-derived range as ours, then at the notes' 224/112 to check the baseline.
+    for label, rng_full in (("", range_full), (" (notes' range)", NOTES_SGBM_NUM_DISPARITIES)):
+        for scale, desc in ((1.0, full_desc), (0.5, half_desc)):
+            sgbm = SGBMMatcher(rng_full, scale=scale)
+            disp, ms = timed_median(lambda sgbm=sgbm: sgbm(left, right), args.repeats)
+            filled = fill_holes_background(disp)
+            rows.append(row(f"SGBM_3WAY sparse{label}", desc, sgbm.num_disparities,
+                            disparity_metrics(disp, gt), ms))
+            rows.append(row(f"SGBM_3WAY filled{label}", desc, sgbm.num_disparities,
+                            disparity_metrics(filled, gt), None))
+            if not label:
+                key = "full" if scale == 1.0 else "half"
+                maps[f"sgbm_{key}"], maps[f"sgbm_filled_{key}"] = disp, filled
+    if args.figure is not None:
+        save_figure(args.figure, left, gt, maps)
+    return {
+        "dir": str(args.aloe_dir),
+        "size": [h, w],
+        "range_fraction": args.range_fraction,
+        "range_full": range_full,
+        "range_half": range_half,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+
+
+def save_figure(path: Path, left: np.ndarray, gt: np.ndarray, maps: dict[str, np.ndarray]) -> None:
+    """Aloe left, GT, ours, SGBM and their error maps, on one colour scale so they compare by eye."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vmin, vmax = float(np.nanmin(gt)), float(np.nanmax(gt))
+    ours, sgbm, sgbm_f = maps["ours_half"], maps["sgbm_half"], maps["sgbm_filled_half"]
+    panels = [
+        ("Aloe left", left, None),
+        ("GT disparity (white: unknown)", gt, "disp"),
+        ("ours, 641 px input", ours, "disp"),
+        ("SGBM_3WAY, 641 px input (white: none)", sgbm, "disp"),
+        ("|ours - GT| (0..10 px)", np.abs(ours - gt), "err"),
+        ("|SGBM filled - GT| (0..10 px)", np.abs(sgbm_f - gt), "err"),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    for ax, (title, img, kind) in zip(axes.ravel(), panels, strict=True):
+        if kind is None:
+            ax.imshow(img)
+        elif kind == "disp":
+            im = ax.imshow(np.ma.masked_invalid(img), cmap="turbo", vmin=vmin, vmax=vmax)
+            fig.colorbar(im, ax=ax, fraction=0.04)
+        else:
+            im = ax.imshow(np.ma.masked_invalid(img), cmap="magma", vmin=0.0, vmax=10.0)
+            fig.colorbar(im, ax=ax, fraction=0.04)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- goals
+def find(rows: list[dict[str, Any]], method: str, input_prefix: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["method"] == method and r["input"].startswith(input_prefix)), None)
+
+
+def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The notes' goals with the measured value, the target and whether it is met."""
+    goals: list[dict[str, Any]] = []
+    syn = results.get("synthetic")
+    if syn:
+        ours = find(syn["rows"], "ours (dense)", "")
+        goals.append({"goal": "synthetic EPE (ours, non-occluded)", "value": ours["epe"],
+                      "target": f"<= {GOAL_SYNTHETIC_EPE} px",
+                      "met": bool(ours["epe"] <= GOAL_SYNTHETIC_EPE)})
+    aloe = results.get("aloe")
+    if aloe:
+        hw, hh = round(aloe["size"][1] / 2), round(aloe["size"][0] / 2)
+        half = f"{hw}x{hh}"
+        ours = find(aloe["rows"], "ours (dense)", half)
+        sgbm_f = find(aloe["rows"], "SGBM_3WAY filled", half)
+        goals.append({"goal": "Aloe dense bad-2, half res: ours < SGBM filled (this run)",
+                      "value": ours["bad2"], "target": f"< {sgbm_f['bad2']:.1f} %",
+                      "met": bool(ours["bad2"] < sgbm_f["bad2"])})
+        goals.append({"goal": "Aloe dense bad-2, half res: ours < SGBM filled (notes)",
+                      "value": ours["bad2"], "target": f"< {NOTES_SGBM['half']['bad2_filled']} %",
+                      "met": bool(ours["bad2"] < NOTES_SGBM["half"]["bad2_filled"])})
+        goals.append({"goal": "stretch: Aloe dense bad-2, half res: ours < SGBM sparse (notes)",
+                      "value": ours["bad2"], "target": f"< {NOTES_SGBM['half']['bad2']} %",
+                      "met": bool(ours["bad2"] < NOTES_SGBM["half"]["bad2"])})
+    return goals
+
+
+def goals_table(goals: list[dict[str, Any]]) -> str:
+    lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {g['goal']} | {fmt(g['value'])} | {g['target']} | {'yes' if g['met'] else 'NO'} |"
+              for g in goals]
+    return "\n".join(lines)
+
+
+def notes_table() -> str:
+    lines = ["| notes' SGBM_3WAY (224 disp) | EPE px | bad-2 % | density % | bad-2 % filled | ms |",
+             "|---|---|---|---|---|---|"]
+    for key, desc in (("full", "1282x1110"), ("half", "641x555 (scored at full res)")):
+        n = NOTES_SGBM[key]
+        lines.append(f"| {desc} | {n['epe']} | {n['bad2']} | {n['density']:.0f} | {n['bad2_filled']} | "
+                     f"{n['ms']} |")
+    return "\n".join(lines)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print markdown, optionally write JSON; returns the results dict (for tests)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+
+    torch.manual_seed(0)  # untrained weights (pipeline checks) are then the same in every run
+    model, info = load_stereo_model(args.model, args.weights)
+    pipeline = StereoDepthPipeline(model, compute_points=False)
+    c = SGBMConfig()
+    results: dict[str, Any] = {
+        "model": {"name": info.name, "config": info.config_name, "trained": info.trained,
+                  "weights": str(info.weights_path) if info.weights_path else None, "sha256": info.sha256,
+                  "max_disparity": model.max_disparity},
+        "threads": args.threads,
+        "sgbm": {"mode": "SGBM_3WAY", "block_size": c.block_size, "P1": c.p1, "P2": c.p2,
+                 "uniqueness_ratio": c.uniqueness_ratio, "speckle_window_size": c.speckle_window_size,
+                 "speckle_range": c.speckle_range, "pre_filter_cap": c.pre_filter_cap},
+    }
+    print(f"# Stereo accuracy: model {info.name} (config {info.config_name}), "
+          f"weights {info.weights_path or 'none'}, {args.threads} threads")
+    if not info.trained:
+        print("\n**UNTRAINED weights: the model's numbers are meaningless (pipeline check only).**")
+
+    if args.synthetic_pairs:
+        syn = run_synthetic(args, pipeline, model.max_disparity)
+        results["synthetic"] = syn
+        h, w = syn["size"]
+        print(f"\n## Held-out synthetic: {syn['pairs']} pairs {w}x{h}, seeds {HELD_OUT_SEED_START}.."
+              f"{HELD_OUT_SEED_START + syn['pairs'] - 1} (never training seeds: checked against the first "
+              f"{args.train_samples} item seeds of data seed {args.train_seed}), max disparity "
+              f"{syn['max_disparity']:g}, non-occluded pixels, pooled; ms = median per pair\n")
+        print(markdown_table(syn["rows"]))
+
+    aloe = run_aloe(args, pipeline, model.max_disparity)
+    if aloe is None:
+        print(f"\n## Middlebury Aloe: skipped, no data in {args.aloe_dir}. "
+              "Fetch it with `bash tools/fetch_eval_data.sh` (Debian opencv-doc).")
+        results["aloe"] = None
+    else:
+        results["aloe"] = aloe
+        print(f"\n## Middlebury 2006 Aloe {aloe['size'][1]}x{aloe['size'][0]} (evaluation only), all pixels "
+              f"with known GT, scored at full resolution; range = {args.range_fraction} x width "
+              f"({aloe['range_full']} / {aloe['range_half']} px); ms = median of {args.repeats}\n")
+        print(markdown_table(aloe["rows"]))
+        if aloe["range_full"] > model.max_disparity:
+            print(f"\nOurs at full input: the {aloe['range_full']} px range exceeds the model's "
+                  f"{model.max_disparity} px, so predict_disparity runs it on images shrunk by "
+                  f"{model.max_disparity / aloe['range_full']:.2f} and scales the result back.")
+        print("\nBaseline recorded in the notes (for comparison with the SGBM (notes' range) rows):\n")
+        print(notes_table())
+
+    results["goals"] = evaluate_goals(results)
+    if results["goals"]:
+        print("\n## Goals (project notes)\n")
+        print(goals_table(results["goals"]))
+    if args.figure is not None and aloe is not None:
+        print(f"\nfigure: {args.figure}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
+        print(f"results: {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
