@@ -1,73 +1,45 @@
-"""``scene-perception demo``: synthetic stereo through the running node, no camera needed.
+"""``scene-perception demo``: a synthetic stereo bag through the running node, no camera needed.
 
-A player node publishes procedurally rendered stereo frames (pixel-exact ground truth) with CameraInfo over
-Fast DDS; the stereo depth lifecycle node processes them; a recorder node collects disparity, depth and
-uncertainty.  The demo then scores the node's outputs against ground truth and writes a figure.  It is the
-same path a robot uses, end to end, just with a renderer in place of the camera driver.
+1. Render a synthetic street sequence with exact ground truth into a rosbag2 (``scene-perception synth``),
+   unless the bag already exists.
+2. Replay its stereo topics (serialized bytes, lock-step) over Fast DDS into a live stereo depth lifecycle
+   node, and record everything the node publishes into a second bag.
+3. Score the recorded outputs against the ground truth (pure, from the two bags) and write a figure.
+
+It is the path a robot uses, end to end, with a bag in place of the camera driver, and the same scoring
+``scene-perception eval`` will use on real recordings.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header
-from stereo_msgs.msg import DisparityImage
 
-from scene_perception.data.procedural import make_stereo_sample
-from scene_perception.ros.codec import image_to_numpy, numpy_to_image, stamp_to_ns
-from scene_perception.ros.messages import camera_info_pair_from_camera
+from scene_perception.data.bag_io import DEFAULT_TOPICS
+from scene_perception.evaluation.figures import stereo_figure
+from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation, evaluate_stereo_bag
+from scene_perception.ros.bag_replay import BagPlayer, BagRecorder, read_frame_groups
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
-
-@dataclass
-class FrameScore:
-    stamp_ns: int
-    epe: float
-    bad2: float
-    depth_abs_rel: float
-    density: float
-    latency_ms: float
-
-
-class _PlayerRecorder(Node):
-    def __init__(self, context: Context) -> None:
-        super().__init__("demo_player", context=context)
-        q = qos_profile_sensor_data
-        self.pubs = [
-            self.create_publisher(Image, "left/image_rect", q),
-            self.create_publisher(CameraInfo, "left/camera_info", q),
-            self.create_publisher(Image, "right/image_rect", q),
-            self.create_publisher(CameraInfo, "right/camera_info", q),
-        ]
-        self.disparity: dict[int, DisparityImage] = {}
-        self.depth: dict[int, Image] = {}
-        self.uncertainty: dict[int, Image] = {}
-        self.received_at: dict[int, float] = {}
-        self.create_subscription(DisparityImage, "disparity", self._on_disp, 10)
-        self.create_subscription(
-            Image, "depth", lambda m: self.depth.__setitem__(stamp_to_ns(m.header), m), 10
-        )
-        self.create_subscription(
-            Image, "depth/uncertainty", lambda m: self.uncertainty.__setitem__(stamp_to_ns(m.header), m), 10
-        )
-
-    def _on_disp(self, msg: DisparityImage) -> None:
-        key = stamp_to_ns(msg.header)
-        self.disparity[key] = msg
-        self.received_at[key] = time.monotonic()
+INPUTS = (
+    DEFAULT_TOPICS.left_image,
+    DEFAULT_TOPICS.left_info,
+    DEFAULT_TOPICS.right_image,
+    DEFAULT_TOPICS.right_info,
+)
+OUTPUTS = (
+    ("/disparity", "stereo_msgs/msg/DisparityImage"),
+    ("/depth", "sensor_msgs/msg/Image"),
+    ("/depth/uncertainty", "sensor_msgs/msg/Image"),
+)
 
 
 def _spin_until(executor: SingleThreadedExecutor, cond, timeout: float) -> bool:  # noqa: ANN001
@@ -77,69 +49,13 @@ def _spin_until(executor: SingleThreadedExecutor, cond, timeout: float) -> bool:
     return bool(cond())
 
 
-def _score(
-    gt_disp: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray, disp_msg: DisparityImage, depth: np.ndarray
-) -> tuple[float, float, float, float]:
-    pred = image_to_numpy(disp_msg.image)
-    valid_pred = pred > disp_msg.min_disparity
-    m = mask & np.isfinite(gt_disp)
-    err = np.abs(pred[m] - gt_disp[m])
-    both = m & np.isfinite(depth)
-    abs_rel = (
-        float(np.mean(np.abs(depth[both] - gt_depth[both]) / gt_depth[both])) if both.any() else float("nan")
-    )
-    return float(err.mean()), float((err > 2.0).mean() * 100), abs_rel, float(valid_pred.mean() * 100)
+def replay_through_node(
+    bag: Path, out_bag: Path, model: str, weights: str | None, timeout_per_frame: float = 60.0
+) -> tuple[list[float], bool]:
+    """Play ``bag``'s stereo topics into a fresh node frame by frame; record its outputs into ``out_bag``.
 
-
-def _figure(
-    path: Path,
-    left: np.ndarray,
-    gt: np.ndarray,
-    pred: np.ndarray,
-    std: np.ndarray,
-    mask: np.ndarray,
-    title: str,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    vmax = float(np.nanmax(gt))
-    err = np.where(mask, np.abs(pred - gt), np.nan)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.2))
-    panels = [
-        (left, "left image", None, None),
-        (gt, "ground-truth disparity (px)", "magma", (0, vmax)),
-        (pred, "predicted disparity (px)", "magma", (0, vmax)),
-        (err, "|error| (px, non-occluded)", "inferno", (0, 5)),
-        (std, "disparity std-dev, aleatoric (px)", "viridis", None),
-        (np.abs(pred - gt) > 2, "bad-2 pixels", "gray", (0, 1)),
-    ]
-    for ax, (img, name, cmap, lim) in zip(axes.ravel(), panels, strict=True):
-        kwargs = {} if lim is None else {"vmin": lim[0], "vmax": lim[1]}
-        im = ax.imshow(img, cmap=cmap, **kwargs)
-        ax.set_title(name, fontsize=10)
-        ax.axis("off")
-        if cmap is not None:
-            fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def run_demo(
-    out_dir: Path = Path("out/demo"),
-    frames: int = 5,
-    model: str = "lite",
-    weights: str | None = None,
-    width: int = 320,
-    height: int = 240,
-    seed: int = 1000,
-) -> int:
-    """Play ``frames`` synthetic stereo frames through a live node; print metrics; write a figure."""
+    Returns per-frame latency (ms, publish -> all outputs recorded) and whether the weights were trained.
+    """
     context = Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -147,97 +63,124 @@ def run_demo(
     if weights:
         overrides.append(Parameter("weights", value=str(weights)))
     node = StereoDepthNode("stereo_depth", context=context, parameter_overrides=overrides)
-    io = _PlayerRecorder(context)
-    executor.add_node(node)
-    executor.add_node(io)
-    scores: list[FrameScore] = []
+    player = BagPlayer(context=context)
+    if out_bag.exists():
+        shutil.rmtree(out_bag)
+    recorder = BagRecorder(out_bag, OUTPUTS, context=context)
+    nodes = (node, player, recorder)
+    for n in nodes:
+        executor.add_node(n)
+    latencies: list[float] = []
     try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            print("demo: the stereo node failed to configure (see the error above)")
-            return 1
+            raise RuntimeError("the stereo node failed to configure (see the error above)")
         node.trigger_activate()
-        if not _spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in io.pubs), 10):
-            print("demo: DDS discovery did not complete in 10 s")
-            return 1
         trained = bool(node.model_info.trained)
-        last = None
-        for i in range(frames):
-            sample = make_stereo_sample(seed + i, width=width, height=height, max_disparity=64)
-            stamp_ns = 1_700_000_000_000_000_000 + i * 100_000_000
-            header = Header(
-                stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id="left_optical"
-            )
-            li, ri = camera_info_pair_from_camera(
-                dataclasses.replace(sample.camera, frame_id="left_optical"), header
-            )
-            msgs = [
-                numpy_to_image(sample.left, "rgb8", header),
-                li,
-                numpy_to_image(sample.right, "rgb8", header),
-                ri,
-            ]
+        groups = read_frame_groups(bag, INPUTS)
+        first = next(groups, None)
+        if first is None:
+            raise RuntimeError(f"{bag} holds no stereo frames")
+        player.prepare((t, m) for t, m, _ in first.messages)
+        if not _spin_until(
+            executor,
+            lambda: player.publishers_matched() and all(recorder.count_publishers(t) > 0 for t, _ in OUTPUTS),
+            15,
+        ):
+            raise RuntimeError("DDS discovery between player, node and recorder did not complete in 15 s")
+        for group in (first, *groups):
             sent = time.monotonic()
-            for pub, msg in zip(io.pubs, msgs, strict=True):
-                pub.publish(msg)
-            if not _spin_until(
-                executor,
-                lambda key=stamp_ns: key in io.depth and key in io.disparity and key in io.uncertainty,
-                30,
-            ):
-                print(f"demo: frame {i} produced no output in 30 s")
-                return 1
-            depth = image_to_numpy(io.depth[stamp_ns])
-            mask = sample.nonoccluded
-            epe, bad2, abs_rel, density = _score(
-                sample.disparity, sample.depth, mask, io.disparity[stamp_ns], depth
-            )
-            scores.append(
-                FrameScore(stamp_ns, epe, bad2, abs_rel, density, (io.received_at[stamp_ns] - sent) * 1e3)
-            )
-            last = (sample, io.disparity[stamp_ns], io.uncertainty[stamp_ns])
-        print()
-        print(
-            f"| frame | EPE px | bad-2 % | depth abs-rel | density % | latency ms |"
-            f"  ({width}x{height}, model {model})"
-        )
-        print("|---|---|---|---|---|---|")
-        for i, s in enumerate(scores):
-            print(
-                f"| {i} | {s.epe:.2f} | {s.bad2:.1f} | {s.depth_abs_rel:.3f} | {s.density:.1f} "
-                f"| {s.latency_ms:.0f} |"
-            )
-        mean = lambda f: float(np.nanmean([getattr(s, f) for s in scores]))  # noqa: E731
-        print(
-            f"| mean | {mean('epe'):.2f} | {mean('bad2'):.1f} | {mean('depth_abs_rel'):.3f} | "
-            f"{mean('density'):.1f} | {mean('latency_ms'):.0f} |"
-        )
-        if last is not None:
-            sample, disp_msg, unc_msg = last
-            pred = image_to_numpy(disp_msg.image).copy()
-            # The depth-std image is what the node publishes; convert back to disparity std for the figure.
-            camera = sample.camera
-            depth_std = image_to_numpy(unc_msg)
-            std_d = depth_std * (pred + camera.doffs) ** 2 / camera.focal_baseline
-            fig = out_dir / "demo.png"
-            tag = "" if trained else "  — UNTRAINED WEIGHTS"
-            _figure(
-                fig,
-                sample.left,
-                sample.disparity,
-                pred,
-                std_d,
-                sample.nonoccluded,
-                f"scene_perception stereo_depth node, model '{model}'{tag}: EPE {scores[-1].epe:.2f} px, "
-                f"bad-2 {scores[-1].bad2:.1f} %",
-            )
-            print(f"figure: {fig}")
-        if not trained:
-            print("WARNING: the node ran UNTRAINED weights, so these numbers are meaningless; see README.")
-        return 0
+            player.publish_group(group)
+            if not _spin_until(executor, lambda s=group.stamp_ns: recorder.has_all(s), timeout_per_frame):
+                print(f"demo: no output for frame stamp {group.stamp_ns} within {timeout_per_frame:.0f} s")
+                latencies.append(math.nan)
+                continue
+            latencies.append((time.monotonic() - sent) * 1e3)
+        return latencies, trained
     finally:
-        executor.remove_node(node)
-        executor.remove_node(io)
-        node.destroy_node()
-        io.destroy_node()
+        for n in nodes:
+            executor.remove_node(n)
+            n.destroy_node()
         executor.shutdown()
         rclpy.shutdown(context=context)
+
+
+def print_report(ev: StereoEvaluation, latencies: list[float], label: str) -> None:
+    print()
+    print(f"| frame | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE | latency ms |  {label}")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, f in enumerate(ev.frames):
+        lat = latencies[i] if i < len(latencies) else math.nan
+        print(
+            f"| {i} | {f.disparity['epe']:.2f} | {f.disparity['bad2']:.1f} | {f.disparity['d1']:.1f} | "
+            f"{f.disparity['density']:.1f} | {f.depth.get('abs_rel', math.nan):.3f} | "
+            f"{f.uncertainty.get('ause', math.nan):.3f} | {lat:.0f} |"
+        )
+    p = ev.pooled
+    finite = [x for x in latencies if math.isfinite(x)]
+    lat = sorted(finite)[len(finite) // 2] if finite else math.nan
+    print(
+        f"| all (pooled) | {p['epe']:.2f} | {p['bad2']:.1f} | {p['d1']:.1f} | {p['density']:.1f} | "
+        f"{ev.depth_mean.get('abs_rel', math.nan):.3f} | {ev.ause_mean:.3f} | {lat:.0f} (median) |"
+    )
+    if ev.missing_stamps:
+        print(f"{len(ev.missing_stamps)} frame(s) had no output")
+
+
+def run_demo(
+    out_dir: Path = Path("out/demo"),
+    frames: int = 8,
+    model: str = "lite",
+    weights: str | None = None,
+    width: int = 512,
+    height: int = 256,
+    seed: int = 7,
+    texture_dir: str | None = None,
+) -> int:
+    """Generate (once) a synthetic bag, replay it through the node, score and plot the outputs."""
+    from scene_perception.data.synth import write_synthetic_bag
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bag = out_dir / f"synthetic_{width}x{height}_{frames}f_seed{seed}"
+    if not (bag / "metadata.yaml").is_file():
+        if texture_dir is None and Path(".cache/textures").is_dir():
+            texture_dir = ".cache/textures"
+        print(f"demo: rendering {frames} synthetic frames into {bag} ...")
+        write_synthetic_bag(
+            bag,
+            frames,
+            width=width,
+            height=height,
+            seed=seed,
+            texture_dir=texture_dir,
+            overwrite=bag.exists(),
+        )
+    out_bag = out_dir / "outputs"
+    print(f"demo: replaying {bag} through the stereo_depth node, recording to {out_bag} ...")
+    try:
+        latencies, trained = replay_through_node(bag, out_bag, model, weights)
+    except RuntimeError as exc:
+        print(f"demo: {exc}")
+        return 1
+    ev = evaluate_stereo_bag(bag, out_bag)
+    if not ev.frames:
+        print("demo: nothing to score")
+        return 1
+    print_report(ev, latencies, f"({width}x{height}, model {model}, non-occluded pixels)")
+    last = ev.last
+    tag = "" if trained else "  — UNTRAINED WEIGHTS"
+    f = ev.frames[-1].disparity
+    fig = stereo_figure(
+        out_dir / "demo.png",
+        last["left"],
+        last["gt"],
+        last["pred"],
+        last.get("std"),
+        last["mask"],
+        f"scene_perception stereo_depth node, model '{model}'{tag}: "
+        f"EPE {f['epe']:.2f} px, bad-2 {f['bad2']:.1f} %",
+    )
+    print(f"figure: {fig}")
+    print(f"recorded node outputs: {out_bag} (rosbag2, mcap)")
+    if not trained:
+        print("WARNING: the node ran UNTRAINED weights, so these numbers are meaningless; see README.")
+    return 0
