@@ -48,9 +48,9 @@ def test_supervised_train_checkpoint_resume_and_load(
     out = tmp_path / "run"
     final = train_stereo(_tiny(out))
     assert final == out / "lite.safetensors" and final.is_file()
-    ckpts = sorted(p.name for p in (out / "checkpoints").glob("step_*.json"))
-    assert ckpts == ["step_00000002.json", "step_00000003.json"]
-    state = json.loads((out / "checkpoints" / "step_00000003.json").read_text())
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("step_*.state.json"))
+    assert ckpts == ["step_00000002.state.json", "step_00000003.state.json"]
+    state = json.loads((out / "checkpoints" / "step_00000003.state.json").read_text())
     assert state["step"] == 3 and state["seed"] == 0 and state["config"]["mode"] == "supervised"
 
     # Resume to 5 steps: must start from the step-3 checkpoint and do only 2 more steps.
@@ -58,7 +58,10 @@ def test_supervised_train_checkpoint_resume_and_load(
         train_stereo(_tiny(out, steps=5))
     assert any("at step 3" in r.getMessage() for r in caplog.records)
     latest = find_latest_checkpoint(out)
-    assert latest is not None and latest.name == "step_00000005.json"
+    assert latest is not None and latest.name == "step_00000005.state.json"
+    # A checkpoint's weights load on their own: its resume state is not mistaken for a model card.
+    model, info = load_stereo_model("lite", out / "checkpoints" / "step_00000005.safetensors")
+    assert info.weights_path is not None
 
     # Exactness of resume: 3 + 2 steps equals 5 uninterrupted steps (same data per step, Adam state restored).
     straight = train_stereo(_tiny(tmp_path / "straight", steps=5))

@@ -167,8 +167,15 @@ def _checkpoint_paths(out_dir: Path, step: int) -> dict[str, Path]:
     return {
         "model": stem.with_suffix(".safetensors"),
         "optim": stem.with_name(stem.name + ".optim.safetensors"),
-        "state": stem.with_suffix(".json"),
+        # Not "<stem>.json": that name is a model card to load_stereo_model, and a checkpoint's resume state
+        # must never be mistaken for one.
+        "state": stem.with_name(stem.name + ".state.json"),
     }
+
+
+def _step_of(state_path: Path) -> int:
+    """``step_00000250.state.json`` -> 250."""
+    return int(state_path.name.split("_")[1].split(".")[0])
 
 
 def find_latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -177,9 +184,9 @@ def find_latest_checkpoint(out_dir: str | Path) -> Path | None:
     if not ckpt_dir.is_dir():
         return None
     best: tuple[int, Path] | None = None
-    for state in ckpt_dir.glob("step_*.json"):
+    for state in ckpt_dir.glob("step_*.state.json"):
         try:
-            step = int(state.stem.split("_")[1])
+            step = _step_of(state)
         except (IndexError, ValueError):
             continue
         paths = _checkpoint_paths(Path(out_dir), step)
@@ -238,7 +245,7 @@ def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torc
     tmp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, paths["state"])  # last: marks the checkpoint complete
     # Prune older checkpoints beyond `keep`.
-    steps = sorted(int(p.stem.split("_")[1]) for p in paths["state"].parent.glob("step_*.json"))
+    steps = sorted(_step_of(p) for p in paths["state"].parent.glob("step_*.state.json"))
     for old in steps[:-keep]:
         for p in _checkpoint_paths(out_dir, old).values():
             p.unlink(missing_ok=True)
