@@ -177,3 +177,16 @@ def test_run_starts_node_from_config_in_another_process(tmp_path: Path, weights:
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "UNTRAINED WEIGHTS" in out
+
+
+def test_synth_writes_a_bag_through_the_top_level_command(tmp_path: Path) -> None:
+    out = tmp_path / "bag"
+    proc = subprocess.run(
+        [*CLI, "synth", "--out", str(out), "--frames", "2", "--width", "64", "--height", "32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta = (out / "metadata.yaml").read_text()
+    assert "message_count: 20" in meta, meta[:400]  # 10 topics x 2 frames
