@@ -267,3 +267,31 @@ def test_missing_files_and_bad_cards(isolated_models: Path) -> None:
     (isolated_models / "x.json").write_text(json.dumps({"name": "x", "config": "huge", "sha256": ""}))
     with pytest.raises(ModelLoadError, match="does not know"):
         load_stereo_model("x")
+
+
+def test_refinement_starts_as_identity_and_warm_start_reuses_unrefined_weights(tmp_path: Path) -> None:
+    """A zero-initialised refinement must not change a trained model's output until it is trained."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from scene_perception.training.stereo import _warm_start
+
+    torch.manual_seed(0)
+    plain = GCNet(dataclasses.replace(CONFIGS["lite"], refine_channels=0)).eval()
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
+    refined = GCNet("lite").eval()
+    assert refined.refine is not None
+    _warm_start(refined, path, rank=0)
+    left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
+    with torch.inference_mode():
+        d0, s0 = plain(left, right)
+        d1, s1 = refined(left, right)
+    torch.testing.assert_close(d1, d0)
+    torch.testing.assert_close(s1, s0)
+    # ... and the refinement is trainable: its output conv gets a gradient.
+    refined.train()
+    d, s = refined(left, right)
+    (d.mean() + s.mean()).backward()
+    assert refined.refine.out.weight.grad is not None and refined.refine.out.weight.grad.abs().sum() > 0

@@ -35,6 +35,7 @@ from scene_perception.models.layers import (
     init_weights,
     soft_argmin_with_expectation,
 )
+from scene_perception.models.refinement import DisparityRefinement
 
 __all__ = ["CONFIGS", "GCNet", "GCNetConfig"]
 
@@ -60,6 +61,9 @@ class GCNetConfig:
         transposed_head: True: the head is a stride-2 transposed conv regressing at feature_stride/2
             (the paper: full resolution). False: a stride-1 3-D conv at the feature resolution, with the
             disparity upsampled afterwards (cheap on CPU).
+        refine_channels: width of the image-guided refinement at input resolution (0 = none; the paper
+            has none). See models/refinement.py for why the lite model wants one.
+        refine_dilations: dilation of each refinement block (its receptive field).
     """
 
     name: str
@@ -70,6 +74,8 @@ class GCNetConfig:
     volume_channels: int = 32
     encoder_channels: tuple[int, ...] = (64, 64, 64, 128)
     transposed_head: bool = True
+    refine_channels: int = 0
+    refine_dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
 
     def __post_init__(self) -> None:
         stride = self.feature_stride
@@ -98,6 +104,7 @@ class GCNetConfig:
         """JSON-friendly dict (tuples become lists) for model cards."""
         d = asdict(self)
         d["encoder_channels"] = list(self.encoder_channels)
+        d["refine_dilations"] = list(self.refine_dilations)
         return d
 
     @classmethod
@@ -110,6 +117,8 @@ class GCNetConfig:
         kwargs = dict(data)
         if "encoder_channels" in kwargs:
             kwargs["encoder_channels"] = tuple(int(c) for c in kwargs["encoder_channels"])
+        if "refine_dilations" in kwargs:
+            kwargs["refine_dilations"] = tuple(int(c) for c in kwargs["refine_dilations"])
         return cls(**kwargs)
 
 
@@ -124,6 +133,7 @@ CONFIGS: dict[str, GCNetConfig] = {
         volume_channels=16,
         encoder_channels=(16, 16),
         transposed_head=False,
+        refine_channels=12,
     ),
 }
 
@@ -185,8 +195,16 @@ class GCNet(nn.Module):
         # Disparity regressed at this many input px per output px; upsampled afterwards when > 1.
         self._regress_stride = config.feature_stride // 2 if config.transposed_head else config.feature_stride
 
+        self.refine: DisparityRefinement | None = None
+        if config.refine_channels:
+            self.refine = DisparityRefinement(
+                config.refine_channels, config.refine_dilations, config.max_disparity
+            )
+
         init_weights(self)
         self._init_head(vc)
+        if self.refine is not None:
+            self.refine.reset_output()
 
     def _init_head(self, in_channels: int) -> None:
         """Unit-variance cost logits and a constant log-scale (b = 1 px) at initialisation.
@@ -235,4 +253,6 @@ class GCNet(nn.Module):
             disparity = F.interpolate(disparity, scale_factor=s, mode="bilinear", align_corners=False) * s
             log_scale = F.interpolate(log_scale, scale_factor=s, mode="bilinear", align_corners=False)
             log_scale = log_scale + math.log(s)
+        if self.refine is not None:
+            disparity, log_scale = self.refine(disparity, log_scale, images[:b])
         return disparity, log_scale

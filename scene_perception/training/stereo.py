@@ -92,6 +92,11 @@ class TrainConfig:
         default=None, metadata={"help": "optional photo textures (never images with stereo ground truth)"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the weights init and of the data"})
+    init_weights: str | None = field(
+        default=None,
+        metadata={"help": "warm start from these .safetensors weights (tensors whose name and shape match; "
+                          "new layers, e.g. a refinement stage, keep their init); ignored when resuming"},
+    )
     out_dir: str = field(default="runs/stereo", metadata={"help": "checkpoints and final weights go here"})
     output_name: str | None = field(
         default=None, metadata={"help": "final weights file stem (default: the model config name)"}
@@ -252,6 +257,22 @@ def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torc
     return paths["state"]
 
 
+def _warm_start(model: nn.Module, path: Path, rank: int) -> None:
+    """Copy every tensor of ``path`` whose name and shape match ``model`` (safetensors: no pickle)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"init_weights {path} does not exist")
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    usable = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    if rank == 0:
+        fresh = sorted(k for k in own if k not in usable)
+        _LOG.info("warm start from %s: %d tensors loaded, %d kept their init (%s)", path, len(usable),
+                  len(fresh), ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
+
+
 def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, device: torch.device) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
@@ -364,6 +385,8 @@ def train_stereo(config: TrainConfig) -> Path:
         start, recent_epe = _load_checkpoint(latest, model, optimizer, config, device)
         if rank == 0:
             _LOG.info("resuming from %s at step %d", latest, start)
+    elif config.init_weights:
+        _warm_start(model, Path(config.init_weights), rank)
     start = min(start, config.steps)
 
     net: nn.Module = model
