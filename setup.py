@@ -28,6 +28,8 @@ setup(
         "PyYAML>=6.0",
         "tqdm>=4.60",
         "onnxruntime>=1.17",
+        "onnx>=1.17",  # ONNX export + graph checks (engines/onnx_export.py)
+        "onnxscript>=0.2",  # torch's dynamo ONNX exporter needs it
         "rosbags>=0.9",
         "matplotlib>=3.7",
     ],

@@ -26,12 +26,13 @@ def cmd_depth(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from scene_perception.engines.base import EngineError
+    from scene_perception.engines.cache import model_digest, prepare_cache_dir
+    from scene_perception.engines.select import choose_backend, create_engine
     from scene_perception.models.weights import ModelLoadError, load_stereo_model
     from scene_perception.pipelines.disparity_range import predict_disparity
     from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
 
-    if args.backend != "torch":
-        raise SystemExit(f"error: backend {args.backend!r} is not available yet; use --backend torch")
     if args.threads:
         torch.set_num_threads(args.threads)
     left, right = _read_rgb(args.left), _read_rgb(args.right)
@@ -42,10 +43,22 @@ def cmd_depth(args: argparse.Namespace) -> int:
         )
     try:
         model, info = load_stereo_model(args.model, args.weights)
-    except ModelLoadError as exc:
+        choice = choose_backend(args.backend, args.device)
+        cache_dir = prepare_cache_dir(args.engine_cache_dir) if choice.backend != "torch" else None
+        engine = create_engine(
+            choice,
+            model,
+            model_sha256=model_digest(model, info.sha256),
+            cache_dir=cache_dir,
+            num_threads=args.threads,
+        )
+        pipeline = StereoDepthPipeline(engine, compute_points=False)
+        disparity, std = predict_disparity(
+            pipeline, left, right, args.max_disparity, float(model.max_disparity)
+        )
+    except (ModelLoadError, EngineError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    pipeline = StereoDepthPipeline(model.to(args.device).eval(), device=args.device, compute_points=False)
-    disparity, std = predict_disparity(pipeline, left, right, args.max_disparity, float(model.max_disparity))
+    logging.getLogger(__name__).info("inference: %s", engine.describe())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, disparity.astype(np.float32))
@@ -56,6 +69,99 @@ def cmd_depth(args: argparse.Namespace) -> int:
         f"wrote {out} {disparity.shape[1]}x{disparity.shape[0]} float32, disparity "
         f"{np.nanmin(disparity):.1f}..{np.nanmax(disparity):.1f} px{trained}"
     )
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """Export GC-Net at one static size to ONNX, checked for static shapes and TensorRT-supported ops."""
+    from scene_perception.engines.cache import model_digest
+    from scene_perception.engines.onnx_export import OnnxExportError, export_onnx, padded_size
+    from scene_perception.models.weights import ModelLoadError, load_stereo_model
+
+    try:
+        model, info = load_stereo_model(args.model, args.weights)
+    except ModelLoadError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if args.height <= 0 or args.width <= 0:
+        raise SystemExit(f"error: --height/--width must be positive, got {args.height}x{args.width}")
+    h, w = padded_size(args.height, args.width, model.size_divisor)
+    if (h, w) != (args.height, args.width):
+        # The pipeline pads frames the same way (replicate, bottom/right), so this graph fits them.
+        print(
+            f"note: {args.width}x{args.height} padded to {w}x{h} (multiples of size_divisor="
+            f"{model.size_divisor}), as the pipeline pads camera frames"
+        )
+    try:
+        report = export_onnx(model, args.output, h, w, model_sha256=model_digest(model, info.sha256))
+    except OnnxExportError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    trained = "" if info.trained else " (UNTRAINED weights: meaningless output)"
+    print(f"wrote {report.summary()}{trained}")
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    """Serialized TensorRT engine from an exported ONNX graph (needs tensorrt and a CUDA GPU)."""
+    from scene_perception.engines.base import EngineError
+    from scene_perception.engines.cache import EngineCache, EngineKey, file_sha256
+    from scene_perception.engines.onnx_export import OnnxExportError, check_onnx
+    from scene_perception.engines.tensorrt_engine import (
+        build_serialized_engine,
+        calibration_digest,
+        gpu_name,
+        load_calibration_pairs,
+        tensorrt_unavailable_reason,
+        tensorrt_version,
+    )
+
+    if args.int8 and not args.calib_dir:
+        raise SystemExit("error: --int8 needs --calib-dir DIR with rectified stereo pairs for calibration")
+    try:
+        report = check_onnx(args.onnx)
+    except OnnxExportError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if not report.ok:
+        raise SystemExit(f"error: {args.onnx} is not deployable to TensorRT: " + "; ".join(report.problems))
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        raise SystemExit(
+            f"error: build-engine needs the tensorrt Python package and a CUDA GPU: {reason}. "
+            "Export works anywhere (export-onnx); build the engine on the target machine."
+        )
+    shape = report.inputs.get("left", ())
+    calibration = None
+    if args.int8:
+        try:
+            calibration = load_calibration_pairs(args.calib_dir, int(shape[-2]), int(shape[-1]))
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+    output = Path(args.output)
+    try:
+        meta = build_serialized_engine(
+            args.onnx,
+            output,
+            fp16=args.fp16 or args.int8,
+            int8=args.int8,
+            calibration=calibration,
+            workspace_mb=args.workspace_mb,
+        )
+    except (EngineError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    # The same metadata JSON the cache writes, so the file can be verified (and dropped into a cache).
+    key = EngineKey(
+        report.metadata.get("scene_perception.model_sha256", "") or file_sha256(args.onnx),
+        tuple(int(d) for d in shape),
+        precision,
+        gpu_name=gpu_name(),
+        tensorrt_version=tensorrt_version(),
+        artifact="tensorrt",
+        opset=report.opset,
+        extra=calibration_digest(calibration) if calibration else "",
+    )
+    EngineCache(output.parent).write_metadata(key, output, build=meta)
+    size_mb = output.stat().st_size / 1e6
+    print(f"wrote {output} ({size_mb:.1f} MB, {precision}, TensorRT {meta['tensorrt_version']})")
     return 0
 
 
@@ -116,10 +222,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", default=None, help="safetensors weights (default: shipped weights for --model)"
     )
-    p.add_argument("--backend", default="torch", choices=["torch"], help="inference backend")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime", "tensorrt", "auto"],
+        help="inference backend (auto: tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--engine-cache-dir",
+        default="~/.cache/scene_perception/engines",
+        help="where onnxruntime/tensorrt backends cache exported graphs and engines",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0 = default)")
     p.add_argument("--uncertainty", default=None, help="also write the disparity std-dev (px) to this .npy")
+
+    p = sub.add_parser("export-onnx", help="export GC-Net at one static size to ONNX (checked for TensorRT)")
+    p.add_argument("--model", default="lite", help="model configuration (lite, paper)")
+    p.add_argument("--weights", default=None, help="safetensors weights (default: shipped weights)")
+    p.add_argument("--height", type=int, required=True, help="input height (padded up to size_divisor)")
+    p.add_argument("--width", type=int, required=True, help="input width (padded up to size_divisor)")
+    p.add_argument("--output", required=True, help="output .onnx")
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX graph (GPU)")
+    p.add_argument("--onnx", required=True, help="graph written by export-onnx")
+    p.add_argument("--output", required=True, help="output .engine (a .json with its sha256 goes beside)")
+    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (recommended)")
+    p.add_argument("--int8", action="store_true", help="INT8 with entropy calibration (needs --calib-dir)")
+    p.add_argument("--calib-dir", default=None, help="rectified pairs: left/ + right/, or *left* + *right*")
+    p.add_argument("--workspace-mb", type=int, default=4096, help="TensorRT builder workspace limit")
 
     p = sub.add_parser(
         "run", help="start the ROS 2 nodes of a config file in one process (no ros2 launch needed)"
@@ -169,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "depth":
         return cmd_depth(args)
+    if args.command == "export-onnx":
+        return cmd_export_onnx(args)
+    if args.command == "build-engine":
+        return cmd_build_engine(args)
     if args.command == "run":
         return cmd_run(args, ros_argv)
     if args.command == "demo":

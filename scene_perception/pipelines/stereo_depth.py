@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from scene_perception.engines.base import InferenceEngine
+from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
 
 __all__ = ["StereoDepthPipeline", "StereoDepthResult"]
@@ -66,8 +68,12 @@ class StereoDepthPipeline:
     """Runs a stereo network (GC-Net style: ``model(left, right) -> (disparity, log_scale)``) on one pair.
 
     Args:
-        model: network with a ``size_divisor`` attribute; put in eval mode and moved to ``device`` here.
-        device: torch device string.
+        model: either a network with a ``size_divisor`` attribute (put in eval mode, moved to ``device``
+            and run eagerly in fp32, as before engines existed), or an
+            :class:`~scene_perception.engines.base.InferenceEngine` (torch / ONNX Runtime / TensorRT),
+            which brings its own device and precision. Static-shape engines must match the padded frame
+            size; a :class:`~scene_perception.engines.base.PerResolutionEngine` builds one per size.
+        device: torch device string for an ``nn.Module``; ignored for an engine (it has its own).
         min_disparity: disparities at or below this are invalid (too far to be trusted; 0 = infinity).
         max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
         compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
@@ -78,16 +84,23 @@ class StereoDepthPipeline:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | InferenceEngine,
         *,
         device: str = "cpu",
         min_disparity: float = 0.0,
         max_uncertainty: float = float("inf"),
         compute_points: bool = True,
     ) -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.size_divisor = int(getattr(model, "size_divisor", 1))
+        if isinstance(model, InferenceEngine):
+            self.engine = model
+            self.model: nn.Module | None = getattr(model, "model", None)
+            # Inputs are built where the engine wants them: CUDA engines get device tensors (no host trip).
+            self.device = torch.device(model.device)
+        else:
+            self.device = torch.device(device)
+            self.model = model.to(self.device).eval()
+            self.engine = TorchEngine(self.model, device=str(self.device), precision="fp32")
+        self.size_divisor = int(self.engine.size_divisor)
         self.min_disparity = float(min_disparity)
         self.max_uncertainty = float(max_uncertainty)
         self.compute_points = bool(compute_points)
@@ -127,9 +140,13 @@ class StereoDepthPipeline:
                 # Replicate, not zeros: a black border would be matched as a strong (false) edge and
                 # pull the disparity of the last real columns/rows.
                 pair = F.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
+            # Compiled engines build/load for a new size here, outside the timed region.
+            self.engine.prepare((h + pad_h, w + pad_w))
             start = time.perf_counter()
-            disparity_t, log_scale_t = self.model(pair[:1], pair[1:])
+            out = self.engine.infer({"left": pair[:1], "right": pair[1:]})
             inference_ms = (time.perf_counter() - start) * 1000.0
+            disparity_t = torch.as_tensor(out["disparity"])
+            log_scale_t = torch.as_tensor(out["log_scale"])
             disparity = disparity_t[0, 0, :h, :w].float().cpu().numpy()
             log_scale = log_scale_t[0, 0, :h, :w].float().cpu().numpy()
 

@@ -54,8 +54,24 @@ class ParamSpec:
 STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "lite", "GC-Net configuration name.", choices=("lite", "paper")),
     ParamSpec("weights", "", "Path to a .safetensors weights file; empty = the shipped weights for `model`."),
-    ParamSpec("backend", "torch", "Inference backend.", choices=("torch",)),
-    ParamSpec("device", "cpu", "Torch device, e.g. cpu or cuda:0."),
+    ParamSpec(
+        "backend",
+        "torch",
+        "Inference backend; auto = tensorrt > onnxruntime-cuda > torch-cuda > onnxruntime-cpu "
+        "(the choice and why faster ones were unavailable are logged at configure).",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Where the network runs: auto (cuda:0 when CUDA is available, else cpu), cpu, cuda or cuda:N.",
+    ),
+    ParamSpec(
+        "engine_cache_dir",
+        "~/.cache/scene_perception/engines",
+        "Directory for exported ONNX graphs and TensorRT engines (onnxruntime / tensorrt backends); "
+        "created if missing, must be writable.",
+    ),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
     ParamSpec("approximate_sync", False, "Use approximate-time instead of exact-time stereo sync."),
     ParamSpec("approximate_sync_tolerance_seconds", 0.01, "Slop for approximate sync (seconds).", 0.0, 1.0),

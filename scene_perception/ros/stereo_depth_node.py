@@ -9,8 +9,15 @@ Topics (all relative, remap as usual), following stereo_image_proc / Isaac ROS:
   out: disparity (stereo_msgs/DisparityImage), depth (32FC1 m, NaN invalid, REP 118),
        depth/uncertainty (32FC1 std-dev m), points (organized PointCloud2 xyz+rgb), /diagnostics
 
-Lifecycle: configure loads the model (a missing or corrupt weights file fails the transition and leaves the
-node unconfigured, with the reason in the log); activate subscribes; deactivate unsubscribes.
+Lifecycle: configure loads the model and sets up the inference backend (a missing or corrupt weights file,
+an unavailable backend or an unusable engine cache directory fails the transition and leaves the node
+unconfigured, with the reason in the log); activate subscribes; deactivate unsubscribes.
+
+Backends (parameter ``backend``): ``torch`` runs eagerly at any size. ``onnxruntime`` and ``tensorrt``
+run static-shape graphs, so their engine is built for the first frame's padded size (exported / built
+into ``engine_cache_dir``, reused from there on later starts) and rebuilt when the camera resolution
+changes; both events are logged. That first build blocks the frame callback for seconds (ONNX export) to
+minutes (a TensorRT build of the paper model); afterwards the cache makes it a load.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
+from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
@@ -62,6 +70,7 @@ class StereoDepthNode(LifecycleNode):
         self.health = Health(self.get_logger().warning, self.params["log_throttle_seconds"])
         self.pipeline: StereoDepthPipeline | None = None
         self.model_info: Any = None
+        self.backend_choice: Any = None
         self._max_disparity = 0.0
         self._pubs: dict[str, Any] = {}
         self._subs: list[Subscriber] = []
@@ -95,22 +104,42 @@ class StereoDepthNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         # Imported here so that a broken torch install fails the transition with a message, not the import.
+        from scene_perception.engines.cache import model_digest, prepare_cache_dir
+        from scene_perception.engines.select import choose_backend, create_engine
         from scene_perception.models.weights import ModelLoadError, load_stereo_model
 
         p = self.params
+        log = self.get_logger()
         try:
             if p["num_threads"] > 0:
                 import torch
 
                 torch.set_num_threads(int(p["num_threads"]))
             model, info = load_stereo_model(p["model"], p["weights"] or None)
-            model = model.to(p["device"]).eval()
-            self.pipeline = StereoDepthPipeline(model, device=p["device"], compute_points=True)
+            choice = choose_backend(str(p["backend"]), str(p["device"]), log=log.info)
+            # Only the compiled backends write to the cache; a torch node must not fail on a bad cache path.
+            cache_dir = prepare_cache_dir(p["engine_cache_dir"]) if choice.backend != "torch" else None
+            engine = create_engine(
+                choice,
+                model,
+                model_sha256=model_digest(model, info.sha256),
+                cache_dir=cache_dir,
+                num_threads=int(p["num_threads"]),
+                logger=log,
+            )
+            self.pipeline = StereoDepthPipeline(engine, compute_points=True)
         except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
-            self.get_logger().error(f"configure failed, node stays unconfigured: {exc}")
+            # EngineError / BackendUnavailable are RuntimeErrors: same clear failure, node unconfigured.
+            log.error(f"configure failed, node stays unconfigured: {exc}")
             self.health.problem("model_load_failed", str(exc))
             return TransitionCallbackReturn.FAILURE
         self.model_info = info
+        self.backend_choice = choice
+        if cache_dir is not None:
+            log.info(
+                f"{choice.backend}: engines for each input size are built on the first frame of that size "
+                f"and cached in {cache_dir}"
+            )
         self._max_disparity = float(model.max_disparity)
         self._apply_pipeline_params()
         if not info.trained:
@@ -164,8 +193,11 @@ class StereoDepthNode(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
+        if self.pipeline is not None:
+            self.pipeline.engine.close()
         self.pipeline = None
         self.model_info = None
+        self.backend_choice = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -267,6 +299,10 @@ class StereoDepthNode(LifecycleNode):
         self.pipeline.compute_points = want_points
         try:
             result = self.pipeline(left, right, camera)
+        except EngineError as exc:
+            # Building the engine for this frame size failed; the pipeline will not retry this size.
+            self.health.problem("engine_build_failed", f"no {self.params['backend']} engine for frame: {exc}")
+            return
         except (RuntimeError, ValueError) as exc:
             self.health.problem("inference_error", f"pipeline failed on frame {stamp_ns}: {exc}")
             return
@@ -329,12 +365,20 @@ class StereoDepthNode(LifecycleNode):
         self._last_check_counts = Counter(self._topic_counts)
         self._last_check_sets = sets
 
+    def _backend_status(self) -> str:
+        """Resolved backend/device/precision and the engine's shapes, or the request when unconfigured."""
+        requested = f"{self.params['backend']} ({self.params['device']})"
+        choice = self.backend_choice
+        if choice is None or self.pipeline is None:
+            return f"requested {requested}"
+        return f"{self.pipeline.engine.describe()}; requested {requested}"
+
     def _publish_diagnostics(self) -> None:
         info = self.model_info
         state = "configured" if self.pipeline is not None else "unconfigured"
         extra = {
             "state": state + (" (subscribed)" if self._subs else ""),
-            "backend": f"{self.params['backend']} ({self.params['device']})",
+            "backend": self._backend_status(),
             "model": str(self.params["model"]),
             "weights": str(getattr(info, "weights_path", None) or "none"),
             "trained": str(getattr(info, "trained", False)),
