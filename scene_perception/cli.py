@@ -191,7 +191,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
         seed=args.seed,
+        backend=args.backend,
     )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Replay a rosbag2 with ground truth through the live node; score, report."""
+    from scene_perception.ros.bag_eval import evaluate_bag
+
+    bag = Path(args.bag)
+    if not (bag / "metadata.yaml").is_file():
+        raise SystemExit(f"error: {bag} is not a rosbag2 directory (no metadata.yaml)")
+    return evaluate_bag(bag, Path(args.out), args.model, args.weights, backend=args.backend)
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -268,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=7, help="synthetic world seed (the training never uses worlds)"
     )
+    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+
+    p = sub.add_parser(
+        "eval", help="replay a rosbag2 with GT through the live node; metrics, report, figures"
+    )
+    p.add_argument(
+        "--bag", required=True, help="rosbag2 directory with stereo + /gt/* topics (e.g. from synth)"
+    )
+    p.add_argument("--out", default="out/eval", help="output folder (report.md, figures, recorded outputs)")
+    p.add_argument("--model", default="lite")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
 
     p = sub.add_parser(
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False
@@ -306,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_build_engine(args)
     if args.command == "run":
         return cmd_run(args, ros_argv)
+    if args.command == "eval":
+        return cmd_eval(args)
     if args.command == "demo":
         return cmd_demo(args)
     parser.error(f"unknown command {args.command}")

@@ -27,7 +27,10 @@ def test_demo_replays_bag_records_outputs_and_scores(tmp_path: Path, weights: Pa
     assert run_demo(out, frames=3, weights=str(weights), width=128, height=64, seed=3) == 0
     text = capsys.readouterr().out
     assert "| all (pooled) |" in text and "UNTRAINED" in text
-    assert (out / "demo.png").stat().st_size > 10_000
+    assert (out / "stereo.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "## Pooled over all frames" in report and "![sparsification.png]" in report
+    assert (out / "sparsification.png").is_file()
     recorded = list(iter_messages(out / "outputs", ["/disparity", "/depth", "/depth/uncertainty"]))
     stamps = {m.stamp_ns for m in recorded}
     assert len(stamps) == 3 and len(recorded) == 9, "every frame's three outputs must be recorded"

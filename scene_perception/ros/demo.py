@@ -1,129 +1,15 @@
 """``scene-perception demo``: a synthetic stereo bag through the running node, no camera needed.
 
-1. Render a synthetic street sequence with exact ground truth into a rosbag2 (``scene-perception synth``),
-   unless the bag already exists.
-2. Replay its stereo topics (serialized bytes, lock-step) over Fast DDS into a live stereo depth lifecycle
-   node, and record everything the node publishes into a second bag.
-3. Score the recorded outputs against the ground truth (pure, from the two bags) and write a figure.
-
-It is the path a robot uses, end to end, with a bag in place of the camera driver, and the same scoring
-``scene-perception eval`` will use on real recordings.
+Renders (once) a synthetic street sequence with exact ground truth into a rosbag2, then runs
+:func:`scene_perception.ros.bag_eval.evaluate_bag` on it: replay over Fast DDS into the live stereo depth
+node, record its outputs to a bag, score them, print a table, write a report and figures.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
-import time
 from pathlib import Path
 
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
-
-from scene_perception.data.bag_io import DEFAULT_TOPICS
-from scene_perception.evaluation.figures import stereo_figure
-from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation, evaluate_stereo_bag
-from scene_perception.ros.bag_replay import BagPlayer, BagRecorder, read_frame_groups
-from scene_perception.ros.stereo_depth_node import StereoDepthNode
-
-INPUTS = (
-    DEFAULT_TOPICS.left_image,
-    DEFAULT_TOPICS.left_info,
-    DEFAULT_TOPICS.right_image,
-    DEFAULT_TOPICS.right_info,
-)
-OUTPUTS = (
-    ("/disparity", "stereo_msgs/msg/DisparityImage"),
-    ("/depth", "sensor_msgs/msg/Image"),
-    ("/depth/uncertainty", "sensor_msgs/msg/Image"),
-)
-
-
-def _spin_until(executor: SingleThreadedExecutor, cond, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not cond():
-        executor.spin_once(timeout_sec=0.02)
-    return bool(cond())
-
-
-def replay_through_node(
-    bag: Path, out_bag: Path, model: str, weights: str | None, timeout_per_frame: float = 60.0
-) -> tuple[list[float], bool]:
-    """Play ``bag``'s stereo topics into a fresh node frame by frame; record its outputs into ``out_bag``.
-
-    Returns per-frame latency (ms, publish -> all outputs recorded) and whether the weights were trained.
-    """
-    context = Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    overrides = [Parameter("model", value=model), Parameter("log_throttle_seconds", value=2.0)]
-    if weights:
-        overrides.append(Parameter("weights", value=str(weights)))
-    node = StereoDepthNode("stereo_depth", context=context, parameter_overrides=overrides)
-    player = BagPlayer(context=context)
-    if out_bag.exists():
-        shutil.rmtree(out_bag)
-    recorder = BagRecorder(out_bag, OUTPUTS, context=context)
-    nodes = (node, player, recorder)
-    for n in nodes:
-        executor.add_node(n)
-    latencies: list[float] = []
-    try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            raise RuntimeError("the stereo node failed to configure (see the error above)")
-        node.trigger_activate()
-        trained = bool(node.model_info.trained)
-        groups = read_frame_groups(bag, INPUTS)
-        first = next(groups, None)
-        if first is None:
-            raise RuntimeError(f"{bag} holds no stereo frames")
-        player.prepare((t, m) for t, m, _ in first.messages)
-        if not _spin_until(
-            executor,
-            lambda: player.publishers_matched() and all(recorder.count_publishers(t) > 0 for t, _ in OUTPUTS),
-            15,
-        ):
-            raise RuntimeError("DDS discovery between player, node and recorder did not complete in 15 s")
-        for group in (first, *groups):
-            sent = time.monotonic()
-            player.publish_group(group)
-            if not _spin_until(executor, lambda s=group.stamp_ns: recorder.has_all(s), timeout_per_frame):
-                print(f"demo: no output for frame stamp {group.stamp_ns} within {timeout_per_frame:.0f} s")
-                latencies.append(math.nan)
-                continue
-            latencies.append((time.monotonic() - sent) * 1e3)
-        return latencies, trained
-    finally:
-        for n in nodes:
-            executor.remove_node(n)
-            n.destroy_node()
-        executor.shutdown()
-        rclpy.shutdown(context=context)
-
-
-def print_report(ev: StereoEvaluation, latencies: list[float], label: str) -> None:
-    print()
-    print(f"| frame | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE | latency ms |  {label}")
-    print("|---|---|---|---|---|---|---|---|")
-    for i, f in enumerate(ev.frames):
-        lat = latencies[i] if i < len(latencies) else math.nan
-        print(
-            f"| {i} | {f.disparity['epe']:.2f} | {f.disparity['bad2']:.1f} | {f.disparity['d1']:.1f} | "
-            f"{f.disparity['density']:.1f} | {f.depth.get('abs_rel', math.nan):.3f} | "
-            f"{f.uncertainty.get('ause', math.nan):.3f} | {lat:.0f} |"
-        )
-    p = ev.pooled
-    finite = [x for x in latencies if math.isfinite(x)]
-    lat = sorted(finite)[len(finite) // 2] if finite else math.nan
-    print(
-        f"| all (pooled) | {p['epe']:.2f} | {p['bad2']:.1f} | {p['d1']:.1f} | {p['density']:.1f} | "
-        f"{ev.depth_mean.get('abs_rel', math.nan):.3f} | {ev.ause_mean:.3f} | {lat:.0f} (median) |"
-    )
-    if ev.missing_stamps:
-        print(f"{len(ev.missing_stamps)} frame(s) had no output")
+from scene_perception.ros.bag_eval import evaluate_bag
 
 
 def run_demo(
@@ -135,6 +21,7 @@ def run_demo(
     height: int = 256,
     seed: int = 7,
     texture_dir: str | None = None,
+    backend: str = "torch",
 ) -> int:
     """Generate (once) a synthetic bag, replay it through the node, score and plot the outputs."""
     from scene_perception.data.synth import write_synthetic_bag
@@ -142,8 +29,6 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     bag = out_dir / f"synthetic_{width}x{height}_{frames}f_seed{seed}"
     if not (bag / "metadata.yaml").is_file():
-        if texture_dir is None and Path(".cache/textures").is_dir():
-            texture_dir = ".cache/textures"
         print(f"demo: rendering {frames} synthetic frames into {bag} ...")
         write_synthetic_bag(
             bag,
@@ -154,33 +39,11 @@ def run_demo(
             texture_dir=texture_dir,
             overwrite=bag.exists(),
         )
-    out_bag = out_dir / "outputs"
-    print(f"demo: replaying {bag} through the stereo_depth node, recording to {out_bag} ...")
-    try:
-        latencies, trained = replay_through_node(bag, out_bag, model, weights)
-    except RuntimeError as exc:
-        print(f"demo: {exc}")
-        return 1
-    ev = evaluate_stereo_bag(bag, out_bag)
-    if not ev.frames:
-        print("demo: nothing to score")
-        return 1
-    print_report(ev, latencies, f"({width}x{height}, model {model}, non-occluded pixels)")
-    last = ev.last
-    tag = "" if trained else "  — UNTRAINED WEIGHTS"
-    f = ev.frames[-1].disparity
-    fig = stereo_figure(
-        out_dir / "demo.png",
-        last["left"],
-        last["gt"],
-        last["pred"],
-        last.get("std"),
-        last["mask"],
-        f"scene_perception stereo_depth node, model '{model}'{tag}: "
-        f"EPE {f['epe']:.2f} px, bad-2 {f['bad2']:.1f} %",
+    return evaluate_bag(
+        bag,
+        out_dir,
+        model,
+        weights,
+        backend=backend,
+        title=f"demo: synthetic street ({width}x{height}, seed {seed}), model '{model}'",
     )
-    print(f"figure: {fig}")
-    print(f"recorded node outputs: {out_bag} (rosbag2, mcap)")
-    if not trained:
-        print("WARNING: the node ran UNTRAINED weights, so these numbers are meaningless; see README.")
-    return 0

@@ -1,0 +1,114 @@
+"""Markdown reports with figures for stereo evaluations (``scene-perception eval`` and the demo)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scene_perception.evaluation.figures import stereo_figure
+from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation
+from scene_perception.evaluation.uncertainty import sparsification
+
+
+def sparsification_figure(path: Path, error: np.ndarray, uncertainty: np.ndarray, title: str) -> Path:
+    """Model vs oracle sparsification curves (what AUSE integrates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions, model = sparsification(error, uncertainty, steps=40)
+    _, oracle = sparsification(error, error, steps=40)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(fractions, model, label="by predicted uncertainty")
+    ax.plot(fractions, oracle, "--", label="oracle (by true error)")
+    ax.set_xlabel("fraction of pixels removed (most uncertain first)")
+    ax.set_ylabel("mean error / mean error of all")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def write_stereo_report(
+    out_dir: Path,
+    ev: StereoEvaluation,
+    latencies: list[float],
+    title: str,
+    label: str,
+    bag: Path,
+    out_bag: Path,
+) -> Path:
+    """Write ``report.md``, ``stereo.png`` (last frame) and ``sparsification.png`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last = ev.last
+    f = ev.frames[-1].disparity
+    stereo_figure(
+        out_dir / "stereo.png",
+        last["left"],
+        last["gt"],
+        last["pred"],
+        last.get("std"),
+        last["mask"],
+        f"{title}\nlast frame: EPE {f['epe']:.2f} px, bad-2 {f['bad2']:.1f} %",
+    )
+    figures = ["stereo.png"]
+    if "std" in last:
+        scored = last["mask"] & np.isfinite(last["pred"]) & np.isfinite(last["std"])
+        if scored.any():
+            sparsification_figure(
+                out_dir / "sparsification.png",
+                np.abs(last["pred"] - last["gt"])[scored],
+                last["std"][scored],
+                "sparsification, last frame",
+            )
+            figures.append("sparsification.png")
+    p = ev.pooled
+    finite = sorted(x for x in latencies if math.isfinite(x))
+    pct = (lambda q: finite[min(len(finite) - 1, int(q * len(finite)))]) if finite else (lambda q: math.nan)
+    lines = [
+        f"# {title}",
+        "",
+        f"- ground truth: `{bag}`",
+        f"- node outputs (rosbag2): `{out_bag}`",
+        f"- scored: {label}; {len(ev.frames)} frames, {len(ev.missing_stamps)} without output",
+        f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        "",
+        "## Pooled over all frames",
+        "",
+        "| EPE px | bad-1 % | bad-2 % | bad-4 % | D1 % | density % | depth abs-rel | depth RMSE m | AUSE |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {_fmt(p['epe'])} | {_fmt(p['bad1'], 1)} | {_fmt(p['bad2'], 1)} | {_fmt(p['bad4'], 1)} | "
+        f"{_fmt(p['d1'], 1)} | {_fmt(p['density'], 1)} | {_fmt(ev.depth_mean.get('abs_rel', math.nan), 3)} | "
+        f"{_fmt(ev.depth_mean.get('rmse', math.nan))} | {_fmt(ev.ause_mean, 3)} |",
+        "",
+        "Latency (publish -> all outputs recorded, lock-step replay, ms): "
+        f"p50 {_fmt(pct(0.5), 0)}, p95 {_fmt(pct(0.95), 0)}, "
+        f"max {_fmt(finite[-1] if finite else math.nan, 0)}",
+        "",
+        "## Per frame",
+        "",
+        "| frame | stamp ns | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, fr in enumerate(ev.frames):
+        d = fr.disparity
+        lines.append(
+            f"| {i} | {fr.stamp_ns} | {_fmt(d['epe'])} | {_fmt(d['bad2'], 1)} | {_fmt(d['d1'], 1)} | "
+            f"{_fmt(d['density'], 1)} | {_fmt(fr.depth.get('abs_rel', math.nan), 3)} | "
+            f"{_fmt(fr.uncertainty.get('ause', math.nan), 3)} |"
+        )
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
