@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     p.add_argument("--figure", type=Path, default=None, help="save an Aloe comparison figure (PNG)")
+    p.add_argument("--update-card", type=Path, default=None,
+                   help="record the results in this model card's metrics (weights sha256 untouched)")
     args = p.parse_args(argv)
     if args.synthetic_pairs < 0 or args.repeats < 1 or args.threads < 1:
         p.error("--synthetic-pairs must be >= 0, --repeats and --threads >= 1")
@@ -439,7 +441,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
         print(f"results: {args.json}")
+    if args.update_card is not None:
+        update_card(args.update_card, results, argv if argv is not None else sys.argv[1:])
+        print(f"model card updated: {args.update_card}")
     return results
+
+
+def update_card(card_path: Path, results: dict[str, Any], argv: list[str]) -> None:
+    """Record this run's numbers in a model card, with the command that measured them."""
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    keep = ("method", "input", "range", "epe", "bad1", "bad2", "bad3", "d1", "density", "ms")
+    metrics: dict[str, Any] = {
+        "measured_by": "python benchmarks/stereo_accuracy.py " + " ".join(argv),
+        "measured_at": time.strftime("%Y-%m-%d"),
+        "threads": results["threads"],
+    }
+    for section in ("synthetic", "aloe"):
+        data = results.get(section)
+        if data:
+            metrics[section] = [{k: r[k] for k in keep if k in r} for r in data["rows"]]
+    metrics["goals"] = results.get("goals")
+    card["metrics"] = _json_safe(metrics)
+    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def isolated_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_save_load_round_trip(lite: GCNet, isolated_models: Path) -> None:
     sha = save_stereo_model(lite, isolated_models / "lite.safetensors", {"metrics": {"epe": 1.5}})
     card = json.loads((isolated_models / "lite.json").read_text())
-    assert card["sha256"] == sha and card["config"] == "lite" and card["trained"] is True
+    assert card["sha256"] == sha and card["config"] == CONFIGS["lite"].to_dict() and card["trained"] is True
     assert card["metrics"] == {"epe": 1.5}
 
     model, info = load_stereo_model("lite")

@@ -283,7 +283,8 @@ def save_stereo_model(model: GCNet, path: str | Path, card_fields: Mapping[str, 
     fields = dict(card_fields or {})
     card: dict[str, Any] = {
         "name": fields.pop("name", path.stem),
-        "config": config.name if CONFIGS.get(config.name) == config else config.to_dict(),
+        # The full architecture, not just its name: weights must keep loading after CONFIGS evolves.
+        "config": config.to_dict(),
         "sha256": sha,
         "trained": bool(fields.pop("trained", True)),
         "training": fields.pop("training", {}),
