@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -21,9 +22,11 @@ from scene_perception.ros.messages import camera_info_pair_from_camera
 class RosHarness:
     """One rclpy context + executor per test module, so tests never share DDS participants by accident."""
 
-    def __init__(self) -> None:
+    def __init__(self, domain_id: int | None = None) -> None:
+        """``domain_id``: a private DDS domain, for tests whose exact message counts must not see other
+        processes on this machine (a demo or another test run publishing the same topic names)."""
         self.context = Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=domain_id)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes: list[Node] = []
 
@@ -55,6 +58,11 @@ class RosHarness:
             self.remove(node)
         self.executor.shutdown()
         rclpy.shutdown(context=self.context)
+
+
+def private_domain_id() -> int:
+    """A DDS domain id (1..200) unlikely to be shared with other processes on this machine."""
+    return 1 + os.getpid() % 200
 
 
 def header(stamp_ns: int, frame_id: str = "left_optical") -> Header:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from scene_perception.geometry import CameraModelError, StereoCamera, camera_info_matrices
+from scene_perception.geometry.stereo_camera import CAMERA_ERROR_KINDS
 
 W, H = 64, 48
 FX, FY, CX, CY, B = 100.0, 102.0, 31.5, 23.5, 0.12
@@ -69,29 +70,54 @@ def _p(fx: float = FX, tx: float = -FX * B, fx_right: float | None = None, cy_ri
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "size", "message"),
+    ("kwargs", "size", "message", "kind"),
     [
-        ({"fx": 0.0, "fx_right": 0.0}, (W, H), "fx=0"),
-        ({"tx": 0.0}, (W, H), r"P\[0,3\] is 0: no baseline"),
-        ({"tx": FX * B}, (W, H), "swapped"),
-        ({"fx_right": FX * 1.1}, (W, H), "focal lengths differ"),
-        ({"cy_right": CY + 5}, (W, H), "not rectified"),
-        ({}, (0, H), "width and height must be > 0"),
+        ({"fx": 0.0, "fx_right": 0.0}, (W, H), "fx=0", "bad_focal"),
+        ({"fx_right": 0.0}, (W, H), "right camera_info P has fx=0", "bad_focal"),
+        ({"tx": 0.0}, (W, H), r"P\[0,3\] is 0: no baseline", "no_baseline"),
+        ({"tx": FX * B}, (W, H), "swapped", "bad_baseline"),
+        ({"fx_right": FX * 1.1}, (W, H), "focal lengths differ", "focal_mismatch"),
+        ({"cy_right": CY + 5}, (W, H), "not rectified", "rows_misaligned"),
+        ({}, (0, H), "width and height must be > 0", "bad_size"),
     ],
 )
-def test_from_projection_matrices_errors(kwargs: dict, size: tuple[int, int], message: str) -> None:
+def test_from_projection_matrices_errors(
+    kwargs: dict, size: tuple[int, int], message: str, kind: str
+) -> None:
     pl, pr = _p(**kwargs)
-    with pytest.raises(CameraModelError, match=message):
+    with pytest.raises(CameraModelError, match=message) as info:
         StereoCamera.from_projection_matrices(pl, pr, *size)
+    assert info.value.kind == kind
+    assert kind in CAMERA_ERROR_KINDS
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "message", "kind"),
+    [
+        (0, float("nan"), r"non-finite values: P\[0,0\]=nan", "nonfinite"),
+        (3, float("inf"), r"non-finite values: P\[0,3\]=inf", "nonfinite"),
+        (7, 2.5, r"P\[1,3\] \(Ty\) is left=0.0, right=2.5: vertical", "vertical_offset"),
+    ],
+)
+def test_right_projection_entry_errors(index: int, value: float, message: str, kind: str) -> None:
+    """One corrupted entry of the right P is named by its row/column, with a reason code for diagnostics."""
+    pl, pr = _p()
+    pr[index] = value
+    with pytest.raises(CameraModelError, match=message) as info:
+        StereoCamera.from_projection_matrices(pl, pr, W, H)
+    assert info.value.kind == kind
 
 
 def test_zero_projection_and_wrong_length() -> None:
     pl, _ = _p()
-    with pytest.raises(CameraModelError, match="all zeros"):
+    with pytest.raises(CameraModelError, match="all zeros") as info:
         StereoCamera.from_projection_matrices(pl, [0.0] * 12, W, H)
-    with pytest.raises(CameraModelError, match="expected 12"):
+    assert info.value.kind == "uncalibrated"
+    with pytest.raises(CameraModelError, match="expected 12") as info:
         StereoCamera.from_projection_matrices(pl, [1.0] * 9, W, H)
+    assert info.value.kind == "p_size"
     assert issubclass(CameraModelError, ValueError)
+    assert CameraModelError("plain message").kind == "invalid"
 
 
 def test_direct_construction_validates() -> None:

@@ -187,7 +187,7 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     msgs[0].data = msgs[0].data[: len(msgs[0].data) // 2]
     publish_all(driver.pubs, msgs)
     assert harness.spin_until(
-        lambda: problems(node).get("malformed_image", 0) > before.get("malformed_image", 0), 5
+        lambda: problems(node).get("image_data_truncated", 0) > before.get("image_data_truncated", 0), 5
     )
 
     # 4. camera_info without a baseline
@@ -198,7 +198,7 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
     msgs[3].p = p
     publish_all(driver.pubs, msgs)
     assert harness.spin_until(
-        lambda: problems(node).get("bad_camera_info", 0) > before.get("bad_camera_info", 0), 5
+        lambda: problems(node).get("camera_info_no_baseline", 0) > before.get("camera_info_no_baseline", 0), 5
     )
 
     # 5. camera_info missing: images arrive, no stereo set completes -> a warning naming the silent topics
@@ -209,7 +209,7 @@ def test_bad_input_is_reported_and_node_keeps_running(ros) -> None:
         driver.pubs[2].publish(msgs[2])
         harness.spin_for(0.25)
     assert harness.spin_until(
-        lambda: problems(node).get("inputs_unsynchronized", 0) > before.get("inputs_unsynchronized", 0), 5
+        lambda: problems(node).get("input_topics_silent", 0) > before.get("input_topics_silent", 0), 5
     )
     assert "camera_info" in node.health.last_error or "camera_info" in str(node.health.problems)
 

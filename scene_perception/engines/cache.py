@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -138,22 +139,40 @@ def model_digest(model: Any, weights_sha256: str | None = None) -> str:
 def prepare_cache_dir(path: str | os.PathLike[str]) -> Path:
     """Expand (``~``, ``$VARS``), create and check an engine cache directory.
 
+    Checks (the path usually comes from a ROS parameter): not empty, no NUL byte; not an existing
+    non-directory; creatable (a directory created here is ``0o700``: cached artifacts are the user's);
+    writable and searchable by this user; and **not world-writable**, sticky bit or not.
+
+    Why world-writable is refused: the sha256 in each artifact's metadata is only as trustworthy as the
+    directory holding both. In a world-writable directory any local user could plant an artifact plus
+    matching metadata under the name this cache will look up, and deserializing a TensorRT engine runs code
+    from the file. A sticky bit (as on ``/tmp``) stops others deleting our files but not planting new ones.
+    Group-writable directories are allowed (a shared team cache is a deliberate choice).
+
     Raises:
-        ValueError: empty path, a file in the way, or a directory that cannot be created or written; the
-            message names the path so a wrong ROS parameter is obvious.
+        ValueError: the message names the path and the failed check, so a wrong ROS parameter is obvious.
     """
     text = str(path).strip()
     if not text:
         raise ValueError("engine_cache_dir is empty; set it to a writable directory")
+    if "\0" in text:
+        raise ValueError(f"engine_cache_dir {text!r} contains a NUL byte")
     resolved = Path(os.path.expandvars(os.path.expanduser(text)))
     if resolved.exists() and not resolved.is_dir():
         raise ValueError(f"engine_cache_dir {resolved} exists but is not a directory")
     try:
-        resolved.mkdir(parents=True, exist_ok=True)
+        resolved.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"engine_cache_dir {resolved} cannot be created: {exc}") from exc
     if not os.access(resolved, os.W_OK | os.X_OK):
         raise ValueError(f"engine_cache_dir {resolved} is not writable by this user")
+    mode = resolved.stat().st_mode
+    if mode & stat.S_IWOTH:
+        raise ValueError(
+            f"engine_cache_dir {resolved} is world-writable (mode {stat.S_IMODE(mode):o}): any user could "
+            "plant an engine there that this node would load; use a private directory (e.g. "
+            f"{DEFAULT_CACHE_DIR}) or `chmod o-w {resolved}`"
+        )
     return resolved
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CameraModelError", "StereoCamera", "camera_info_matrices"]
+__all__ = ["CAMERA_ERROR_KINDS", "CameraModelError", "StereoCamera", "camera_info_matrices"]
 
 # Relative tolerance when comparing focal lengths / rows of the left and right projection matrices. The
 # values come from a calibration file printed with a few decimals, so exact equality is too strict.
@@ -43,7 +43,35 @@ _REL_TOL = 1e-4
 
 
 class CameraModelError(ValueError):
-    """The calibration does not describe a usable rectified horizontal stereo pair."""
+    """The calibration does not describe a usable rectified horizontal stereo pair.
+
+    ``kind`` is a short, stable reason code (``nonfinite``, ``bad_focal``, ``no_baseline`` ...; see
+    :data:`CAMERA_ERROR_KINDS`) so that a node can count each kind of bad calibration separately in its
+    diagnostics and throttle their warnings independently; the message stays the human explanation.
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: Every ``CameraModelError.kind`` this module raises, with what it means.
+CAMERA_ERROR_KINDS: dict[str, str] = {
+    "invalid": "any other inconsistency (unused by the calibration checks)",
+    "p_size": "a projection matrix without 12 values",
+    "nonfinite": "NaN or inf in a projection matrix or a camera parameter",
+    "bad_size": "image size zero",
+    "size_mismatch": "left and right camera_info sizes differ",
+    "uncalibrated": "a projection matrix that is all zeros",
+    "bad_focal": "fx or fy <= 0",
+    "focal_mismatch": "left and right focal lengths differ (not a rectified pair)",
+    "rows_misaligned": "left and right cy differ (rows not aligned)",
+    "vertical_offset": "Ty = P[1,3] != 0 (vertical stereo)",
+    "no_baseline": "both P[0,3] are 0",
+    "bad_baseline": "baseline <= 0 (left/right swapped?)",
+    "bad_scale": "a non-positive or non-finite scale factor",
+    "bad_shape": "a disparity array that is not 2-D",
+}
 
 
 def _as_projection(p: Sequence[float] | npt.ArrayLike, side: str) -> np.ndarray:
@@ -51,11 +79,14 @@ def _as_projection(p: Sequence[float] | npt.ArrayLike, side: str) -> np.ndarray:
     arr = np.asarray(p, dtype=np.float64)
     if arr.size != 12:
         raise CameraModelError(
-            f"{side} camera_info P has {arr.size} values, expected 12 (3x4 row-major projection matrix)"
+            f"{side} camera_info P has {arr.size} values, expected 12 (3x4 row-major projection matrix)",
+            "p_size",
         )
     arr = arr.reshape(3, 4)
     if not np.all(np.isfinite(arr)):
-        raise CameraModelError(f"{side} camera_info P contains non-finite values: {arr.ravel().tolist()}")
+        rows, cols = np.nonzero(~np.isfinite(arr))
+        bad = ", ".join(f"P[{r},{c}]={arr[r, c]}" for r, c in zip(rows, cols, strict=True))
+        raise CameraModelError(f"{side} camera_info P contains non-finite values: {bad}", "nonfinite")
     return arr
 
 
@@ -87,20 +118,23 @@ class StereoCamera:
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise CameraModelError(
                 f"camera image size is {self.width}x{self.height}: width and height must be > 0 "
-                "(is camera_info filled in?)"
+                "(is camera_info filled in?)",
+                "bad_size",
             )
         for name in ("fx", "fy", "cx", "cy", "cx_right", "baseline"):
             if not math.isfinite(float(getattr(self, name))):
-                raise CameraModelError(f"camera {name} is not finite: {getattr(self, name)}")
+                raise CameraModelError(f"camera {name} is not finite: {getattr(self, name)}", "nonfinite")
         if self.fx <= 0 or self.fy <= 0:
             raise CameraModelError(
                 f"camera focal length must be > 0, got fx={self.fx}, fy={self.fy} "
-                "(is the camera_info P matrix filled in?)"
+                "(is the camera_info P matrix filled in?)",
+                "bad_focal",
             )
         if self.baseline <= 0:
             raise CameraModelError(
                 f"stereo baseline must be > 0 metres, got {self.baseline} "
-                "(are the left and right camera_info swapped?)"
+                "(are the left and right camera_info swapped?)",
+                "bad_baseline",
             )
 
     # ------------------------------------------------------------------ constructors
@@ -124,44 +158,58 @@ class StereoCamera:
         if int(width) <= 0 or int(height) <= 0:
             raise CameraModelError(
                 f"camera_info size is {width}x{height}: width and height must be > 0 "
-                "(is camera_info filled in?)"
+                "(is camera_info filled in?)",
+                "bad_size",
             )
         if not np.any(pl):
-            raise CameraModelError("left camera_info P is all zeros: the camera is not calibrated")
+            raise CameraModelError(
+                "left camera_info P is all zeros: the camera is not calibrated", "uncalibrated"
+            )
         if not np.any(pr):
-            raise CameraModelError("right camera_info P is all zeros: the camera is not calibrated")
+            raise CameraModelError(
+                "right camera_info P is all zeros: the camera is not calibrated", "uncalibrated"
+            )
         fx, fy, cx, cy = pl[0, 0], pl[1, 1], pl[0, 2], pl[1, 2]
         fx_r, fy_r, cx_r, cy_r = pr[0, 0], pr[1, 1], pr[0, 2], pr[1, 2]
         if fx <= 0 or fy <= 0:
-            raise CameraModelError(f"left camera_info P has fx={fx}, fy={fy}: focal lengths must be > 0")
+            raise CameraModelError(
+                f"left camera_info P has fx={fx}, fy={fy}: focal lengths must be > 0", "bad_focal"
+            )
         if fx_r <= 0 or fy_r <= 0:
-            raise CameraModelError(f"right camera_info P has fx={fx_r}, fy={fy_r}: focal lengths must be > 0")
+            raise CameraModelError(
+                f"right camera_info P has fx={fx_r}, fy={fy_r}: focal lengths must be > 0", "bad_focal"
+            )
         if not _close(fx, fx_r) or not _close(fy, fy_r):
             raise CameraModelError(
                 f"left and right focal lengths differ (left fx={fx}, fy={fy}; right fx={fx_r}, fy={fy_r}): "
-                "the images are not a rectified pair (use the rectified P, not K)"
+                "the images are not a rectified pair (use the rectified P, not K)",
+                "focal_mismatch",
             )
         if not _close(cy, cy_r):
             raise CameraModelError(
                 f"left cy={cy} and right cy={cy_r} differ: rows are not aligned, the pair is not rectified "
-                "for horizontal stereo"
+                "for horizontal stereo",
+                "rows_misaligned",
             )
         if pl[1, 3] != 0 or pr[1, 3] != 0:
             raise CameraModelError(
                 f"camera_info P[1,3] (Ty) is left={pl[1, 3]}, right={pr[1, 3]}: "
-                "vertical stereo is not supported"
+                "vertical stereo is not supported",
+                "vertical_offset",
             )
         if pr[0, 3] == 0 and pl[0, 3] == 0:
             raise CameraModelError(
                 "right camera_info P[0,3] is 0: no baseline; "
-                "is this really the right camera of a rectified pair?"
+                "is this really the right camera of a rectified pair?",
+                "no_baseline",
             )
         baseline = float((pl[0, 3] - pr[0, 3]) / fx)
         if baseline <= 0:
             raise CameraModelError(
                 f"baseline from camera_info P[0,3] is {baseline:.6g} m "
                 f"(left Tx={pl[0, 3]}, right Tx={pr[0, 3]}): "
-                "it must be > 0; are the left and right camera_info swapped?"
+                "it must be > 0; are the left and right camera_info swapped?",
+                "bad_baseline",
             )
         return cls(
             width=int(width),
@@ -185,7 +233,8 @@ class StereoCamera:
         if (left_info.width, left_info.height) != (right_info.width, right_info.height):
             raise CameraModelError(
                 f"left camera_info is {left_info.width}x{left_info.height} but right is "
-                f"{right_info.width}x{right_info.height}: a rectified pair must have equal sizes"
+                f"{right_info.width}x{right_info.height}: a rectified pair must have equal sizes",
+                "size_mismatch",
             )
         header = getattr(left_info, "header", None)
         frame_id = getattr(header, "frame_id", "") if header is not None else ""
@@ -262,7 +311,7 @@ class StereoCamera:
         is a physical length and does not change.
         """
         if not (sx > 0 and sy > 0 and math.isfinite(sx) and math.isfinite(sy)):
-            raise CameraModelError(f"scale factors must be finite and > 0, got sx={sx}, sy={sy}")
+            raise CameraModelError(f"scale factors must be finite and > 0, got sx={sx}, sy={sy}", "bad_scale")
         return StereoCamera(
             width=max(1, round(self.width * sx)),
             height=max(1, round(self.height * sy)),
@@ -284,7 +333,7 @@ class StereoCamera:
         """
         d = np.asarray(disparity, dtype=np.float32)
         if d.ndim != 2:
-            raise CameraModelError(f"disparity must be a 2-D (H, W) array, got shape {d.shape}")
+            raise CameraModelError(f"disparity must be a 2-D (H, W) array, got shape {d.shape}", "bad_shape")
         z = self.disparity_to_depth(d, min_disparity)
         h, w = d.shape
         u = (np.arange(w, dtype=np.float32) - np.float32(self.cx)) / np.float32(self.fx)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_MODELS",
     "ModelInfo",
     "ModelLoadError",
+    "check_weights_path",
     "file_sha256",
     "load_stereo_model",
     "model_search_dirs",
@@ -118,6 +120,40 @@ def _config_from_card(card: Mapping[str, Any], card_path: Path) -> GCNetConfig:
     raise ModelLoadError(f"model card {card_path}: 'config' must be a name or an object, got {spec!r}")
 
 
+def check_weights_path(weights: str | os.PathLike[str]) -> Path:
+    """Validate a user-supplied weights path (ROS parameter, CLI flag) before anything opens it.
+
+    Checks, each failing with a ModelLoadError that names the path: no NUL byte; the ``.safetensors``
+    suffix (pickle-based checkpoints - ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ``.bin`` - are refused
+    outright, because unpickling runs code from the file); the path exists and, after following symlinks,
+    is a *regular* file (a directory gives a confusing error deep in safetensors, and a FIFO or device would
+    block or stream forever while hashing); it is readable and not empty. ``~`` is expanded.
+    """
+    text = os.fspath(weights)
+    if "\0" in text:
+        raise ModelLoadError(f"weights path {text!r} contains a NUL byte")
+    path = Path(text).expanduser()
+    if path.suffix != _WEIGHTS_SUFFIX:
+        raise ModelLoadError(
+            f"weights file {path} must be a {_WEIGHTS_SUFFIX} file: other formats (.pt, .pth, .ckpt, .pkl, "
+            ".bin) are pickles, and loading a pickle runs code from the file, so they are refused"
+        )
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelLoadError(f"weights file {path} does not exist") from None
+    except OSError as exc:
+        raise ModelLoadError(f"weights file {path} cannot be inspected: {exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise ModelLoadError(f"weights file {path} is {kind}, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ModelLoadError(f"weights file {path} is not readable by this user")
+    if st.st_size == 0:
+        raise ModelLoadError(f"weights file {path} is empty (0 bytes)")
+    return path
+
+
 def _candidate_files(name: str) -> Iterator[tuple[Path, Path]]:
     for d in model_search_dirs():
         yield d / f"{name}{_WEIGHTS_SUFFIX}", d / f"{name}{_CARD_SUFFIX}"
@@ -186,15 +222,14 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
         ``trained=False`` and a WARNING log, so the stack can still start (e.g. for integration tests).
 
     Raises:
-        ModelLoadError: explicit weights missing; card without weights; unreadable card; sha256
-            mismatch; corrupt/truncated file; tensors that do not fit the config; unknown name.
+        ModelLoadError: explicit weights missing or failing :func:`check_weights_path`; card without
+            weights; unreadable card; sha256 mismatch; corrupt/truncated file; tensors that do not fit
+            the config; unknown name.
     """
     weights_path: Path | None = None
     card_path: Path | None = None
     if weights is not None:
-        weights_path = Path(weights).expanduser()
-        if not weights_path.is_file():
-            raise ModelLoadError(f"weights file {weights_path} does not exist")
+        weights_path = check_weights_path(weights)
         sibling = weights_path.with_suffix(_CARD_SUFFIX)
         card_path = sibling if sibling.is_file() else None
     else:

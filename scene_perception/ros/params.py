@@ -53,7 +53,12 @@ class ParamSpec:
 
 STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "lite", "GC-Net configuration name.", choices=("lite", "paper")),
-    ParamSpec("weights", "", "Path to a .safetensors weights file; empty = the shipped weights for `model`."),
+    ParamSpec(
+        "weights",
+        "",
+        "Path to a .safetensors weights file; empty = the shipped weights for `model`. Checked at configure: "
+        "the .safetensors suffix (pickle formats are refused), a readable, non-empty regular file.",
+    ),
     ParamSpec(
         "backend",
         "torch",
@@ -70,7 +75,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
         "engine_cache_dir",
         "~/.cache/scene_perception/engines",
         "Directory for exported ONNX graphs and TensorRT engines (onnxruntime / tensorrt backends); "
-        "created if missing, must be writable.",
+        "created (0700) if missing; must be writable by this user and not world-writable.",
     ),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
     ParamSpec("approximate_sync", False, "Use approximate-time instead of exact-time stereo sync."),

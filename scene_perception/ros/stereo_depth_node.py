@@ -40,14 +40,25 @@ from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
-from scene_perception.ros.codec import ImageEncodingError, image_to_numpy, stamp_to_ns, to_rgb8
+from scene_perception.ros.codec import ENCODINGS, ImageEncodingError, image_to_numpy, stamp_to_ns, to_rgb8
 from scene_perception.ros.diagnostics import ERROR, WARN, Health, diagnostic_array
 from scene_perception.ros.messages import make_depth_image, make_disparity_image, make_point_cloud
 from scene_perception.ros.qos import qos_from_name
 from scene_perception.ros.sync import ApproximateTimeSynchronizer, Subscriber, TimeSynchronizer
 
-#: Encodings the node accepts as camera input (colour is converted to RGB, mono replicated).
-INPUT_ENCODINGS = frozenset({"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC1", "8UC3"})
+#: Encodings the node accepts as camera input, mapped to the colour encoding their pixels are read as
+#: (colour is converted to RGB, mono replicated). The generic 8UC1 / 8UC3 carry no colour semantics; they
+#: are read as mono8 / rgb8, as the bag tools write them.
+INPUT_ENCODINGS: dict[str, str] = {
+    "rgb8": "rgb8",
+    "bgr8": "bgr8",
+    "rgba8": "rgba8",
+    "bgra8": "bgra8",
+    "mono8": "mono8",
+    "mono16": "mono16",
+    "8UC1": "mono8",
+    "8UC3": "rgb8",
+}
 
 INPUT_TOPICS = ("left/image_rect", "left/camera_info", "right/image_rect", "right/camera_info")
 
@@ -214,26 +225,60 @@ class StereoDepthNode(LifecycleNode):
         self._topic_counts[name] += 1
         self.health.count("input " + name)
 
+    def _check_image(self, side: str, msg: Image) -> None:
+        """Reject an image whose header does not describe its buffer, naming the field and the values.
+
+        The codec would refuse most of these too, but checking here gives every kind its own diagnostic
+        counter and throttled warning. ``data`` longer than ``step * height`` is rejected as well (the codec
+        alone would ignore the tail): the header then does not describe the buffer, and the likeliest cause
+        (a wrong ``height`` or ``step``) would otherwise produce a silently sheared or cropped image.
+        """
+        encoding, width, height, step = msg.encoding, int(msg.width), int(msg.height), int(msg.step)
+        if encoding not in INPUT_ENCODINGS:
+            if encoding in ENCODINGS:
+                raise InputRejected(
+                    "not_camera_encoding",
+                    f"{side} image encoding '{encoding}' is a valid ROS encoding but not a camera image "
+                    f"(depth / disparity maps are not stereo input); accepted: {', '.join(INPUT_ENCODINGS)}",
+                )
+            raise InputRejected(
+                "unsupported_encoding",
+                f"{side} image encoding {encoding!r} is unknown; accepted: {', '.join(INPUT_ENCODINGS)}",
+            )
+        if width == 0 or height == 0:
+            raise InputRejected("empty_image", f"{side} image is empty ({width}x{height})")
+        if width * height > self.params["max_input_pixels"]:
+            raise InputRejected(
+                "image_too_large",
+                f"{side} image {width}x{height} = {width * height} px exceeds "
+                f"max_input_pixels={self.params['max_input_pixels']}",
+            )
+        row_bytes = width * ENCODINGS[encoding].bytes_per_pixel
+        if step < row_bytes:
+            raise InputRejected(
+                "image_step_too_small",
+                f"{side} image step {step} < width {width} * {ENCODINGS[encoding].bytes_per_pixel} bytes "
+                f"({encoding}) = {row_bytes}",
+            )
+        needed, size = step * height, len(msg.data)
+        if size < needed:
+            raise InputRejected(
+                "image_data_truncated",
+                f"{side} image data has {size} bytes < step {step} * height {height} = {needed} (truncated?)",
+            )
+        if size > needed:
+            raise InputRejected(
+                "image_data_oversized",
+                f"{side} image data has {size} bytes > step {step} * height {height} = {needed}: "
+                "height or step is wrong",
+            )
+
     def _decode(
         self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
     ) -> tuple[np.ndarray, np.ndarray, StereoCamera]:
         """Validate and convert one stereo set; raise InputRejected naming what is wrong."""
-        images = {"left": left_msg, "right": right_msg}
-        for side, msg in images.items():
-            if msg.encoding not in INPUT_ENCODINGS:
-                raise InputRejected(
-                    "unsupported_encoding",
-                    f"{side} image encoding '{msg.encoding}' is not a camera encoding this node accepts "
-                    f"({', '.join(sorted(INPUT_ENCODINGS))})",
-                )
-            if msg.width == 0 or msg.height == 0:
-                raise InputRejected("empty_image", f"{side} image is empty ({msg.width}x{msg.height})")
-            if msg.width * msg.height > self.params["max_input_pixels"]:
-                raise InputRejected(
-                    "image_too_large",
-                    f"{side} image {msg.width}x{msg.height} exceeds "
-                    f"max_input_pixels={self.params['max_input_pixels']}",
-                )
+        self._check_image("left", left_msg)
+        self._check_image("right", right_msg)
         if (left_msg.width, left_msg.height) != (right_msg.width, right_msg.height):
             raise InputRejected(
                 "size_mismatch",
@@ -251,8 +296,8 @@ class StereoDepthNode(LifecycleNode):
                     f"{left_msg.width}x{left_msg.height}",
                 )
         try:
-            left = to_rgb8(image_to_numpy(left_msg), left_msg.encoding)
-            right = to_rgb8(image_to_numpy(right_msg), right_msg.encoding)
+            left = to_rgb8(image_to_numpy(left_msg), INPUT_ENCODINGS[left_msg.encoding])
+            right = to_rgb8(image_to_numpy(right_msg), INPUT_ENCODINGS[right_msg.encoding])
         except ImageEncodingError as exc:
             raise InputRejected("malformed_image", str(exc)) from exc
         try:
@@ -264,7 +309,8 @@ class StereoDepthNode(LifecycleNode):
                 frame_id=left_msg.header.frame_id or left_info.header.frame_id,
             )
         except CameraModelError as exc:
-            raise InputRejected("bad_camera_info", str(exc)) from exc
+            # One counter per reason (nonfinite, bad_focal, no_baseline, ...): see CAMERA_ERROR_KINDS.
+            raise InputRejected("camera_info_" + exc.kind, str(exc)) from exc
         return left, right, camera
 
     def _on_stereo(
@@ -275,10 +321,21 @@ class StereoDepthNode(LifecycleNode):
         if self.pipeline is None:
             return
         stamp_ns = stamp_to_ns(left_msg.header)
+        if stamp_ns < 0:
+            # ROS time is never negative (rclpy.time.Time refuses it): a corrupt header, not a clock.
+            self.health.problem(
+                "invalid_stamp",
+                f"stereo set stamped sec={left_msg.header.stamp.sec} nanosec={left_msg.header.stamp.nanosec} "
+                f"({stamp_ns} ns < 0): dropped",
+            )
+            return
+        # Stamp 0 is accepted (simulations and synthetic bags start there); a driver that never stamps shows
+        # up as duplicate_stamp from its second frame on, with a hint.
         if self._last_stamp_ns is not None:
             if stamp_ns == self._last_stamp_ns:
+                hint = " (stamp 0: does the driver set header.stamp?)" if stamp_ns == 0 else ""
                 self.health.problem(
-                    "duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again: dropped"
+                    "duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again{hint}: dropped"
                 )
                 return
             if stamp_ns < self._last_stamp_ns:
@@ -338,10 +395,9 @@ class StereoDepthNode(LifecycleNode):
         for key, msg in messages.items():
             try:
                 self._pubs[key].publish(msg)
-            except (
-                Exception
-            ) as exc:  # rclpy raises RCLError (not importable publicly) when DDS refuses a sample
-                self.health.problem("publish_error", f"publishing {key} failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - RCLError / InvalidHandle are not importable publicly
+                # One failing topic must not stop the others or the node; counted and throttled like input.
+                self.health.problem("publish_error", f"publishing {key} failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ health
     def _check_inputs(self) -> None:
@@ -358,8 +414,10 @@ class StereoDepthNode(LifecycleNode):
                 else "all four topics are publishing but their stamps never match"
                 + ("" if self.params["approximate_sync"] else " exactly (try approximate_sync:=true)")
             )
+            # Two kinds: a silent topic (camera_info never published, wrong remap) is fixed elsewhere than
+            # stamps that never match (unsynchronized cameras, exact sync on free-running drivers).
             self.health.problem(
-                "inputs_unsynchronized",
+                "input_topics_silent" if silent else "inputs_unsynchronized",
                 f"no complete stereo set in {period:.1f} s ({detail}): {hint}",
             )
         self._last_check_counts = Counter(self._topic_counts)
