@@ -123,7 +123,7 @@ def test_run_starts_node_from_config_in_another_process(tmp_path: Path, weights:
     cfg = tmp_path / "perception.yaml"
     cfg.write_text(
         textwrap.dedent(f"""\
-        stereo_depth:
+        /**/stereo_depth:
           ros__parameters:
             weights: "{weights}"
             input_qos: sensor_data

@@ -6,20 +6,22 @@ from pathlib import Path
 
 import yaml
 
-from scene_perception.ros.params import STEREO_DEPTH_PARAMS
+from scene_perception.ros.params import SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_parameter_is_documented_in_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in STEREO_DEPTH_PARAMS if f"`{s.name}`" not in readme]
+    missing = [s.name for s in (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS) if f"`{s.name}`" not in readme]
     assert not missing, f"parameters missing from the README table: {missing}"
 
 
 def test_config_file_only_sets_declared_parameters_with_matching_types() -> None:
     cfg = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
-    params = cfg["stereo_depth"]["ros__parameters"]
+    # "/**/stereo_depth": the section must match the node in any namespace.
+    assert "/**/stereo_depth" in cfg, "config sections need /**/ to apply under a namespace"
+    params = cfg["/**/stereo_depth"]["ros__parameters"]
     specs = {s.name: s for s in STEREO_DEPTH_PARAMS}
     unknown = sorted(set(params) - set(specs))
     assert not unknown, f"config sets undeclared parameters: {unknown}"
@@ -29,7 +31,7 @@ def test_config_file_only_sets_declared_parameters_with_matching_types() -> None
 
 
 def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
-    for spec in STEREO_DEPTH_PARAMS:
+    for spec in (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS):
         desc = spec.descriptor()
         if isinstance(spec.default, bool):
             continue
