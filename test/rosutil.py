@@ -110,3 +110,26 @@ def stereo_messages(
 def publish_all(publishers: Iterable, messages: Iterable) -> None:
     for pub, msg in zip(publishers, messages, strict=True):
         pub.publish(msg)
+
+
+def diagnostic_values(arrays: Iterable, node_name: str) -> dict[str, str]:
+    """Key/values of the most recent DiagnosticStatus from the node called ``node_name`` (by hardware_id,
+    the node's fully qualified name), in received DiagnosticArrays; {} when none came yet."""
+    for array in reversed(list(arrays)):
+        for status in array.status:
+            if status.hardware_id.rsplit("/", 1)[-1] == node_name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def check_summary_diagnostics(values: dict[str, str]) -> None:
+    """The keys every stereo node must report (issue 7, item 4), present and well-formed."""
+    from scene_perception.ros.diagnostics import SUMMARY_KEYS
+
+    missing = [k for k in SUMMARY_KEYS if k not in values]
+    assert not missing, f"diagnostics lack {missing}; got {sorted(values)}"
+    for key in SUMMARY_KEYS[:4]:  # rates and inference latency percentiles
+        float(values[key])  # a number (NaN before the first frame)
+    assert int(values["invalid input count"]) >= 0
+    assert values["dropped (sync) count"].isdigit() or values["dropped (sync) count"].startswith("n/a")
+    assert values["backend"] and not values["backend"].startswith("requested"), values["backend"]

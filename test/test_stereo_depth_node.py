@@ -18,7 +18,16 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from rosutil import RosHarness, make_camera, publish_all, shifted_pair, stereo_messages
+from rosutil import (
+    RosHarness,
+    check_summary_diagnostics,
+    diagnostic_values,
+    make_camera,
+    private_domain_id,
+    publish_all,
+    shifted_pair,
+    stereo_messages,
+)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
@@ -28,6 +37,7 @@ from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
 from scene_perception.ros.codec import image_to_numpy
 from scene_perception.ros.messages import point_cloud_to_numpy
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
+from scene_perception.ros.sync import dropped_count
 
 H, W = 48, 96
 
@@ -67,7 +77,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ros(weights: Path):
-    harness = RosHarness()
+    harness = RosHarness(private_domain_id())
     node = StereoDepthNode(
         "stereo_depth",
         context=harness.context,
@@ -252,6 +262,37 @@ def test_duplicate_stamp_dropped_and_min_disparity_is_live(ros) -> None:
     valid_before = float((d0 >= first.min_disparity).mean())
     assert np.isfinite(depth).mean() < 0.75 * valid_before, "raising min_disparity must invalidate pixels"
     node.set_parameters([Parameter("min_disparity", value=0.0)])
+
+
+def test_diagnostics_summary_over_dds(ros) -> None:
+    """Issue 7 item 4: input/output rate, inference latency, dropped / invalid counts and the backend, under
+    fixed keys, in the /diagnostics the running node publishes (received here over DDS)."""
+    harness, node, driver = ros
+    camera = make_camera(W, H)
+    left, right = shifted_pair(H, W, 5, seed=7)
+    invalid_before = node.invalid_inputs
+    driver.clear()
+    for i in range(3):
+        assert send(harness, driver, stereo_messages(left, right, camera, 20_000_000_000 + i * 50_000_000))
+    bad = list(stereo_messages(left, right, camera, 20_500_000_000))
+    bad[0].encoding = "32FC1"  # a depth map is not camera input: rejected, counted as invalid input
+    publish_all(driver.pubs, bad)
+
+    def reported() -> bool:
+        values = diagnostic_values(driver.got["diag"], "stereo_depth")
+        return bool(values) and int(values["invalid input count"]) > invalid_before
+
+    assert harness.spin_until(reported, 5), diagnostic_values(driver.got["diag"], "stereo_depth")
+    values = diagnostic_values(driver.got["diag"], "stereo_depth")
+    check_summary_diagnostics(values)
+    assert "torch" in values["backend"], values["backend"]
+    assert float(values["input rate (Hz)"]) > 0 and float(values["output rate (Hz)"]) > 0
+    assert 0 < float(values["inference latency p50 (ms)"]) <= float(values["inference latency p95 (ms)"])
+    # The inference time is part of the whole callback's latency.
+    assert float(values["inference latency p50 (ms)"]) <= float(values["latency max (ms)"])
+    # Our synchronizer counts what it discards (earlier tests here sent incomplete / repeated sets).
+    assert int(values["dropped (sync) count"]) == dropped_count(node._sync)
+    assert values["problem not_camera_encoding"] != "0"
 
 
 def test_approximate_sync(weights: Path) -> None:

@@ -97,6 +97,12 @@ class SGBMMatcher:
             raise ValueError(f"left image is {left.shape} but right image is {right.shape}")
         if left.dtype != np.uint8 or right.dtype != np.uint8:
             raise ValueError(f"SGBM needs uint8 images, got {left.dtype} and {right.dtype}")
+        if left.shape[1] <= self.num_disparities:
+            # OpenCV does not check this: it segfaults or fails a huge allocation (opencv-python 4.x/5.0).
+            raise ValueError(
+                f"SGBM needs images wider than num_disparities={self.num_disparities}; got width "
+                f"{left.shape[1]} (lower max_disparity or raise scale)"
+            )
         raw = self._sgbm.compute(np.ascontiguousarray(left), np.ascontiguousarray(right))
         disp = raw.astype(np.float32) / np.float32(16.0)
         disp[raw < 0] = np.nan

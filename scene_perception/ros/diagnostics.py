@@ -19,6 +19,28 @@ OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
 
+#: Keys every stereo node (``stereo_depth``, ``sgbm_depth``) puts in its DiagnosticStatus from the first
+#: report on, so a monitor can rely on them without knowing which node it watches:
+#:
+#: * ``input rate (Hz)``: left images received per second (the camera rate as the node sees it);
+#: * ``output rate (Hz)``: stereo results published per second;
+#: * ``inference latency p50/p95 (ms)``: the matcher alone (network forward pass, or SGBM's compute);
+#:   ``latency p50/p95/max (ms)`` is the whole callback (decode + inference + messages + publish);
+#: * ``dropped (sync) count``: input messages the synchronizer discarded without ever completing a stereo set
+#:   (queue overflow, a lagging camera); ``n/a`` with ROS's message_filters, which does not count them;
+#: * ``invalid input count``: stereo sets rejected by validation (every kind is also counted on its own as
+#:   ``problem <kind>``);
+#: * ``backend``: what computes the disparity (runtime, device, precision / matcher settings).
+SUMMARY_KEYS: tuple[str, ...] = (
+    "input rate (Hz)",
+    "output rate (Hz)",
+    "inference latency p50 (ms)",
+    "inference latency p95 (ms)",
+    "dropped (sync) count",
+    "invalid input count",
+    "backend",
+)
+
 
 class RateMeter:
     """Events per second over a sliding window of recent timestamps (bounded memory)."""
@@ -54,6 +76,7 @@ class Health:
         self._last_logged: dict[str, float] = {}
         self._suppressed: collections.Counter[str] = collections.Counter()
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self.inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self.counters: collections.Counter[str] = collections.Counter()
         self.rates: dict[str, RateMeter] = collections.defaultdict(RateMeter)
         self.last_error: str = ""
@@ -81,13 +104,21 @@ class Health:
         self.rates[name].tick()
 
     def latency(self, ms: float) -> None:
+        """Record one frame's whole processing time (callback start to last publish)."""
         self.latency_ms.append(ms)
 
-    def latency_percentiles(self) -> tuple[float, float, float]:
-        """p50, p95, max of the recent latency window (NaN when empty)."""
-        if not self.latency_ms:
+    def inference(self, ms: float) -> None:
+        """Record one frame's matcher time alone (network forward pass / SGBM compute)."""
+        self.inference_ms.append(ms)
+
+    def latency_percentiles(
+        self, window: collections.deque[float] | None = None
+    ) -> tuple[float, float, float]:
+        """p50, p95, max of a latency window (default: processing latency); NaN when empty."""
+        window = self.latency_ms if window is None else window
+        if not window:
             return (float("nan"),) * 3
-        arr = np.fromiter(self.latency_ms, dtype=np.float64)
+        arr = np.fromiter(window, dtype=np.float64)
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 95)), float(arr.max())
 
     def status(
@@ -100,12 +131,16 @@ class Health:
     ) -> DiagnosticStatus:
         """One DiagnosticStatus: WARN when problems were counted, else OK, unless ``level`` is given."""
         p50, p95, pmax = self.latency_percentiles()
+        i50, i95, imax = self.latency_percentiles(self.inference_ms)
         values = {
             **{f"{k} count": str(v) for k, v in sorted(self.counters.items())},
             **{f"{k} rate (Hz)": f"{m.rate():.2f}" for k, m in sorted(self.rates.items())},
             "latency p50 (ms)": f"{p50:.1f}",
             "latency p95 (ms)": f"{p95:.1f}",
             "latency max (ms)": f"{pmax:.1f}",
+            "inference latency p50 (ms)": f"{i50:.1f}",
+            "inference latency p95 (ms)": f"{i95:.1f}",
+            "inference latency max (ms)": f"{imax:.1f}",
             **{f"problem {k}": str(v) for k, v in sorted(self.problems.items())},
             "last problem": self.last_error,
             **extra,

@@ -51,7 +51,8 @@ class ParamSpec:
         return desc
 
 
-STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
+#: Model / backend parameters: only the GC-Net node has them.
+_MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "lite", "GC-Net configuration name.", choices=("lite", "paper")),
     ParamSpec(
         "weights",
@@ -78,6 +79,10 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
         "created (0700) if missing; must be writable by this user and not world-writable.",
     ),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
+)
+
+#: Input sync / QoS parameters shared by every stereo-input node (stereo_depth, sgbm_depth).
+_SYNC_QOS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("approximate_sync", False, "Use approximate-time instead of exact-time stereo sync."),
     ParamSpec("approximate_sync_tolerance_seconds", 0.01, "Slop for approximate sync (seconds).", 0.0, 1.0),
     ParamSpec("queue_size", 5, "Synchronizer queue size per input topic.", 1, 100),
@@ -93,17 +98,23 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
         "QoS of the output publishers.",
         choices=("sensor_data", "reliable", "best_effort"),
     ),
-    ParamSpec(
-        "min_disparity", 0.0, "Disparities at or below this (px) are invalid.", 0.0, 1000.0, dynamic=True
-    ),
-    ParamSpec(
-        "max_uncertainty",
-        0.0,
-        "Invalidate pixels whose disparity std-dev (px) exceeds this; 0 = off.",
-        0.0,
-        1000.0,
-        dynamic=True,
-    ),
+)
+
+_MIN_DISPARITY = ParamSpec(
+    "min_disparity", 0.0, "Disparities at or below this (px) are invalid.", 0.0, 1000.0, dynamic=True
+)
+
+_MAX_UNCERTAINTY = ParamSpec(
+    "max_uncertainty",
+    0.0,
+    "Invalidate pixels whose disparity std-dev (px) exceeds this; 0 = off.",
+    0.0,
+    1000.0,
+    dynamic=True,
+)
+
+#: Output and health parameters shared by every stereo-input node.
+_OUTPUT_HEALTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "delta_d",
         0.0625,
@@ -138,6 +149,45 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
         600.0,
         dynamic=True,
     ),
+)
+
+STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
+    *_MODEL_PARAMS,
+    *_SYNC_QOS_PARAMS,
+    _MIN_DISPARITY,
+    _MAX_UNCERTAINTY,
+    *_OUTPUT_HEALTH_PARAMS,
+)
+
+#: The SGBM baseline node: same inputs, outputs and health parameters, plus OpenCV's search range. The SGBM
+#: cost settings themselves are fixed (``evaluation/sgbm.py``: the project's baseline, not tuned per scene).
+SGBM_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "max_disparity",
+        128,
+        "Largest disparity searched (px of the input images); rounded up to a multiple of 16 "
+        "(at scale 1) as StereoSGBM requires. 128 matches the lite GC-Net's range.",
+        1,
+        1024,
+    ),
+    ParamSpec(
+        "scale",
+        1.0,
+        "Match on images resized by this factor (INTER_AREA) and upsample the disparity back "
+        "(0.5 = the project's half-resolution baseline; about 4x faster).",
+        0.1,
+        1.0,
+    ),
+    ParamSpec(
+        "num_threads",
+        0,
+        "OpenCV threads (cv2.setNumThreads, process-wide); 0 keeps OpenCV's default.",
+        0,
+        256,
+    ),
+    *_SYNC_QOS_PARAMS,
+    _MIN_DISPARITY,
+    *_OUTPUT_HEALTH_PARAMS,
 )
 
 

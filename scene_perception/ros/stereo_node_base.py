@@ -1,0 +1,444 @@
+"""What every stereo-input node shares: input validation, synchronization, publishing and health.
+
+``stereo_depth`` (GC-Net) and ``sgbm_depth`` (the OpenCV baseline) must accept exactly the same inputs,
+reject exactly the same malformed ones under the same problem kinds, and publish the same message layout:
+otherwise the graph benchmark and an RViz session would compare the nodes' plumbing, not their matchers.
+So the plumbing lives here once, and a node only says how it turns a validated, rectified RGB pair into
+disparity (:meth:`StereoNodeBase._compute`).
+
+Topics (all relative, remap as usual), following stereo_image_proc / Isaac ROS:
+  in:  left/image_rect, left/camera_info, right/image_rect, right/camera_info
+  out: disparity (stereo_msgs/DisparityImage), depth (32FC1 m, NaN invalid, REP 118), points (organized
+       PointCloud2 xyz+rgb) and whatever else a subclass lists in ``OUTPUTS`` (e.g. depth/uncertainty),
+       /diagnostics (see :data:`~scene_perception.ros.diagnostics.SUMMARY_KEYS`).
+
+Lifecycle: configure sets the matcher up (:meth:`_configure_backend`; a failure leaves the node
+unconfigured) and creates the publishers; activate subscribes; deactivate unsubscribes; cleanup releases.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+
+from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
+from scene_perception.ros import params as P
+from scene_perception.ros.codec import ENCODINGS, ImageEncodingError, image_to_numpy, stamp_to_ns, to_rgb8
+from scene_perception.ros.diagnostics import Health, diagnostic_array
+from scene_perception.ros.messages import make_depth_image, make_disparity_image, make_point_cloud
+from scene_perception.ros.qos import qos_from_name
+from scene_perception.ros.sync import (
+    ApproximateTimeSynchronizer,
+    Subscriber,
+    TimeSynchronizer,
+    dropped_count,
+)
+
+__all__ = ["INPUT_ENCODINGS", "INPUT_TOPICS", "DepthOutputs", "InputRejected", "StereoNodeBase"]
+
+#: Encodings the nodes accept as camera input, mapped to the colour encoding their pixels are read as
+#: (colour is converted to RGB, mono replicated). The generic 8UC1 / 8UC3 carry no colour semantics; they
+#: are read as mono8 / rgb8, as the bag tools write them.
+INPUT_ENCODINGS: dict[str, str] = {
+    "rgb8": "rgb8",
+    "bgr8": "bgr8",
+    "rgba8": "rgba8",
+    "bgra8": "bgra8",
+    "mono8": "mono8",
+    "mono16": "mono16",
+    "8UC1": "mono8",
+    "8UC3": "rgb8",
+}
+
+INPUT_TOPICS = ("left/image_rect", "left/camera_info", "right/image_rect", "right/camera_info")
+
+#: Outputs every stereo node publishes: key -> (message type, relative topic).
+BASE_OUTPUTS: dict[str, tuple[type, str]] = {
+    "disparity": (DisparityImage, "disparity"),
+    "depth": (Image, "depth"),
+    "points": (PointCloud2, "points"),
+}
+
+
+class InputRejected(Exception):
+    """A stereo set that cannot be processed; ``kind`` names the counter it is reported under."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class DepthOutputs(Protocol):
+    """What :meth:`StereoNodeBase._compute` returns (``StereoDepthResult`` is one).
+
+    ``disparity`` is in px *without* the principal-point offset (d = xl - xr of the rectified images), so
+    ``camera.disparity_to_depth`` applies; ``depth_std`` is None for matchers without uncertainty.
+    """
+
+    disparity: np.ndarray
+    valid: np.ndarray
+    depth: np.ndarray | None
+    depth_std: np.ndarray | None
+    points: np.ndarray | None
+    inference_ms: float
+
+
+class StereoNodeBase(LifecycleNode):
+    """Lifecycle node skeleton: synchronized, validated stereo in; disparity/depth/points out; health.
+
+    Subclasses set ``PARAM_SPECS`` (a tuple from :mod:`scene_perception.ros.params`, which must include the
+    shared sync/QoS/output/health parameters), ``OUTPUTS`` and ``DESCRIPTION``, and implement
+    :meth:`_configure_backend`, :meth:`_release_backend`, :meth:`_ready`, :meth:`_compute` and
+    :meth:`_backend_status`.
+    """
+
+    PARAM_SPECS: ClassVar[tuple[P.ParamSpec, ...]]
+    OUTPUTS: ClassVar[dict[str, tuple[type, str]]] = BASE_OUTPUTS
+    #: Human description used in the DiagnosticStatus name (``<node>: <DESCRIPTION>``).
+    DESCRIPTION: ClassVar[str] = "stereo depth"
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = P.declare(self, self.PARAM_SPECS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.health = Health(self.get_logger().warning, self.params["log_throttle_seconds"])
+        self._max_disparity = 0.0
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Subscriber] = []
+        self._sync: Any = None
+        self._topic_counts: Counter[str] = Counter()
+        self._last_check_counts: Counter[str] = Counter()
+        self._last_check_sets = 0
+        self._last_stamp_ns: int | None = None
+        self.invalid_inputs = 0
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
+        self._check_timer = self.create_timer(self.params["input_check_period"], self._check_inputs)
+
+    # ------------------------------------------------------------------ subclass interface
+    def _configure_backend(self) -> bool:
+        """Set the matcher up from ``self.params``; on failure log, count a problem and return False."""
+        raise NotImplementedError
+
+    def _release_backend(self) -> None:
+        """Undo :meth:`_configure_backend` (cleanup / shutdown)."""
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """True once configured (frames arriving before that are counted but not processed)."""
+        raise NotImplementedError
+
+    def _compute(
+        self, left: np.ndarray, right: np.ndarray, camera: StereoCamera, want_points: bool
+    ) -> DepthOutputs | None:
+        """Disparity etc. for a validated HxWx3 uint8 RGB pair; None after reporting a problem."""
+        raise NotImplementedError
+
+    def _backend_status(self) -> str:
+        """What computes the disparity, for the ``backend`` diagnostic key."""
+        raise NotImplementedError
+
+    def _on_parameter_changed(self, change: Parameter) -> None:
+        """Hook for live parameters a subclass applies itself (called after ``self.params`` is updated)."""
+
+    def _diagnostic_extra(self) -> tuple[dict[str, str], Any, str]:
+        """Extra key/values, a forced level (or None) and its message for the DiagnosticStatus."""
+        return {}, None, ""
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        result = P.validate(self.PARAM_SPECS, changes)
+        if result.successful:
+            for change in changes:
+                self.params[change.name] = change.value
+                if change.name == "log_throttle_seconds":
+                    self.health.throttle_seconds = float(change.value)
+                self._on_parameter_changed(change)
+        return result
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self._configure_backend():
+            return TransitionCallbackReturn.FAILURE
+        out_qos = qos_from_name(self.params["output_qos"])
+        self._pubs = {
+            key: self.create_lifecycle_publisher(msg_type, topic, out_qos)
+            for key, (msg_type, topic) in self.OUTPUTS.items()
+        }
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.params
+        in_qos = qos_from_name(p["input_qos"])
+        types = (Image, CameraInfo, Image, CameraInfo)
+        self._subs = [
+            Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, INPUT_TOPICS, strict=True)
+        ]
+        for sub, name in zip(self._subs, INPUT_TOPICS, strict=True):
+            sub.registerCallback(self._count_topic, name)
+        if p["approximate_sync"]:
+            self._sync = ApproximateTimeSynchronizer(
+                self._subs, p["queue_size"], p["approximate_sync_tolerance_seconds"]
+            )
+        else:
+            self._sync = TimeSynchronizer(self._subs, p["queue_size"])
+        self._sync.registerCallback(self._on_stereo)
+        self._last_stamp_ns = None
+        self.get_logger().info(
+            f"active: {'approximate' if p['approximate_sync'] else 'exact'} sync on "
+            + ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_subscriptions()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_subscriptions()
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self._release_backend()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self.on_cleanup(state)
+
+    def _destroy_subscriptions(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub.sub)
+        self._subs = []
+        self._sync = None
+
+    # ------------------------------------------------------------------ input handling
+    def _count_topic(self, msg: Any, name: str) -> None:
+        self._topic_counts[name] += 1
+        self.health.count("input " + name)
+
+    def _check_image(self, side: str, msg: Image) -> None:
+        """Reject an image whose header does not describe its buffer, naming the field and the values.
+
+        The codec would refuse most of these too, but checking here gives every kind its own diagnostic
+        counter and throttled warning. ``data`` longer than ``step * height`` is rejected as well (the codec
+        alone would ignore the tail): the header then does not describe the buffer, and the likeliest cause
+        (a wrong ``height`` or ``step``) would otherwise produce a silently sheared or cropped image.
+        """
+        encoding, width, height, step = msg.encoding, int(msg.width), int(msg.height), int(msg.step)
+        if encoding not in INPUT_ENCODINGS:
+            if encoding in ENCODINGS:
+                raise InputRejected(
+                    "not_camera_encoding",
+                    f"{side} image encoding '{encoding}' is a valid ROS encoding but not a camera image "
+                    f"(depth / disparity maps are not stereo input); accepted: {', '.join(INPUT_ENCODINGS)}",
+                )
+            raise InputRejected(
+                "unsupported_encoding",
+                f"{side} image encoding {encoding!r} is unknown; accepted: {', '.join(INPUT_ENCODINGS)}",
+            )
+        if width == 0 or height == 0:
+            raise InputRejected("empty_image", f"{side} image is empty ({width}x{height})")
+        if width * height > self.params["max_input_pixels"]:
+            raise InputRejected(
+                "image_too_large",
+                f"{side} image {width}x{height} = {width * height} px exceeds "
+                f"max_input_pixels={self.params['max_input_pixels']}",
+            )
+        row_bytes = width * ENCODINGS[encoding].bytes_per_pixel
+        if step < row_bytes:
+            raise InputRejected(
+                "image_step_too_small",
+                f"{side} image step {step} < width {width} * {ENCODINGS[encoding].bytes_per_pixel} bytes "
+                f"({encoding}) = {row_bytes}",
+            )
+        needed, size = step * height, len(msg.data)
+        if size < needed:
+            raise InputRejected(
+                "image_data_truncated",
+                f"{side} image data has {size} bytes < step {step} * height {height} = {needed} (truncated?)",
+            )
+        if size > needed:
+            raise InputRejected(
+                "image_data_oversized",
+                f"{side} image data has {size} bytes > step {step} * height {height} = {needed}: "
+                "height or step is wrong",
+            )
+
+    def _decode(
+        self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
+    ) -> tuple[np.ndarray, np.ndarray, StereoCamera]:
+        """Validate and convert one stereo set; raise InputRejected naming what is wrong."""
+        self._check_image("left", left_msg)
+        self._check_image("right", right_msg)
+        if (left_msg.width, left_msg.height) != (right_msg.width, right_msg.height):
+            raise InputRejected(
+                "size_mismatch",
+                f"left image is {left_msg.width}x{left_msg.height} but right is "
+                f"{right_msg.width}x{right_msg.height}",
+            )
+        for side, info in (("left", left_info), ("right", right_info)):
+            if (info.width, info.height) != (0, 0) and (info.width, info.height) != (
+                left_msg.width,
+                left_msg.height,
+            ):
+                raise InputRejected(
+                    "camera_info_mismatch",
+                    f"{side} camera_info is for {info.width}x{info.height} but images are "
+                    f"{left_msg.width}x{left_msg.height}",
+                )
+        try:
+            left = to_rgb8(image_to_numpy(left_msg), INPUT_ENCODINGS[left_msg.encoding])
+            right = to_rgb8(image_to_numpy(right_msg), INPUT_ENCODINGS[right_msg.encoding])
+        except ImageEncodingError as exc:
+            raise InputRejected("malformed_image", str(exc)) from exc
+        try:
+            camera = StereoCamera.from_projection_matrices(
+                left_info.p,
+                right_info.p,
+                left_msg.width,
+                left_msg.height,
+                frame_id=left_msg.header.frame_id or left_info.header.frame_id,
+            )
+        except CameraModelError as exc:
+            # One counter per reason (nonfinite, bad_focal, no_baseline, ...): see CAMERA_ERROR_KINDS.
+            raise InputRejected("camera_info_" + exc.kind, str(exc)) from exc
+        return left, right, camera
+
+    def _reject(self, kind: str, message: str) -> None:
+        """Drop a stereo set: count it as invalid input and under its own problem kind."""
+        self.invalid_inputs += 1
+        self.health.problem(kind, message)
+
+    def _on_stereo(
+        self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
+    ) -> None:
+        t0 = time.perf_counter()
+        self.health.count("stereo sets")
+        if not self._ready():
+            return
+        stamp_ns = stamp_to_ns(left_msg.header)
+        if stamp_ns < 0:
+            # ROS time is never negative (rclpy.time.Time refuses it): a corrupt header, not a clock.
+            self._reject(
+                "invalid_stamp",
+                f"stereo set stamped sec={left_msg.header.stamp.sec} nanosec={left_msg.header.stamp.nanosec} "
+                f"({stamp_ns} ns < 0): dropped",
+            )
+            return
+        # Stamp 0 is accepted (simulations and synthetic bags start there); a driver that never stamps shows
+        # up as duplicate_stamp from its second frame on, with a hint.
+        if self._last_stamp_ns is not None:
+            if stamp_ns == self._last_stamp_ns:
+                hint = " (stamp 0: does the driver set header.stamp?)" if stamp_ns == 0 else ""
+                self._reject(
+                    "duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again{hint}: dropped"
+                )
+                return
+            if stamp_ns < self._last_stamp_ns:
+                self.health.problem(
+                    "stamp_went_backwards",
+                    f"stamp {stamp_ns} ns is {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s older than the "
+                    "last frame (bag loop or clock reset?); processing it anyway",
+                )
+        try:
+            left, right, camera = self._decode(left_msg, left_info, right_msg, right_info)
+        except InputRejected as exc:
+            self._reject(exc.kind, str(exc))
+            return
+        self._last_stamp_ns = stamp_ns
+        want_points = (
+            bool(self.params["publish_points"]) and self._pubs["points"].get_subscription_count() > 0
+        )
+        result = self._compute(left, right, camera, want_points)
+        if result is None:
+            return
+        self._publish(result, left_msg, camera, left if want_points else None)
+        self.health.count("outputs")
+        self.health.inference(float(result.inference_ms))
+        self.health.latency((time.perf_counter() - t0) * 1e3)
+
+    def _publish(
+        self, result: DepthOutputs, left_msg: Image, camera: StereoCamera, rgb: np.ndarray | None
+    ) -> None:
+        header = left_msg.header
+        if not header.frame_id:
+            header.frame_id = camera.frame_id
+        # DisparityImage's own rule is Z = f*T/d: fold the principal-point offset into the published value,
+        # as stereo_image_proc does, so consumers need no doffs.
+        disparity_msg = make_disparity_image(
+            result.disparity + np.float32(camera.doffs),
+            result.valid,
+            header,
+            f=camera.fx,
+            t=camera.baseline,
+            min_disparity=float(self.params["min_disparity"]),
+            max_disparity=self._max_disparity,
+            delta_d=float(self.params["delta_d"]),
+        )
+        messages = {"disparity": disparity_msg, "depth": make_depth_image(result.depth, header)}
+        if "uncertainty" in self._pubs and result.depth_std is not None:
+            messages["uncertainty"] = make_depth_image(result.depth_std, header)
+        if rgb is not None and result.points is not None:
+            messages["points"] = make_point_cloud(result.points, rgb, header)
+        for key, msg in messages.items():
+            try:
+                self._pubs[key].publish(msg)
+            except Exception as exc:  # noqa: BLE001 - RCLError / InvalidHandle are not importable publicly
+                # One failing topic must not stop the others or the node; counted and throttled like input.
+                self.health.problem("publish_error", f"publishing {key} failed: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ health
+    def _check_inputs(self) -> None:
+        """Warn when inputs arrive but never form a stereo set (missing camera_info, unmatched stamps)."""
+        sets = self.health.counters["stereo sets"]
+        new = {t: self._topic_counts[t] - self._last_check_counts[t] for t in INPUT_TOPICS}
+        if any(new.values()) and sets == self._last_check_sets:
+            period = self.params["input_check_period"]
+            silent = [t for t, n in new.items() if n == 0]
+            detail = ", ".join(f"{self.resolve_topic_name(t)}: {n}" for t, n in new.items())
+            hint = (
+                f"no messages at all on {', '.join(silent)}"
+                if silent
+                else "all four topics are publishing but their stamps never match"
+                + ("" if self.params["approximate_sync"] else " exactly (try approximate_sync:=true)")
+            )
+            # Two kinds: a silent topic (camera_info never published, wrong remap) is fixed elsewhere than
+            # stamps that never match (unsynchronized cameras, exact sync on free-running drivers).
+            self.health.problem(
+                "input_topics_silent" if silent else "inputs_unsynchronized",
+                f"no complete stereo set in {period:.1f} s ({detail}): {hint}",
+            )
+        self._last_check_counts = Counter(self._topic_counts)
+        self._last_check_sets = sets
+
+    def _summary(self) -> dict[str, str]:
+        """The :data:`~scene_perception.ros.diagnostics.SUMMARY_KEYS` this node computes itself."""
+        left_rate = self.health.rates.get("input " + INPUT_TOPICS[0])
+        out_rate = self.health.rates.get("outputs")
+        dropped = dropped_count(self._sync) if self._sync is not None else 0
+        no_counter = "n/a (message_filters does not count)"
+        return {
+            "input rate (Hz)": f"{left_rate.rate() if left_rate else 0.0:.2f}",
+            "output rate (Hz)": f"{out_rate.rate() if out_rate else 0.0:.2f}",
+            "dropped (sync) count": no_counter if dropped is None else str(dropped),
+            "invalid input count": str(self.invalid_inputs),
+            "backend": self._backend_status(),
+        }
+
+    def _publish_diagnostics(self) -> None:
+        extra, level, message = self._diagnostic_extra()
+        state = "configured" if self._ready() else "unconfigured"
+        values = {"state": state + (" (subscribed)" if self._subs else ""), **self._summary(), **extra}
+        status = self.health.status(
+            f"{self.get_name()}: {self.DESCRIPTION}", self.get_fully_qualified_name(), values, level, message
+        )
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
