@@ -57,9 +57,9 @@ def test_smoke_run_both_node_kinds(tmp_path: Path) -> None:
         "--nodes", "sgbm", "stereo_torch",
         "--sizes", "160x120",
         "--rates", "20", "peak",
-        "--duration", "1",
-        "--warmup", "1",
-        "--drain", "1",
+        "--duration", "2",
+        "--warmup", "2",
+        "--drain", "4",
         "--frames", "2",
         "--json", str(out),
     ]  # fmt: skip
