@@ -17,7 +17,10 @@ How it runs
   send time, and a *monitor* that subscribes to ``depth`` and ``/diagnostics``.  Latency is
   receive time - header stamp (same clock, same machine): queueing + synchronisation + inference + publish.
 * Both processes set ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (images between processes, see the README)
-  and share a private ``ROS_DOMAIN_ID``.
+  and share a private ``ROS_DOMAIN_ID`` and a namespace unique to the run (``/soak_<pid>_<hex>``): a random
+  domain alone can collide with another test or benchmark on the machine, and a stray ``depth`` publisher
+  would corrupt the counts and latencies.  ``/diagnostics`` is absolute, so the monitor keeps only the
+  status whose ``hardware_id`` is our node's fully qualified name.
 
 Everything is recorded per ``--window`` (one minute by default): frames sent, input sets the node received
 and processed (from its own diagnostics), outputs received here, latency p50/p95/p99/max, RSS median and
@@ -72,6 +75,8 @@ RSS_GROWTH_LIMIT = 0.05
 #: drifts; an unbounded queue does not drift, it climbs.
 LATENCY_TOLERANCE = 0.25
 LATENCY_SLACK_MS = 20.0
+#: The node under test (its section name in the parameters file).
+NODE_NAME = "stereo_depth"
 #: DiagnosticStatus values reported next to the node's counters (missing ones show as None).
 DIAG_CONTEXT_KEYS = (
     "inference latency p50 (ms)",
@@ -151,7 +156,7 @@ def median_of(samples: Sequence[int]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- node
-def write_params(path: Path, args: argparse.Namespace, cache_dir: Path) -> None:
+def write_params(path: Path, args: argparse.Namespace, cache_dir: Path, namespace: str) -> None:
     """The node's ROS 2 parameters file: what a CPU deployment of lite would run."""
     params = {
         "model": args.model,
@@ -166,7 +171,9 @@ def write_params(path: Path, args: argparse.Namespace, cache_dir: Path) -> None:
         "publish_points": True,  # only computed while someone subscribes to points; nobody does here
         "diagnostics_period": 1.0,
     }
-    path.write_text(yaml.safe_dump({"stereo_depth": {"ros__parameters": params}}, sort_keys=False))
+    # Keyed by the fully qualified name: a bare ``stereo_depth`` key would not match a namespaced node.
+    node_key = f"{namespace}/{NODE_NAME}"
+    path.write_text(yaml.safe_dump({node_key: {"ros__parameters": params}}, sort_keys=False))
 
 
 def node_command() -> list[str]:
@@ -227,7 +234,7 @@ class SoakClient:
     send times are as regular as the callbacks are short (they only append numbers).
     """
 
-    def __init__(self, domain_id: int, frames: list[tuple[Any, ...]], node_name: str) -> None:
+    def __init__(self, domain_id: int, frames: list[tuple[Any, ...]], namespace: str) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.context import Context
@@ -240,7 +247,8 @@ class SoakClient:
         self._rclpy = rclpy
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = Node("soak_player", context=self.context)
+        # Relative topic names resolve under ``namespace``, where the node under test was started.
+        self.node = Node("soak_player", namespace=namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         in_qos = qos_from_name("sensor_data")
@@ -255,7 +263,7 @@ class SoakClient:
         self.received: list[tuple[float, float]] = []  # (monotonic receive time, latency ms)
         self.diag: dict[str, str] = {}
         self.diag_count = 0
-        self._status_prefix = f"{node_name}: "
+        self._hardware_id = f"{namespace}/{NODE_NAME}"
         self.node.create_subscription(Image, "depth", self._on_depth, qos_from_name("reliable", depth=10))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
@@ -266,7 +274,7 @@ class SoakClient:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name.startswith(self._status_prefix):
+            if status.hardware_id == self._hardware_id:
                 self.diag = {kv.key: kv.value for kv in status.values}
                 level = status.level
                 self.diag["level"] = str(level if isinstance(level, int) else int.from_bytes(level, "little"))
@@ -505,7 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     domain_id = args.domain_id if args.domain_id is not None else random.randint(150, 230)
     tmp = Path(tempfile.mkdtemp(prefix="soak_"))
     params = tmp / "params.yaml"
-    write_params(params, args, tmp / "engines")
+    namespace = f"/soak_{os.getpid()}_{random.getrandbits(32):08x}"
+    write_params(params, args, tmp / "engines", namespace)
     node_log = Path(args.node_log) if args.node_log else tmp / "node.log"
     env = dict(
         os.environ,
@@ -518,10 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # put the old value back afterwards (main() also runs inside pytest, next to other participants).
     saved_transport = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-    print(f"[soak] domain {domain_id}, node log {node_log}", flush=True)
+    print(f"[soak] domain {domain_id}, namespace {namespace}, node log {node_log}", flush=True)
     with node_log.open("wb") as log:
         proc = subprocess.Popen(
-            [*node_command(), "run", "--config", str(params)],
+            [*node_command(), "run", "--config", str(params), "--ros-args", "-r", f"__ns:={namespace}"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -530,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client: SoakClient | None = None
     try:
         frames = render_frames(args.frames, args.width, args.height)
-        client = SoakClient(domain_id, frames, "stereo_depth")
+        client = SoakClient(domain_id, frames, namespace)
         code = run_soak(args, proc, client, node_log)
     finally:
         if proc.poll() is None:  # startup failure or an exception: run_soak did not stop it
