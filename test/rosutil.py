@@ -9,10 +9,14 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
+from stereo_msgs.msg import DisparityImage
 
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.ros.codec import numpy_to_image
@@ -133,3 +137,40 @@ def check_summary_diagnostics(values: dict[str, str]) -> None:
     assert int(values["invalid input count"]) >= 0
     assert values["dropped (sync) count"].isdigit() or values["dropped (sync) count"].startswith("n/a")
     assert values["backend"] and not values["backend"].startswith("requested"), values["backend"]
+
+
+class Driver(Node):
+    """Publishes stereo input and records every output of the node under test."""
+
+    def __init__(self, context) -> None:  # noqa: ANN001
+        super().__init__("driver", context=context)
+        q = qos_profile_sensor_data
+        self.pubs = [
+            self.create_publisher(Image, "left/image_rect", q),
+            self.create_publisher(CameraInfo, "left/camera_info", q),
+            self.create_publisher(Image, "right/image_rect", q),
+            self.create_publisher(CameraInfo, "right/camera_info", q),
+        ]
+        self.got: dict[str, list] = {k: [] for k in ("disparity", "depth", "uncertainty", "points", "diag")}
+        self.create_subscription(DisparityImage, "disparity", self.got["disparity"].append, 10)
+        self.create_subscription(Image, "depth", self.got["depth"].append, 10)
+        self.create_subscription(Image, "depth/uncertainty", self.got["uncertainty"].append, 10)
+        self.create_subscription(PointCloud2, "points", self.got["points"].append, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.got["diag"].append, 10)
+
+    def clear(self) -> None:
+        for v in self.got.values():
+            v.clear()
+
+
+def send(
+    harness: RosHarness, driver: Driver, messages: tuple, expect: int = 1, timeout: float = 10.0
+) -> bool:
+    before = len(driver.got["disparity"])
+    publish_all(driver.pubs, messages)
+    return harness.spin_until(
+        lambda: (
+            len(driver.got["disparity"]) >= before + expect and len(driver.got["depth"]) >= before + expect
+        ),
+        timeout,
+    )

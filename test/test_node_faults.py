@@ -14,9 +14,8 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from rosutil import RosHarness, make_camera, private_domain_id, shifted_pair, stereo_messages
+from rosutil import Driver, RosHarness, make_camera, private_domain_id, send, shifted_pair, stereo_messages
 from sensor_msgs.msg import CameraInfo, Image
-from test_stereo_depth_node import Driver, send
 
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model

@@ -14,17 +14,18 @@ import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosutil import (
+    Driver,
     RosHarness,
     check_summary_diagnostics,
     diagnostic_values,
     make_camera,
     private_domain_id,
     publish_all,
+    send,
     shifted_pair,
     stereo_messages,
 )
 from stereo_msgs.msg import DisparityImage
-from test_stereo_depth_node import Driver, send
 
 from scene_perception.evaluation.sgbm import SGBMMatcher
 from scene_perception.ros.codec import image_to_numpy

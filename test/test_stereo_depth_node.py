@@ -13,22 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from rosutil import (
+    Driver,
     RosHarness,
     check_summary_diagnostics,
     diagnostic_values,
     make_camera,
     private_domain_id,
     publish_all,
+    send,
     shifted_pair,
     stereo_messages,
 )
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
 from scene_perception.models.gcnet import CONFIGS, GCNet
@@ -40,30 +38,6 @@ from scene_perception.ros.stereo_depth_node import StereoDepthNode
 from scene_perception.ros.sync import dropped_count
 
 H, W = 48, 96
-
-
-class Driver(Node):
-    """Publishes stereo input and records every output of the node under test."""
-
-    def __init__(self, context) -> None:  # noqa: ANN001
-        super().__init__("driver", context=context)
-        q = qos_profile_sensor_data
-        self.pubs = [
-            self.create_publisher(Image, "left/image_rect", q),
-            self.create_publisher(CameraInfo, "left/camera_info", q),
-            self.create_publisher(Image, "right/image_rect", q),
-            self.create_publisher(CameraInfo, "right/camera_info", q),
-        ]
-        self.got: dict[str, list] = {k: [] for k in ("disparity", "depth", "uncertainty", "points", "diag")}
-        self.create_subscription(DisparityImage, "disparity", self.got["disparity"].append, 10)
-        self.create_subscription(Image, "depth", self.got["depth"].append, 10)
-        self.create_subscription(Image, "depth/uncertainty", self.got["uncertainty"].append, 10)
-        self.create_subscription(PointCloud2, "points", self.got["points"].append, 10)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self.got["diag"].append, 10)
-
-    def clear(self) -> None:
-        for v in self.got.values():
-            v.clear()
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +74,6 @@ def ros(weights: Path):
     )
     yield harness, node, driver
     harness.shutdown()
-
-
-def send(
-    harness: RosHarness, driver: Driver, messages: tuple, expect: int = 1, timeout: float = 10.0
-) -> bool:
-    before = len(driver.got["disparity"])
-    publish_all(driver.pubs, messages)
-    return harness.spin_until(
-        lambda: (
-            len(driver.got["disparity"]) >= before + expect and len(driver.got["depth"]) >= before + expect
-        ),
-        timeout,
-    )
 
 
 def test_outputs_are_consistent_and_match_offline_pipeline(ros, weights: Path) -> None:
