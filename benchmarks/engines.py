@@ -41,6 +41,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gcnet_cpu import parse_size  # noqa: E402  (same HxW parser and test pair as the CPU benchmark)
+from gcnet_cpu import random_texture_pair as texture_pair  # noqa: E402
 
 from scene_perception.engines.base import BackendUnavailable, EngineError, InferenceEngine  # noqa: E402
 from scene_perception.engines.cache import model_digest  # noqa: E402
@@ -51,24 +55,6 @@ from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
 DEFAULT_SIZES = ["240x320", "480x640", "576x960"]
 #: Goal of issue 4 on 2 CPU cores: lite at 320x240 at or below this median latency.
 CPU_GOAL_MS = 100.0
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 240x320 (HxW), got {text!r}") from exc
-    return h, w
-
-
-def texture_pair(h: int, w: int, disparity: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed random texture (something SGBM can match) and its copy shifted by ``disparity`` px."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    tex = cv2.GaussianBlur(rng.integers(0, 256, (h, w + disparity, 3), dtype=np.uint8), (3, 3), 0)
-    return np.ascontiguousarray(tex[:, :w]), np.ascontiguousarray(tex[:, disparity:])
 
 
 def time_it(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
