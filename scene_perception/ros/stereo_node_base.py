@@ -32,8 +32,15 @@ from stereo_msgs.msg import DisparityImage
 
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.ros import params as P
-from scene_perception.ros.codec import ENCODINGS, ImageEncodingError, image_to_numpy, stamp_to_ns, to_rgb8
 from scene_perception.ros.diagnostics import Health, diagnostic_array
+from scene_perception.ros.image_input import (
+    INPUT_ENCODINGS,
+    InputRejected,
+    StampGuard,
+    check_image,
+    decode_rgb,
+    publish_counted,
+)
 from scene_perception.ros.messages import make_depth_image, make_disparity_image, make_point_cloud
 from scene_perception.ros.qos import qos_from_name
 from scene_perception.ros.sync import (
@@ -45,20 +52,6 @@ from scene_perception.ros.sync import (
 
 __all__ = ["INPUT_ENCODINGS", "INPUT_TOPICS", "DepthOutputs", "InputRejected", "StereoNodeBase"]
 
-#: Encodings the nodes accept as camera input, mapped to the colour encoding their pixels are read as
-#: (colour is converted to RGB, mono replicated). The generic 8UC1 / 8UC3 carry no colour semantics; they
-#: are read as mono8 / rgb8, as the bag tools write them.
-INPUT_ENCODINGS: dict[str, str] = {
-    "rgb8": "rgb8",
-    "bgr8": "bgr8",
-    "rgba8": "rgba8",
-    "bgra8": "bgra8",
-    "mono8": "mono8",
-    "mono16": "mono16",
-    "8UC1": "mono8",
-    "8UC3": "rgb8",
-}
-
 INPUT_TOPICS = ("left/image_rect", "left/camera_info", "right/image_rect", "right/camera_info")
 
 #: Outputs every stereo node publishes: key -> (message type, relative topic).
@@ -67,14 +60,6 @@ BASE_OUTPUTS: dict[str, tuple[type, str]] = {
     "depth": (Image, "depth"),
     "points": (PointCloud2, "points"),
 }
-
-
-class InputRejected(Exception):
-    """A stereo set that cannot be processed; ``kind`` names the counter it is reported under."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class DepthOutputs(Protocol):
@@ -118,11 +103,16 @@ class StereoNodeBase(LifecycleNode):
         self._topic_counts: Counter[str] = Counter()
         self._last_check_counts: Counter[str] = Counter()
         self._last_check_sets = 0
-        self._last_stamp_ns: int | None = None
+        self._stamps = StampGuard("stereo set")
         self.invalid_inputs = 0
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
         self._check_timer = self.create_timer(self.params["input_check_period"], self._check_inputs)
+
+    @property
+    def _last_stamp_ns(self) -> int | None:
+        """Stamp of the last stereo set that passed validation (named in subclasses' error messages)."""
+        return self._stamps.last_ns
 
     # ------------------------------------------------------------------ subclass interface
     def _configure_backend(self) -> bool:
@@ -192,7 +182,7 @@ class StereoNodeBase(LifecycleNode):
         else:
             self._sync = TimeSynchronizer(self._subs, p["queue_size"])
         self._sync.registerCallback(self._on_stereo)
-        self._last_stamp_ns = None
+        self._stamps.reset()
         self.get_logger().info(
             f"active: {'approximate' if p['approximate_sync'] else 'exact'} sync on "
             + ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
@@ -226,52 +216,8 @@ class StereoNodeBase(LifecycleNode):
         self.health.count("input " + name)
 
     def _check_image(self, side: str, msg: Image) -> None:
-        """Reject an image whose header does not describe its buffer, naming the field and the values.
-
-        The codec would refuse most of these too, but checking here gives every kind its own diagnostic
-        counter and throttled warning. ``data`` longer than ``step * height`` is rejected as well (the codec
-        alone would ignore the tail): the header then does not describe the buffer, and the likeliest cause
-        (a wrong ``height`` or ``step``) would otherwise produce a silently sheared or cropped image.
-        """
-        encoding, width, height, step = msg.encoding, int(msg.width), int(msg.height), int(msg.step)
-        if encoding not in INPUT_ENCODINGS:
-            if encoding in ENCODINGS:
-                raise InputRejected(
-                    "not_camera_encoding",
-                    f"{side} image encoding '{encoding}' is a valid ROS encoding but not a camera image "
-                    f"(depth / disparity maps are not stereo input); accepted: {', '.join(INPUT_ENCODINGS)}",
-                )
-            raise InputRejected(
-                "unsupported_encoding",
-                f"{side} image encoding {encoding!r} is unknown; accepted: {', '.join(INPUT_ENCODINGS)}",
-            )
-        if width == 0 or height == 0:
-            raise InputRejected("empty_image", f"{side} image is empty ({width}x{height})")
-        if width * height > self.params["max_input_pixels"]:
-            raise InputRejected(
-                "image_too_large",
-                f"{side} image {width}x{height} = {width * height} px exceeds "
-                f"max_input_pixels={self.params['max_input_pixels']}",
-            )
-        row_bytes = width * ENCODINGS[encoding].bytes_per_pixel
-        if step < row_bytes:
-            raise InputRejected(
-                "image_step_too_small",
-                f"{side} image step {step} < width {width} * {ENCODINGS[encoding].bytes_per_pixel} bytes "
-                f"({encoding}) = {row_bytes}",
-            )
-        needed, size = step * height, len(msg.data)
-        if size < needed:
-            raise InputRejected(
-                "image_data_truncated",
-                f"{side} image data has {size} bytes < step {step} * height {height} = {needed} (truncated?)",
-            )
-        if size > needed:
-            raise InputRejected(
-                "image_data_oversized",
-                f"{side} image data has {size} bytes > step {step} * height {height} = {needed}: "
-                "height or step is wrong",
-            )
+        """Reject an image whose header does not describe its buffer (see :func:`image_input.check_image`)."""
+        check_image(side, msg, int(self.params["max_input_pixels"]))
 
     def _decode(
         self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
@@ -295,11 +241,9 @@ class StereoNodeBase(LifecycleNode):
                     f"{side} camera_info is for {info.width}x{info.height} but images are "
                     f"{left_msg.width}x{left_msg.height}",
                 )
-        try:
-            left = to_rgb8(image_to_numpy(left_msg), INPUT_ENCODINGS[left_msg.encoding])
-            right = to_rgb8(image_to_numpy(right_msg), INPUT_ENCODINGS[right_msg.encoding])
-        except ImageEncodingError as exc:
-            raise InputRejected("malformed_image", str(exc)) from exc
+        max_pixels = int(self.params["max_input_pixels"])
+        left = decode_rgb("left", left_msg, max_pixels)
+        right = decode_rgb("right", right_msg, max_pixels)
         try:
             camera = StereoCamera.from_projection_matrices(
                 left_info.p,
@@ -325,36 +269,17 @@ class StereoNodeBase(LifecycleNode):
         self.health.count("stereo sets")
         if not self._ready():
             return
-        stamp_ns = stamp_to_ns(left_msg.header)
-        if stamp_ns < 0:
-            # ROS time is never negative (rclpy.time.Time refuses it): a corrupt header, not a clock.
-            self._reject(
-                "invalid_stamp",
-                f"stereo set stamped sec={left_msg.header.stamp.sec} nanosec={left_msg.header.stamp.nanosec} "
-                f"({stamp_ns} ns < 0): dropped",
-            )
+        try:
+            stamp_ns = self._stamps.check(left_msg.header, self.health)
+        except InputRejected as exc:
+            self._reject(exc.kind, str(exc))
             return
-        # Stamp 0 is accepted (simulations and synthetic bags start there); a driver that never stamps shows
-        # up as duplicate_stamp from its second frame on, with a hint.
-        if self._last_stamp_ns is not None:
-            if stamp_ns == self._last_stamp_ns:
-                hint = " (stamp 0: does the driver set header.stamp?)" if stamp_ns == 0 else ""
-                self._reject(
-                    "duplicate_stamp", f"stereo set with the same stamp {stamp_ns} ns again{hint}: dropped"
-                )
-                return
-            if stamp_ns < self._last_stamp_ns:
-                self.health.problem(
-                    "stamp_went_backwards",
-                    f"stamp {stamp_ns} ns is {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s older than the "
-                    "last frame (bag loop or clock reset?); processing it anyway",
-                )
         try:
             left, right, camera = self._decode(left_msg, left_info, right_msg, right_info)
         except InputRejected as exc:
             self._reject(exc.kind, str(exc))
             return
-        self._last_stamp_ns = stamp_ns
+        self._stamps.accept(stamp_ns)
         want_points = (
             bool(self.params["publish_points"]) and self._pubs["points"].get_subscription_count() > 0
         )
@@ -389,12 +314,7 @@ class StereoNodeBase(LifecycleNode):
             messages["uncertainty"] = make_depth_image(result.depth_std, header)
         if rgb is not None and result.points is not None:
             messages["points"] = make_point_cloud(result.points, rgb, header)
-        for key, msg in messages.items():
-            try:
-                self._pubs[key].publish(msg)
-            except Exception as exc:  # noqa: BLE001 - RCLError / InvalidHandle are not importable publicly
-                # One failing topic must not stop the others or the node; counted and throttled like input.
-                self.health.problem("publish_error", f"publishing {key} failed: {type(exc).__name__}: {exc}")
+        publish_counted(self._pubs, messages, self.health)
 
     # ------------------------------------------------------------------ health
     def _check_inputs(self) -> None:
