@@ -1,4 +1,5 @@
-"""Loading and saving stereo model weights: safetensors plus a JSON model card, nothing else.
+"""Loading and saving model weights (stereo GC-Net, multi-task scene net): safetensors plus a JSON model
+card, nothing else.
 
 Why safetensors only: ``torch.load`` unpickles, i.e. runs arbitrary code from the weights file; a robot
 that pulls weights from a shared drive must not do that. The model card (``<name>.json`` next to
@@ -19,14 +20,17 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig
+from scene_perception.models.multitask import CONFIGS as SCENE_CONFIGS
+from scene_perception.models.multitask import MultiTaskConfig, MultiTaskNet
 
 __all__ = [
     "ENV_MODELS",
@@ -34,8 +38,11 @@ __all__ = [
     "ModelLoadError",
     "check_weights_path",
     "file_sha256",
+    "load_scene_model",
     "load_stereo_model",
     "model_search_dirs",
+    "save_model",
+    "save_scene_model",
     "save_stereo_model",
 ]
 
@@ -103,18 +110,19 @@ def _read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def _config_from_card(card: Mapping[str, Any], card_path: Path) -> GCNetConfig:
+def _config_from_card(card: Mapping[str, Any], card_path: Path, configs: Mapping[str, Any] = CONFIGS,
+                      config_cls: Any = GCNetConfig) -> Any:
     spec = card["config"]
     if isinstance(spec, str):
-        if spec not in CONFIGS:
+        if spec not in configs:
             raise ModelLoadError(
                 f"model card {card_path} names config {spec!r}, which this code does not know "
-                f"(known: {sorted(CONFIGS)})"
+                f"(known: {sorted(configs)})"
             )
-        return CONFIGS[spec]
+        return configs[spec]
     if isinstance(spec, dict):
         try:
-            return GCNetConfig.from_dict(spec)
+            return config_cls.from_dict(spec)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"model card {card_path} has an invalid config: {exc}") from exc
     raise ModelLoadError(f"model card {card_path}: 'config' must be a name or an object, got {spec!r}")
@@ -175,7 +183,7 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
-def _check_state_dict(model: GCNet, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+def _check_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     """Compare names and shapes first so the error says *which* tensors differ, not just that one did."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -194,7 +202,8 @@ def _check_state_dict(model: GCNet, tensors: Mapping[str, torch.Tensor], path: P
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected: {unexpected[:5]}")
         raise ModelLoadError(
-            f"weights file {path} does not fit GC-Net config {model.config.name!r}: " + " | ".join(parts)
+            f"weights file {path} does not fit {type(model).__name__} config {model.config.name!r}: "
+            + " | ".join(parts)
         )
 
 
@@ -226,6 +235,18 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
             weights; unreadable card; sha256 mismatch; corrupt/truncated file; tensors that do not fit
             the config; unknown name.
     """
+    return _load_model(name, weights, CONFIGS, GCNetConfig, GCNet, "stereo")  # type: ignore[return-value]
+
+
+def load_scene_model(name: str = "scene", weights: str | Path | None = None
+                     ) -> tuple[MultiTaskNet, ModelInfo]:
+    """The multi-task scene network (:mod:`scene_perception.models.multitask`), with the same checks as
+    :func:`load_stereo_model` (card, sha256, config, tensor names/shapes; untrained fallback + WARNING)."""
+    return _load_model(name, weights, SCENE_CONFIGS, MultiTaskConfig, MultiTaskNet, "scene")  # type: ignore
+
+
+def _load_model(name: str, weights: str | Path | None, configs: Mapping[str, Any], config_cls: Any,
+                build: Callable[[Any], nn.Module], kind: str) -> tuple[nn.Module, ModelInfo]:
     weights_path: Path | None = None
     card_path: Path | None = None
     if weights is not None:
@@ -243,17 +264,17 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
     card = _read_card(card_path) if card_path is not None else None
     if card is not None:
         assert card_path is not None
-        config = _config_from_card(card, card_path)
-    elif name in CONFIGS:
-        config = CONFIGS[name]
+        config = _config_from_card(card, card_path, configs, config_cls)
+    elif name in configs:
+        config = configs[name]
     else:
         where = weights_path or ", ".join(str(d) for d in model_search_dirs())
         raise ModelLoadError(
             f"unknown model {name!r}: no model card found ({where}) and it is not a config name "
-            f"(known configs: {sorted(CONFIGS)})"
+            f"(known configs: {sorted(configs)})"
         )
 
-    model = GCNet(config)
+    model = build(config)
     if weights_path is None:
         _warn_untrained(name, "no weights file found in " + ", ".join(str(d) for d in model_search_dirs()))
         model.eval()
@@ -284,7 +305,8 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
             _warn_untrained(str(card.get("name", name)), f"model card {card_path} says trained=false")
     info = ModelInfo(str(card["name"]) if card else name, config.name, weights_path, sha, trained)
     _LOG.info(
-        "loaded stereo model %s (config %s, sha256 %s) from %s",
+        "loaded %s model %s (config %s, sha256 %s) from %s",
+        kind,
         info.name,
         config.name,
         sha[:12],
@@ -294,6 +316,17 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
 
 
 def save_stereo_model(model: GCNet, path: str | Path, card_fields: Mapping[str, Any] | None = None) -> str:
+    """:func:`save_model` for GC-Net (kept under its historical name)."""
+    return save_model(model, path, card_fields)
+
+
+def save_scene_model(model: MultiTaskNet, path: str | Path, card_fields: Mapping[str, Any] | None = None
+                     ) -> str:
+    """:func:`save_model` for the multi-task scene network."""
+    return save_model(model, path, card_fields)
+
+
+def save_model(model: nn.Module, path: str | Path, card_fields: Mapping[str, Any] | None = None) -> str:
     """Write ``path`` (safetensors) and its model card ``path.with_suffix('.json')``; return the sha256.
 
     ``card_fields`` fills ``trained`` (default True), ``training`` and ``metrics`` (and may override
@@ -307,7 +340,7 @@ def save_stereo_model(model: GCNet, path: str | Path, card_fields: Mapping[str, 
     if path.suffix != _WEIGHTS_SUFFIX:
         raise ValueError(f"weights path must end in {_WEIGHTS_SUFFIX}, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = model.config
+    config = model.config  # GCNetConfig / MultiTaskConfig: both have .name and .to_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
     tmp = path.with_name(path.name + ".tmp")
