@@ -50,11 +50,14 @@ from scene_perception.engines.base import BackendUnavailable, EngineError, Infer
 from scene_perception.engines.cache import model_digest  # noqa: E402
 from scene_perception.engines.onnx_export import padded_size  # noqa: E402
 from scene_perception.engines.select import BackendChoice, create_engine, probe  # noqa: E402
+from scene_perception.engines.torch_engine import TorchEngine  # noqa: E402
 from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
 
 DEFAULT_SIZES = ["240x320", "480x640", "576x960"]
 #: Goal of issue 4 on 2 CPU cores: lite at 320x240 at or below this median latency.
 CPU_GOAL_MS = 100.0
+#: Marks the plan entry that times the torch model without the CPU rewrite (engines/torch_cpu.py).
+EAGER = "eager reference"
 
 
 def time_it(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
@@ -131,6 +134,8 @@ def backend_plan(args: argparse.Namespace) -> list[BackendChoice]:
     """Every backend/device/precision this machine can run, CPU first; unavailable ones are reported."""
     pr = probe()
     plan = [BackendChoice("torch", "cpu", "fp32", "bench", "cpu")]
+    if args.eager_reference:
+        plan.append(BackendChoice("torch", "cpu", "fp32", "bench", EAGER))
     if pr.ort_reason is None:
         plan.append(BackendChoice("onnxruntime", "cpu", "fp32", "bench", "cpu"))
     else:
@@ -163,6 +168,8 @@ def measure_backend(
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
 
     def make() -> InferenceEngine:
+        if choice.reason == EAGER:
+            return TorchEngine(model, device="cpu", precision="fp32", input_hw=hw, cpu_rewrite=False)
         return create_engine(
             choice, model, model_sha256=digest, cache_dir=cache, input_hw=hw, num_threads=args.threads
         )
@@ -221,7 +228,7 @@ def bench_cell(
             "config": config,
             "size": f"{w}x{h}",
             "padded": f"{pw}x{ph}",
-            "backend": choice.backend,
+            "backend": "torch (eager)" if choice.reason == EAGER else choice.backend,
             "device": choice.device,
             "precision": choice.precision,
             "sgbm_ms_median": round(sgbm_med, 2),
@@ -294,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"], help="subset of backends"
     )
     parser.add_argument("--cpu-only", action="store_true", help="skip GPU backends even if present")
+    parser.add_argument(
+        "--eager-reference",
+        action="store_true",
+        help="also time the torch CPU model without the BN-fold/oneDNN rewrite (shows what it buys)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT / OpenCV threads")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

@@ -1,0 +1,94 @@
+"""The CPU rewrite (BN folding, oneDNN 3-D convs, sub-pixel transposed conv) computes the same model."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from scene_perception.engines.torch_cpu import SubPixelDeconv3d, onednn_available, optimize_for_cpu
+from scene_perception.engines.torch_engine import TorchEngine
+from scene_perception.models.gcnet import GCNet
+
+
+def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine terms, so folding them is actually exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 4, 3, 5, 7), (2, 3, 4, 4, 6)])
+def test_subpixel_deconv_equals_transposed_conv(bias: bool, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(1)
+    deconv = nn.ConvTranspose3d(shape[1], 5, 3, stride=2, padding=1, output_padding=1, bias=bias)
+    x = torch.randn(*shape)
+    sub = SubPixelDeconv3d(deconv)
+    with torch.inference_mode():
+        want = deconv(x)
+        got = sub(x)
+    assert got.shape == want.shape == (shape[0], 5, 2 * shape[2], 2 * shape[3], 2 * shape[4])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_subpixel_refuses_other_transposed_convs() -> None:
+    with pytest.raises(ValueError, match="stride 2"):
+        SubPixelDeconv3d(nn.ConvTranspose3d(2, 2, 4, stride=2, padding=1))
+
+
+@pytest.mark.parametrize("config", ["lite", "paper"])
+def test_rewritten_gcnet_matches_eager(config: str) -> None:
+    torch.manual_seed(0)
+    model = GCNet(config).eval()
+    _randomise_batchnorm(model)
+    fast, stats = optimize_for_cpu(model)
+    assert stats["batchnorm_folded"] > 10
+    if onednn_available():
+        assert stats["conv3d_rewritten"] >= 5
+    left_bn = [m for m in fast.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
+    # Every GC-Net BN sits in a Sequential after its conv; only lite's refinement blocks keep theirs.
+    assert len(left_bn) == (len(model.config.refine_dilations) if config == "lite" else 0)
+    d = model.size_divisor
+    left = torch.rand(1, 3, 2 * d, 3 * d)
+    right = torch.roll(left, -5, dims=3)
+    with torch.inference_mode():
+        want = model(left, right)
+        got = fast(left, right)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=2e-3)
+    # The original is untouched (the rewrite works on a copy).
+    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+
+
+def test_torch_engine_uses_rewrite_and_can_opt_out() -> None:
+    model = GCNet("lite").eval()
+    _randomise_batchnorm(model, seed=3)
+    fast = TorchEngine(model)
+    slow = TorchEngine(model, cpu_rewrite=False)
+    assert fast.cpu_rewrite and "oneDNN" in fast.describe()
+    assert not slow.cpu_rewrite and "oneDNN" not in slow.describe()
+    assert fast.model is model  # exports and parity references keep the original module
+    x = torch.rand(1, 3, 64, 128).numpy()
+    feeds = {"left": x, "right": x[..., ::-1].copy()}
+    a, b = fast.infer(feeds), slow.infer(feeds)
+    for k in a:
+        assert abs(a[k] - b[k]).max() < 2e-3
+
+
+def test_torch_engine_falls_back_when_rewrite_disagrees(caplog: pytest.LogCaptureFixture) -> None:
+    class Strict(TorchEngine):
+        REWRITE_TOLERANCE_PX = -1.0  # nothing can pass: the engine must keep the original model
+
+    with caplog.at_level(logging.WARNING):
+        engine = Strict(GCNet("lite").eval())
+    assert not engine.cpu_rewrite
+    assert "disagrees with the original" in caplog.text
