@@ -22,7 +22,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch import LaunchDescription
 
 #: Node sections a parameters file may have -> their executables (as ``scene-perception run`` knows them).
-EXECUTABLES = {"stereo_depth": "stereo_depth_node", "sgbm_depth": "sgbm_depth_node"}
+EXECUTABLES = {"stereo_depth": "stereo_depth_node", "sgbm_depth": "sgbm_depth_node", "scene": "scene_node"}
 
 
 def _configured_nodes(config: str) -> list[str]:

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import yaml
 
-from scene_perception.ros.params import SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
+from scene_perception.ros.params import SCENE_PARAMS, SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
+ALL_SPECS = (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS, *SCENE_PARAMS)
 
 
 def test_every_parameter_is_documented_in_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS) if f"`{s.name}`" not in readme]
+    missing = [s.name for s in ALL_SPECS if f"`{s.name}`" not in readme]
     assert not missing, f"parameters missing from the README table: {missing}"
 
 
@@ -31,7 +32,7 @@ def test_config_file_only_sets_declared_parameters_with_matching_types() -> None
 
 
 def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
-    for spec in (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS):
+    for spec in ALL_SPECS:
         desc = spec.descriptor()
         if isinstance(spec.default, bool):
             continue

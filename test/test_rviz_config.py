@@ -2,8 +2,9 @@
 
 Neither rviz2 nor launch_ros exist in the pip environment, so this checks what can go stale silently: the
 .rviz file parses as YAML, every topic it shows is one the nodes publish (or the camera input they read),
-the point cloud is coloured from the ``rgb`` field, the fixed frame is the camera's optical frame, and the
-launch file declares ``rviz`` (default false), starts rviz2 with this file, and is installed by CMake.
+the point cloud is coloured from the ``rgb`` field, the scene node's semantic overlay and uncertainty are
+shown (the latter on a fixed range), the fixed frame is the camera's optical frame, and the launch file
+declares ``rviz`` (default false), starts rviz2 with this file, and is installed by CMake.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from scene_perception.ros.runner import node_types
+from scene_perception.ros.scene_node import OUTPUTS as SCENE_OUTPUTS
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 from scene_perception.ros.stereo_node_base import INPUT_TOPICS
 
@@ -31,6 +33,7 @@ def test_rviz_config_shows_published_topics() -> None:
     config = yaml.safe_load(RVIZ.read_text())
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "left_optical"
     published = {topic: msg_type.__name__ for msg_type, topic in StereoDepthNode.OUTPUTS.values()}
+    published |= {topic: "Image" for topic in SCENE_OUTPUTS.values()}  # the scene node's outputs are Images
     camera_in = {t for t in INPUT_TOPICS if t.endswith("image_rect")}
     shown: dict[str, str] = {}
     for display in displays():
@@ -46,6 +49,8 @@ def test_rviz_config_shows_published_topics() -> None:
         "depth": "Image",
         "depth/uncertainty": "Image",
         "left/image_rect": "Image",
+        "semantic/color": "Image",
+        "semantic/uncertainty": "Image",
     }
     for topic, kind in shown.items():
         if topic in published:
@@ -60,6 +65,10 @@ def test_rviz_qos_matches_the_publishers() -> None:
             continue
         want = "Best Effort" if topic["Value"].endswith("image_rect") else "Reliable"
         assert topic["Reliability Policy"] == want, display["Name"]
+        if topic["Value"] == "semantic/uncertainty":
+            # Mutual information lies in [0, ln K] nats: a fixed range, so frames compare.
+            assert display["Normalize Range"] is False and display["Min Value"] == 0
+            assert display["Max Value"] >= 2.0  # ln 9 = 2.197 for the 9 classes
         if display["Class"].endswith("PointCloud2"):
             assert display["Color Transformer"] == "RGB8" and display["Channel Name"] == "rgb"
             assert display["Position Transformer"] == "XYZ"

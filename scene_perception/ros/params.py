@@ -190,6 +190,48 @@ SGBM_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_OUTPUT_HEALTH_PARAMS,
 )
 
+_QOS_CHOICES = ("sensor_data", "reliable", "best_effort")
+_HEALTH_BY_NAME = {s.name: s for s in _OUTPUT_HEALTH_PARAMS}
+
+#: The single-image scene node (multi-task semantics / instances / depth, issue 5). No sync, no camera_info;
+#: the input checks and health parameters mean what they mean in the stereo nodes.
+SCENE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "weights",
+        "",
+        "Path to the multi-task model's .safetensors file; empty = the shipped models/scene.safetensors. "
+        "Checked at configure (suffix, readable non-empty regular file, sha256 against its model card).",
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Where the network runs: auto (cuda:0 when CUDA is available, else cpu), cpu, cuda or cuda:N.",
+    ),
+    ParamSpec(
+        "mc_samples",
+        0,
+        "Monte-Carlo dropout samples per frame (one batched forward pass); 0 = off. > 0 adds the epistemic "
+        "outputs semantic/uncertainty (mutual information) and scene/depth/epistemic.",
+        0,
+        64,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "overlay_alpha",
+        0.5,
+        "Weight of the class colours in semantic/color (0 = the camera image, 1 = pure class colours).",
+        0.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    ParamSpec("output_qos", "reliable", "QoS of the image outputs.", choices=_QOS_CHOICES),
+    ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
+    _HEALTH_BY_NAME["max_input_pixels"],
+    _HEALTH_BY_NAME["diagnostics_period"],
+    _HEALTH_BY_NAME["log_throttle_seconds"],
+)
+
 
 def declare(node: Node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
     """Declare ``specs`` on ``node`` and return their current values (overrides applied)."""
