@@ -22,6 +22,8 @@ from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
+from scene_perception.ros.allocator import tune_malloc
+
 NodeSpec = tuple[str, type[Node], dict[str, Any]]
 
 
@@ -82,6 +84,8 @@ def run_nodes(
     if params_file is not None:
         ros_args = ["--ros-args", "--params-file", str(params_file), *ros_args]
     do_autostart = "--no-autostart" not in remove_ros_args(argv)
+    # Before any model is loaded: frame-sized buffers must go back to the OS (see ros/allocator.py).
+    malloc_note = tune_malloc()
     context = Context()
     rclpy.init(args=["scene-perception", *ros_args], context=context)
     executor = MultiThreadedExecutor(num_threads=max(2, len(specs) + 1), context=context)
@@ -90,6 +94,8 @@ def run_nodes(
     try:
         for name, cls, kwargs in specs:
             node = cls(name, context=context, **kwargs)
+            if not nodes:
+                node.get_logger().info(malloc_note)
             nodes.append(node)
             executor.add_node(node)
             if do_autostart and not autostart(node):
