@@ -12,7 +12,8 @@ Topics (all relative, remap as usual), every output stamped with the input's hea
        class; transient-local depth 1, published on activate, so a late subscriber still gets it),
        instance/labels (16UC1, 0 = stuff), semantic/aleatoric (32FC1 expected softmax entropy, nats),
        semantic/uncertainty (32FC1 mutual information, nats: epistemic, only while ``mc_samples`` > 0),
-       scene/depth (32FC1 m, NaN invalid, REP 118), scene/depth/variance (32FC1 m^2, aleatoric),
+       scene/depth (32FC1 m; REP 118: +inf beyond the model's max depth, e.g. sky, NaN invalid),
+       scene/depth/variance (32FC1 m^2, aleatoric),
        scene/depth/epistemic (32FC1 m^2, only while ``mc_samples`` > 0), /diagnostics.
 
 Input validation (encodings, truncated / oversized / empty buffers, stamps) and counted publishing are the
@@ -42,9 +43,8 @@ from std_msgs.msg import Header
 from scene_perception.msg import LabelInfo, SemanticLabel
 from scene_perception.ros import params as P
 from scene_perception.ros.codec import numpy_to_image
-from scene_perception.ros.diagnostics import ERROR, Health, diagnostic_array
+from scene_perception.ros.diagnostics import ERROR, WARN, Health, diagnostic_array
 from scene_perception.ros.image_input import InputRejected, StampGuard, decode_rgb, publish_counted
-from scene_perception.ros.messages import make_depth_image
 from scene_perception.ros.qos import latched_qos, qos_from_name
 
 __all__ = ["INPUT_TOPIC", "LABEL_INFO_TOPIC", "OUTPUTS", "SceneNode", "main", "overlay_labels"]
@@ -153,6 +153,11 @@ class SceneNode(LifecycleNode):
             return False
         self.pipeline, self.device = pipeline, device
         self._palette = palette_array(tuple(pipeline.class_colors))
+        if not getattr(pipeline, "trained", True):
+            log.error(
+                "UNTRAINED WEIGHTS: semantics, instances and depth are meaningless. Train with "
+                "`scene-perception train scene` or pass `weights`."
+            )
         log.info(
             f"model '{pipeline.model_name}' ({len(pipeline.class_names)} classes) on {device} from "
             f"{p['weights'] or 'the shipped weights'}; mc_samples={pipeline.mc_samples}"
@@ -240,7 +245,9 @@ class SceneNode(LifecycleNode):
             "color": numpy_to_image(overlay_labels(image, labels, self._palette, alpha), "rgb8", header),
             "instances": numpy_to_image(np.asarray(result.instances, np.uint16), "16UC1", header),
             "aleatoric": numpy_to_image(np.asarray(result.semantic_aleatoric, np.float32), "32FC1", header),
-            "depth": make_depth_image(result.depth, header),
+            # As the pipeline gives it (not make_depth_image, which folds +inf into NaN): REP 118 keeps
+            # "too far" (+inf, the sky) apart from "no measurement" (NaN).
+            "depth": numpy_to_image(np.asarray(result.depth, np.float32), "32FC1", header),
             "depth_variance": numpy_to_image(np.asarray(result.depth_variance, np.float32), "32FC1", header),
         }
         if result.semantic_epistemic is not None:
@@ -278,10 +285,13 @@ class SceneNode(LifecycleNode):
             "model": str(self.pipeline.model_name) if configured else "none",
             "weights": str(self.params["weights"] or "shipped"),
             "mc_samples": str(self.params["mc_samples"]),
+            "trained": str(bool(getattr(self.pipeline, "trained", False))),
         }
         level, message = None, ""
         if not configured and self.health.problems["model_load_failed"]:
             level, message = ERROR, "model failed to load: " + self.health.last_error
+        elif configured and not getattr(self.pipeline, "trained", True):
+            level, message = WARN, "UNTRAINED weights: outputs are meaningless"
         status = self.health.status(
             f"{self.get_name()}: {self.DESCRIPTION}", self.get_fully_qualified_name(), values, level, message
         )
