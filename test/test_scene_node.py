@@ -226,6 +226,13 @@ def test_bad_input_is_counted_and_node_keeps_running(ros) -> None:
         assert harness.spin_until(lambda k=kind, n=n: node.health.problems[k] > n, 5), kind
         assert text in node.health.last_error, (kind, node.health.last_error)
     assert node.invalid_inputs == before_invalid + 4
+    # A pipeline failure (here: an mc_samples value the pipeline refuses, set behind the parameter's range
+    # check) costs that frame only.
+    node.pipeline.mc_samples = 1000
+    n = node.health.problems["inference_error"]
+    driver.pub.publish(numpy_to_image(rgb, "rgb8", header(stamp + 5)))
+    assert harness.spin_until(lambda: node.health.problems["inference_error"] == n + 1, 5)
+    node.pipeline.mc_samples = 0
     # ... and a valid frame afterwards is still processed.
     assert send(harness, driver, numpy_to_image(rgb, "rgb8", header(stamp + 10)))
 

@@ -228,10 +228,13 @@ class SceneNode(LifecycleNode):
         self._stamps.accept(stamp_ns)
         try:
             result = self.pipeline(image)
+            # Inside the try: a result that does not fit its encoding must cost this frame, not the node
+            # (an exception escaping a callback would stop the executor).
+            messages = self._messages(result, image, msg.header)
         except (RuntimeError, ValueError) as exc:
             self.health.problem("inference_error", f"pipeline failed on frame {stamp_ns}: {exc}")
             return
-        publish_counted(self._pubs, self._messages(result, image, msg.header), self.health)
+        publish_counted(self._pubs, messages, self.health)
         self.health.count("outputs")
         self.health.inference(float(result.latency_ms))
         self.health.latency((time.perf_counter() - t0) * 1e3)
