@@ -66,8 +66,13 @@ def write_synthetic_bag(
     *,
     compress: bool = False,
     overwrite: bool = False,
+    trajectory: dict[str, float] | None = None,
 ) -> Path:
     """Render ``frames`` frames of the synthetic world (seeded: same arguments, same bag) into ``out``.
+
+    ``trajectory`` passes drive options to ``generate_sequence`` (``trajectory_seed``, ``speed``,
+    ``lateral_offset``, ``start_x``, ``sway``, ``world_length``): several drives through one world, e.g. a
+    camera-relocalisation train bag and a held-out bag on another path through the same street.
 
     Returns the bag directory.  Raises ValueError for nonsensical arguments before anything is written,
     RuntimeError when the world generator is missing, FileExistsError when ``out`` exists (see
@@ -86,6 +91,12 @@ def write_synthetic_bag(
         if "texture_dir" not in inspect.signature(world.generate_sequence).parameters:
             raise ValueError(f"{_WORLD_MODULE}.generate_sequence does not support texture_dir")
         kwargs["texture_dir"] = str(texture_dir)
+    if trajectory:
+        accepted = inspect.signature(world.generate_sequence).parameters
+        unknown = sorted(k for k in trajectory if k not in accepted)
+        if unknown:
+            raise ValueError(f"{_WORLD_MODULE}.generate_sequence does not support {', '.join(unknown)}")
+        kwargs.update({k: v for k, v in trajectory.items() if v is not None})
     settings = {**kwargs, "generator": f"{_WORLD_MODULE}.generate_sequence"}
     custom = {"scene_perception.synth": json.dumps(settings, sort_keys=True)}
     classes = getattr(world, "CLASSES", None)
@@ -116,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="world and trajectory seed (default 0)")
     p.add_argument("--texture-dir", default=None,
                    help="optional directory of photos used as surface textures (never evaluation images)")
+    drive = p.add_argument_group(
+        "drive", "several drives through ONE world (relocalisation train vs held-out): keep --seed and "
+        "--world-length equal, change the trajectory")
+    drive.add_argument("--trajectory-seed", type=int, default=None,
+                       help="seed of the sway/yaw phases (default: --seed)")
+    drive.add_argument("--speed", type=float, default=None, help="m/s (default 8)")
+    drive.add_argument("--lateral-offset", type=float, default=None,
+                       help="metres added to the lane centre, +y = left (default 0)")
+    drive.add_argument("--start-x", type=float, default=None, help="metres along the street (default 0)")
+    drive.add_argument("--sway", type=float, default=None, help="lateral sway amplitude, m (default 0.25)")
+    drive.add_argument("--world-length", type=float, default=None,
+                       help="metres of street ahead of x = 0; the layout depends on it, so drives meant "
+                            "to share a world must use the same value (default: drive + 150 m)")
     p.add_argument("--compress", action="store_true", help="zstd compression (about 2x smaller, slower)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag directory at --out")
     return p
@@ -130,7 +154,10 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
         path = write_synthetic_bag(args.out, args.frames, storage=args.storage, width=args.width,
                                    height=args.height, fps=args.fps, seed=args.seed,
                                    texture_dir=args.texture_dir, compress=args.compress,
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite, trajectory={
+                                       "trajectory_seed": args.trajectory_seed, "speed": args.speed,
+                                       "lateral_offset": args.lateral_offset, "start_x": args.start_x,
+                                       "sway": args.sway, "world_length": args.world_length})
     except (ValueError, RuntimeError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())

@@ -915,18 +915,32 @@ def world_camera(width: int = 512, height: int = 256, fx: float | None = None, b
 def generate_sequence(seed: int, frames: int, width: int = 512, height: int = 256, fps: float = 10.0,
                       texture_dir: str | Path | None = None, baseline: float = 0.12, fx: float | None = None,
                       *, speed: float = 8.0, max_disparity: float | None = None, nuisance: bool = False,
-                      start_ns: int = 0, view_distance: float = 150.0, config: WorldConfig | None = None
-                      ) -> Iterator[WorldFrame]:
+                      start_ns: int = 0, view_distance: float = 150.0, config: WorldConfig | None = None,
+                      trajectory_seed: int | None = None, lateral_offset: float = 0.0, start_x: float = 0.0,
+                      sway: float = 0.25, world_length: float | None = None) -> Iterator[WorldFrame]:
     """Lazily render ``frames`` frames of a drive through the world of ``seed``.
 
     The world is made long enough for the drive plus ``view_distance`` metres of street ahead of the last
     frame; stamps are ``start_ns + round(i * 1e9 / fps)``.  See :meth:`World.render` for ``max_disparity``
     and ``nuisance``.
+
+    Several drives through *one* world (what camera relocalisation trains and tests on): the layout depends
+    on the world's length, so give every drive the same ``world_length`` (metres ahead of x = 0) and vary
+    the trajectory with ``trajectory_seed`` (sway/yaw phases; default ``seed``), ``lateral_offset`` (metres
+    added to the lane centre, +y = left), ``start_x``, ``speed``, ``fps`` and ``sway`` (lateral amplitude).
     """
     cam = world_camera(width, height, fx, baseline)
-    length = speed * frames / fps + view_distance
+    drive_end = start_x + speed * frames / fps
+    if world_length is None:
+        length = drive_end + view_distance
+    elif world_length < drive_end:
+        raise ValueError(f"world_length {world_length} m is shorter than the drive (ends at x = {drive_end})")
+    else:
+        length = float(world_length)
     world = make_world(seed, length=length, texture_dir=texture_dir, config=config)
-    poses = street_trajectory(frames, fps, speed, seed, lane_y=world.lane_y, height=world.camera_height)
+    poses = street_trajectory(frames, fps, speed, seed if trajectory_seed is None else trajectory_seed,
+                              start_x=start_x, lane_y=world.lane_y + lateral_offset,
+                              height=world.camera_height, sway=sway)
     for i, pose in enumerate(poses):
         yield world.render(pose, cam, stamp_ns=int(start_ns) + round(i * 1e9 / fps), index=i,
                            max_disparity=max_disparity, nuisance=nuisance)

@@ -31,6 +31,8 @@ from torch import nn
 from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig
 from scene_perception.models.multitask import CONFIGS as SCENE_CONFIGS
 from scene_perception.models.multitask import MultiTaskConfig, MultiTaskNet
+from scene_perception.models.posenet import CONFIGS as POSE_CONFIGS
+from scene_perception.models.posenet import PoseNet, PoseNetConfig
 
 __all__ = [
     "ENV_MODELS",
@@ -38,6 +40,7 @@ __all__ = [
     "ModelLoadError",
     "check_weights_path",
     "file_sha256",
+    "load_pose_model",
     "load_scene_model",
     "load_stereo_model",
     "model_search_dirs",
@@ -243,6 +246,19 @@ def load_scene_model(name: str = "scene", weights: str | Path | None = None
     """The multi-task scene network (:mod:`scene_perception.models.multitask`), with the same checks as
     :func:`load_stereo_model` (card, sha256, config, tensor names/shapes; untrained fallback + WARNING)."""
     return _load_model(name, weights, SCENE_CONFIGS, MultiTaskConfig, MultiTaskNet, "scene")  # type: ignore
+
+
+def load_pose_model(name: str = "posenet", weights: str | Path | None = None) -> tuple[PoseNet, ModelInfo]:
+    """PoseNet (:mod:`scene_perception.models.posenet`) with the checks of :func:`load_stereo_model`, except
+    that *no* weights is an error: a pose regressor is specific to the scene it was trained in, and an
+    untrained one would publish confident nonsense poses (and TF) instead of nothing."""
+    model, info = _load_model(name, weights, POSE_CONFIGS, PoseNetConfig, PoseNet, "pose")
+    if info.weights_path is None:
+        raise ModelLoadError(
+            f"no PoseNet weights found for {name!r} (searched {', '.join(map(str, model_search_dirs()))}); "
+            "train them for your scene with `scene-perception train pose` and pass `weights`"
+        )
+    return model, info  # type: ignore[return-value]
 
 
 def _load_model(name: str, weights: str | Path | None, configs: Mapping[str, Any], config_cls: Any,

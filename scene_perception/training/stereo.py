@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
 import sys
-import time
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,14 +48,18 @@ from scene_perception.losses.stereo import (
 )
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
+from scene_perception.training.checkpoints import (
+    find_latest_checkpoint,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 
 __all__ = ["TrainConfig", "build_parser", "find_latest_checkpoint", "main", "train_stereo"]
 
 _LOG = logging.getLogger(__name__)
 
 DATA_DESCRIPTION = "procedural synthetic (scene_perception.data.procedural)"
-_CKPT_DIR = "checkpoints"
-_STATE_FORMAT = 1
 _EPE_WINDOW = 50  # steps averaged for the reported "final train EPE"
 
 
@@ -167,94 +168,10 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (0.5 ** (int(progress >= 0.5) + int(progress >= 0.75)))
 
 
-def _checkpoint_paths(out_dir: Path, step: int) -> dict[str, Path]:
-    stem = out_dir / _CKPT_DIR / f"step_{step:08d}"
-    return {
-        "model": stem.with_suffix(".safetensors"),
-        "optim": stem.with_name(stem.name + ".optim.safetensors"),
-        # Not "<stem>.json": that name is a model card to load_stereo_model, and a checkpoint's resume state
-        # must never be mistaken for one.
-        "state": stem.with_name(stem.name + ".state.json"),
-    }
-
-
-def _step_of(state_path: Path) -> int:
-    """``step_00000250.state.json`` -> 250."""
-    return int(state_path.name.split("_")[1].split(".")[0])
-
-
-def find_latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint's JSON (its weights and optimizer files present), or None."""
-    ckpt_dir = Path(out_dir) / _CKPT_DIR
-    if not ckpt_dir.is_dir():
-        return None
-    best: tuple[int, Path] | None = None
-    for state in ckpt_dir.glob("step_*.state.json"):
-        try:
-            step = _step_of(state)
-        except (IndexError, ValueError):
-            continue
-        paths = _checkpoint_paths(Path(out_dir), step)
-        if paths["model"].is_file() and paths["optim"].is_file() and (best is None or step > best[0]):
-            best = (step, state)
-    return None if best is None else best[1]
-
-
-def _atomic_save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    """Flatten an optimizer state dict into named tensors + JSON-able param groups."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            tensors[f"state.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, groups
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
-                       groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, recent_epe: list[float], keep: int) -> Path:
-    paths = _checkpoint_paths(out_dir, step)
-    paths["state"].parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": config.model, "step": str(step), "format": "pt"}
-    _atomic_save_tensors(model.state_dict(), paths["model"], meta)
-    opt_tensors, groups = _optimizer_tensors(optimizer)
-    _atomic_save_tensors(opt_tensors, paths["optim"], meta)
-    state = {
-        "format": _STATE_FORMAT,
-        "step": step,
-        "seed": config.seed,
-        "config": asdict(config),
-        "param_groups": groups,
-        "recent_epe": recent_epe[-_EPE_WINDOW:],
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    tmp = paths["state"].with_name(paths["state"].name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, paths["state"])  # last: marks the checkpoint complete
-    # Prune older checkpoints beyond `keep`.
-    steps = sorted(_step_of(p) for p in paths["state"].parent.glob("step_*.state.json"))
-    for old in steps[:-keep]:
-        for p in _checkpoint_paths(out_dir, old).values():
-            p.unlink(missing_ok=True)
-    return paths["state"]
+    extra = {"seed": config.seed, "config": asdict(config), "recent_epe": recent_epe[-_EPE_WINDOW:]}
+    return save_checkpoint(out_dir, step, model, optimizer, {"config": config.model}, extra, keep)
 
 
 def _warm_start(model: nn.Module, path: Path, rank: int) -> None:
@@ -275,21 +192,15 @@ def _warm_start(model: nn.Module, path: Path, rank: int) -> None:
 
 def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, device: torch.device) -> tuple[int, list[float]]:
-    from safetensors.torch import load_file
-
-    state = json.loads(state_path.read_text(encoding="utf-8"))
-    saved = state.get("config", {})
+    saved = read_state(state_path).get("config", {})
     for key in ("model", "mode"):
         if saved.get(key) != getattr(config, key):
             raise ValueError(
                 f"checkpoint {state_path} was trained with {key}={saved.get(key)!r} but this run asks for "
                 f"{getattr(config, key)!r}; use another out_dir"
             )
-    step = int(state["step"])
-    paths = _checkpoint_paths(state_path.parent.parent, step)
-    model.load_state_dict(load_file(str(paths["model"]), device=str(device)))
-    _restore_optimizer(optimizer, load_file(str(paths["optim"]), device=str(device)), state["param_groups"])
-    return step, [float(v) for v in state.get("recent_epe", [])]
+    state = load_checkpoint(state_path, model, optimizer, device)
+    return int(state["step"]), [float(v) for v in state.get("recent_epe", [])]
 
 
 def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
