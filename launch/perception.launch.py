@@ -4,8 +4,10 @@
         config:=/path/to/perception.yaml autostart:=true rviz:=true
 
 ``rviz:=true`` also starts rviz2 with ``rviz/perception.rviz`` (point cloud coloured by RGB, depth,
-depth uncertainty and the left image) in the same namespace and with the same remaps, so its relative
-topics find the node's.
+depth uncertainty, the left image, and the scene node's semantic overlay and semantic uncertainty) in the
+same namespace and with the same remaps, so its relative topics find the nodes'. The ``scene`` node starts
+when the parameters file has a ``scene`` section (``config/perception.yaml`` has a commented one); the
+``left_image`` remap applies to it too.
 
 The pip environment has no ``launch``; there, ``scene-perception run --config config/perception.yaml``
 starts the same nodes with the same parameters file.
