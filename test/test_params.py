@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from scene_perception.ros.params import SCENE_PARAMS, SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
+from scene_perception.ros.params import POSE_PARAMS, SCENE_PARAMS, SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_SPECS = (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS, *SCENE_PARAMS)
+ALL_SPECS = (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS, *SCENE_PARAMS, *POSE_PARAMS)
 
 
 def test_every_parameter_is_documented_in_readme() -> None:

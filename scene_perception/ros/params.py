@@ -233,6 +233,59 @@ SCENE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
+#: The camera pose (PoseNet) node: one image in, geometry_msgs/PoseWithCovarianceStamped (+ TF) out.
+POSE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "weights",
+        "",
+        "Path to the PoseNet .safetensors file; empty = the shipped models/posenet.safetensors (trained for "
+        "ONE synthetic street: PoseNet relocalises only in the scene it was trained in). Checked at "
+        "configure (suffix, readable non-empty regular file, sha256 against its model card); missing "
+        "weights leave the node unconfigured.",
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Where the network runs: auto (cuda:0 when CUDA is available, else cpu), cpu, cuda or cuda:N.",
+    ),
+    ParamSpec(
+        "mc_samples",
+        32,
+        "Monte-Carlo dropout samples per frame (one batched pass); the pose is their mean and the 6x6 "
+        "covariance their spread (x, y, z, rotX, rotY, rotZ).",
+        2,
+        512,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "map_frame",
+        "map",
+        "header.frame_id of the published pose: the frame the model was trained in (the synthetic "
+        "world's map).",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "camera_frame",
+        "",
+        "Child frame of the TF broadcast map_frame -> camera; empty = the input image's header.frame_id.",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "publish_tf",
+        True,
+        "Broadcast map_frame -> camera_frame on /tf when tf2_ros is importable (it is not on PyPI: the "
+        "pip environment logs that once and publishes only the pose topic).",
+        dynamic=True,
+    ),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    ParamSpec("output_qos", "reliable", "QoS of the pose publisher.", choices=_QOS_CHOICES),
+    ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
+    _HEALTH_BY_NAME["max_input_pixels"],
+    _HEALTH_BY_NAME["diagnostics_period"],
+    _HEALTH_BY_NAME["log_throttle_seconds"],
+)
+
+
 def declare(node: Node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
     """Declare ``specs`` on ``node`` and return their current values (overrides applied)."""
     for spec in specs:

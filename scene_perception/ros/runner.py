@@ -29,11 +29,17 @@ NodeSpec = tuple[str, type[Node], dict[str, Any]]
 
 def node_types() -> dict[str, type[Node]]:
     """Node names a config file may use, mapped to their classes (imported lazily: torch is slow)."""
+    from scene_perception.ros.pose_node import PoseNode
     from scene_perception.ros.scene_node import SceneNode
     from scene_perception.ros.sgbm_node import SGBMDepthNode
     from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
-    return {"stereo_depth": StereoDepthNode, "sgbm_depth": SGBMDepthNode, "scene": SceneNode}
+    return {
+        "stereo_depth": StereoDepthNode,
+        "sgbm_depth": SGBMDepthNode,
+        "scene": SceneNode,
+        "pose": PoseNode,
+    }
 
 
 def nodes_from_config(path: str | Path) -> list[NodeSpec]:
