@@ -12,6 +12,7 @@ plumbing is under test here, not the model's accuracy).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from scene_perception.pipelines.scene import ScenePipeline
 from scene_perception.ros.codec import image_to_numpy, numpy_to_image
 from scene_perception.ros.params import SCENE_PARAMS
 from scene_perception.ros.qos import latched_qos
-from scene_perception.ros.runner import node_types, nodes_from_config
+from scene_perception.ros.runner import node_types, nodes_from_config, run_nodes
 from scene_perception.ros.scene_node import (
     LABEL_INFO_TOPIC,
     OUTPUTS,
@@ -343,3 +344,35 @@ def test_overlay_is_the_alpha_blend() -> None:
     np.testing.assert_array_equal(out[0, 0], [125, 75, 88])  # 0.75 * 100 + 0.25 * (200, 0, 50), rounded
     np.testing.assert_array_equal(out[1, 2], [75, 75, 75])  # unknown id: black
     np.testing.assert_array_equal(overlay_labels(rgb, labels, palette, 0.0), rgb)
+
+
+def test_run_starts_scene_from_a_params_file_under_a_namespace(weights: Path, tmp_path: Path) -> None:
+    """``scene-perception run``'s code path: the ``/**/scene`` section's values reach the node (mc_samples
+    from the file turns the epistemic output on), autostart activates it, remaps put it under /cam."""
+    cfg = tmp_path / "scene.yaml"
+    cfg.write_text(f'/**/scene:\n  ros__parameters:\n    weights: "{weights}"\n    mc_samples: 3\n')
+    stop = threading.Event()
+    codes: list[int] = []
+    argv = ["scene-perception", "--ros-args", "-r", "__ns:=/cam"]
+    runner = threading.Thread(
+        target=lambda: codes.append(run_nodes(nodes_from_config(cfg), argv=argv, params_file=cfg, stop=stop))
+    )
+    runner.start()
+    harness = RosHarness()  # the runner's domain (ROS_DOMAIN_ID of this test session)
+    try:
+        listener = harness.add(Node("run_listener", context=harness.context, namespace="/cam"))
+        pub = listener.create_publisher(Image, "left/image_rect", qos_profile_sensor_data)
+        info: list[LabelInfo] = []
+        mi: list[Image] = []
+        listener.create_subscription(LabelInfo, LABEL_INFO_TOPIC, info.append, latched_qos(1))
+        listener.create_subscription(Image, "semantic/uncertainty", mi.append, 10)
+        assert harness.spin_until(lambda: pub.get_subscription_count() > 0 and bool(info), 20)
+        assert len(info[0].labels) == len(CLASSES)
+        pub.publish(numpy_to_image(image(7), "rgb8", header(7_000_000_000)))
+        assert harness.spin_until(lambda: bool(mi), 10), "no semantic/uncertainty: mc_samples from file lost?"
+        assert (mi[0].height, mi[0].width) == (H, W)
+    finally:
+        stop.set()
+        runner.join(20)
+        harness.shutdown()
+    assert codes == [0]
