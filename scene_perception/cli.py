@@ -211,6 +211,10 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
         result = train_main(rest)
         return int(result) if isinstance(result, int) else 0
+    if args.task == "pose":
+        from scene_perception.training.pose import main as train_pose_main
+
+        return int(train_pose_main(rest))
     raise SystemExit(f"error: unknown training task {args.task!r}")
 
 
@@ -296,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False
     )
 
-    p = sub.add_parser("train", help="train a model (train stereo --help)", add_help=False)
-    p.add_argument("task", choices=["stereo"])
+    p = sub.add_parser("train", help="train a model (train stereo|pose --help)", add_help=False)
+    p.add_argument("task", choices=["stereo", "pose"])
     return parser
 
 

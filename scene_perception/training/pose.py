@@ -5,8 +5,8 @@
 Why it looks like this:
 
 * The whole drive is loaded once (:func:`~scene_perception.data.pose_frames.load_pose_frames`) and step
-  ``k`` draws its batch and its photometric augmentation from ``rng(seed, k)``: a run interrupted and
-  resumed from a checkpoint sees exactly the batches it would have seen, with no loader state to save.
+  ``k`` draws its batch, its photometric augmentation and its dropout masks from ``rng(seed, k)``: a run
+  interrupted and resumed from a checkpoint is the same run, with no loader or RNG state to save.
 * Only the training bag is ever read here.  PoseNet relocalises within *one* scene, so the held-out set
   is another drive through the same world (``scene-perception synth --trajectory-seed/--lateral-offset``);
   it is read only by the evaluation (``benchmarks/pose_accuracy.py``).
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from scene_perception.data.bag_io import BagReadError
 from scene_perception.data.pose_frames import PoseFrames, load_pose_frames
 from scene_perception.geometry.rotations import mean_quaternion, quaternion_angle_deg
 from scene_perception.losses.pose import HomoscedasticPoseLoss, reprojection_loss
@@ -218,6 +219,7 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     t0 = time.perf_counter()
     for step in range(start, config.steps):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, step, 0x9053]))
+        torch.manual_seed(int(rng.integers(2**62)))  # dropout masks too: a resumed run is the same run
         idx = rng.choice(n, size=config.batch_size, replace=n < config.batch_size)
         batch = _batch(frames, idx, device)
         image = _augment(batch["image"], rng) if config.augment else batch["image"]
@@ -323,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = PoseTrainConfig(**ns)
     try:
         path = train_pose(config, command="scene-perception train pose " + " ".join(args))
-    except (ValueError, FloatingPointError, OSError) as exc:
+    except (ValueError, FloatingPointError, OSError, BagReadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)
