@@ -158,6 +158,21 @@ def test_bad_input_is_counted_and_the_node_keeps_working(ros) -> None:
     assert values["tf"] == expected_tf
 
 
+def test_publish_error_is_caught_counted_and_a_lifecycle_cycle_restores_it(ros) -> None:
+    """A publisher whose handle is gone makes ``publish()`` raise: counted (publish_error), node lives on."""
+    harness, node, driver = ros
+    assert node.destroy_publisher(node._pub)
+    before = node.health.problems["publish_error"]
+    driver.pub.publish(numpy_to_image(image(5), "rgb8", header(5_000_000_000)))
+    assert harness.spin_until(lambda: node.health.problems["publish_error"] == before + 1, 10)
+    assert "publishing pose failed" in node.health.last_error
+    for transition in ("deactivate", "cleanup", "configure", "activate"):
+        assert getattr(node, f"trigger_{transition}")() == TransitionCallbackReturn.SUCCESS, transition
+    assert harness.spin_until(lambda: node._pub.get_subscription_count() > 0, 10)
+    assert send(harness, driver, numpy_to_image(image(6), "rgb8", header(6_000_000_000)))
+    assert node.health.problems["publish_error"] == before + 1
+
+
 def test_missing_weights_leave_the_node_unconfigured(tmp_path: Path) -> None:
     harness = RosHarness(private_domain_id())
     try:
