@@ -110,3 +110,18 @@ def test_cli_trains_pose(bag: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert card["training"]["command"].startswith("scene-perception train pose --bag")
     assert cli_main(["train", "pose", "--bag", str(tmp_path / "nothing"), "--steps", "1", "--out-dir",
                      str(tmp_path / "x"), "--no-progress"]) == 2
+
+
+def test_synth_cli_writes_a_second_drive_through_the_same_world(tmp_path: Path):
+    from scene_perception.data.synth import synth_main
+
+    out = tmp_path / "heldout"
+    argv = ["--out", str(out), "--frames", "2", "--width", "64", "--height", "32", "--seed", "1000",
+            "--trajectory-seed", "1", "--lateral-offset", "0.3", "--speed", "3.1", "--start-x", "2",
+            "--sway", "0.25", "--world-length", "200"]
+    assert synth_main(argv) == 0
+    settings = bag_synth_settings(out)
+    assert settings["seed"] == 1000 and settings["world_length"] == 200.0
+    assert (settings["trajectory_seed"], settings["lateral_offset"], settings["speed"]) == (1, 0.3, 3.1)
+    frames = load_pose_frames(out, (32, 64), points_per_frame=0)
+    assert np.isclose(frames.positions[0, 0], 2.0)
