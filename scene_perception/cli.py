@@ -215,6 +215,10 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
         from scene_perception.training.pose import main as train_pose_main
 
         return int(train_pose_main(rest))
+    if args.task == "scene":
+        from scene_perception.training.multitask import main as train_scene_main
+
+        return int(train_scene_main(rest))
     raise SystemExit(f"error: unknown training task {args.task!r}")
 
 
@@ -301,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("train", help="train a model (train stereo|pose --help)", add_help=False)
-    p.add_argument("task", choices=["stereo", "pose"])
+    p.add_argument("task", choices=["stereo", "pose", "scene"])
     return parser
 
 

@@ -1,0 +1,317 @@
+"""Train the multi-task scene network on frames of the synthetic street world, resumably.
+
+``scene-perception train scene --weighting learned --steps 1200`` (see :class:`SceneTrainConfig`).
+
+* Data: frames rendered by :mod:`scene_perception.data.world` from the *training* world seeds (1000 and
+  up by default; the benchmarks hold out seeds 1..99 and the config refuses training seeds below 100),
+  cached once as .npz (:mod:`scene_perception.data.scene_frames`).
+* Batches: step ``k`` draws its frames and flips from an RNG seeded by ``(seed, k)``, and re-seeds torch
+  (dropout, logit noise) the same way, so a run resumed from a checkpoint follows the same trajectory
+  without any data-loader state.
+* Loss (Kendall, Gal & Cipolla 2018): task losses -- sampled-logit cross-entropy (semantics), L1 on the
+  centroid offsets of instance pixels (px), L1 on inverse depth (1/m) -- combined by
+  :class:`~scene_perception.losses.multitask.UncertaintyWeighting` (``single`` / ``sum`` / ``learned``),
+  plus ``nll_weight`` times the heteroscedastic Laplace NLLs that train the offset and inverse-depth
+  aleatoric heads on detached predictions (see losses/multitask.py for why they are kept apart).
+* Checkpoints: :mod:`scene_perception.training.checkpoints` (safetensors, state JSON last).  The model and
+  the learned task log-variances are checkpointed together; the final weights (model only) and their
+  card (full config, training record, learned task sigmas) go through models/weights.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from scene_perception.data.scene_frames import SceneFrames, load_scene_frames, seed_range
+from scene_perception.losses.multitask import (
+    INV_DEPTH_LOG_SCALE_RANGE,
+    OFFSET_LOG_SCALE_RANGE,
+    TASK_KINDS,
+    WEIGHTINGS,
+    UncertaintyWeighting,
+    heteroscedastic_nll,
+    masked_l1,
+    sampled_logit_cross_entropy,
+)
+from scene_perception.models.multitask import CONFIGS, TASKS, MultiTaskNet
+from scene_perception.models.weights import save_scene_model
+from scene_perception.pipelines.instances import centroid_offsets
+from scene_perception.training.checkpoints import (
+    dataclass_parser,
+    find_latest_checkpoint,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+    schedule_lr,
+)
+
+__all__ = ["HELDOUT_SEED_LIMIT", "SceneTrainConfig", "make_batch", "main", "scene_losses", "train_scene"]
+
+_LOG = logging.getLogger(__name__)
+
+DATA_DESCRIPTION = "synthetic street world (scene_perception.data.world), left views"
+HELDOUT_SEED_LIMIT = 100  # world seeds below this are evaluation data and never trained on
+_WINDOW = 50
+
+
+@dataclass
+class SceneTrainConfig:
+    """Everything that defines a run; stored in checkpoints and in the model card."""
+
+    model: str = field(default="scene", metadata={"help": "architecture config (scene | tiny)"})
+    weighting: str = field(default="learned", metadata={"help": "single | sum | learned (homoscedastic)"})
+    task: str | None = field(default=None, metadata={"help": "the task of --weighting single"})
+    steps: int = field(default=1200, metadata={"help": "total optimisation steps (resume counts on)"})
+    batch_size: int = field(default=8, metadata={"help": "frames per step"})
+    height: int = field(default=96, metadata={"help": "render / training height (multiple of 8)"})
+    width: int = field(default=192, metadata={"help": "render / training width (multiple of 8)"})
+    train_seeds: str = field(default="1000:1100",
+                             metadata={"help": "world seeds, 'lo:hi' or 'a,b,c' (all >= 100)"})
+    frames_per_seed: int = field(default=20, metadata={"help": "frames rendered per world"})
+    spacing_m: float = field(default=6.0, metadata={"help": "metres driven between rendered frames"})
+    nuisance: bool = field(default=True, metadata={"help": "gain/bias/noise on the rendered images"})
+    texture_dir: str | None = field(default=None, metadata={"help": "photo textures for the world"})
+    cache_dir: str = field(default="runs/scene_data", metadata={"help": "rendered-frame cache (.npz)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "cosine | step | constant"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear learning-rate warm-up steps"})
+    weight_decay: float = field(default=1e-5, metadata={"help": "Adam L2 weight decay (not on task sigmas)"})
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0 disables)"})
+    logit_samples: int = field(default=10, metadata={"help": "T of the sampled-logit cross-entropy"})
+    nll_weight: float = field(default=0.1, metadata={"help": "weight of the offset / inverse-depth NLLs"})
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    seed: int = field(default=0, metadata={"help": "seed of the init, the batches and the noise"})
+    out_dir: str = field(default="runs/scene", metadata={"help": "checkpoints and final weights go here"})
+    output_name: str | None = field(default=None, metadata={"help": "final weights stem (default scene)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (0: library default)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def validate(self) -> None:
+        """Fail before any work with a message naming the bad field."""
+        if self.model not in CONFIGS:
+            raise ValueError(f"unknown model {self.model!r}; known: {sorted(CONFIGS)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.weighting == "single" and self.task not in TASKS:
+            raise ValueError(f"--weighting single needs --task one of {TASKS}, got {self.task!r}")
+        if self.weighting != "single" and self.task is not None:
+            raise ValueError("--task only applies to --weighting single")
+        if self.lr_schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
+        for name in ("steps", "batch_size", "height", "width", "frames_per_seed", "checkpoint_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        div = CONFIGS[self.model].size_divisor
+        if self.height % div or self.width % div:
+            raise ValueError(f"height/width {self.height}x{self.width} must be multiples of {div}")
+        seeds = seed_range(self.train_seeds)
+        if not seeds:
+            raise ValueError("train_seeds is empty")
+        if min(seeds) < HELDOUT_SEED_LIMIT:
+            raise ValueError(
+                f"train_seeds must be >= {HELDOUT_SEED_LIMIT}: seeds below are held out for evaluation"
+            )
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return (self.task,) if self.weighting == "single" and self.task else TASKS
+
+    @property
+    def final_name(self) -> str:
+        return self.output_name or "scene"
+
+
+def make_batch(frames: SceneFrames, indices: Sequence[int], flips: Sequence[bool], device: torch.device
+               ) -> dict[str, Tensor]:
+    """Images and targets for ``indices`` (flipped where asked); offsets recomputed after the flip."""
+    imgs, sems, offs, masks, invs = [], [], [], [], []
+    for i, flip in zip(indices, flips, strict=True):
+        img, sem, ins, inv = frames.images[i], frames.semantic[i], frames.instance[i], frames.inv_depth[i]
+        if flip:
+            img, sem, ins, inv = img[:, ::-1], sem[:, ::-1], ins[:, ::-1], inv[:, ::-1]
+        off, mask = centroid_offsets(ins)
+        imgs.append(np.ascontiguousarray(img))
+        sems.append(np.ascontiguousarray(sem))
+        offs.append(off)
+        masks.append(mask)
+        invs.append(np.ascontiguousarray(inv))
+    return {
+        "image": torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255.0).to(device),
+        "semantic": torch.from_numpy(np.stack(sems)).long().to(device),
+        "offsets": torch.from_numpy(np.stack(offs)).to(device),
+        "instance_mask": torch.from_numpy(np.stack(masks))[:, None].to(device),
+        "inv_depth": torch.from_numpy(np.stack(invs))[:, None].to(device),
+    }
+
+
+def scene_losses(out: Any, batch: dict[str, Tensor], tasks: Sequence[str], logit_samples: int
+                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(task losses fed to the weighting, aleatoric NLLs of the regression heads) for the active tasks."""
+    task_losses: dict[str, Tensor] = {}
+    nlls: dict[str, Tensor] = {}
+    if "semantic" in tasks:
+        task_losses["semantic"] = sampled_logit_cross_entropy(
+            out.semantic_logits, out.semantic_log_var, batch["semantic"], samples=logit_samples)
+    if "instance" in tasks:
+        mask = batch["instance_mask"]
+        task_losses["instance"] = masked_l1(out.offsets, batch["offsets"], mask)
+        nlls["instance"] = heteroscedastic_nll(out.offsets.detach(), out.offset_log_scale, batch["offsets"],
+                                               mask, log_scale_range=OFFSET_LOG_SCALE_RANGE)
+    if "depth" in tasks:
+        task_losses["depth"] = masked_l1(out.inv_depth, batch["inv_depth"])
+        nlls["depth"] = heteroscedastic_nll(out.inv_depth.detach(), out.inv_depth_log_scale,
+                                            batch["inv_depth"], log_scale_range=INV_DEPTH_LOG_SCALE_RANGE)
+    return task_losses, nlls
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None) -> Path:
+    """Train (or resume) and return the final ``.safetensors`` path (with model card).
+
+    ``frames`` overrides the rendered training set (tests pass tiny ones); otherwise they are rendered
+    from ``config.train_seeds`` (or read from the cache).
+    """
+    config.validate()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    device = _device(config.device)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if frames is None:
+        frames = load_scene_frames(seed_range(config.train_seeds), config.frames_per_seed, config.height,
+                                   config.width, cache_dir=config.cache_dir, spacing_m=config.spacing_m,
+                                   nuisance=config.nuisance, texture_dir=config.texture_dir,
+                                   progress=config.progress)
+    if frames.size != (config.height, config.width):
+        raise ValueError(f"frames are {frames.size}, config asks for {(config.height, config.width)}")
+
+    torch.manual_seed(config.seed)
+    model = MultiTaskNet(CONFIGS[config.model]).to(device)
+    weighting = UncertaintyWeighting(TASKS, config.weighting, config.task).to(device)
+    both = nn.ModuleDict({"model": model, "weighting": weighting})  # checkpointed together
+    optimizer = torch.optim.Adam([
+        {"params": list(model.parameters()), "weight_decay": config.weight_decay},
+        {"params": [weighting.log_vars], "weight_decay": 0.0},
+    ], lr=config.lr)
+
+    start, recent = 0, []
+    latest = find_latest_checkpoint(out_dir)
+    if latest is not None:
+        saved = read_state(latest).get("config", {})
+        for key in ("model", "weighting", "task", "height", "width"):
+            if saved.get(key) != getattr(config, key):
+                raise ValueError(f"checkpoint {latest} was trained with {key}={saved.get(key)!r} but this "
+                                 f"run asks for {getattr(config, key)!r}; use another out_dir")
+        state = load_checkpoint(latest, both, optimizer, device)
+        start, recent = int(state["step"]), [dict(r) for r in state.get("recent", [])]
+        _LOG.info("resuming from %s at step %d", latest, start)
+    start = min(start, config.steps)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+               desc=f"train scene ({config.weighting}{'/' + config.task if config.task else ''})",
+               dynamic_ncols=True)
+    both.train()
+    step = start
+    n = len(frames)
+    while step < config.steps:
+        rng = np.random.default_rng([config.seed, step])
+        idx = rng.choice(n, size=min(config.batch_size, n), replace=False)
+        flips = (rng.random(len(idx)) < 0.5) & config.flip
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        batch = make_batch(frames, idx.tolist(), flips.tolist(), device)
+        lr = schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        out = model(batch["image"])
+        task_losses, nlls = scene_losses(out, batch, config.tasks, config.logit_samples)
+        loss = weighting(task_losses)
+        if nlls:
+            loss = loss + config.nll_weight * sum(nlls.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; lower lr or check the data")
+        record = {"loss": value, **{k: v.item() for k, v in task_losses.items()},
+                  **{f"nll_{k}": v.item() for k, v in nlls.items()}}
+        recent = (recent + [record])[-_WINDOW:]
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}",
+                        **{k: f"{v.item():.3f}" for k, v in task_losses.items()})
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint(out_dir, step, both, optimizer, {"config": config.model},
+                            {"seed": config.seed, "config": asdict(config), "recent": recent},
+                            config.keep_checkpoints)
+    bar.close()
+
+    means = {k: float(np.mean([r[k] for r in recent if k in r])) for k in (recent[-1] if recent else {})}
+    final_path = out_dir / f"{config.final_name}.safetensors"
+    training = {
+        "config": asdict(config),
+        "data": DATA_DESCRIPTION,
+        "train_seeds": config.train_seeds,
+        "frames": len(frames),
+        "steps": step,
+        "device": str(device),
+        "torch": torch.__version__,
+        "task_sigmas": weighting.sigmas(),
+        "task_weights": weighting.weights(),
+        "task_kinds": {t: TASK_KINDS[t] for t in config.tasks},
+    }
+    card = {"name": config.final_name, "trained": True, "input_size": [config.height, config.width],
+            "tasks": list(config.tasks), "training": training,
+            "metrics": {f"train_{k}_last{len(recent)}": v for k, v in means.items()}}
+    save_scene_model(model, final_path, card)
+    _LOG.info("trained to step %d; last-%d mean train losses: %s", step, len(recent),
+              ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    return final_path
+
+
+def build_parser(prog: str = "scene-perception train scene"):  # noqa: ANN201 - argparse.ArgumentParser
+    parser = dataclass_parser(SceneTrainConfig, prog, __doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="INFO", help="python logging level")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``scene-perception train scene ...`` delegates here); returns the exit code."""
+    ns = vars(build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
+    logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        path = train_scene(SceneTrainConfig(**ns))
+    except (ValueError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
