@@ -202,7 +202,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bag = Path(args.bag)
     if not (bag / "metadata.yaml").is_file():
         raise SystemExit(f"error: {bag} is not a rosbag2 directory (no metadata.yaml)")
-    return evaluate_bag(bag, Path(args.out), args.model, args.weights, backend=args.backend)
+    scene = False if args.no_scene else None  # None: run the scene node when the bag has semantic GT
+    return evaluate_bag(
+        bag,
+        Path(args.out),
+        args.model,
+        args.weights,
+        backend=args.backend,
+        scene=scene,
+        scene_weights=args.scene_weights,
+    )
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -299,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument(
+        "--scene-weights",
+        default=None,
+        help="multi-task weights for the scene node (default: shipped models/scene.safetensors); the scene "
+        "node runs, and mIoU is reported, when the bag has /gt/semantic",
+    )
+    p.add_argument("--no-scene", action="store_true", help="do not run the scene node (stereo metrics only)")
 
     p = sub.add_parser(
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False

@@ -1,4 +1,5 @@
-"""Markdown reports with figures for stereo evaluations (``scene-perception eval`` and the demo)."""
+"""Markdown reports with figures for bag evaluations (``scene-perception eval`` and the demo): stereo, and
+the scene node's semantics when the bag has semantic ground truth."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from scene_perception.evaluation.figures import stereo_figure
+from scene_perception.evaluation.scene_bag_eval import SceneEvaluation
 from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation
 from scene_perception.evaluation.uncertainty import sparsification
 
@@ -36,6 +38,67 @@ def sparsification_figure(path: Path, error: np.ndarray, uncertainty: np.ndarray
     return path
 
 
+def semantic_figure(path: Path, left: np.ndarray, gt: np.ndarray, pred: np.ndarray, title: str) -> Path:
+    """Left image, GT and predicted class colours, and where they disagree."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scene_perception.data.world import colourise_semantic
+
+    fig, axes = plt.subplots(2, 2, figsize=(9, 9 * left.shape[0] / left.shape[1] + 0.6))
+    panels = (
+        (left, "left image"),
+        (colourise_semantic(gt), "ground truth"),
+        (colourise_semantic(pred), "scene node semantic/labels"),
+        (np.where((pred != gt)[..., None], np.uint8(255), np.uint8(0)).repeat(3, 2), "wrong (white)"),
+    )
+    for ax, (img, name) in zip(axes.ravel(), panels, strict=True):
+        ax.imshow(img)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def scene_section(out_dir: Path, ev: SceneEvaluation, label: str) -> tuple[list[str], list[str]]:
+    """Markdown lines for the semantic results and the figures written for them (``semantic.png``)."""
+    figures: list[str] = []
+    if ev.last:
+        semantic_figure(
+            out_dir / "semantic.png",
+            ev.last["left"],
+            ev.last["gt"],
+            ev.last["pred"],
+            f"last frame: mIoU {ev.frames[-1].miou * 100:.1f} %",
+        )
+        figures.append("semantic.png")
+    iou = ev.iou()
+    lines = [
+        "## Semantics (scene node)",
+        "",
+        f"- scored: {label}; {len(ev.frames)} frames, {len(ev.missing_stamps)} without output",
+        f"- mIoU {_fmt(ev.miou * 100, 1)} % (pooled confusion matrix, classes present in the GT), "
+        f"pixel accuracy {_fmt(ev.pixel_accuracy * 100, 1)} %",
+        "",
+        "| " + " | ".join(iou) + " |",
+        "|" + "---|" * len(iou),
+        "| " + " | ".join(_fmt(v * 100, 1) for v in iou.values()) + " |",
+        "",
+        "| frame | stamp ns | mIoU % | pixel acc % |",
+        "|---|---|---|---|",
+    ]
+    for i, fr in enumerate(ev.frames):
+        lines.append(
+            f"| {i} | {fr.stamp_ns} | {_fmt(fr.miou * 100, 1)} | {_fmt(fr.pixel_accuracy * 100, 1)} |"
+        )
+    return lines + [""], figures
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -48,8 +111,11 @@ def write_stereo_report(
     label: str,
     bag: Path,
     out_bag: Path,
+    scene: SceneEvaluation | None = None,
+    scene_label: str = "",
 ) -> Path:
-    """Write ``report.md``, ``stereo.png`` (last frame) and ``sparsification.png`` into ``out_dir``."""
+    """Write ``report.md``, ``stereo.png`` (last frame) and ``sparsification.png`` into ``out_dir``; with
+    ``scene``, also a semantics section and ``semantic.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     last = ev.last
     f = ev.frames[-1].disparity
@@ -108,7 +174,12 @@ def write_stereo_report(
             f"{_fmt(d['density'], 1)} | {_fmt(fr.depth.get('abs_rel', math.nan), 3)} | "
             f"{_fmt(fr.uncertainty.get('ause', math.nan), 3)} |"
         )
-    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    lines.append("")
+    if scene is not None:
+        scene_lines, scene_figures = scene_section(out_dir, scene, scene_label)
+        lines += scene_lines
+        figures += scene_figures
+    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

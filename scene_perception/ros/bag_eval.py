@@ -1,10 +1,12 @@
-"""``scene-perception eval``: replay a rosbag2 through the live stereo node, record, score, report.
+"""``scene-perception eval``: replay a rosbag2 through the live nodes, record, score, report.
 
-1. Replay the bag's stereo topics (serialized bytes, lock-step: one frame at a time, waiting for the node's
+1. Replay the bag's stereo topics (serialized bytes, lock-step: one frame at a time, waiting for the nodes'
    outputs, so no frame is dropped and the score is deterministic) over Fast DDS into a fresh stereo depth
-   lifecycle node, and record everything it publishes into a second bag.
+   lifecycle node -- and, when the bag has semantic ground truth, a scene node on the same left images --
+   and record everything they publish into a second bag.
 2. Score the recorded outputs against the bag's ground truth (pure, from the two bags:
-   :mod:`scene_perception.evaluation.stereo_bag_eval`).
+   :mod:`scene_perception.evaluation.stereo_bag_eval`, :mod:`scene_perception.evaluation.scene_bag_eval`
+   for the scene node's mIoU).
 3. Print a table and write a markdown report with figures.
 
 This is the deployed path end to end (message conversion, sync, validity rules), with a bag in place of the
@@ -25,8 +27,10 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from scene_perception.data.bag_io import DEFAULT_TOPICS
+from scene_perception.evaluation.scene_bag_eval import LABELS_TOPIC, evaluate_scene_bag
 from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation, evaluate_stereo_bag
 from scene_perception.ros.bag_replay import BagPlayer, BagRecorder, read_frame_groups
+from scene_perception.ros.scene_node import SceneNode
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
 INPUTS = (
@@ -40,6 +44,16 @@ OUTPUTS = (
     ("/depth", "sensor_msgs/msg/Image"),
     ("/depth/uncertainty", "sensor_msgs/msg/Image"),
 )
+#: What the scene node adds to the recording (only when it runs): the labels that are scored.
+SCENE_OUTPUTS = ((LABELS_TOPIC, "sensor_msgs/msg/Image"),)
+
+
+def bag_topics(bag: Path) -> set[str]:
+    """Topic names a rosbag2 holds (from its metadata; no message is read)."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag) as reader:
+        return set(reader.topics)
 
 
 def _spin_until(executor: SingleThreadedExecutor, cond, timeout: float) -> bool:  # noqa: ANN001
@@ -56,10 +70,14 @@ def replay_through_node(
     weights: str | None,
     timeout_per_frame: float = 60.0,
     backend: str = "torch",
-) -> tuple[list[float], bool]:
-    """Play ``bag``'s stereo topics into a fresh node frame by frame; record its outputs into ``out_bag``.
+    scene_weights: str | None = None,
+    with_scene: bool = False,
+) -> tuple[list[float], bool, bool | None]:
+    """Play ``bag``'s stereo topics into fresh nodes frame by frame; record their outputs into ``out_bag``.
 
-    Returns per-frame latency (ms, publish -> all outputs recorded) and whether the weights were trained.
+    ``with_scene`` adds a scene node (weights ``scene_weights``, None = shipped) fed by the same left images.
+    Returns per-frame latency (ms, publish -> all outputs of all nodes recorded), whether the stereo weights
+    were trained, and whether the scene weights were (None without a scene node).
     """
     context = Context()
     rclpy.init(context=context)
@@ -72,11 +90,18 @@ def replay_through_node(
     if weights:
         overrides.append(Parameter("weights", value=str(weights)))
     node = StereoDepthNode("stereo_depth", context=context, parameter_overrides=overrides)
+    scene = None
+    if with_scene:
+        scene_overrides = [Parameter("log_throttle_seconds", value=2.0), Parameter("device", value="cpu")]
+        if scene_weights:
+            scene_overrides.append(Parameter("weights", value=str(scene_weights)))
+        scene = SceneNode("scene", context=context, parameter_overrides=scene_overrides)
     player = BagPlayer(context=context)
     if out_bag.exists():
         shutil.rmtree(out_bag)
-    recorder = BagRecorder(out_bag, OUTPUTS, context=context)
-    nodes = (node, player, recorder)
+    outputs = OUTPUTS + (SCENE_OUTPUTS if with_scene else ())
+    recorder = BagRecorder(out_bag, outputs, context=context)
+    nodes = (node, player, recorder) + ((scene,) if scene is not None else ())
     for n in nodes:
         executor.add_node(n)
     latencies: list[float] = []
@@ -85,6 +110,12 @@ def replay_through_node(
             raise RuntimeError("the stereo node failed to configure (see the error above)")
         node.trigger_activate()
         trained = bool(node.model_info.trained)
+        scene_trained = None
+        if scene is not None:
+            if scene.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError("the scene node failed to configure (see the error above)")
+            scene.trigger_activate()
+            scene_trained = bool(scene.pipeline.trained)
         groups = read_frame_groups(bag, INPUTS)
         first = next(groups, None)
         if first is None:
@@ -92,7 +123,7 @@ def replay_through_node(
         player.prepare((t, m) for t, m, _ in first.messages)
         if not _spin_until(
             executor,
-            lambda: player.publishers_matched() and all(recorder.count_publishers(t) > 0 for t, _ in OUTPUTS),
+            lambda: player.publishers_matched() and all(recorder.count_publishers(t) > 0 for t, _ in outputs),
             15,
         ):
             raise RuntimeError("DDS discovery between player, node and recorder did not complete in 15 s")
@@ -104,7 +135,7 @@ def replay_through_node(
                 latencies.append(math.nan)
                 continue
             latencies.append((time.monotonic() - sent) * 1e3)
-        return latencies, trained
+        return latencies, trained, scene_trained
     finally:
         for n in nodes:
             executor.remove_node(n)
@@ -142,15 +173,25 @@ def evaluate_bag(
     weights: str | None = None,
     backend: str = "torch",
     title: str = "",
+    scene: bool | None = None,
+    scene_weights: str | None = None,
 ) -> int:
-    """Replay ``bag`` through the node, score against its GT, print a table, write ``out_dir/report.md``."""
+    """Replay ``bag`` through the node(s), score against its GT, print tables, write ``out_dir/report.md``.
+
+    ``scene``: also run the scene node and report its mIoU; None = when the bag has semantic GT.
+    """
     from scene_perception.evaluation.report import write_stereo_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_bag = out_dir / "outputs"
-    print(f"eval: replaying {bag} through the stereo_depth node ({backend}), recording to {out_bag} ...")
+    if scene is None:
+        scene = DEFAULT_TOPICS.semantic in bag_topics(bag)
+    nodes = "stereo_depth and scene nodes" if scene else "stereo_depth node"
+    print(f"eval: replaying {bag} through the {nodes} ({backend}), recording to {out_bag} ...")
     try:
-        latencies, trained = replay_through_node(bag, out_bag, model, weights, backend=backend)
+        latencies, trained, scene_trained = replay_through_node(
+            bag, out_bag, model, weights, backend=backend, scene_weights=scene_weights, with_scene=scene
+        )
     except RuntimeError as exc:
         print(f"eval: {exc}")
         return 1
@@ -160,6 +201,16 @@ def evaluate_bag(
         return 1
     label = f"model {model}, {backend}, non-occluded pixels"
     print_report(ev, latencies, label)
+    scene_ev, scene_label = None, ""
+    if scene:
+        scene_ev = evaluate_scene_bag(bag, out_bag)
+        untrained = "" if scene_trained else " — UNTRAINED SCENE WEIGHTS"
+        scene_label = f"scene node semantic/labels vs {DEFAULT_TOPICS.semantic}, all pixels{untrained}"
+        miou, acc = scene_ev.miou * 100, scene_ev.pixel_accuracy * 100
+        print(
+            f"semantics: mIoU {miou:.1f} %, pixel accuracy {acc:.1f} % over {len(scene_ev.frames)} frames "
+            f"({len(scene_ev.missing_stamps)} without output)  {scene_label}"
+        )
     tag = "" if trained else "  — UNTRAINED WEIGHTS"
     report = write_stereo_report(
         out_dir,
@@ -169,6 +220,8 @@ def evaluate_bag(
         label=label,
         bag=bag,
         out_bag=out_bag,
+        scene=scene_ev,
+        scene_label=scene_label,
     )
     print(f"report: {report}")
     print(f"figure: {out_dir / 'stereo.png'}")
