@@ -3,7 +3,9 @@
 Rows: single-task semantics / instance / depth, unweighted sum of the three losses, learned homoscedastic
 uncertainty weighting.  Columns: semantic mIoU (%), instance mean error (px, Euclidean error of the
 centroid offset over ground-truth instance pixels), inverse-depth mean error (1/m, every pixel; the sky has
-inverse depth 0).  Every variant gets the same training budget; single-task rows report only their task.
+inverse depth 0); and, beyond the paper, recall / precision of the clustered instances (>= 20 px, IoU >
+0.5; needs both the semantic and the instance head).  Every variant gets the same training budget;
+single-task rows report only their task.
 
     # train all five variants (same budget each), then score them:
     python benchmarks/multitask_table.py --train --steps 700 --out-dir runs/table
@@ -45,6 +47,13 @@ def _train_variant(name: str, args: argparse.Namespace) -> Path:
     subprocess.run(cmd, check=True)
     print(f"trained {name} in {time.time() - t0:.0f} s: {' '.join(cmd)}", file=sys.stderr)
     return out / "scene.safetensors"
+
+
+def _instances(m: dict, tasks: tuple[str, ...]) -> str:
+    """Clustered instances need both the semantic (thing pixels) and the instance (offsets) heads."""
+    if not {"semantic", "instance"} <= set(tasks):
+        return "—"
+    return f"{m['instance_recall_pct']:.1f} / {m['instance_precision_pct']:.1f}"
 
 
 def _fmt(value: float, digits: int, shown: bool) -> str:
@@ -105,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Held-out synthetic street frames: seeds {args.heldout_seeds}, {len(frames)} frames at "
           f"{frames.size[0]}x{frames.size[1]}; deterministic forward (no MC dropout).\n")
     print("| Task weighting | Tasks (S/I/D) | mIoU [%] ↑ | Instance mean error [px] ↓ "
-          "| Inverse depth mean error [1/m] ↓ | steps |")
-    print("|---|---|---|---|---|---|")
+          "| Inverse depth mean error [1/m] ↓ | Instances found: recall / precision [%] | steps |")
+    print("|---|---|---|---|---|---|---|")
     for name, label, tasks in ROWS:
         if name not in results:
             continue
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         short = "+".join(t[0].upper() for t in tasks)
         print(f"| {label} | {short} | {_fmt(m['miou_pct'], 1, 'semantic' in tasks)} "
               f"| {_fmt(m['instance_error_px'], 2, 'instance' in tasks)} "
-              f"| {_fmt(m['inv_depth_error_per_m'], 4, 'depth' in tasks)} | {m['steps']} |")
+              f"| {_fmt(m['inv_depth_error_per_m'], 4, 'depth' in tasks)} "
+              f"| {_instances(m, tasks)} | {m['steps']} |")
     learned = results.get("learned", {}).get("task_sigmas")
     if learned:
         print("\nLearned task sigmas (homoscedastic): "

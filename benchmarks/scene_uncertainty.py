@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| semantic mIoU [%] | {tasks['miou_pct']:.1f} |")
     print(f"| pixel accuracy [%] | {tasks['pixel_accuracy_pct']:.1f} |")
     print(f"| instance mean error [px] | {tasks['instance_error_px']:.2f} |")
-    print(f"| inverse depth mean error [1/m] | {tasks['inv_depth_error_per_m']:.4f} |\n")
+    print(f"| inverse depth mean error [1/m] | {tasks['inv_depth_error_per_m']:.4f} |")
+    print(f"| instances >= 20 px found (IoU > 0.5): recall / precision [%] | "
+          f"{tasks['instance_recall_pct']:.1f} / {tasks['instance_precision_pct']:.1f} |\n")
     print("| uncertainty metric | value |\n|---|---|")
     print(f"| semantic ECE (15 bins) | {unc['semantic_ece']:.4f} |")
     print(f"| semantic accuracy / mean confidence | {unc['semantic_accuracy']:.3f} / "
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pixel_accuracy_pct": round(tasks["pixel_accuracy_pct"], 2),
                 "instance_error_px": round(tasks["instance_error_px"], 3),
                 "inv_depth_error_per_m": round(tasks["inv_depth_error_per_m"], 5),
+                "instance_recall_pct": round(tasks["instance_recall_pct"], 2),
+                "instance_precision_pct": round(tasks["instance_precision_pct"], 2),
                 "per_class_iou_pct": tasks["per_class_iou_pct"],
                 "mc_samples": args.mc_samples,
                 "semantic_ece": round(unc["semantic_ece"], 5),

@@ -20,15 +20,17 @@ import torch
 from torch import nn
 
 from scene_perception.data.scene_frames import SceneFrames
+from scene_perception.data.world import THING_CLASSES
 from scene_perception.evaluation.scene_metrics import (
     ConfusionMatrix,
     auroc,
     expected_calibration_error,
+    instance_matches,
     inverse_depth_error,
     offset_error,
 )
 from scene_perception.evaluation.uncertainty import ause
-from scene_perception.pipelines.instances import centroid_offsets
+from scene_perception.pipelines.instances import centroid_offsets, cluster_instances
 
 __all__ = ["OOD_KINDS", "evaluate_tasks", "evaluate_uncertainty", "ood_images"]
 
@@ -38,11 +40,12 @@ OOD_KINDS = ("noise", "inverted", "procedural")
 def evaluate_tasks(model: nn.Module, frames: SceneFrames, batch_size: int = 16) -> dict[str, Any]:
     """Deterministic (eval-mode) forward on every frame; mIoU (%), instance offset mean error (px, over
     ground-truth instance pixels, Euclidean), inverse-depth mean absolute error (1/m, every pixel; the sky
-    has inverse depth 0)."""
+    has inverse depth 0), and recall / precision of the clustered instances (>= 20 px, IoU > 0.5)."""
     model.eval()
     device = next(model.parameters()).device
     cm = ConfusionMatrix(int(model.config.num_classes))
     off_sum, off_n, inv_sum, inv_n = 0.0, 0, 0.0, 0
+    matched, n_gt, n_pred = 0, 0, 0
     with torch.inference_mode():
         for lo in range(0, len(frames), batch_size):
             sl = slice(lo, min(lo + batch_size, len(frames)))
@@ -58,11 +61,17 @@ def evaluate_tasks(model: nn.Module, frames: SceneFrames, batch_size: int = 16) 
                 off_sum, off_n = off_sum + s, off_n + n
                 s, n = inverse_depth_error(inv[k], frames.inv_depth[i])
                 inv_sum, inv_n = inv_sum + s, inv_n + n
+                ids = cluster_instances(offsets[k], labels[k], THING_CLASSES)
+                m, g, p = instance_matches(ids, frames.instance[i])
+                matched, n_gt, n_pred = matched + m, n_gt + g, n_pred + p
     return {
         "miou_pct": 100.0 * cm.miou(),
         "pixel_accuracy_pct": 100.0 * cm.pixel_accuracy(),
         "instance_error_px": off_sum / max(off_n, 1),
         "inv_depth_error_per_m": inv_sum / max(inv_n, 1),
+        # Clustered instances (pipeline post-processing) vs ground truth, instances >= 20 px, IoU > 0.5.
+        "instance_recall_pct": 100.0 * matched / max(n_gt, 1),
+        "instance_precision_pct": 100.0 * matched / max(n_pred, 1),
         "per_class_iou_pct": [None if np.isnan(v) else round(100.0 * float(v), 2) for v in cm.iou()],
         "frames": len(frames),
     }
