@@ -110,3 +110,18 @@ def test_from_weights_uses_card_input_size(tmp_path) -> None:
     r = p(_image(50, 90))
     _check_contract(r, 50, 90, mc=True)
     assert r.probabilities.shape == (9, 24, 40)
+
+
+def test_shipped_weights_load_and_segment_a_held_out_frame() -> None:
+    """models/scene.safetensors: verified card, trained, and better than chance on a world it never saw."""
+    from scene_perception.data.scene_frames import render_scene_frames
+
+    p = ScenePipeline.from_weights(mc_samples=0)
+    assert p.trained and p.model_name == "scene" and p.input_size == (96, 192)
+    frames = render_scene_frames([7], 1, 96, 192)  # held-out seed (training uses >= 1000)
+    r = p(frames.images[0])
+    _check_contract(r, 96, 192, mc=False)
+    assert (r.labels == frames.semantic[0]).mean() > 0.8
+    road = frames.semantic[0] == 1
+    gt_depth = 1.0 / frames.inv_depth[0][road]
+    assert np.median(np.abs(r.depth[road] - gt_depth) / gt_depth) < 0.3

@@ -119,7 +119,7 @@ def evaluate_uncertainty(pipeline: Any, frames: SceneFrames, *, ood: Iterable[st
         correct.append((r.labels == frames.semantic[i]).ravel())
         gt_depth = np.where(frames.inv_depth[i] > 0, 1.0 / np.maximum(frames.inv_depth[i], 1e-12), np.inf)
         keep = np.isfinite(gt_depth) & np.isfinite(r.depth)
-        err_d.append(np.abs(r.depth - gt_depth)[keep])
+        err_d.append(np.abs(r.depth[keep] - gt_depth[keep]))
         var_a.append(r.depth_variance[keep])
         var_e.append(r.depth_epistemic[keep])
         err_inv.append(np.abs(r.inv_depth - frames.inv_depth[i])[keep])

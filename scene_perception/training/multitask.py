@@ -184,11 +184,12 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None) -> Path:
+def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, command: str | None = None
+                ) -> Path:
     """Train (or resume) and return the final ``.safetensors`` path (with model card).
 
     ``frames`` overrides the rendered training set (tests pass tiny ones); otherwise they are rendered
-    from ``config.train_seeds`` (or read from the cache).
+    from ``config.train_seeds`` (or read from the cache).  ``command`` (the CLI line) goes into the card.
     """
     config.validate()
     if config.num_threads > 0:
@@ -274,6 +275,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None) -> 
     final_path = out_dir / f"{config.final_name}.safetensors"
     training = {
         "config": asdict(config),
+        "command": command,
         "data": DATA_DESCRIPTION,
         "train_seeds": config.train_seeds,
         "frames": len(frames),
@@ -301,11 +303,12 @@ def build_parser(prog: str = "scene-perception train scene"):  # noqa: ANN201 - 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``scene-perception train scene ...`` delegates here); returns the exit code."""
-    ns = vars(build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = vars(build_parser().parse_args(args))
     logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        path = train_scene(SceneTrainConfig(**ns))
+        path = train_scene(SceneTrainConfig(**ns), command=" ".join(["scene-perception train scene", *args]))
     except (ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
