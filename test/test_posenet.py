@@ -324,3 +324,46 @@ def test_pose_errors_and_metrics():
     assert m["median_translation_m"] == pytest.approx(5.0) and m["inside_2sigma_pose"] == 1.0
     m = pose_metrics(t_pred, q, np.broadcast_to(np.eye(6) * 1e-4, (3, 6, 6)), t_gt, q_gt)
     assert m["inside_2sigma_translation"] == 0.0 and m["inside_2sigma_pose"] == 0.0
+
+
+def test_covariance_scale_is_fitted_per_axis_and_applied_by_the_pipeline():
+    from scene_perception.evaluation.pose import fit_covariance_scale
+
+    rng = np.random.default_rng(3)
+    sigma_pred = np.array([1.0, 0.1, 0.01, 0.02, 0.02, 0.05])
+    truth = np.array([0.5, 3.0, 1.0, 2.0, 1.0, 4.0])  # true std / predicted std per axis
+    errors = rng.normal(size=(20000, 6)) * sigma_pred * truth
+    covs = np.broadcast_to(np.diag(sigma_pred**2), (20000, 6, 6))
+    scale = fit_covariance_scale(errors, covs)
+    assert np.allclose(scale, truth, rtol=0.05)
+    calibrated = covs[:, :3, :3] * np.outer(scale, scale)[:3, :3]
+    assert abs(inside_fraction(errors[:, :3], calibrated) - TWO_SIGMA_MASS) < 0.02
+
+    model = _model(seed=5, dropout=0.3)
+    torch.manual_seed(0)
+    raw = PosePipeline(model, mc_samples=16)(_image()).covariance
+    s = (2.0, 1.0, 1.0, 1.0, 1.0, 3.0)
+    scaled_model = PoseNet(dataclasses.replace(model.config, covariance_scale=s)).eval()
+    scaled_model.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    scaled = PosePipeline(scaled_model, mc_samples=16)(_image()).covariance
+    assert np.allclose(scaled, raw * np.outer(s, s)) and np.array_equal(scaled, scaled.T)
+    with pytest.raises(ValueError):
+        PoseNetConfig(covariance_scale=(1.0, 1.0))
+
+
+def test_shipped_weights_load_and_their_card_records_a_held_out_drive_of_the_training_world():
+    from pathlib import Path
+
+    card_path = Path(__file__).resolve().parents[1] / "models" / "posenet.json"
+    model, info = load_pose_model()  # models/posenet.safetensors, sha256 verified against the card
+    card = json.loads(card_path.read_text())
+    assert info.trained and info.sha256 == card["sha256"] and info.weights_path.name == "posenet.safetensors"
+    assert list(model.config.covariance_scale) == card["config"]["covariance_scale"]
+    train, held = card["training"]["data"]["synth"], card["metrics"]["heldout"]["heldout_bag_synth"]
+    assert train["seed"] == held["seed"] and train["world_length"] == held["world_length"]  # same world
+    assert train["trajectory_seed"] != held["trajectory_seed"]  # another drive: never trained on
+    heldout = card["metrics"]["heldout"]
+    for key in ("median_translation_m", "median_rotation_deg", "inside_2sigma_translation"):
+        assert key in heldout["raw_mc_dropout"] and key in heldout["calibrated"]
+    assert card["training"]["command"].startswith("scene-perception train pose --bag")

@@ -27,6 +27,7 @@ __all__ = [
     "CHI2_2SIGMA_3DOF",
     "CHI2_2SIGMA_6DOF",
     "TWO_SIGMA_MASS",
+    "fit_covariance_scale",
     "format_metrics_table",
     "inside_fraction",
     "mahalanobis_sq",
@@ -76,6 +77,18 @@ def inside_fraction(errors: np.ndarray, covariances: np.ndarray) -> float:
     if d not in _THRESHOLDS:
         raise ValueError(f"thresholds are defined for 3 or 6 dimensions, got {d}")
     return float(np.mean(mahalanobis_sq(errors, covariances) <= _THRESHOLDS[d]))
+
+
+def fit_covariance_scale(errors: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """Per-axis std multipliers ``s`` (6,) such that, on *these* errors, each axis' 1-D 2-sigma interval
+    ``|e_i| <= 2 s_i sigma_i`` holds for 95.45 % of the frames: ``s_i = q_0.9545(|e_i| / sigma_i) / 2``.
+
+    Fit it on a validation drive, never on the frames it is then evaluated on.  Per axis because MC dropout
+    is not uniformly wrong: along-track position can be under-confident while lateral is over-confident.
+    """
+    sigma = np.sqrt(np.maximum(np.diagonal(np.asarray(covariances, np.float64), axis1=1, axis2=2), 1e-24))
+    z = np.abs(np.asarray(errors, np.float64)) / sigma
+    return np.maximum(np.quantile(z, TWO_SIGMA_MASS, axis=0) / 2.0, 1e-6)
 
 
 def pose_metrics(pred_position: np.ndarray, pred_quaternion: np.ndarray, covariance: np.ndarray | None,

@@ -40,6 +40,9 @@ class PoseNetConfig:
         hidden: width of the fully connected layer.
         dropout: probability of the dropout before the regressors (training and MC sampling).
         position_mean, position_scale: position = mean + scale * network output (metres).
+        covariance_scale: per-axis std multipliers (x, y, z, rotX, rotY, rotZ) applied to the MC-dropout
+            covariance (``cov * outer(s, s)``); 1 = raw MC dropout. Fitted on a validation drive by
+            ``benchmarks/pose_accuracy.py --calibration-bag`` (MC dropout alone is over-confident).
     """
 
     name: str = "posenet"
@@ -51,6 +54,7 @@ class PoseNetConfig:
     dropout: float = 0.3
     position_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     position_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    covariance_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.input_height < 16 or self.input_width < 16:
@@ -63,6 +67,8 @@ class PoseNetConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.position_mean) != 3 or len(self.position_scale) != 3 or min(self.position_scale) <= 0:
             raise ValueError("position_mean needs 3 values and position_scale 3 positive values")
+        if len(self.covariance_scale) != 6 or not min(self.covariance_scale) > 0:
+            raise ValueError(f"covariance_scale needs 6 positive values, got {self.covariance_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists) for model cards."""
@@ -78,7 +84,7 @@ class PoseNetConfig:
         for key in ("channels", "pool"):
             if key in kwargs:
                 kwargs[key] = tuple(int(c) for c in kwargs[key])
-        for key in ("position_mean", "position_scale"):
+        for key in ("position_mean", "position_scale", "covariance_scale"):
             if key in kwargs:
                 kwargs[key] = tuple(float(c) for c in kwargs[key])
         return cls(**kwargs)

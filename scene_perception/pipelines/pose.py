@@ -10,6 +10,8 @@ taking the mean orientation to ``q_i`` in the fixed (map) frame: the (x, y, z, r
 of geometry_msgs/PoseWithCovariance.  It measures the model's (epistemic) uncertainty only: with few
 training views near a place it grows, but an image the model is confidently wrong about gets a small one
 (``benchmarks/pose_accuracy.py`` measures how often the truth lies inside the predicted 2-sigma ellipse).
+A model card may carry per-axis ``covariance_scale`` factors fitted on a validation drive; they multiply
+the standard deviations (``cov * outer(s, s)``, still symmetric PSD).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class PosePipeline:
         self.model = model.to(self.device).eval()
         self.mc_samples = int(mc_samples)
         self.model_info: object | None = None  # ModelInfo when built by from_weights
+        #: Per-axis std multipliers from the model card (calibration); ones = raw MC-dropout spread.
+        self.covariance_scale = np.asarray(model.config.covariance_scale, np.float64)
         if self.mc_samples < 2:
             raise ValueError(f"mc_samples must be >= 2 (the covariance needs samples), got {mc_samples}")
 
@@ -108,5 +112,6 @@ class PosePipeline:
         x = self.preprocess(image)
         positions, quaternions = self.model.sample(x, self.mc_samples)
         mean_p, mean_q, cov = pose_covariance(positions.cpu().numpy(), quaternions.cpu().numpy())
+        cov = cov * np.outer(self.covariance_scale, self.covariance_scale)
         return PoseResult(position=mean_p, quaternion=mean_q, covariance=cov, mc_samples=self.mc_samples,
                           latency_ms=(time.perf_counter() - t0) * 1e3)
