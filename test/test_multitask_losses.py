@@ -111,3 +111,20 @@ def test_uncertainty_weighting_rejects_bad_setup() -> None:
         UncertaintyWeighting(["semantic", "depth"], "single", task="instance")
     with pytest.raises(KeyError):
         UncertaintyWeighting(["semantic", "depth"], "sum")({"semantic": torch.tensor(1.0)})
+
+
+def test_median_frequency_weights_and_weighted_ce() -> None:
+    from scene_perception.losses.multitask import median_frequency_weights
+
+    # f = (0.5, 0.1, 0.01) -> median 0.1 -> weights (0.2, 1, 10); an unseen class gets 0.
+    w = median_frequency_weights([50, 10, 1, 0], [100, 100, 100, 0])
+    assert w == pytest.approx([0.2, 1.0, 10.0, 0.0])
+    assert median_frequency_weights([50, 1], [100, 100], max_weight=5.0)[1] == 5.0
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 0, 0, 0] = 3.0  # pixel 0: confident class 0 (right); pixel 1: uniform scores, class 1
+    target = torch.tensor([[[0, 1]]])
+    nll = -torch.log_softmax(logits, 1)[0, :, 0, :]
+    per_px = torch.stack([nll[0, 0], nll[1, 1]])
+    weights = torch.tensor([1.0, 3.0])
+    got = sampled_logit_cross_entropy(logits, torch.zeros(1, 1, 1, 2), target, 0, class_weights=weights)
+    assert got.item() == pytest.approx(((per_px[0] + 3 * per_px[1]) / 4).item())

@@ -84,6 +84,15 @@ def test_single_task_trains_only_its_task(tmp_path, frames) -> None:
     final = train_scene(_config(tmp_path / "s", steps=2, weighting="single", task="depth"), frames)
     card = json.loads(final.with_suffix(".json").read_text())
     assert card["tasks"] == ["depth"] and card["training"]["task_weights"] == {"depth": 1.0}
+    assert card["training"]["class_weights"] is None
+
+
+def test_median_frequency_class_balance_is_recorded(tmp_path, frames) -> None:
+    final = train_scene(_config(tmp_path / "m", steps=2, class_balance="median_freq"), frames)
+    weights = json.loads(final.with_suffix(".json").read_text())["training"]["class_weights"]
+    assert len(weights) == 9
+    road, car = weights[1], weights[4]
+    assert 0 < road < car  # the frequent class is down-weighted relative to the rarer one
 
 
 def test_config_refuses_held_out_seeds_and_bad_fields(tmp_path) -> None:

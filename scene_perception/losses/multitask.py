@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,6 +36,7 @@ __all__ = [
     "UncertaintyWeighting",
     "heteroscedastic_nll",
     "masked_l1",
+    "median_frequency_weights",
     "sampled_logit_cross_entropy",
 ]
 
@@ -85,9 +87,26 @@ def heteroscedastic_nll(pred: Tensor, log_scale: Tensor, target: Tensor, mask: T
     return _masked_mean(nll, mask)
 
 
+def median_frequency_weights(pixel_counts: Sequence[float], image_counts: Sequence[float],
+                             max_weight: float = 10.0) -> list[float]:
+    """Median frequency balancing (Eigen & Fergus 2015, as in SegNet / Bayesian SegNet): ``w_c =
+    median(f) / f_c`` with ``f_c`` = pixels of class c / total pixels of the images where c occurs.
+
+    ``pixel_counts[c]`` is the number of class-c pixels, ``image_counts[c]`` the pixel total of the images
+    that contain c.  Classes never seen get weight 0 (they cannot be learned); weights are clipped to
+    ``max_weight`` so a handful of pixels cannot dominate a batch.
+    """
+    freqs = [p / i if p > 0 and i > 0 else 0.0 for p, i in zip(pixel_counts, image_counts, strict=True)]
+    seen = sorted(f for f in freqs if f > 0)
+    if not seen:
+        return [1.0] * len(freqs)
+    median = float(np.median(seen))
+    return [min(max_weight, median / f) if f > 0 else 0.0 for f in freqs]
+
+
 def sampled_logit_cross_entropy(logits: Tensor, log_var: Tensor, target: Tensor, samples: int = 10,
-                                mask: Tensor | None = None, generator: torch.Generator | None = None
-                                ) -> Tensor:
+                                mask: Tensor | None = None, generator: torch.Generator | None = None,
+                                class_weights: Tensor | None = None) -> Tensor:
     """``-log (1/T sum_t softmax(f + sigma eps_t)[y])``, eps ~ N(0, I) per pixel, class and sample.
 
     Args:
@@ -96,13 +115,14 @@ def sampled_logit_cross_entropy(logits: Tensor, log_var: Tensor, target: Tensor,
         target: (B, H, W) int64 class ids.
         samples: ``T``; ``T = 0`` gives the plain cross-entropy of ``f`` (no aleatoric term).
         mask: optional (B, H, W) bool pixels that count.
+        class_weights: optional (C,) per-class weights; the loss is then ``sum w_y nll / sum w_y``.
     """
     if samples < 0:
         raise ValueError(f"samples must be >= 0, got {samples}")
     tgt = target.clamp(0, logits.shape[1] - 1).unsqueeze(1)
     if samples == 0:
         nll = -torch.log_softmax(logits, 1).gather(1, tgt)[:, 0]
-        return _masked_mean(nll, mask)
+        return _weighted_mean(nll, tgt[:, 0], mask, class_weights)
     sigma = torch.exp(0.5 * log_var.clamp(*LOGIT_LOG_VAR_RANGE))
     shape = (samples, *logits.shape)
     eps = torch.randn(shape, generator=generator, device=logits.device, dtype=logits.dtype) if generator \
@@ -110,7 +130,16 @@ def sampled_logit_cross_entropy(logits: Tensor, log_var: Tensor, target: Tensor,
     x = logits.unsqueeze(0) + sigma.unsqueeze(0) * eps  # (T, B, C, H, W)
     log_p = torch.log_softmax(x, 2).gather(2, tgt.unsqueeze(0).expand(samples, -1, -1, -1, -1))[:, :, 0]
     log_mean_p = torch.logsumexp(log_p, 0) - math.log(samples)  # (B, H, W)
-    return _masked_mean(-log_mean_p, mask)
+    return _weighted_mean(-log_mean_p, tgt[:, 0], mask, class_weights)
+
+
+def _weighted_mean(nll: Tensor, target: Tensor, mask: Tensor | None, class_weights: Tensor | None) -> Tensor:
+    if class_weights is None:
+        return _masked_mean(nll, mask)
+    w = class_weights.to(nll.dtype)[target]
+    if mask is not None:
+        w = torch.where(mask, w, torch.zeros_like(w))
+    return (w * nll).sum() / w.sum().clamp_min(1e-12)
 
 
 class UncertaintyWeighting(nn.Module):

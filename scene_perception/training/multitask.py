@@ -41,6 +41,7 @@ from scene_perception.losses.multitask import (
     UncertaintyWeighting,
     heteroscedastic_nll,
     masked_l1,
+    median_frequency_weights,
     sampled_logit_cross_entropy,
 )
 from scene_perception.models.multitask import CONFIGS, TASKS, MultiTaskNet
@@ -88,6 +89,8 @@ class SceneTrainConfig:
     weight_decay: float = field(default=1e-5, metadata={"help": "Adam L2 weight decay (not on task sigmas)"})
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0 disables)"})
     logit_samples: int = field(default=10, metadata={"help": "T of the sampled-logit cross-entropy"})
+    class_balance: str = field(default="none", metadata={
+        "help": "none | median_freq (median-frequency balanced semantic loss, from the training set)"})
     nll_weight: float = field(default=0.1, metadata={"help": "weight of the offset / inverse-depth NLLs"})
     flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
     seed: int = field(default=0, metadata={"help": "seed of the init, the batches and the noise"})
@@ -109,6 +112,8 @@ class SceneTrainConfig:
             raise ValueError(f"--weighting single needs --task one of {TASKS}, got {self.task!r}")
         if self.weighting != "single" and self.task is not None:
             raise ValueError("--task only applies to --weighting single")
+        if self.class_balance not in ("none", "median_freq"):
+            raise ValueError(f"class_balance must be none or median_freq, got {self.class_balance!r}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
         for name in ("steps", "batch_size", "height", "width", "frames_per_seed", "checkpoint_every",
@@ -158,14 +163,27 @@ def make_batch(frames: SceneFrames, indices: Sequence[int], flips: Sequence[bool
     }
 
 
-def scene_losses(out: Any, batch: dict[str, Tensor], tasks: Sequence[str], logit_samples: int
-                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def class_weights(frames: SceneFrames, num_classes: int) -> list[float]:
+    """Median-frequency class weights of the training frames' semantic labels."""
+    pixels = np.zeros(num_classes)
+    image_pixels = np.zeros(num_classes)
+    per_image = frames.semantic[0].size
+    for sem in frames.semantic:
+        counts = np.bincount(sem.ravel(), minlength=num_classes)[:num_classes]
+        pixels += counts
+        image_pixels += (counts > 0) * per_image
+    return median_frequency_weights(pixels.tolist(), image_pixels.tolist())
+
+
+def scene_losses(out: Any, batch: dict[str, Tensor], tasks: Sequence[str], logit_samples: int,
+                 weights: Tensor | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(task losses fed to the weighting, aleatoric NLLs of the regression heads) for the active tasks."""
     task_losses: dict[str, Tensor] = {}
     nlls: dict[str, Tensor] = {}
     if "semantic" in tasks:
         task_losses["semantic"] = sampled_logit_cross_entropy(
-            out.semantic_logits, out.semantic_log_var, batch["semantic"], samples=logit_samples)
+            out.semantic_logits, out.semantic_log_var, batch["semantic"], samples=logit_samples,
+            class_weights=weights)
     if "instance" in tasks:
         mask = batch["instance_mask"]
         task_losses["instance"] = masked_l1(out.offsets, batch["offsets"], mask)
@@ -218,14 +236,19 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     latest = find_latest_checkpoint(out_dir)
     if latest is not None:
         saved = read_state(latest).get("config", {})
-        for key in ("model", "weighting", "task", "height", "width"):
-            if saved.get(key) != getattr(config, key):
+        for key in ("model", "weighting", "task", "height", "width", "class_balance"):
+            if saved.get(key, "none" if key == "class_balance" else None) != getattr(config, key):
                 raise ValueError(f"checkpoint {latest} was trained with {key}={saved.get(key)!r} but this "
                                  f"run asks for {getattr(config, key)!r}; use another out_dir")
         state = load_checkpoint(latest, both, optimizer, device)
         start, recent = int(state["step"]), [dict(r) for r in state.get("recent", [])]
         _LOG.info("resuming from %s at step %d", latest, start)
     start = min(start, config.steps)
+    sem_weights = None
+    if config.class_balance == "median_freq":
+        cw = class_weights(frames, model.num_classes)
+        sem_weights = torch.tensor(cw, dtype=torch.float32, device=device)
+        _LOG.info("median-frequency class weights: %s", ", ".join(f"{w:.2f}" for w in cw))
 
     from tqdm import tqdm
 
@@ -246,7 +269,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
             group["lr"] = lr
 
         out = model(batch["image"])
-        task_losses, nlls = scene_losses(out, batch, config.tasks, config.logit_samples)
+        task_losses, nlls = scene_losses(out, batch, config.tasks, config.logit_samples, sem_weights)
         loss = weighting(task_losses)
         if nlls:
             loss = loss + config.nll_weight * sum(nlls.values())
@@ -285,6 +308,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
         "task_sigmas": weighting.sigmas(),
         "task_weights": weighting.weights(),
         "task_kinds": {t: TASK_KINDS[t] for t in config.tasks},
+        "class_weights": None if sem_weights is None else [round(float(w), 4) for w in sem_weights],
     }
     card = {"name": config.final_name, "trained": True, "input_size": [config.height, config.width],
             "tasks": list(config.tasks), "training": training,
