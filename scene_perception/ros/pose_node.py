@@ -1,8 +1,9 @@
 """Camera pose lifecycle node: one camera image in; PoseNet pose with MC-dropout covariance out (+ TF).
 
 A thin adapter around :class:`~scene_perception.pipelines.pose.PosePipeline` (PoseNet, Kendall & Cipolla,
-trained with the geometric reprojection loss; covariance from Monte-Carlo dropout): ROS message -> numpy
--> pipeline -> ROS message.  The benchmark (``benchmarks/pose_accuracy.py``) runs the same pipeline.
+trained with learned homoscedastic weighting or the geometric reprojection loss; covariance from
+Monte-Carlo dropout): ROS message -> numpy -> pipeline -> ROS message.  The benchmark
+(``benchmarks/pose_accuracy.py``) runs the same pipeline.
 
 Topics (relative, remap as usual):
   in:  left/image_rect (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8, mono16, 8UC1, 8UC3)
