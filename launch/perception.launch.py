@@ -7,7 +7,8 @@
 depth uncertainty, the left image, and the scene node's semantic overlay and semantic uncertainty) in the
 same namespace and with the same remaps, so its relative topics find the nodes'. The ``scene`` node starts
 when the parameters file has a ``scene`` section (``config/perception.yaml`` has a commented one); the
-``left_image`` remap applies to it too.
+``left_image`` remap applies to it too. Likewise the ``pose`` node (PoseNet, ``pose`` topic and TF
+``map`` -> camera) with a ``pose`` section.
 
 The pip environment has no ``launch``; there, ``scene-perception run --config config/perception.yaml``
 starts the same nodes with the same parameters file.
@@ -24,7 +25,12 @@ from launch_ros.actions import LifecycleNode, Node
 from launch import LaunchDescription
 
 #: Node sections a parameters file may have -> their executables (as ``scene-perception run`` knows them).
-EXECUTABLES = {"stereo_depth": "stereo_depth_node", "sgbm_depth": "sgbm_depth_node", "scene": "scene_node"}
+EXECUTABLES = {
+    "stereo_depth": "stereo_depth_node",
+    "sgbm_depth": "sgbm_depth_node",
+    "scene": "scene_node",
+    "pose": "pose_node",
+}
 
 
 def _configured_nodes(config: str) -> list[str]:
