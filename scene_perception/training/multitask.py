@@ -86,6 +86,8 @@ class SceneTrainConfig:
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate"})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine | step | constant"})
     warmup_steps: int = field(default=50, metadata={"help": "linear learning-rate warm-up steps"})
+    log_var_lr_scale: float = field(default=25.0, metadata={
+        "help": "learning-rate multiplier of the learned task log-variances (they must travel ~4 units)"})
     weight_decay: float = field(default=1e-5, metadata={"help": "Adam L2 weight decay (not on task sigmas)"})
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0 disables)"})
     logit_samples: int = field(default=10, metadata={"help": "T of the sampled-logit cross-entropy"})
@@ -112,6 +114,8 @@ class SceneTrainConfig:
             raise ValueError(f"--weighting single needs --task one of {TASKS}, got {self.task!r}")
         if self.weighting != "single" and self.task is not None:
             raise ValueError("--task only applies to --weighting single")
+        if self.log_var_lr_scale <= 0:
+            raise ValueError(f"log_var_lr_scale must be > 0, got {self.log_var_lr_scale}")
         if self.class_balance not in ("none", "median_freq"):
             raise ValueError(f"class_balance must be none or median_freq, got {self.class_balance!r}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
@@ -229,7 +233,10 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     both = nn.ModuleDict({"model": model, "weighting": weighting})  # checkpointed together
     optimizer = torch.optim.Adam([
         {"params": list(model.parameters()), "weight_decay": config.weight_decay},
-        {"params": [weighting.log_vars], "weight_decay": 0.0},
+        # The task log-variances start at 0 and their optimum is log(task loss), e.g. about -4 for the
+        # inverse-depth L1 (~0.02 /m): at the network's learning rate Adam moves them ~lr per step, far
+        # too slowly for a short run, so they get their own (larger) rate.
+        {"params": [weighting.log_vars], "weight_decay": 0.0, "lr_scale": config.log_var_lr_scale},
     ], lr=config.lr)
 
     start, recent = 0, []
@@ -266,7 +273,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
         batch = make_batch(frames, idx.tolist(), flips.tolist(), device)
         lr = schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
         out = model(batch["image"])
         task_losses, nlls = scene_losses(out, batch, config.tasks, config.logit_samples, sem_weights)
