@@ -8,7 +8,7 @@ inverse depth 0); and, beyond the paper, recall / precision of the clustered ins
 single-task rows report only their task.
 
     # train all five variants (same budget each), then score them:
-    python benchmarks/multitask_table.py --train --steps 700 --out-dir runs/table
+    python benchmarks/multitask_table.py --train --steps 400 --out-dir runs/table
     # or score checkpoints trained before (e.g. by `scene-perception train scene`):
     python benchmarks/multitask_table.py --weights learned=runs/table/learned/scene.safetensors ...
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", nargs="*", default=[], help="NAME=PATH.safetensors (names: "
                         + ", ".join(r[0] for r in ROWS) + ")")
     parser.add_argument("--out-dir", default="runs/multitask_table", help="where --train puts the variants")
-    parser.add_argument("--steps", type=int, default=700, help="training steps per variant (--train)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps per variant (--train)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--heldout-seeds", default="1:21", help="world seeds of the held-out set (< 100)")
     parser.add_argument("--frames-per-seed", type=int, default=10)
