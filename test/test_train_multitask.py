@@ -111,5 +111,5 @@ def test_cli_train_scene_renders_caches_and_writes_weights(tmp_path) -> None:
                    "--cache-dir", str(cache), "--out-dir", str(out), "--no-progress", "--logit-samples", "2"])
     assert rc == 0
     assert (out / "scene.safetensors").is_file() and (out / "scene.json").is_file()
-    assert len(list(cache.glob("world_1000-1000_*.npz"))) == 1
+    assert len(list(cache.glob("world_1000-1000_*.safetensors"))) == 1
     assert cli_main(["train", "scene", "--train-seeds", "1:5", "--out-dir", str(out)]) == 2

@@ -4,7 +4,7 @@
 
 * Data: frames rendered by :mod:`scene_perception.data.world` from the *training* world seeds (1000 and
   up by default; the benchmarks hold out seeds 1..99 and the config refuses training seeds below 100),
-  cached once as .npz (:mod:`scene_perception.data.scene_frames`).
+  cached once as safetensors (:mod:`scene_perception.data.scene_frames`).
 * Batches: step ``k`` draws its frames and flips from an RNG seeded by ``(seed, k)``, and re-seeds torch
   (dropout, logit noise) the same way, so a run resumed from a checkpoint follows the same trajectory
   without any data-loader state.
@@ -82,7 +82,7 @@ class SceneTrainConfig:
     spacing_m: float = field(default=6.0, metadata={"help": "metres driven between rendered frames"})
     nuisance: bool = field(default=True, metadata={"help": "gain/bias/noise on the rendered images"})
     texture_dir: str | None = field(default=None, metadata={"help": "photo textures for the world"})
-    cache_dir: str = field(default="runs/scene_data", metadata={"help": "rendered-frame cache (.npz)"})
+    cache_dir: str = field(default="runs/scene_data", metadata={"help": "rendered-frame cache (safetensors)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate"})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine | step | constant"})
     warmup_steps: int = field(default=50, metadata={"help": "linear learning-rate warm-up steps"})
