@@ -149,7 +149,9 @@ class ScenePipeline:
 
         img = image_rgb if (h, w) == (nh, nw) else cv2.resize(
             np.ascontiguousarray(image_rgb), (nw, nh), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        # torch.from_numpy refuses (warns on) read-only buffers, e.g. frames decoded from a bag: copy those.
+        arr = img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C")
+        x = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         with torch.inference_mode():
             if n_mc > 0:
                 with mc_dropout(self.model):
