@@ -23,25 +23,21 @@ from collections import Counter
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.ros import params as P
-from scene_perception.ros.diagnostics import Health, diagnostic_array
 from scene_perception.ros.image_input import (
     INPUT_ENCODINGS,
     InputRejected,
-    StampGuard,
     check_image,
     decode_rgb,
     publish_counted,
 )
 from scene_perception.ros.messages import make_depth_image, make_disparity_image, make_point_cloud
+from scene_perception.ros.node_base import PerceptionNodeBase
 from scene_perception.ros.qos import qos_from_name
 from scene_perception.ros.sync import (
     ApproximateTimeSynchronizer,
@@ -77,7 +73,7 @@ class DepthOutputs(Protocol):
     inference_ms: float
 
 
-class StereoNodeBase(LifecycleNode):
+class StereoNodeBase(PerceptionNodeBase):
     """Lifecycle node skeleton: synchronized, validated stereo in; disparity/depth/points out; health.
 
     Subclasses set ``PARAM_SPECS`` (a tuple from :mod:`scene_perception.ros.params`, which must include the
@@ -88,14 +84,11 @@ class StereoNodeBase(LifecycleNode):
 
     PARAM_SPECS: ClassVar[tuple[P.ParamSpec, ...]]
     OUTPUTS: ClassVar[dict[str, tuple[type, str]]] = BASE_OUTPUTS
-    #: Human description used in the DiagnosticStatus name (``<node>: <DESCRIPTION>``).
     DESCRIPTION: ClassVar[str] = "stereo depth"
+    STAMPED_INPUT: ClassVar[str] = "stereo set"
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self.params = P.declare(self, self.PARAM_SPECS)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.health = Health(self.get_logger().warning, self.params["log_throttle_seconds"])
         self._max_disparity = 0.0
         self._pubs: dict[str, Any] = {}
         self._subs: list[Subscriber] = []
@@ -103,10 +96,6 @@ class StereoNodeBase(LifecycleNode):
         self._topic_counts: Counter[str] = Counter()
         self._last_check_counts: Counter[str] = Counter()
         self._last_check_sets = 0
-        self._stamps = StampGuard("stereo set")
-        self.invalid_inputs = 0
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
         self._check_timer = self.create_timer(self.params["input_check_period"], self._check_inputs)
 
     @property
@@ -137,23 +126,9 @@ class StereoNodeBase(LifecycleNode):
         """What computes the disparity, for the ``backend`` diagnostic key."""
         raise NotImplementedError
 
-    def _on_parameter_changed(self, change: Parameter) -> None:
-        """Hook for live parameters a subclass applies itself (called after ``self.params`` is updated)."""
-
     def _diagnostic_extra(self) -> tuple[dict[str, str], Any, str]:
         """Extra key/values, a forced level (or None) and its message for the DiagnosticStatus."""
         return {}, None, ""
-
-    # ------------------------------------------------------------------ parameters
-    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
-        result = P.validate(self.PARAM_SPECS, changes)
-        if result.successful:
-            for change in changes:
-                self.params[change.name] = change.value
-                if change.name == "log_throttle_seconds":
-                    self.health.throttle_seconds = float(change.value)
-                self._on_parameter_changed(change)
-        return result
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -189,10 +164,6 @@ class StereoNodeBase(LifecycleNode):
         )
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._destroy_subscriptions()
-        return super().on_deactivate(state)
-
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_subscriptions()
         for pub in self._pubs.values():
@@ -200,9 +171,6 @@ class StereoNodeBase(LifecycleNode):
         self._pubs = {}
         self._release_backend()
         return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        return self.on_cleanup(state)
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._subs:
@@ -256,11 +224,6 @@ class StereoNodeBase(LifecycleNode):
             # One counter per reason (nonfinite, bad_focal, no_baseline, ...): see CAMERA_ERROR_KINDS.
             raise InputRejected("camera_info_" + exc.kind, str(exc)) from exc
         return left, right, camera
-
-    def _reject(self, kind: str, message: str) -> None:
-        """Drop a stereo set: count it as invalid input and under its own problem kind."""
-        self.invalid_inputs += 1
-        self.health.problem(kind, message)
 
     def _on_stereo(
         self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
@@ -358,7 +321,4 @@ class StereoNodeBase(LifecycleNode):
         extra, level, message = self._diagnostic_extra()
         state = "configured" if self._ready() else "unconfigured"
         values = {"state": state + (" (subscribed)" if self._subs else ""), **self._summary(), **extra}
-        status = self.health.status(
-            f"{self.get_name()}: {self.DESCRIPTION}", self.get_fully_qualified_name(), values, level, message
-        )
-        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+        self._publish_status(values, level, message)
