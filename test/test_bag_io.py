@@ -30,8 +30,6 @@ from scene_perception.data.bag_io import (
     BagReadError,
     StereoBagTopics,
     _frame_messages,
-    _matrix_to_quaternion,
-    _quaternion_to_matrix,
     decode_image,
     iter_messages,
     read_stereo_bag,
@@ -40,6 +38,7 @@ from scene_perception.data.bag_io import (
 )
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.synth import synth_main
+from scene_perception.geometry.rotations import matrix_to_quaternion, quaternion_to_matrix
 from scene_perception.geometry.stereo_camera import StereoCamera
 
 W, H = 128, 64
@@ -388,6 +387,6 @@ def test_quaternion_round_trip_all_branches() -> None:
         q, _r = np.linalg.qr(rng.normal(size=(3, 3)))
         mats.append(q * np.sign(np.linalg.det(q)))
     for m in mats:
-        q = _matrix_to_quaternion(m)
+        q = matrix_to_quaternion(m)  # what write_stereo_bag stores; read_stereo_bag inverts it
         assert q[3] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
-        np.testing.assert_allclose(_quaternion_to_matrix(*q), m, atol=1e-12)
+        np.testing.assert_allclose(quaternion_to_matrix(q), m, atol=1e-12)

@@ -27,7 +27,6 @@ readers can group by stamp.  The CameraInfo pair follows the rectified-stereo co
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlu
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from scene_perception.geometry.rotations import matrix_to_quaternion, quaternion_to_matrix
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 
 __all__ = [
@@ -218,45 +218,12 @@ def _camera_info_msgs(store: Typestore, camera: StereoCamera, stamp_ns: int,
     return out[0], out[1]
 
 
-def _matrix_to_quaternion(rot: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation matrix (Shepperd's method: branch on the largest term for stability)."""
-    m = np.asarray(rot, dtype=np.float64)
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * math.sqrt(1.0 + tr)
-        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s)
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = (0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s)
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = ((m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s)
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = ((m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s)
-    n = math.sqrt(sum(v * v for v in q))
-    x, y, z, w = (v / n for v in q)
-    return (x, y, z, w) if w >= 0 else (-x, -y, -z, -w)
-
-
-def _quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    if not n > 0:
-        raise ValueError("zero-length orientation quaternion")
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def _pose_msg(store: Typestore, pose: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
     t = store.types
     m = np.asarray(pose, dtype=np.float64)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
         raise ValueError(f"pose must be a finite 4x4 matrix, got shape {m.shape}")
-    qx, qy, qz, qw = _matrix_to_quaternion(m[:3, :3])
+    qx, qy, qz, qw = (float(v) for v in matrix_to_quaternion(m[:3, :3]))
     return t[_POSE](header=_header(store, stamp_ns, frame_id), pose=t["geometry_msgs/msg/Pose"](
         position=t["geometry_msgs/msg/Point"](x=float(m[0, 3]), y=float(m[1, 3]), z=float(m[2, 3])),
         orientation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
@@ -485,8 +452,11 @@ def _to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
 
 def _pose_matrix(msg: Any) -> np.ndarray:
     p, q = msg.pose.position, msg.pose.orientation
+    xyzw = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
+    if not np.linalg.norm(xyzw) > 0:
+        raise ValueError("zero-length orientation quaternion")
     m = np.eye(4)
-    m[:3, :3] = _quaternion_to_matrix(q.x, q.y, q.z, q.w)
+    m[:3, :3] = quaternion_to_matrix(xyzw)
     m[:3, 3] = (p.x, p.y, p.z)
     return m
 
