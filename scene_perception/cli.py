@@ -203,6 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not (bag / "metadata.yaml").is_file():
         raise SystemExit(f"error: {bag} is not a rosbag2 directory (no metadata.yaml)")
     scene = False if args.no_scene else None  # None: run the scene node when the bag has semantic GT
+    pose = False if args.no_pose else None  # None: run the pose node when the bag has GT poses + a model
     return evaluate_bag(
         bag,
         Path(args.out),
@@ -211,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend=args.backend,
         scene=scene,
         scene_weights=args.scene_weights,
+        pose=pose,
+        pose_weights=args.pose_weights,
     )
 
 
@@ -315,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         "node runs, and mIoU is reported, when the bag has /gt/semantic",
     )
     p.add_argument("--no-scene", action="store_true", help="do not run the scene node (stereo metrics only)")
+    p.add_argument(
+        "--pose-weights",
+        default=None,
+        help="PoseNet weights for the pose node (default: shipped models/posenet.safetensors); the pose node "
+        "runs, and pose errors are reported, when the bag has /gt/pose and the weights load",
+    )
+    p.add_argument("--no-pose", action="store_true", help="do not run the pose node")
 
     p = sub.add_parser(
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False

@@ -1,5 +1,6 @@
-"""Markdown reports with figures for bag evaluations (``scene-perception eval`` and the demo): stereo, and
-the scene node's semantics when the bag has semantic ground truth."""
+"""Markdown reports with figures for bag evaluations (``scene-perception eval`` and the demo): stereo, the
+scene node's semantics (plus calibration and instance scores) when the bag has semantic ground truth, and the
+pose node's errors and covariance calibration when it has ground-truth poses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from scene_perception.evaluation.figures import stereo_figure
-from scene_perception.evaluation.scene_bag_eval import SceneEvaluation
+from scene_perception.evaluation.pose import CHI2_2SIGMA_3DOF, CHI2_2SIGMA_6DOF, TWO_SIGMA_MASS, pose_errors
+from scene_perception.evaluation.pose_bag_eval import PoseEvaluation
+from scene_perception.evaluation.scene_bag_eval import SceneEvaluation, SceneOfflineEvaluation
 from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation
 from scene_perception.evaluation.uncertainty import sparsification
 
@@ -65,8 +68,11 @@ def semantic_figure(path: Path, left: np.ndarray, gt: np.ndarray, pred: np.ndarr
     return path
 
 
-def scene_section(out_dir: Path, ev: SceneEvaluation, label: str) -> tuple[list[str], list[str]]:
-    """Markdown lines for the semantic results and the figures written for them (``semantic.png``)."""
+def scene_section(
+    out_dir: Path, ev: SceneEvaluation, label: str, offline: SceneOfflineEvaluation | None = None
+) -> tuple[list[str], list[str]]:
+    """Markdown lines for the semantic results and the figures written for them (``semantic.png``);
+    ``offline`` adds the pipeline's calibration (ECE) and instance scores."""
     figures: list[str] = []
     if ev.last:
         semantic_figure(
@@ -84,6 +90,7 @@ def scene_section(out_dir: Path, ev: SceneEvaluation, label: str) -> tuple[list[
         f"- scored: {label}; {len(ev.frames)} frames, {len(ev.missing_stamps)} without output",
         f"- mIoU {_fmt(ev.miou * 100, 1)} % (pooled confusion matrix, classes present in the GT), "
         f"pixel accuracy {_fmt(ev.pixel_accuracy * 100, 1)} %",
+        *(offline_lines(offline) if offline is not None else []),
         "",
         "| " + " | ".join(iou) + " |",
         "|" + "---|" * len(iou),
@@ -97,6 +104,49 @@ def scene_section(out_dir: Path, ev: SceneEvaluation, label: str) -> tuple[list[
             f"| {i} | {fr.stamp_ns} | {_fmt(fr.miou * 100, 1)} | {_fmt(fr.pixel_accuracy * 100, 1)} |"
         )
     return lines + [""], figures
+
+
+def offline_lines(o: SceneOfflineEvaluation) -> list[str]:
+    """Bullets for the scores only the pipeline can give (the node publishes no probabilities/offsets)."""
+    return [
+        f"- calibration (the same ScenePipeline offline on the bag's left images, mc_samples {o.mc_samples}, "
+        f"{o.frames} frames): ECE {_fmt(o.ece, 4)}, MCE {_fmt(o.mce, 4)} ({o.ece_bins} bins, max class "
+        f"probability vs label correct, all pixels; mean confidence {_fmt(o.mean_confidence * 100, 1)} %, "
+        f"accuracy {_fmt(o.accuracy * 100, 1)} %)",
+        f"- instances (same pipeline): offset error {_fmt(o.instance_error_px)} px (mean over "
+        f"{o.instance_pixels} GT instance pixels); clustered instances >= 20 px, IoU > 0.5: recall "
+        f"{_fmt(o.instance_recall * 100, 1)} %, precision {_fmt(o.instance_precision * 100, 1)} % "
+        f"({o.instances_matched} of {o.instances_gt} GT matched, {o.instances_pred} predicted)",
+    ]
+
+
+def pose_section(ev: PoseEvaluation, label: str, warning: str = "") -> list[str]:
+    """Markdown lines for the pose node: median errors and the 2-sigma calibration fractions."""
+    lines = ["## Camera pose (pose node)", ""]
+    if warning:
+        lines += [f"**WARNING: {warning}.**", ""]
+    lines.append(f"- scored: {label}; {len(ev.stamps_ns)} frames, {len(ev.missing_stamps)} without output")
+    m = ev.metrics
+    if not m:
+        return lines + [""]
+    t_err, r_err, _ = pose_errors(ev.pred_position, ev.pred_quaternion, ev.gt_position, ev.gt_quaternion)
+    lines += [
+        f"- median translation error {_fmt(m['median_translation_m'], 3)} m, median rotation error "
+        f"{_fmt(m['median_rotation_deg'], 3)} deg (mean {_fmt(m['mean_translation_m'], 3)} m, "
+        f"{_fmt(m['mean_rotation_deg'], 3)} deg)",
+        f"- inside the predicted 2-sigma ellipsoid (squared Mahalanobis <= {CHI2_2SIGMA_3DOF:.3f} for 3 DoF, "
+        f"{CHI2_2SIGMA_6DOF:.3f} for 6; calibrated = {TWO_SIGMA_MASS:.3f}): translation "
+        f"{_fmt(m['inside_2sigma_translation'], 3)}, rotation {_fmt(m['inside_2sigma_rotation'], 3)}, "
+        f"6-DoF pose {_fmt(m['inside_2sigma_pose'], 3)}",
+        f"- median predicted std: {_fmt(m['median_predicted_std_translation_m'], 3)} m, "
+        f"{_fmt(m['median_predicted_std_rotation_deg'], 3)} deg",
+        "",
+        "| frame | stamp ns | t err m | R err deg |",
+        "|---|---|---|---|",
+    ]
+    for i, (stamp, t, r) in enumerate(zip(ev.stamps_ns, t_err, r_err, strict=True)):
+        lines.append(f"| {i} | {stamp} | {_fmt(float(t), 3)} | {_fmt(float(r), 3)} |")
+    return lines + [""]
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -113,9 +163,14 @@ def write_stereo_report(
     out_bag: Path,
     scene: SceneEvaluation | None = None,
     scene_label: str = "",
+    scene_offline: SceneOfflineEvaluation | None = None,
+    pose: PoseEvaluation | None = None,
+    pose_label: str = "",
+    pose_warning: str = "",
 ) -> Path:
     """Write ``report.md``, ``stereo.png`` (last frame) and ``sparsification.png`` into ``out_dir``; with
-    ``scene``, also a semantics section and ``semantic.png``."""
+    ``scene``, also a semantics section (ECE / instances from ``scene_offline``) and ``semantic.png``; with
+    ``pose``, a camera pose section."""
     out_dir.mkdir(parents=True, exist_ok=True)
     last = ev.last
     f = ev.frames[-1].disparity
@@ -176,9 +231,11 @@ def write_stereo_report(
         )
     lines.append("")
     if scene is not None:
-        scene_lines, scene_figures = scene_section(out_dir, scene, scene_label)
+        scene_lines, scene_figures = scene_section(out_dir, scene, scene_label, scene_offline)
         lines += scene_lines
         figures += scene_figures
+    if pose is not None:
+        lines += pose_section(pose, pose_label, pose_warning)
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
