@@ -1,6 +1,6 @@
-"""Resumable-training plumbing shared by the training loops (stereo, multi-task): safetensors checkpoints,
-optimizer state without pickles, a step-only learning-rate schedule, warm starts, and a CLI parser
-generated from a config dataclass.
+"""Resumable-training plumbing shared by the training loops (stereo, multi-task, pose): safetensors
+checkpoints, optimizer state without pickles, the resume-config check, a step-only learning-rate schedule,
+warm starts, device choice, and a CLI parser (with logging setup) generated from a config dataclass.
 
 Checkpoint layout (``<out_dir>/checkpoints/``): ``step_XXXXXXXX.safetensors`` (module state),
 ``step_XXXXXXXX.optim.safetensors`` (optimizer tensors) and ``step_XXXXXXXX.state.json`` (step, run config,
@@ -19,7 +19,7 @@ import math
 import os
 import time
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,19 @@ from torch import Tensor, nn
 __all__ = [
     "CKPT_DIR",
     "atomic_save_tensors",
+    "check_resume_config",
     "checkpoint_paths",
     "dataclass_parser",
     "find_latest_checkpoint",
     "load_checkpoint",
     "optimizer_tensors",
+    "parse_cli",
     "read_state",
     "restore_optimizer",
     "save_checkpoint",
     "schedule_lr",
     "step_of",
+    "train_device",
     "warm_start",
 ]
 
@@ -164,6 +167,27 @@ def load_checkpoint(state_path: str | Path, model: nn.Module, optimizer: torch.o
     return state
 
 
+def check_resume_config(state_path: str | Path, config: Any, keys: Sequence[str],
+                        defaults: Mapping[str, Any] | None = None) -> None:
+    """Refuse to resume a checkpoint whose run config differs from ``config`` in one of ``keys``.
+
+    Resuming with another model, data or loss would silently continue a different run in the same out_dir.
+    ``defaults`` stands in for keys that older checkpoints did not record.
+    """
+    saved = read_state(state_path).get("config", {})
+    for key in keys:
+        if saved.get(key, (defaults or {}).get(key)) != getattr(config, key):
+            raise ValueError(f"checkpoint {state_path} was trained with {key}={saved.get(key)!r} but this "
+                             f"run asks for {getattr(config, key)!r}; use another out_dir")
+
+
+def train_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as torch names it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def warm_start(model: nn.Module, path: Path, log: bool = True) -> list[str]:
     """Copy every tensor of ``path`` whose name and shape match ``model`` (safetensors: no pickle); return
     the names that kept their init."""
@@ -182,9 +206,12 @@ def warm_start(model: nn.Module, path: Path, log: bool = True) -> list[str]:
     return fresh
 
 
-def dataclass_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+def dataclass_parser(cls: type, prog: str, description: str,
+                     choices: Mapping[str, Sequence[str]] | None = None,
+                     required: Sequence[str] = ()) -> argparse.ArgumentParser:
     """Argument parser generated from a config dataclass (``help`` from field metadata), so a CLI cannot
-    drift from its config; bools become ``--flag/--no-flag``."""
+    drift from its config; bools become ``--flag/--no-flag``, fields in ``choices`` get a fixed set of
+    values, fields in ``required`` must be given. Ends with ``--log-level`` (see :func:`parse_cli`)."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
@@ -197,6 +224,18 @@ def dataclass_parser(cls: type, prog: str, description: str) -> argparse.Argumen
         if base is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_text)
+        elif choices and f.name in choices:
+            parser.add_argument(flag, dest=f.name, choices=choices[f.name], default=f.default, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=help_text)
+            parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=help_text,
+                                required=f.name in required)
+    parser.add_argument("--log-level", default="INFO", help="python logging level")
     return parser
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
+    """Parse ``argv``, set up logging from ``--log-level`` and return the remaining config fields."""
+    ns = vars(parser.parse_args(list(argv)))
+    logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
+                        format="%(levelname)s %(name)s: %(message)s")
+    return ns

@@ -48,12 +48,14 @@ from scene_perception.models.multitask import CONFIGS, TASKS, MultiTaskNet
 from scene_perception.models.weights import save_scene_model
 from scene_perception.pipelines.instances import centroid_offsets
 from scene_perception.training.checkpoints import (
+    check_resume_config,
     dataclass_parser,
     find_latest_checkpoint,
     load_checkpoint,
-    read_state,
+    parse_cli,
     save_checkpoint,
     schedule_lr,
+    train_device,
 )
 
 __all__ = ["HELDOUT_SEED_LIMIT", "SceneTrainConfig", "make_batch", "main", "scene_losses", "train_scene"]
@@ -200,12 +202,6 @@ def scene_losses(out: Any, batch: dict[str, Tensor], tasks: Sequence[str], logit
     return task_losses, nlls
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, command: str | None = None
                 ) -> Path:
     """Train (or resume) and return the final ``.safetensors`` path (with model card).
@@ -216,7 +212,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     config.validate()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    device = _device(config.device)
+    device = train_device(config.device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if frames is None:
@@ -242,11 +238,8 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     start, recent = 0, []
     latest = find_latest_checkpoint(out_dir)
     if latest is not None:
-        saved = read_state(latest).get("config", {})
-        for key in ("model", "weighting", "task", "height", "width", "class_balance"):
-            if saved.get(key, "none" if key == "class_balance" else None) != getattr(config, key):
-                raise ValueError(f"checkpoint {latest} was trained with {key}={saved.get(key)!r} but this "
-                                 f"run asks for {getattr(config, key)!r}; use another out_dir")
+        keys = ("model", "weighting", "task", "height", "width", "class_balance")
+        check_resume_config(latest, config, keys, defaults={"class_balance": "none"})
         state = load_checkpoint(latest, both, optimizer, device)
         start, recent = int(state["step"]), [dict(r) for r in state.get("recent", [])]
         _LOG.info("resuming from %s at step %d", latest, start)
@@ -327,17 +320,13 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
 
 
 def build_parser(prog: str = "scene-perception train scene"):  # noqa: ANN201 - argparse.ArgumentParser
-    parser = dataclass_parser(SceneTrainConfig, prog, __doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="INFO", help="python logging level")
-    return parser
+    return dataclass_parser(SceneTrainConfig, prog, __doc__.split("\n\n")[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``scene-perception train scene ...`` delegates here); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = vars(build_parser().parse_args(args))
-    logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
-                        format="%(levelname)s %(name)s: %(message)s")
+    ns = parse_cli(build_parser(), args)
     try:
         path = train_scene(SceneTrainConfig(**ns), command=" ".join(["scene-perception train scene", *args]))
     except (ValueError, FloatingPointError) as exc:

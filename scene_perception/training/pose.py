@@ -33,7 +33,6 @@ import logging
 import math
 import sys
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,10 +49,14 @@ from scene_perception.losses.pose import HomoscedasticPoseLoss, reprojection_los
 from scene_perception.models.posenet import CONFIGS, PoseNet
 from scene_perception.models.weights import save_model
 from scene_perception.training.checkpoints import (
+    check_resume_config,
+    dataclass_parser,
     find_latest_checkpoint,
     load_checkpoint,
-    read_state,
+    parse_cli,
     save_checkpoint,
+    schedule_lr,
+    train_device,
 )
 
 __all__ = ["PoseTrainConfig", "build_parser", "main", "predict", "train_pose"]
@@ -115,9 +118,7 @@ class PoseTrainConfig:
 
 def learning_rate(config: PoseTrainConfig, step: int) -> float:
     """Linear warm-up, then cosine to 2 % (or x0.5 at 50 % and 75 %); a pure function of the step."""
-    from scene_perception.training.stereo import learning_rate as stereo_lr
-
-    return stereo_lr(config, step)  # type: ignore[arg-type] - same fields (lr, lr_schedule, warmup, steps)
+    return schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
 
 
 def _augment(images: Tensor, rng: np.random.Generator) -> Tensor:
@@ -185,8 +186,7 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     config.validate()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
-                          else config.device)
+    device = train_device(config.device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = CONFIGS[config.model]
@@ -203,11 +203,8 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     start, recent = 0, []
     latest = find_latest_checkpoint(out_dir)
     if latest is not None:
-        saved = read_state(latest).get("config", {})
-        for key in ("bag", "loss", "model", "seed", "batch_size", "max_frames", "dropout"):
-            if saved.get(key) != getattr(config, key):
-                raise ValueError(f"checkpoint {latest} was trained with {key}={saved.get(key)!r} but this "
-                                 f"run asks for {getattr(config, key)!r}; use another out_dir")
+        keys = ("bag", "loss", "model", "seed", "batch_size", "max_frames", "dropout")
+        check_resume_config(latest, config, keys)
         state = load_checkpoint(latest, trainable, optimizer, device)
         start, recent = int(state["step"]), [float(v) for v in state.get("recent_loss", [])]
         _LOG.info("resuming from %s at step %d", latest, start)
@@ -308,33 +305,14 @@ def _as_argv(config: PoseTrainConfig) -> list[str]:
 
 def build_parser(prog: str = "scene-perception train pose") -> argparse.ArgumentParser:
     """Argument parser generated from :class:`PoseTrainConfig`, so the CLI cannot drift from the config."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(PoseTrainConfig)
-    for f in dataclasses.fields(PoseTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        base = next((a for a in args if a is not type(None)), hint) if args else hint
-        help_text = f.metadata.get("help", "")
-        if base is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help_text)
-        elif f.name == "loss":
-            parser.add_argument(flag, dest=f.name, choices=LOSSES, default=f.default, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=help_text,
-                                required=f.name == "bag")
-    parser.add_argument("--log-level", default="INFO", help="python logging level")
-    return parser
+    return dataclass_parser(PoseTrainConfig, prog, __doc__.split("\n\n")[0], choices={"loss": LOSSES},
+                            required=("bag",))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``scene-perception train pose ...``; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = vars(build_parser().parse_args(args))
-    logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
-                        format="%(levelname)s %(name)s: %(message)s")
+    ns = parse_cli(build_parser(), args)
     config = PoseTrainConfig(**ns)
     try:
         path = train_pose(config, command="scene-perception train pose " + " ".join(args))

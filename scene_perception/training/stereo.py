@@ -22,12 +22,10 @@ horizontally flipped, swapped images; the uncertainty head learns to predict the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
 import sys
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,10 +47,14 @@ from scene_perception.losses.stereo import (
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 from scene_perception.training.checkpoints import (
+    check_resume_config,
+    dataclass_parser,
     find_latest_checkpoint,
     load_checkpoint,
-    read_state,
+    parse_cli,
     save_checkpoint,
+    schedule_lr,
+    warm_start,
 )
 
 __all__ = ["TrainConfig", "build_parser", "find_latest_checkpoint", "main", "train_stereo"]
@@ -158,14 +160,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
     A pure function of the step (instead of a scheduler object) so resuming needs no scheduler state.
     """
-    if config.warmup_steps > 0 and step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return config.lr
-    progress = min(1.0, max(0.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)))
-    if config.lr_schedule == "cosine":
-        return config.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-    return config.lr * (0.5 ** (int(progress >= 0.5) + int(progress >= 0.75)))
+    return schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
 
 
 def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -174,31 +169,9 @@ def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torc
     return save_checkpoint(out_dir, step, model, optimizer, {"config": config.model}, extra, keep)
 
 
-def _warm_start(model: nn.Module, path: Path, rank: int) -> None:
-    """Copy every tensor of ``path`` whose name and shape match ``model`` (safetensors: no pickle)."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"init_weights {path} does not exist")
-    tensors = load_file(str(path))
-    own = model.state_dict()
-    usable = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    if rank == 0:
-        fresh = sorted(k for k in own if k not in usable)
-        _LOG.info("warm start from %s: %d tensors loaded, %d kept their init (%s)", path, len(usable),
-                  len(fresh), ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
-
-
 def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, device: torch.device) -> tuple[int, list[float]]:
-    saved = read_state(state_path).get("config", {})
-    for key in ("model", "mode"):
-        if saved.get(key) != getattr(config, key):
-            raise ValueError(
-                f"checkpoint {state_path} was trained with {key}={saved.get(key)!r} but this run asks for "
-                f"{getattr(config, key)!r}; use another out_dir"
-            )
+    check_resume_config(state_path, config, ("model", "mode"))
     state = load_checkpoint(state_path, model, optimizer, device)
     return int(state["step"]), [float(v) for v in state.get("recent_epe", [])]
 
@@ -297,7 +270,7 @@ def train_stereo(config: TrainConfig) -> Path:
         if rank == 0:
             _LOG.info("resuming from %s at step %d", latest, start)
     elif config.init_weights:
-        _warm_start(model, Path(config.init_weights), rank)
+        warm_start(model, Path(config.init_weights), log=rank == 0)
     start = min(start, config.steps)
 
     net: nn.Module = model
@@ -389,30 +362,12 @@ def train_stereo(config: TrainConfig) -> Path:
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser(prog: str = "scene-perception train stereo") -> argparse.ArgumentParser:
     """Argument parser generated from :class:`TrainConfig`, so the CLI cannot drift from the config."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        base = next((a for a in args if a is not type(None)), hint) if args else hint
-        help_text = f.metadata.get("help", "")
-        if base is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=base, default=f.default, help=help_text)
-    parser.add_argument("--log-level", default="INFO", help="python logging level")
-    return parser
+    return dataclass_parser(TrainConfig, prog, __doc__.split("\n\n")[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``scene-perception train stereo ...`` delegates here); returns the exit code."""
-    parser = build_parser()
-    ns = vars(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
-    logging.basicConfig(level=getattr(logging, str(ns.pop("log_level")).upper(), logging.INFO),
-                        format="%(levelname)s %(name)s: %(message)s")
+    ns = parse_cli(build_parser(), sys.argv[1:] if argv is None else argv)
     config = TrainConfig(**ns)
     try:
         path = train_stereo(config)
