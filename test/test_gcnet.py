@@ -275,7 +275,7 @@ def test_refinement_starts_as_identity_and_warm_start_reuses_unrefined_weights(t
 
     from safetensors.torch import save_file
 
-    from scene_perception.training.stereo import _warm_start
+    from scene_perception.training.checkpoints import warm_start
 
     torch.manual_seed(0)
     plain = GCNet(dataclasses.replace(CONFIGS["lite"], refine_channels=0)).eval()
@@ -283,7 +283,7 @@ def test_refinement_starts_as_identity_and_warm_start_reuses_unrefined_weights(t
     save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
     refined = GCNet("lite").eval()
     assert refined.refine is not None
-    _warm_start(refined, path, rank=0)
+    warm_start(refined, path)  # what train_stereo calls for --init-weights
     left, right = torch.rand(1, 3, 32, 64), torch.rand(1, 3, 32, 64)
     with torch.inference_mode():
         d0, s0 = plain(left, right)
