@@ -203,7 +203,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not (bag / "metadata.yaml").is_file():
         raise SystemExit(f"error: {bag} is not a rosbag2 directory (no metadata.yaml)")
     scene = False if args.no_scene else None  # None: run the scene node when the bag has semantic GT
-    pose = False if args.no_pose else None  # None: run the pose node when the bag has GT poses + a model
+    # None: run the pose node when the bag has GT poses, a model loads and the bag is from its world.
+    pose = False if args.no_pose else (True if args.pose else None)
     return evaluate_bag(
         bag,
         Path(args.out),
@@ -322,9 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--pose-weights",
         default=None,
         help="PoseNet weights for the pose node (default: shipped models/posenet.safetensors); the pose node "
-        "runs, and pose errors are reported, when the bag has /gt/pose and the weights load",
+        "runs, and pose errors are reported, when the bag has /gt/pose, the weights load and the bag "
+        "is from the world the model was trained in (see --pose)",
     )
     p.add_argument("--no-pose", action="store_true", help="do not run the pose node")
+    p.add_argument(
+        "--pose",
+        action="store_true",
+        help="run the pose node even when the bag is not from the world the pose model was trained in "
+        "(default: skip it then; the errors would be meaningless)",
+    )
 
     p = sub.add_parser(
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False

@@ -84,8 +84,8 @@ def test_eval_reports_pose_ece_and_instance_error(gt_bag: Path, tmp_path: Path) 
     scene_w = tmp_path / "scene_tiny.safetensors"
     save_scene_model(MultiTaskNet(CONFIGS["tiny"]), scene_w, {"trained": False})
     out = tmp_path / "eval"
-    # Pose: the shipped PoseNet (pose_weights None), run because the bag has /gt/pose.
-    assert evaluate_bag(gt_bag, out, "lite", str(stereo_w), scene_weights=str(scene_w)) == 0
+    # Pose: the shipped PoseNet (pose_weights None), forced: the bag is not from its world (auto would skip).
+    assert evaluate_bag(gt_bag, out, "lite", str(stereo_w), scene_weights=str(scene_w), pose=True) == 0
     report = (out / "report.md").read_text()
     frames = list(read_stereo_bag(gt_bag))
 

@@ -74,7 +74,9 @@ def test_scoring_perfect_wrong_and_missing_frames(gt_bag: Path, tmp_path: Path) 
     assert ev.pixel_accuracy == pytest.approx(float(np.mean(frames[0].gt["semantic"] == 1)))
 
 
-def test_eval_reports_scene_miou_from_the_live_node(gt_bag: Path, tmp_path: Path) -> None:
+def test_eval_reports_scene_miou_from_the_live_node(
+    gt_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     torch.manual_seed(0)
     stereo_w = tmp_path / "lite.safetensors"
     save_stereo_model(GCNet(STEREO_CONFIGS["lite"]), stereo_w, {"trained": False})
@@ -82,6 +84,11 @@ def test_eval_reports_scene_miou_from_the_live_node(gt_bag: Path, tmp_path: Path
     save_scene_model(MultiTaskNet(CONFIGS["tiny"]), scene_w, {"trained": False})
     out = tmp_path / "eval"
     assert evaluate_bag(gt_bag, out, "lite", str(stereo_w), scene_weights=str(scene_w)) == 0
+    # The bag has /gt/pose but is not from the shipped PoseNet's world: the automatic choice skips the pose
+    # node rather than reporting errors that mean nothing (test_pose_eval forces it with pose=True).
+    printed = capsys.readouterr().out
+    assert "pose errors skipped: the pose model was trained in another world" in printed
+    assert "stereo_depth and scene node(s)" in printed
 
     frames = list(read_stereo_bag(gt_bag))
     pipeline = ScenePipeline.from_weights(scene_w, device="cpu")
@@ -97,4 +104,5 @@ def test_eval_reports_scene_miou_from_the_live_node(gt_bag: Path, tmp_path: Path
     assert "## Semantics (scene node)" in report and "2 frames, 0 without output" in report
     assert f"mIoU {expected * 100:.1f} %" in report
     assert "UNTRAINED SCENE WEIGHTS" in report
+    assert "## Camera pose" not in report
     assert (out / "semantic.png").stat().st_size > 0 and "![semantic.png](semantic.png)" in report

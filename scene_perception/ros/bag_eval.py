@@ -245,6 +245,7 @@ def evaluate_bag(
     if scene is None:
         scene = DEFAULT_TOPICS.semantic in topics
     model_world: dict[str, Any] = {}
+    pose_auto = pose is None
     if pose is None:
         pose = DEFAULT_TOPICS.pose in topics
     if pose:
@@ -254,6 +255,14 @@ def evaluate_bag(
             pose = False
         else:
             model_world = world
+            # PoseNet relocalises within the one world it was trained in: on any other world its errors
+            # are tens of metres by construction, so the automatic choice skips it (asking for it still
+            # runs it, with a warning in the report).
+            mismatch = world_mismatch(bag, model_world) if pose_auto else ""
+            if mismatch:
+                print(f"eval: pose errors skipped: the pose model was trained in another world ({mismatch}); "
+                      "pass pose=True / --pose to score it anyway")
+                pose = False
     nodes = " and ".join(["stereo_depth"] + ["scene"] * scene + ["pose"] * pose)
     print(f"eval: replaying {bag} through the {nodes} node(s) ({backend}), recording to {out_bag} ...")
     try:
