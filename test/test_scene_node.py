@@ -376,3 +376,15 @@ def test_run_starts_scene_from_a_params_file_under_a_namespace(weights: Path, tm
         runner.join(20)
         harness.shutdown()
     assert codes == [0]
+
+
+def test_label_info_type_follows_vision_msgs_availability() -> None:
+    """vision_msgs/LabelInfo when importable (ROS installs), our msg otherwise (the pip environment)."""
+    from scene_perception.ros.scene_node import LABEL_INFO_TYPE
+
+    try:
+        from vision_msgs.msg import LabelInfo as VisionLabelInfo
+    except ImportError:
+        assert LABEL_INFO_TYPE is LabelInfo
+    else:  # pragma: no cover - vision_msgs is not on PyPI; this branch runs only in a ROS install
+        assert LABEL_INFO_TYPE is VisionLabelInfo

@@ -8,8 +8,9 @@ Topics (all relative, remap as usual), every output stamped with the input's hea
   in:  left/image_rect (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8, mono16, 8UC1, 8UC3; no
        camera_info needed: the network sees pixels only)
   out: semantic/labels (mono8 class ids), semantic/color (rgb8: the image blended with the class colours,
-       weight ``overlay_alpha``), semantic/label_info (scene_perception/LabelInfo: id, name, colour per
-       class; transient-local depth 1, published on activate, so a late subscriber still gets it),
+       weight ``overlay_alpha``), semantic/label_info (vision_msgs/LabelInfo when vision_msgs is installed,
+       else scene_perception/LabelInfo: id, name, colour per class; transient-local depth 1, published on
+       activate, so a late subscriber still gets it),
        instance/labels (16UC1, 0 = stuff), semantic/aleatoric (32FC1 expected softmax entropy, nats),
        semantic/uncertainty (32FC1 mutual information, nats: epistemic, only while ``mc_samples`` > 0),
        scene/depth (32FC1 m; REP 118: +inf beyond the model's max depth, e.g. sky, NaN invalid),
@@ -45,7 +46,22 @@ from scene_perception.ros.image_input import publish_counted
 from scene_perception.ros.image_node_base import INPUT_TOPIC, ImageNodeBase
 from scene_perception.ros.qos import latched_qos
 
-__all__ = ["INPUT_TOPIC", "LABEL_INFO_TOPIC", "OUTPUTS", "SceneNode", "main", "overlay_labels"]
+__all__ = [
+    "INPUT_TOPIC", "LABEL_INFO_TOPIC", "LABEL_INFO_TYPE", "OUTPUTS", "SceneNode", "main", "overlay_labels"
+]
+
+# vision_msgs/LabelInfo is the ROS standard for a segmentation model's label set (vision_msgs >= 4, used by
+# Isaac ROS and RViz plugins); it is not published on PyPI, so the pip environment falls back to our own
+# scene_perception/LabelInfo (msg/), which also carries each class's display colour. UNVERIFIED: the
+# vision_msgs branch is written against its message definition (header, VisionClass[] class_map with
+# uint16 class_id + string class_name, float32 threshold) but has never run here.
+try:
+    from vision_msgs.msg import LabelInfo as _VisionLabelInfo
+    from vision_msgs.msg import VisionClass as _VisionClass
+except ImportError:
+    _VisionLabelInfo = _VisionClass = None
+#: The message type published on semantic/label_info in this environment.
+LABEL_INFO_TYPE: type = LabelInfo if _VisionLabelInfo is None else _VisionLabelInfo
 
 LABEL_INFO_TOPIC = "semantic/label_info"
 
@@ -117,7 +133,9 @@ class SceneNode(ImageNodeBase):
 
     def _create_publishers(self, out_qos: QoSProfile) -> None:
         self._pubs = {key: self.create_lifecycle_publisher(Image, t, out_qos) for key, t in OUTPUTS.items()}
-        self._label_info_pub = self.create_lifecycle_publisher(LabelInfo, LABEL_INFO_TOPIC, latched_qos(1))
+        self._label_info_pub = self.create_lifecycle_publisher(
+            LABEL_INFO_TYPE, LABEL_INFO_TOPIC, latched_qos(1)
+        )
 
     def _release_publishers(self) -> None:
         if self._label_info_pub is not None:
@@ -127,9 +145,16 @@ class SceneNode(ImageNodeBase):
     def _activated(self) -> None:
         self._publish_label_info()
 
-    def label_info(self) -> LabelInfo:
-        """The running model's label set (what each id in semantic/labels means)."""
+    def label_info(self) -> Any:
+        """The running model's label set (what each id in semantic/labels means): a LABEL_INFO_TYPE."""
         assert self.pipeline is not None
+        if _VisionLabelInfo is not None and _VisionClass is not None:
+            vmsg = _VisionLabelInfo()
+            vmsg.header.stamp = self.get_clock().now().to_msg()
+            names = self.pipeline.class_names
+            vmsg.class_map = [_VisionClass(class_id=i, class_name=str(n)) for i, n in enumerate(names)]
+            vmsg.threshold = 0.0  # every pixel gets its arg-max class; no confidence cut
+            return vmsg
         msg = LabelInfo(model=str(self.pipeline.model_name))
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.labels = [
