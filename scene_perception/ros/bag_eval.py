@@ -29,6 +29,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from tqdm import tqdm
 
 from scene_perception.data.bag_io import DEFAULT_TOPICS
 from scene_perception.evaluation.pose_bag_eval import (
@@ -169,11 +170,12 @@ def replay_through_node(
             15,
         ):
             raise RuntimeError("DDS discovery between player, node and recorder did not complete in 15 s")
-        for group in (first, *groups):
+        # Progress on stderr (stdout carries the tables).
+        for group in tqdm((first, *groups), desc="replay", unit="frame", leave=False):
             sent = time.monotonic()
             player.publish_group(group)
             if not _spin_until(executor, lambda s=group.stamp_ns: recorder.has_all(s), timeout_per_frame):
-                print(f"demo: no output for frame stamp {group.stamp_ns} within {timeout_per_frame:.0f} s")
+                tqdm.write(f"eval: no output for stamp {group.stamp_ns} within {timeout_per_frame:.0f} s")
                 latencies.append(math.nan)
                 continue
             latencies.append((time.monotonic() - sent) * 1e3)
