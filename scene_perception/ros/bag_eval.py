@@ -247,6 +247,7 @@ def evaluate_bag(
     if scene is None:
         scene = DEFAULT_TOPICS.semantic in topics
     model_world: dict[str, Any] = {}
+    pose_mismatch = ""  # why the bag is not (known to be) the pose model's world; "" = it is
     pose_auto = pose is None
     if pose is None:
         pose = DEFAULT_TOPICS.pose in topics
@@ -260,10 +261,10 @@ def evaluate_bag(
             # PoseNet relocalises within the one world it was trained in: on any other world its errors
             # are tens of metres by construction, so the automatic choice skips it (asking for it still
             # runs it, with a warning in the report).
-            mismatch = world_mismatch(bag, model_world) if pose_auto else ""
-            if mismatch:
-                print(f"eval: pose errors skipped: the pose model was trained in another world ({mismatch}); "
-                      "pass pose=True / --pose to score it anyway")
+            pose_mismatch = world_mismatch(bag, model_world)
+            if pose_auto and pose_mismatch:
+                print(f"eval: pose errors skipped: the pose model was trained in another world "
+                      f"({pose_mismatch}); pass pose=True / --pose to score it anyway")
                 pose = False
     nodes = " and ".join(["stereo_depth"] + ["scene"] * scene + ["pose"] * pose)
     print(f"eval: replaying {bag} through the {nodes} node(s) ({backend}), recording to {out_bag} ...")
@@ -308,11 +309,10 @@ def evaluate_bag(
         world = ", ".join(f"{k} {v}" for k, v in model_world.items()) or "unknown"
         untrained = "" if replay.pose_trained else " — UNTRAINED POSE WEIGHTS"
         pose_label = f"pose node pose vs {DEFAULT_TOPICS.pose}; model trained in world {world}{untrained}"
-        mismatch = world_mismatch(bag, model_world)
-        if mismatch:
+        if pose_mismatch:
             pose_warning = (
-                f"PoseNet relocalises only in the world it was trained in ({world}); {mismatch}, so these "
-                "pose errors are meaningless"
+                f"PoseNet relocalises only in the world it was trained in ({world}); {pose_mismatch}, so "
+                "these pose errors are meaningless"
             )
         m = pose_ev.metrics
         if m:
