@@ -74,8 +74,7 @@ class TorchEngine(InferenceEngine):
         if precision == "fp16" and dev.type != "cuda":
             raise ValueError("fp16 is only supported on CUDA devices for the torch backend")
         self.model = model.to(dev).eval()
-        self._run: nn.Module = self.model
-        self.cpu_rewrite = False
+        self._run: nn.Module = self.model  # the rewritten copy when the CPU rewrite is in use
         self._device = dev
         self.device = str(dev)
         self.precision = precision
@@ -112,7 +111,11 @@ class TorchEngine(InferenceEngine):
             )
             return
         self._run = fast
-        self.cpu_rewrite = True
+
+    @property
+    def cpu_rewrite(self) -> bool:
+        """True when inference runs the BN-folded / oneDNN copy rather than ``self.model``."""
+        return self._run is not self.model
 
     def describe(self) -> str:
         text = super().describe()
