@@ -486,6 +486,7 @@ def _node(harness: RosHarness, weights: Path, cache: Path, backend: str, name: s
                 Parameter("device", value="cpu"),
                 Parameter("engine_cache_dir", value=str(cache)),
                 Parameter("log_throttle_seconds", value=0.0),
+                Parameter("input_depth", value=10),  # tests publish bursts and need every message
             ],
         )
     )

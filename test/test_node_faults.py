@@ -36,6 +36,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_node(harness: RosHarness, name: str, weights: str, **params) -> StereoDepthNode:
     overrides = [Parameter("weights", value=weights), Parameter("num_threads", value=1)]
+    overrides.append(Parameter("input_depth", value=10))  # bursts: every message must arrive
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return harness.add(StereoDepthNode(name, context=harness.context, parameter_overrides=overrides))
 

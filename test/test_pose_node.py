@@ -77,6 +77,7 @@ def ros(weights: Path):
         Parameter("mc_samples", value=64),
         Parameter("diagnostics_period", value=0.2),
         Parameter("log_throttle_seconds", value=0.0),
+        Parameter("input_depth", value=10),  # tests publish bursts and need every message
     ])
     harness.add(node)
     driver = harness.add(PoseDriver(harness.context))

@@ -61,6 +61,7 @@ def test_smoke_run_both_node_kinds(tmp_path: Path) -> None:
         "--warmup", "2",
         "--drain", "4",
         "--frames", "2",
+        "--keep-awake", "1",
         "--json", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
@@ -82,3 +83,4 @@ def test_smoke_run_both_node_kinds(tmp_path: Path) -> None:
     assert "StereoSGBM" in cells[0]["node_diagnostics"]["backend"]
     assert "torch" in cells[2]["node_diagnostics"]["backend"]
     assert data["meta"]["transport"] == "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA"
+    assert data["meta"]["keep_awake_loops"] == 1

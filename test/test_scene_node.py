@@ -13,6 +13,7 @@ plumbing is under test here, not the model's accuracy).
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,7 @@ def ros(weights: Path):
             Parameter("device", value="cpu"),
             Parameter("diagnostics_period", value=0.2),
             Parameter("log_throttle_seconds", value=0.0),
+            Parameter("input_depth", value=10),  # tests publish bursts and need every message
         ],
     )
     harness.add(node)
@@ -393,3 +395,42 @@ def test_label_info_type_follows_vision_msgs_availability() -> None:
         assert LABEL_INFO_TYPE is LabelInfo
     else:  # pragma: no cover - vision_msgs is not on PyPI; this branch runs only in a ROS install
         assert LABEL_INFO_TYPE is VisionLabelInfo
+
+
+@pytest.mark.parametrize(("depth", "expected"), [(1, [4]), (10, [0, 1, 2, 3, 4])])
+def test_input_depth_decides_between_newest_frame_and_every_frame(
+    weights: Path, depth: int, expected: list[int]
+) -> None:
+    """Five frames arrive while the node is busy (its executor not spinning). With ``input_depth`` 1 the
+    node then works on the newest only (the stale four are skipped, not queued); with 10 on all five, in
+    order."""
+    harness = RosHarness(private_domain_id())
+    ns = f"/depth{depth}"
+    try:
+        node = SceneNode(
+            "scene",
+            namespace=ns,
+            context=harness.context,
+            parameter_overrides=[
+                Parameter("weights", value=str(weights)),
+                Parameter("input_depth", value=depth),
+            ],
+        )
+        harness.add(node)
+        peer = harness.add(Node("peer", namespace=ns, context=harness.context))
+        pub = peer.create_publisher(Image, "left/image_rect", qos_profile_sensor_data)
+        got: list[Image] = []
+        peer.create_subscription(Image, "semantic/labels", got.append, 10)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert harness.spin_until(lambda: pub.get_subscription_count() > 0, 10)
+        assert harness.spin_until(lambda: node._pubs["labels"].get_subscription_count() > 0, 10)
+        harness.spin_for(0.5)  # both ends matched (best effort drops samples sent before that)
+        for i in range(5):
+            pub.publish(numpy_to_image(image(i), "rgb8", header((10 + i) * 1_000_000_000)))
+        time.sleep(0.5)  # all five reach the node's reader before its executor takes any
+        assert harness.spin_until(lambda: len(got) >= len(expected), 10)
+        harness.spin_for(0.5)
+        assert [m.header.stamp.sec - 10 for m in got] == expected
+    finally:
+        harness.shutdown()

@@ -50,6 +50,7 @@ def ros():
             Parameter("max_disparity", value=MAX_DISPARITY),
             Parameter("diagnostics_period", value=0.2),
             Parameter("log_throttle_seconds", value=0.0),
+            Parameter("input_depth", value=10),  # tests publish bursts and need every message
         ],
     )
     harness.add(node)

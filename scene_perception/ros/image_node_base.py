@@ -116,9 +116,8 @@ class ImageNodeBase(PerceptionNodeBase):
         return True
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._sub = self.create_subscription(
-            Image, INPUT_TOPIC, self._on_image, qos_from_name(self.params["input_qos"])
-        )
+        in_qos = qos_from_name(self.params["input_qos"], depth=int(self.params["input_depth"]))
+        self._sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, in_qos)
         self._stamps.reset()
         result = super().on_activate(state)  # activates the lifecycle publishers
         self._activated()

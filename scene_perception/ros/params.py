@@ -81,6 +81,18 @@ _MODEL_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
 )
 
+#: History depth of the input subscriptions, shared by every node.
+INPUT_DEPTH = ParamSpec(
+    "input_depth",
+    1,
+    "Frames each input subscription keeps (QoS history depth). 1 = always the newest frame: a node slower "
+    "than its camera skips stale frames instead of working through a backlog (latency stays one inference, "
+    "not five). Raise it when every frame must be processed (bag replay at full speed, a node faster than "
+    "the camera with bursty input).",
+    1,
+    100,
+)
+
 #: Input sync / QoS parameters shared by every stereo-input node (stereo_depth, sgbm_depth).
 _SYNC_QOS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("approximate_sync", False, "Use approximate-time instead of exact-time stereo sync."),
@@ -92,6 +104,7 @@ _SYNC_QOS_PARAMS: tuple[ParamSpec, ...] = (
         "QoS of the four input subscriptions.",
         choices=("sensor_data", "reliable", "best_effort"),
     ),
+    INPUT_DEPTH,
     ParamSpec(
         "output_qos",
         "reliable",
@@ -225,6 +238,7 @@ SCENE_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    INPUT_DEPTH,
     ParamSpec("output_qos", "reliable", "QoS of the image outputs.", choices=_QOS_CHOICES),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
     _HEALTH_BY_NAME["max_input_pixels"],
@@ -278,6 +292,7 @@ POSE_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    INPUT_DEPTH,
     ParamSpec("output_qos", "reliable", "QoS of the pose publisher.", choices=_QOS_CHOICES),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
     _HEALTH_BY_NAME["max_input_pixels"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -19,7 +21,9 @@ def qos_from_name(name: str, depth: int = 5) -> QoSProfile:
     publishers, so it is the output default.
     """
     if name == "sensor_data":
-        return qos_profile_sensor_data
+        profile = copy.copy(qos_profile_sensor_data)
+        profile.depth = depth
+        return profile
     if name in ("reliable", "best_effort"):
         return QoSProfile(
             history=HistoryPolicy.KEEP_LAST,

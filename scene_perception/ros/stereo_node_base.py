@@ -143,7 +143,7 @@ class StereoNodeBase(PerceptionNodeBase):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
-        in_qos = qos_from_name(p["input_qos"])
+        in_qos = qos_from_name(p["input_qos"], depth=int(p["input_depth"]))
         types = (Image, CameraInfo, Image, CameraInfo)
         self._subs = [
             Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, INPUT_TOPICS, strict=True)
