@@ -541,6 +541,42 @@ def _render_view(planes: list[_Plane], cam: StereoCamera, centre_x: float, cx: f
     return zbuf, pid, coord_a, coord_b
 
 
+def sample_atlas_trilinear(atlas: np.ndarray, x_offsets: np.ndarray, ta: np.ndarray, tb: np.ndarray,
+                           lod: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
+    """Trilinear (two mip levels, bilinear in each) lookup of per-pixel texel coordinates in the atlas.
+
+    ``ta``/``tb`` are level-0 texel coordinates (wrapped here with the tile period), ``lod`` the mip level
+    (float), ``tile_y`` the atlas row of each pixel's tile and ``x_offsets`` the column where each level
+    starts. Shared by the plane renderer here and the ray caster (data/raycast.py) so both views of both
+    renderers sample the same continuous texture function. Returns float32 RGB, shape ``lod.shape + (3,)``.
+    """
+    f32 = np.float32
+    lod = np.clip(lod, f32(0.0), f32(_LEVELS - 1.0))
+    lev0 = np.minimum(lod.astype(np.int32), _LEVELS - 2)
+    frac = (lod - lev0.astype(f32))[..., None]
+    xoff_lut = np.append(x_offsets, 0).astype(f32) + f32(1.0)
+    ty = tile_y.astype(f32) + f32(1.0)
+    tile, inv_tile = f32(_TILE), f32(1.0 / _TILE)
+    out = np.zeros((*lod.shape, 3), f32)
+    for k in (0, 1):
+        lev = lev0 + k
+        scale = np.ldexp(f32(1.0), -lev)  # 2^-level: exact and much cheaper than pow or a gather
+        # Level-l texel j averages level-0 texels [2^l j, 2^l (j+1)): its centre is 2^l j + (2^l - 1) / 2.
+        # (x mod T) * s == (x * s) mod (T * s), so wrapping is done at level 0 with a scalar period.
+        shift = f32(0.5) / scale - f32(0.5)
+        mx = ta - shift
+        mx -= np.floor(mx * inv_tile) * tile
+        mx *= scale
+        mx += xoff_lut[lev]
+        my = tb - shift
+        my -= np.floor(my * inv_tile) * tile
+        my *= scale
+        my += ty
+        col = cv2.remap(atlas, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out += col * (frac if k else f32(1.0) - frac)
+    return out
+
+
 def _shade_view(planes: list[_Plane], atlas: np.ndarray, x_offsets: np.ndarray, depth: np.ndarray,
                 pid: np.ndarray, coord_a: np.ndarray, coord_b: np.ndarray) -> np.ndarray:
     """Colour a view from the texture atlas with trilinear mip filtering; float32 RGB in [0, 1].
@@ -559,33 +595,7 @@ def _shade_view(planes: list[_Plane], atlas: np.ndarray, x_offsets: np.ndarray, 
     ta = coord_a * inv_texel[idx] + off_a[idx]
     tb = coord_b * inv_texel[idx] + off_b[idx]
     lod = np.log2(np.maximum(lod_scale[idx] * np.where(np.isfinite(depth), depth, f32(1.0)), f32(1.0)))
-    np.clip(lod, f32(0.0), f32(_LEVELS - 1.0), out=lod)
-    lev0 = np.minimum(lod.astype(np.int32), _LEVELS - 2)
-    frac = (lod - lev0.astype(f32))[..., None]
-    xoff_lut = np.append(x_offsets, 0).astype(f32) + f32(1.0)
-    ty = tile_y[idx] + f32(1.0)
-    tile, inv_tile = f32(_TILE), f32(1.0 / _TILE)
-    out = None
-    for k in (0, 1):
-        lev = lev0 + k
-        scale = np.ldexp(f32(1.0), -lev)  # 2^-level: exact and much cheaper than pow or a gather
-        # Level-l texel j averages level-0 texels [2^l j, 2^l (j+1)): its centre is 2^l j + (2^l - 1) / 2.
-        # (x mod T) * s == (x * s) mod (T * s), so wrapping is done at level 0 with a scalar period.
-        shift = f32(0.5) / scale - f32(0.5)
-        mx = ta - shift
-        mx -= np.floor(mx * inv_tile) * tile
-        mx *= scale
-        mx += xoff_lut[lev]
-        my = tb - shift
-        my -= np.floor(my * inv_tile) * tile
-        my *= scale
-        my += ty
-        col = cv2.remap(atlas, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if out is None:
-            out = col * (f32(1.0) - frac)
-        else:
-            out += col * frac
-    assert out is not None
+    out = sample_atlas_trilinear(atlas, x_offsets, ta, tb, lod, tile_y[idx])
     out *= shade[idx][..., None]
     out[pid < 0] = 0.0
     return out

@@ -27,10 +27,9 @@ import functools
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from scene_perception.data.procedural import _LEVELS, _LOD_BIAS, _TILE
+from scene_perception.data.procedural import _LOD_BIAS, _TILE, sample_atlas_trilinear
 from scene_perception.geometry.stereo_camera import StereoCamera
 
 __all__ = ["Quads", "ViewWindows", "cast_view", "nonoccluded_left", "texture_view", "view_windows"]
@@ -402,31 +401,10 @@ def texture_view(quads: Quads, atlas: np.ndarray, x_offsets: np.ndarray, cam: St
     foot = np.maximum(fh, np.sqrt(fh * fv))
     inv_texel = (1.0 / quads.texel).astype(f32)[idx]
     lod = np.log2(np.maximum(f32(_LOD_BIAS) * foot * inv_texel, f32(1.0)))
-    np.clip(lod, f32(0.0), f32(_LEVELS - 1.0), out=lod)
-    lev0 = np.minimum(lod.astype(np.int32), _LEVELS - 2)
-    frac = (lod - lev0.astype(f32))[..., None]
     ta = coord_a * inv_texel + quads.tex_offset[:, 0].astype(f32)[idx]
     tb = coord_b * inv_texel + quads.tex_offset[:, 1].astype(f32)[idx]
-    xoff_lut = np.append(x_offsets, 0).astype(f32) + f32(1.0)
-    ty = (quads.tile * (_TILE + 2)).astype(f32)[idx] + f32(1.0)
-    tile, inv_tile = f32(_TILE), f32(1.0 / _TILE)
-    out = np.zeros((h, w, 3), f32)
-    for k in (0, 1):
-        lev = lev0 + k
-        scale = np.ldexp(f32(1.0), -lev)
-        # Same texel-centre convention as procedural._shade_view: level-l texel j averages level-0 texels
-        # [2^l j, 2^l (j+1)), centred at 2^l j + (2^l - 1) / 2; wrapping is done at level 0.
-        shift = f32(0.5) / scale - f32(0.5)
-        mx = ta - shift
-        mx -= np.floor(mx * inv_tile) * tile
-        mx *= scale
-        mx += xoff_lut[lev]
-        my = tb - shift
-        my -= np.floor(my * inv_tile) * tile
-        my *= scale
-        my += ty
-        col = cv2.remap(atlas, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out += col * (frac if k else f32(1.0) - frac)
+    tile_y = (quads.tile * (_TILE + 2)).astype(f32)[idx]
+    out = sample_atlas_trilinear(atlas, x_offsets, ta, tb, lod, tile_y)
     out *= quads.tint[idx]
     out[~hit] = 0.0
     return out
