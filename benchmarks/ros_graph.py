@@ -475,7 +475,7 @@ def start_awake_loops(count: int) -> list[subprocess.Popen]:
     """Start ``count`` nice-19 busy loops that keep idle vCPUs from halting (see the module docstring)."""
     code = "import os\nos.nice(19)\nwhile True:\n    pass\n"
     return [
-        subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)  # noqa: PLW1509
+        subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)
         for _ in range(count)
     ]
 
