@@ -127,7 +127,7 @@ def ros(weights: Path):
             Parameter("input_check_period", value=0.5),
             Parameter("diagnostics_period", value=0.2),
             Parameter("log_throttle_seconds", value=600.0),
-            Parameter("input_depth", value=10),  # tests publish bursts and need every message
+            # input_depth stays at the product default (1): sets are sent one at a time, each waited for.
         ],
     )
     harness.add(node)
