@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from scene_perception.data.augment import augment_pair
 from scene_perception.geometry.stereo_camera import StereoCamera
 
 __all__ = [
@@ -739,7 +740,9 @@ class ProceduralStereoDataset(Dataset):
     Items are dicts of tensors: ``left``/``right`` (3, H, W) float32 in [0, 1], ``disparity`` (1, H, W)
     float32 px, ``valid`` (1, H, W) bool (finite GT inside ``[0, max_disparity]``) and ``nonoccluded``
     (1, H, W) bool.  With ``crop`` the pair is rendered at ``(height, width)`` and a random
-    ``(crop_h, crop_w)`` window is cut, so crops keep the full-image disparity statistics.
+    ``(crop_h, crop_w)`` window is cut, so crops keep the full-image disparity statistics.  With
+    ``augment`` the (cropped) pair then goes through :func:`scene_perception.data.augment.augment_pair`,
+    seeded from the index like everything else.
     """
 
     def __init__(
@@ -754,6 +757,7 @@ class ProceduralStereoDataset(Dataset):
         nuisance: bool = True,
         texture_dir: str | Path | None = None,
         scene: SceneConfig | None = None,
+        augment: bool = False,
         **camera: Any,
     ) -> None:
         if length <= 0:
@@ -768,6 +772,7 @@ class ProceduralStereoDataset(Dataset):
         self.nuisance = nuisance
         self.texture_dir = texture_dir
         self.scene = scene
+        self.augment = augment
         self.camera_kwargs = camera
 
     def __len__(self) -> int:
@@ -795,6 +800,9 @@ class ProceduralStereoDataset(Dataset):
             win = (slice(y0, y0 + ch), slice(x0, x0 + cw))
             left, right, disp, nonocc = left[win], right[win], disp[win], nonocc[win]
             # Cropping both views with the same window keeps x_l - x_r unchanged, so GT needs no offset.
+        if self.augment:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 2]))
+            left, right = augment_pair(rng, left, right)
         valid = np.isfinite(disp) & (disp >= 0) & (disp <= self.max_disparity)
         return {
             "left": torch.from_numpy(np.ascontiguousarray(left.transpose(2, 0, 1))).float().div_(255.0),

@@ -91,6 +91,11 @@ class TrainConfig:
     max_disparity: float = field(default=96.0, metadata={"help": "largest disparity rendered (px)"})
     min_disparity: float = field(default=2.0, metadata={"help": "smallest disparity rendered (px)"})
     nuisance: bool = field(default=True, metadata={"help": "per-view gain/bias/noise on the rendered pairs"})
+    augment: bool = field(
+        default=False,
+        metadata={"help": "real-camera augmentation (asymmetric gamma/saturation, blur, JPEG, y-jitter, "
+                          "eraser on the right view; scene_perception.data.augment)"},
+    )
     texture_dir: str | None = field(
         default=None, metadata={"help": "optional photo textures (never images with stereo ground truth)"}
     )
@@ -284,7 +289,7 @@ def train_stereo(config: TrainConfig) -> Path:
     dataset = ProceduralStereoDataset(
         length=max(1, config.steps * per_step), width=w, height=h, max_disparity=config.max_disparity,
         min_disparity=config.min_disparity, seed=config.seed, crop=(config.crop_height, config.crop_width),
-        nuisance=config.nuisance, texture_dir=config.texture_dir,
+        nuisance=config.nuisance, texture_dir=config.texture_dir, augment=config.augment,
     )
     # Sample index = (step * world + rank) * batch + i: deterministic per step, disjoint across ranks.
     indices = [(s * world + rank) * config.batch_size + i for s in range(start, config.steps)

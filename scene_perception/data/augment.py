@@ -1,0 +1,105 @@
+"""Training-time augmentation of rectified stereo pairs: what real cameras do that the renderer does not.
+
+The procedural renderer makes photometrically clean pairs (``nuisance`` adds only per-view gain/bias/noise).
+Real pairs also differ in gamma and saturation between the two cameras, are blurred and JPEG-compressed, are
+never perfectly rectified (sub-pixel vertical offsets) and contain regions one camera sees and the other does
+not.  These are the usual robustness augmentations of stereo training (RAFT-Stereo's asymmetric chromatic,
+y-jitter and eraser transforms, plus compression); they were chosen before looking at any real evaluation
+image.
+The ground-truth disparity is unchanged by all of them: they alter appearance, not geometry (the eraser and
+y-jitter act on the right view only, so the left view's disparity still holds).
+
+All functions take and return HxWx3 uint8 arrays and draw randomness only from the ``rng`` passed in, so a
+dataset item stays a pure function of its index (exact resume of a training run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["AugmentConfig", "augment_pair"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of each transform (defaults in the range RAFT-Stereo trains with)."""
+
+    asymmetric_colour: float = 0.5  # probability that the two views get different colour transforms
+    gamma: tuple[float, float] = (0.8, 1.25)
+    saturation: tuple[float, float] = (0.7, 1.3)
+    blur: float = 0.3  # probability of a Gaussian blur (same sigma for both views)
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    jpeg: float = 0.5  # probability of JPEG compression (each view its own quality)
+    jpeg_quality: tuple[int, int] = (40, 95)
+    y_jitter: float = 0.3  # probability of a vertical sub-pixel shift of the right view
+    y_jitter_px: float = 1.0
+    eraser: float = 0.5  # probability of 1-2 mean-coloured rectangles on the right view
+    eraser_size: tuple[int, int] = (20, 60)
+
+
+def _colour(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Gamma and saturation, the two chromatic differences gain/bias (``nuisance``) cannot express."""
+    x = img.astype(np.float32) / 255.0
+    x = np.power(x, np.float32(rng.uniform(*cfg.gamma)))
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(rng.uniform(*cfg.saturation))
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _jpeg(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+        return img
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape)
+
+
+def _shift_y(img: np.ndarray, dy: float) -> np.ndarray:
+    m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, dy]], np.float32)
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _erase(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    out = img.copy()
+    h, w = img.shape[:2]
+    mean = img.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        eh, ew = (int(rng.integers(cfg.eraser_size[0], cfg.eraser_size[1] + 1)) for _ in range(2))
+        eh, ew = min(eh, h), min(ew, w)
+        y0, x0 = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+        out[y0:y0 + eh, x0:x0 + ew] = mean
+    return out
+
+
+def augment_pair(
+    rng: np.random.Generator, left: np.ndarray, right: np.ndarray, cfg: AugmentConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the transforms of ``cfg`` to a uint8 RGB pair; the disparity of ``left`` stays valid."""
+    cfg = cfg or AugmentConfig()
+    for name, img in (("left", left), ("right", right)):
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"{name} must be HxWx3 uint8, got {img.dtype} {img.shape}")
+    if left.shape != right.shape:
+        raise ValueError(f"left {left.shape} and right {right.shape} differ")
+    if rng.random() < cfg.asymmetric_colour:
+        left, right = _colour(rng, left, cfg), _colour(rng, right, cfg)
+    else:
+        state = rng.bit_generator.state
+        left = _colour(rng, left, cfg)
+        rng.bit_generator.state = state  # same draws: the same transform on both views
+        right = _colour(rng, right, cfg)
+    if rng.random() < cfg.blur:
+        sigma = float(rng.uniform(*cfg.blur_sigma))
+        left = cv2.GaussianBlur(left, (0, 0), sigma)
+        right = cv2.GaussianBlur(right, (0, 0), sigma)
+    if rng.random() < cfg.jpeg:
+        left, right = _jpeg(rng, left, cfg), _jpeg(rng, right, cfg)
+    if rng.random() < cfg.y_jitter:
+        right = _shift_y(right, float(rng.uniform(-cfg.y_jitter_px, cfg.y_jitter_px)))
+    if rng.random() < cfg.eraser:
+        right = _erase(rng, right, cfg)
+    return np.ascontiguousarray(left), np.ascontiguousarray(right)
