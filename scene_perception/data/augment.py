@@ -40,12 +40,15 @@ class AugmentConfig:
     eraser_size: tuple[int, int] = (20, 60)
 
 
-def _colour(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
-    """Gamma and saturation, the two chromatic differences gain/bias (``nuisance``) cannot express."""
-    x = img.astype(np.float32) / 255.0
-    x = np.power(x, np.float32(rng.uniform(*cfg.gamma)))
+def _colour_params(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[float, float]:
+    """(gamma, saturation): the two chromatic differences gain/bias (``nuisance``) cannot express."""
+    return float(rng.uniform(*cfg.gamma)), float(rng.uniform(*cfg.saturation))
+
+
+def _colour(img: np.ndarray, gamma: float, saturation: float) -> np.ndarray:
+    x = np.power(img.astype(np.float32) / 255.0, np.float32(gamma))
     grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * np.float32(rng.uniform(*cfg.saturation))
+    x = grey + (x - grey) * np.float32(saturation)
     return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -85,13 +88,12 @@ def augment_pair(
             raise ValueError(f"{name} must be HxWx3 uint8, got {img.dtype} {img.shape}")
     if left.shape != right.shape:
         raise ValueError(f"left {left.shape} and right {right.shape} differ")
-    if rng.random() < cfg.asymmetric_colour:
-        left, right = _colour(rng, left, cfg), _colour(rng, right, cfg)
-    else:
-        state = rng.bit_generator.state
-        left = _colour(rng, left, cfg)
-        rng.bit_generator.state = state  # same draws: the same transform on both views
-        right = _colour(rng, right, cfg)
+    asymmetric = rng.random() < cfg.asymmetric_colour
+    params = _colour_params(rng, cfg)
+    left = _colour(left, *params)
+    if asymmetric:  # else the same transform on both views
+        params = _colour_params(rng, cfg)
+    right = _colour(right, *params)
     if rng.random() < cfg.blur:
         sigma = float(rng.uniform(*cfg.blur_sigma))
         left = cv2.GaussianBlur(left, (0, 0), sigma)
