@@ -46,7 +46,6 @@ class ImageNodeBase(PerceptionNodeBase):
         super().__init__(node_name, **kwargs)
         self.pipeline: Any = None  # the node's pipeline once configured
         self.device = ""
-        self._pubs: dict[str, Any] = {}
         self._sub: Any = None
 
     # ------------------------------------------------------------------ subclass interface
@@ -126,9 +125,7 @@ class ImageNodeBase(PerceptionNodeBase):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_subscriptions()
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+        self._destroy_publishers()
         self._release_publishers()
         self.pipeline = None
         return TransitionCallbackReturn.SUCCESS

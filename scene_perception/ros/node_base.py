@@ -43,6 +43,7 @@ class PerceptionNodeBase(LifecycleNode):
         self.health = Health(self.get_logger().warning, self.params["log_throttle_seconds"])
         self._stamps = StampGuard(self.STAMPED_INPUT)
         self.invalid_inputs = 0
+        self._pubs: dict[str, Any] = {}  # output key -> lifecycle publisher (created at configure)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
 
@@ -76,6 +77,12 @@ class PerceptionNodeBase(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         return self.on_cleanup(state)
+
+    def _destroy_publishers(self) -> None:
+        """Destroy the lifecycle publishers in ``self._pubs`` (cleanup)."""
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
 
     # ------------------------------------------------------------------ input / health
     def _reject(self, kind: str, message: str) -> None:

@@ -90,7 +90,6 @@ class StereoNodeBase(PerceptionNodeBase):
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._max_disparity = 0.0
-        self._pubs: dict[str, Any] = {}
         self._subs: list[Subscriber] = []
         self._sync: Any = None
         self._topic_counts: Counter[str] = Counter()
@@ -166,9 +165,7 @@ class StereoNodeBase(PerceptionNodeBase):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_subscriptions()
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+        self._destroy_publishers()
         self._release_backend()
         return TransitionCallbackReturn.SUCCESS
 
