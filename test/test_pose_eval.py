@@ -16,26 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from evalutil import H, W, untrained_weights, write_gt_bag
 
 from scene_perception.data.bag_io import iter_messages, read_stereo_bag, write_stereo_bag
-from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.evaluation.pose_bag_eval import POSE_TOPIC, card_world, world_mismatch
-from scene_perception.models.gcnet import CONFIGS as STEREO_CONFIGS
-from scene_perception.models.gcnet import GCNet
-from scene_perception.models.multitask import CONFIGS, MultiTaskNet
-from scene_perception.models.weights import load_pose_model, save_scene_model, save_stereo_model
+from scene_perception.models.weights import load_pose_model
 from scene_perception.pipelines.scene import ScenePipeline
 from scene_perception.ros.bag_eval import evaluate_bag
-
-W, H = 128, 64
 
 
 @pytest.fixture(scope="module")
 def gt_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_bag(
-        tmp_path_factory.mktemp("gt") / "bag", 2, width=W, height=H, seed=5, storage="sqlite3"
-    )
+    return write_gt_bag(tmp_path_factory.mktemp("gt"))
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -78,11 +70,7 @@ def numpy_instance_error(offsets: np.ndarray, instance: np.ndarray) -> tuple[flo
 
 
 def test_eval_reports_pose_ece_and_instance_error(gt_bag: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    stereo_w = tmp_path / "lite.safetensors"
-    save_stereo_model(GCNet(STEREO_CONFIGS["lite"]), stereo_w, {"trained": False})
-    scene_w = tmp_path / "scene_tiny.safetensors"
-    save_scene_model(MultiTaskNet(CONFIGS["tiny"]), scene_w, {"trained": False})
+    stereo_w, scene_w = untrained_weights(tmp_path)
     out = tmp_path / "eval"
     # Pose: the shipped PoseNet (pose_weights None), forced: the bag is not from its world (auto would skip).
     assert evaluate_bag(gt_bag, out, "lite", str(stereo_w), scene_weights=str(scene_w), pose=True) == 0

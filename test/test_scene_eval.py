@@ -12,28 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from evalutil import H, W, untrained_weights, write_gt_bag
 from rosbags.rosbag2 import Writer
 
 from scene_perception.data.bag_io import _header, _image_msg, read_stereo_bag, typestore
-from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.data.world import CLASSES
 from scene_perception.evaluation.scene_bag_eval import LABELS_TOPIC, evaluate_scene_bag
-from scene_perception.models.gcnet import CONFIGS as STEREO_CONFIGS
-from scene_perception.models.gcnet import GCNet
-from scene_perception.models.multitask import CONFIGS, MultiTaskNet
-from scene_perception.models.weights import save_scene_model, save_stereo_model
 from scene_perception.pipelines.scene import ScenePipeline
 from scene_perception.ros.bag_eval import evaluate_bag
-
-W, H = 128, 64
 
 
 @pytest.fixture(scope="module")
 def gt_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_bag(
-        tmp_path_factory.mktemp("gt") / "bag", 2, width=W, height=H, seed=5, storage="sqlite3"
-    )
+    return write_gt_bag(tmp_path_factory.mktemp("gt"))
 
 
 def numpy_miou(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -77,11 +68,7 @@ def test_scoring_perfect_wrong_and_missing_frames(gt_bag: Path, tmp_path: Path) 
 def test_eval_reports_scene_miou_from_the_live_node(
     gt_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    torch.manual_seed(0)
-    stereo_w = tmp_path / "lite.safetensors"
-    save_stereo_model(GCNet(STEREO_CONFIGS["lite"]), stereo_w, {"trained": False})
-    scene_w = tmp_path / "scene_tiny.safetensors"
-    save_scene_model(MultiTaskNet(CONFIGS["tiny"]), scene_w, {"trained": False})
+    stereo_w, scene_w = untrained_weights(tmp_path)
     out = tmp_path / "eval"
     assert evaluate_bag(gt_bag, out, "lite", str(stereo_w), scene_weights=str(scene_w)) == 0
     # The bag has /gt/pose but is not from the shipped PoseNet's world: the automatic choice skips the pose
