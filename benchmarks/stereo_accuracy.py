@@ -9,6 +9,8 @@ Data, and what is *not* done with it:
   ``ProceduralStereoDataset``, whose item seeds are ``SeedSequence([data_seed, index])`` hashes; the script
   checks that none of the evaluation seeds equals one of those for the first ``--train-samples`` indices
   (so the held-out pairs are provably not training pairs).  Scored on non-occluded pixels.
+* ``--split validation`` scores seeds ``20_000_000 + i`` instead and skips Aloe: the set for *choosing*
+  between checkpoints or inference settings, so the held-out test pairs are only ever used to report.
 * Middlebury 2006 Aloe (``tools/fetch_eval_data.sh``): evaluation only.  GT value 0 (unknown) is excluded.
   The disparity range is chosen from the image width alone (``--range-fraction`` x width, rounded to a
   multiple of 16), never from the GT.  Nothing here feeds back into training or tuning.
@@ -21,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -52,6 +55,8 @@ from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa:
 # First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses
 # SeedSequence hashes of (data seed, index)); check_held_out() verifies there is no accidental overlap.
 HELD_OUT_SEED_START = 10_000_000
+# First seed of the validation set (model selection); disjoint from the held-out range above.
+VALIDATION_SEED_START = 20_000_000
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
 
 # Goals and baseline from the project notes (shared/notes/data-and-baselines.md).
@@ -76,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lite", help="model name (model card / config name)")
     p.add_argument("--weights", default=None, help=".safetensors file (default: search the model dirs)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="test: held-out synthetic + Aloe, to report; validation: other synthetic seeds and "
+                        "no Aloe, to choose checkpoints or settings with")
+    p.add_argument("--regression-window", type=int, default=None,
+                   help="override the model card's regression_window (0: plain soft arg-min), to compare")
     p.add_argument("--synthetic-pairs", type=int, default=50, help="held-out synthetic pairs (0: skip)")
     p.add_argument("--synthetic-size", type=parse_size, default=(256, 512), help="HxW of synthetic pairs")
     p.add_argument("--synthetic-max-disparity", type=float, default=96.0)
@@ -95,13 +105,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.synthetic_pairs < 0 or args.repeats < 1 or args.threads < 1:
         p.error("--synthetic-pairs must be >= 0, --repeats and --threads >= 1")
+    if args.split == "validation" and args.update_card is not None:
+        p.error("--update-card records test-split metrics; validation numbers are for choosing only")
+    if args.regression_window is not None and args.update_card is not None:
+        p.error("--update-card records the card's own setting: put regression_window in its config instead")
     return args
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def held_out_seeds(n: int) -> list[int]:
-    """Seeds of the held-out synthetic set (a fixed range, so every run scores the same pairs)."""
-    return [HELD_OUT_SEED_START + i for i in range(n)]
+def held_out_seeds(n: int, split: str = "test") -> list[int]:
+    """Seeds of the held-out (or validation) synthetic set: a fixed range, so every run scores the same
+    pairs."""
+    start = VALIDATION_SEED_START if split == "validation" else HELD_OUT_SEED_START
+    return [start + i for i in range(n)]
 
 
 def check_held_out(seeds: list[int], train_seed: int, train_samples: int) -> None:
@@ -171,7 +187,7 @@ def row(
 # ----------------------------------------------------------------------------------------- synthetic
 def run_synthetic(args: argparse.Namespace, pipeline: StereoDepthPipeline, model_max: int) -> dict[str, Any]:
     """Our model (dense) and SGBM (sparse, filled) on held-out procedural pairs, non-occluded pixels."""
-    seeds = held_out_seeds(args.synthetic_pairs)
+    seeds = held_out_seeds(args.synthetic_pairs, args.split)
     check_held_out(seeds, args.train_seed, args.train_samples)
     h, w = args.synthetic_size
     max_d = float(args.synthetic_max_disparity)
@@ -196,6 +212,7 @@ def run_synthetic(args: argparse.Namespace, pipeline: StereoDepthPipeline, model
         row("SGBM_3WAY filled", size, num_d, pool_metrics(per["sgbm_filled"]), None),
     ]
     return {
+        "split": args.split,
         "seeds": [seeds[0], seeds[-1]] if seeds else [],
         "pairs": len(seeds),
         "size": [h, w],
@@ -387,12 +404,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.manual_seed(0)  # untrained weights (pipeline checks) are then the same in every run
     model, info = load_stereo_model(args.model, args.weights)
+    if args.regression_window is not None:
+        # Same weights, other inference setting (the forward reads it from the config).
+        model.config = dataclasses.replace(model.config, regression_window=args.regression_window)
     pipeline = StereoDepthPipeline(model, compute_points=False)
     c = SGBMConfig()
     results: dict[str, Any] = {
         "model": {"name": info.name, "config": info.config_name, "trained": info.trained,
                   "weights": str(info.weights_path) if info.weights_path else None, "sha256": info.sha256,
-                  "max_disparity": model.max_disparity},
+                  "max_disparity": model.max_disparity,
+                  "regression_window": model.config.regression_window},
         "threads": args.threads,
         "sgbm": {"mode": "SGBM_3WAY", "block_size": c.block_size, "P1": c.p1, "P2": c.p2,
                  "uniqueness_ratio": c.uniqueness_ratio, "speckle_window_size": c.speckle_window_size,
@@ -407,14 +428,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         syn = run_synthetic(args, pipeline, model.max_disparity)
         results["synthetic"] = syn
         h, w = syn["size"]
-        print(f"\n## Held-out synthetic: {syn['pairs']} pairs {w}x{h}, seeds {HELD_OUT_SEED_START}.."
-              f"{HELD_OUT_SEED_START + syn['pairs'] - 1} (never training seeds: checked against the first "
+        title = "Validation synthetic (for choosing, not reporting)" if args.split == "validation" \
+            else "Held-out synthetic"
+        first, last = (syn["seeds"] or [0, -1])
+        print(f"\n## {title}: {syn['pairs']} pairs {w}x{h}, seeds {first}.."
+              f"{last} (never training seeds: checked against the first "
               f"{args.train_samples} item seeds of data seed {args.train_seed}), max disparity "
               f"{syn['max_disparity']:g}, non-occluded pixels, pooled; ms = median per pair\n")
         print(markdown_table(syn["rows"]))
 
-    aloe = run_aloe(args, pipeline, model.max_disparity)
-    if aloe is None:
+    aloe = None if args.split == "validation" else run_aloe(args, pipeline, model.max_disparity)
+    if args.split == "validation":
+        results["aloe"] = None
+    elif aloe is None:
         print(f"\n## Middlebury Aloe: skipped, no data in {args.aloe_dir}. "
               "Fetch it with `bash tools/fetch_eval_data.sh` (Debian opencv-doc).")
         results["aloe"] = None
@@ -431,7 +457,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("\nBaseline recorded in the notes (for comparison with the SGBM (notes' range) rows):\n")
         print(notes_table())
 
-    results["goals"] = evaluate_goals(results)
+    # The goals are about the held-out test split; a validation run only compares candidates.
+    results["goals"] = evaluate_goals(results) if args.split == "test" else []
     if results["goals"]:
         print("\n## Goals (project notes)\n")
         print(goals_table(results["goals"]))

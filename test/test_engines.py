@@ -223,6 +223,28 @@ def test_ort_matches_torch_paper_tiny(tmp_path: Path) -> None:
         assert_parity(engine.infer(feeds), TorchEngine(model).infer(feeds), PAPER_TOL)
 
 
+def test_ort_matches_torch_with_a_regression_window(lite, tmp_path: Path) -> None:
+    """The windowed soft arg-min (ArgMax + mask) exports, stays inside TensorRT's op set and matches."""
+    model = GCNet(replace(lite[0].config, regression_window=2)).eval()
+    model.load_state_dict(lite[0].state_dict())
+    report = export_onnx(model, tmp_path / "windowed.onnx", H, W)
+    assert report.ok and "ArgMax" in report.op_counts
+    assert set(report.op_counts) <= TENSORRT_SUPPORTED_OPS
+    feeds = stereo_feeds(H, W, seed=1)
+    heads: list[torch.Tensor] = []
+    hook = model.head.register_forward_hook(lambda _m, _i, out: heads.append(out.detach()))
+    want = TorchEngine(model, cpu_rewrite=False).infer(feeds)
+    hook.remove()
+    # Precondition: no pixel's two best modes are a rounding error apart, where either implementation
+    # could legitimately pick either (see full_soft_argmin); then the outputs must agree everywhere.
+    top2 = torch.softmax(-heads[0][:, 0], dim=1).topk(2, dim=1).values
+    assert float((top2[:, 0] - top2[:, 1]).min()) > 1e-4
+    with OnnxRuntimeEngine(tmp_path / "windowed.onnx", num_threads=2) as engine:
+        assert_parity(engine.infer(feeds), want, LITE_TOL)
+    plain = TorchEngine(lite[0], cpu_rewrite=False).infer(feeds)
+    assert float(np.abs(plain["disparity"] - want["disparity"]).max()) > 0.1  # the window changed something
+
+
 def test_pipeline_with_engine_matches_pipeline_with_module(lite, cache_dir: Path) -> None:
     """Odd frame sizes are padded, the per-resolution engine is built on demand and rebuilt on a change."""
     model, digest = lite
@@ -271,7 +293,11 @@ def test_model_digest_separates_random_inits_and_follows_the_weights_file() -> N
     b = GCNet("lite")
     assert model_digest(a) != model_digest(b)
     assert model_digest(a) == model_digest(a)
-    assert model_digest(a, "ABC") == "abc"
+    # A weights file's sha256, plus the config: the card can change the graph with the same weights.
+    assert model_digest(a, "ABC").startswith("abc+config:")
+    assert model_digest(a, "ABC") == model_digest(b, "abc")  # same file, same config
+    a.config = replace(a.config, regression_window=2)
+    assert model_digest(a, "ABC") != model_digest(b, "abc")
 
 
 def test_cache_rebuilds_corrupt_stale_unverifiable_and_unloadable_artifacts(

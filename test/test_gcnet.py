@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scene_perception.models import weights as weights_mod
-from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig
+from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig, full_soft_argmin
 from scene_perception.models.layers import concat_cost_volume, soft_argmin, soft_argmin_with_expectation
 from scene_perception.models.weights import ModelLoadError, load_stereo_model, save_stereo_model
 
@@ -123,6 +123,62 @@ def test_soft_argmin_exact_for_one_hot_cost() -> None:
 def test_soft_argmin_uniform_cost_is_mean() -> None:
     disp = soft_argmin(torch.zeros(1, 9, 1, 1))
     assert disp.item() == pytest.approx(4.0)
+
+
+def _bimodal_cost(levels: int = 32, near: int = 5, far: int = 25, p_far: float = 0.4) -> torch.Tensor:
+    """Cost whose softmax puts 1 - p_far on level ``near`` and p_far on level ``far`` (a depth edge)."""
+    prob = torch.full((levels,), 1e-9)
+    prob[near], prob[far] = 1.0 - p_far, p_far
+    return -torch.log(prob / prob.sum()).view(1, levels, 1, 1)
+
+
+def test_windowed_soft_argmin_stays_on_the_main_mode_at_a_depth_edge() -> None:
+    cost = _bimodal_cost()
+    values = torch.arange(32, dtype=torch.float32).view(1, 32, 1, 1) * 0.5
+    plain, plain_values = soft_argmin_with_expectation(cost, values, dim=1)
+    assert plain.item() == pytest.approx(0.6 * 5 + 0.4 * 25, abs=1e-3)  # 13: on neither surface
+    windowed, windowed_values = soft_argmin_with_expectation(cost, values, dim=1, window=2)
+    assert windowed.item() == pytest.approx(5.0, abs=1e-3)
+    assert windowed_values.item() == pytest.approx(2.5, abs=1e-3)  # the values follow the chosen mode
+    # Inside the window it is still a soft arg-min: sub-level estimates from neighbouring levels.
+    prob = torch.zeros(32)
+    prob[9], prob[10], prob[11], prob[20] = 0.2, 0.5, 0.1, 0.2
+    cost2 = -torch.log(prob + 1e-12).view(1, 32, 1, 1)
+    d, _ = soft_argmin_with_expectation(cost2, values, dim=1, window=1)
+    assert d.item() == pytest.approx((9 * 0.2 + 10 * 0.5 + 11 * 0.1) / 0.8, abs=1e-4)
+    # window 0 is the plain soft arg-min
+    assert torch.equal(soft_argmin_with_expectation(cost2, values, dim=1, window=0)[0], soft_argmin(cost2))
+
+
+def test_regression_window_in_the_config_model_and_card(lite: GCNet, isolated_models: Path) -> None:
+    with pytest.raises(ValueError, match="regression_window"):
+        GCNetConfig(name="x", regression_window=-1)
+    card_config = CONFIGS["lite"].to_dict()
+    del card_config["regression_window"]  # a card written before the field existed
+    assert GCNetConfig.from_dict(card_config).regression_window == 0
+    windowed = GCNet(GCNetConfig.from_dict({**card_config, "regression_window": 2})).eval()
+    windowed.load_state_dict(lite.state_dict())
+    left, right = _pair(32, 64, seed=3)
+    with torch.no_grad():
+        plain_disp, _ = lite(left, right)
+        win_disp, _ = windowed(left, right)
+        with full_soft_argmin(windowed):
+            assert windowed.config.regression_window == 0
+            torch.testing.assert_close(windowed(left, right)[0], plain_disp)
+    assert windowed.config.regression_window == 2  # restored
+    assert not torch.allclose(win_disp, plain_disp)  # an untrained net's spread-out costs: it matters
+    # The card decides: the same weights file loads with the window its card names.
+    path = isolated_models / "lite.safetensors"
+    save_stereo_model(windowed, path, {"trained": True})
+    loaded, _ = load_stereo_model("lite")
+    assert loaded.config.regression_window == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(left, right)[0], win_disp)
+    # Gradients still reach the network through the kept probabilities.
+    windowed.train()
+    disp, log_scale = windowed(left, right)
+    (disp.mean() + log_scale.mean()).backward()
+    assert windowed.head.weight.grad is not None and windowed.head.weight.grad.abs().sum() > 0
 
 
 def test_concat_cost_volume_semantics() -> None:

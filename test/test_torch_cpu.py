@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -82,6 +83,22 @@ def test_torch_engine_uses_rewrite_and_can_opt_out() -> None:
     a, b = fast.infer(feeds), slow.infer(feeds)
     for k in a:
         assert abs(a[k] - b[k]).max() < 2e-3
+
+
+def test_rewrite_is_kept_for_a_windowed_model() -> None:
+    """The load-time check compares the plain soft arg-min (a near-tie may flip a windowed mode), so a
+    model with a regression window still gets the fast copy, and the copy keeps the window."""
+    from dataclasses import replace
+
+    model = GCNet(replace(GCNet("lite").config, regression_window=2)).eval()
+    _randomise_batchnorm(model, seed=4)
+    engine = TorchEngine(model)
+    assert engine.cpu_rewrite and model.config.regression_window == 2
+    x = torch.rand(1, 3, 64, 128).numpy()
+    feeds = {"left": x, "right": np.roll(x, -4, axis=3).copy()}
+    got = engine.infer(feeds)["disparity"]
+    want = TorchEngine(model, cpu_rewrite=False).infer(feeds)["disparity"]
+    assert float(np.mean(np.abs(got - want) < 2e-3)) > 0.99  # identical but for rare near-ties
 
 
 def test_torch_engine_falls_back_when_rewrite_disagrees(caplog: pytest.LogCaptureFixture) -> None:

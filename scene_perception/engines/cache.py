@@ -114,19 +114,23 @@ def file_sha256(path: str | Path) -> str:
 
 
 def model_digest(model: Any, weights_sha256: str | None = None) -> str:
-    """Identity of a network's weights for cache keys.
+    """Identity of a network (weights and architecture config) for cache keys.
 
     The weights file's sha256 (``ModelInfo.sha256``) when the model was loaded from one: cheap, and it is
-    what the model card records. Without a file (untrained, randomly initialised models, e.g. in tests)
-    a sha256 over the config and every state-dict tensor instead, so two different random inits never
-    share a cached graph; hashing the file would be wrong there because there is no file.
+    what the model card records; plus a short hash of the config, because the card (not the weights file)
+    holds the config and some of it changes the graph with the same weights (``regression_window``): a
+    card edited to switch it must not be served a graph cached for the old setting. Without a file
+    (untrained, randomly initialised models, e.g. in tests) a sha256 over the config and every
+    state-dict tensor instead, so two different random inits never share a cached graph; hashing the file
+    would be wrong there because there is no file.
     """
+    config = getattr(model, "config", None)
     if weights_sha256:
-        return str(weights_sha256).lower()
+        config_tag = hashlib.sha256(repr(config).encode()).hexdigest()[:12]
+        return f"{str(weights_sha256).lower()}+config:{config_tag}"
     import torch
 
     h = hashlib.sha256()
-    config = getattr(model, "config", None)
     h.update(repr(config).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())

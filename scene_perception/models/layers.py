@@ -116,17 +116,35 @@ def soft_argmin(cost: Tensor, dim: int = 1) -> Tensor:
     return (prob * _disparity_values(cost, dim)).sum(dim=dim, keepdim=True)
 
 
-def soft_argmin_with_expectation(cost: Tensor, values: Tensor, dim: int = 1) -> tuple[Tensor, Tensor]:
+def soft_argmin_with_expectation(
+    cost: Tensor, values: Tensor, dim: int = 1, window: int = 0
+) -> tuple[Tensor, Tensor]:
     """Soft arg-min plus the expectation of per-hypothesis ``values`` under the same distribution.
 
     Used by the aleatoric head: the network predicts a log-scale feature for every disparity hypothesis
     and the pixel's log-scale is its expectation, so the uncertainty follows the chosen match.
 
+    Args:
+        cost, values: same shape, disparity hypotheses along ``dim``.
+        dim: disparity axis.
+        window: 0 = the plain soft arg-min over all hypotheses (GC-Net eq. 1).  ``k > 0`` keeps only the
+            hypotheses within ``k`` levels of the most probable one and renormalises.  Why: at a depth edge
+            the distribution is bimodal (foreground and background), and the full expectation lands
+            between the two modes, on neither surface; restricted to the main mode it picks one.  The mask
+            is piecewise constant, so gradients still flow through the kept probabilities.
+
     Returns:
         (disparity, expected values), both with ``dim`` kept as a size-1 axis.
     """
     prob = torch.softmax(-cost, dim=dim)
-    disparity = (prob * _disparity_values(cost, dim)).sum(dim=dim, keepdim=True)
+    levels = _disparity_values(cost, dim)
+    if window > 0:
+        mode = prob.argmax(dim=dim, keepdim=True).to(cost.dtype)
+        # "< window + 0.5" on integer levels is "<= window"; ONNX Less is in TensorRT's op set, LessOrEqual
+        # is not in our checked list (engines/onnx_export.py).
+        prob = prob * ((levels - mode).abs() < window + 0.5).to(cost.dtype)
+        prob = prob / prob.sum(dim=dim, keepdim=True)
+    disparity = (prob * levels).sum(dim=dim, keepdim=True)
     return disparity, (prob * values).sum(dim=dim, keepdim=True)
 
 

@@ -45,9 +45,14 @@ class DisparityRefinement(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, disparity: Tensor, log_scale: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, disparity: Tensor, log_scale: Tensor, image: Tensor, channels_last: bool = False
+    ) -> tuple[Tensor, Tensor]:
         scale = self.max_disparity
-        x = self.stem(torch.cat([disparity / scale, log_scale, image], dim=1))
+        x = torch.cat([disparity / scale, log_scale, image], dim=1)
+        if channels_last:  # see GCNet.channels_last: ~2x faster narrow convs on oneDNN
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         delta = self.out(self.blocks(x))
         # Residual in units of the disparity range keeps the conv's output O(1) whatever the range is.
         refined = F.relu(disparity + delta[:, :1] * scale * 0.1)
