@@ -107,6 +107,22 @@ def test_gradients_flow() -> None:
     assert model.features[0][0].weight.grad.abs().sum() > 0  # reaches the first layer
 
 
+def test_channels_last_training_computes_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training runs the convs channels-last (faster on oneDNN); outputs and gradients must not change."""
+    torch.manual_seed(0)
+    model = GCNet("lite").train()
+    left, right = _pair(32, 64, b=2, seed=5)
+    results = []
+    for channels_last in (False, True):
+        monkeypatch.setattr(GCNet, "channels_last", channels_last)
+        model.zero_grad()
+        disp, log_scale = model(left, right)
+        (disp.mean() + log_scale.mean()).backward()
+        results.append((disp.detach(), model.volume_convs[0][0].weight.grad.clone()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-3, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- layers
 def test_soft_argmin_exact_for_one_hot_cost() -> None:
     levels, target = 24, torch.tensor([[0, 5], [17, 23]])

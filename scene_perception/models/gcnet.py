@@ -155,10 +155,12 @@ class GCNet(nn.Module):
     disparity is in px with ``left(x) ~ right(x - d)``.
     """
 
-    #: Run convolutions on channels-last tensors (NHWC / NDHWC). Why: oneDNN's kernels for these narrow
-    #: layers (12-32 channels) are much faster in that layout: measured on 2 CPU cores, a 12-channel
-    #: refinement conv at 2x256x512 forward+backward 50-75 ms -> 21-28 ms, the first 3-D conv on the cost
-    #: volume 311 -> 196 ms. Same numbers up to float rounding; ONNX export ignores memory formats.
+    #: In training, run the convolutions on channels-last tensors (NHWC / NDHWC). Why: oneDNN's training
+    #: kernels for these narrow layers (12-32 channels) are much faster in that layout: on 2 CPU cores a
+    #: 12-channel refinement conv at 2x256x512 forward+backward took 50-75 ms -> 21-28 ms, the first 3-D
+    #: conv on the cost volume 311 -> 196 ms, a whole lite training step 1.49 -> 1.12 s. Not at inference:
+    #: the CPU engine's rewritten copy (engines/torch_cpu.py) got slower with it (320x256: 82 -> 113 ms).
+    #: Same numbers up to float rounding either way.
     channels_last: bool = True
 
     def __init__(self, config: GCNetConfig | str = "lite") -> None:
@@ -246,13 +248,14 @@ class GCNet(nn.Module):
             )
         # Siamese tower: one pass over both images in a single batch (shared weights, better GEMM use).
         images = (torch.cat([left, right], dim=0) - self.rgb_mean) / self.rgb_std
-        if self.channels_last:
+        channels_last = self.channels_last and self.training
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.features(images)
         f_left, f_right = feats[:b], feats[b:]
 
         volume = concat_cost_volume(f_left, f_right, self.config.volume_levels)
-        if self.channels_last:
+        if channels_last:
             volume = volume.contiguous(memory_format=torch.channels_last_3d)
         skips = [self.volume_convs(volume)]
         x = volume
@@ -275,7 +278,7 @@ class GCNet(nn.Module):
             log_scale = F.interpolate(log_scale, scale_factor=s, mode="bilinear", align_corners=False)
             log_scale = log_scale + math.log(s)
         if self.refine is not None:
-            disparity, log_scale = self.refine(disparity, log_scale, images[:b], self.channels_last)
+            disparity, log_scale = self.refine(disparity, log_scale, images[:b], channels_last)
         return disparity, log_scale
 
 
