@@ -216,3 +216,36 @@ def test_held_out_check_catches_training_seed() -> None:
     with pytest.raises(RuntimeError, match="training item 7"):
         bench.check_held_out([train_item], train_seed=0, train_samples=10)
     bench.check_held_out(bench.held_out_seeds(3), train_seed=0, train_samples=10)
+
+
+def test_benchmark_validation_split_chooses_without_touching_test_data(tmp_path: Path) -> None:
+    """The validation split scores other seeds, never Aloe, sets no goals and cannot write a card; a
+    regression-window override scores the same weights with another setting."""
+    import torch
+
+    from scene_perception.models.gcnet import CONFIGS, GCNet
+    from scene_perception.models.weights import save_stereo_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "lite.safetensors"
+    save_stereo_model(GCNet(CONFIGS["lite"]), weights, {"trained": False})
+    aloe = tmp_path / "aloe"
+    aloe.mkdir()  # present-but-bogus Aloe files: reading them would raise, so not reading them is visible
+    for name in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png"):
+        (aloe / name).write_bytes(b"not an image")
+    bench = load_benchmark()
+    common = ["--weights", str(weights), "--synthetic-pairs", "2", "--synthetic-size", "64x128",
+              "--synthetic-max-disparity", "32", "--train-samples", "100", "--aloe-dir", str(aloe),
+              "--threads", "1"]
+    plain = bench.main([*common, "--split", "validation", "--regression-window", "0"])
+    windowed = bench.main([*common, "--split", "validation", "--regression-window", "3"])
+    assert plain["synthetic"]["split"] == "validation" and plain["synthetic"]["seeds"][0] == 20_000_000
+    assert plain["aloe"] is None and plain["goals"] == []
+    assert (plain["model"]["regression_window"], windowed["model"]["regression_window"]) == (0, 3)
+    assert plain["synthetic"]["rows"][0]["epe"] != windowed["synthetic"]["rows"][0]["epe"]
+    sgbm = [{k: v for k, v in r["synthetic"]["rows"][1].items() if k != "ms"} for r in (plain, windowed)]
+    assert sgbm[0] == sgbm[1]  # SGBM saw the same pairs
+    with pytest.raises(SystemExit):
+        bench.main([*common, "--split", "validation", "--update-card", str(tmp_path / "lite.json")])
+    with pytest.raises(SystemExit):
+        bench.main([*common, "--regression-window", "2", "--update-card", str(tmp_path / "lite.json")])
