@@ -13,7 +13,12 @@ import torch
 from scene_perception.models import weights as weights_mod
 from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig, full_soft_argmin
 from scene_perception.models.layers import concat_cost_volume, soft_argmin, soft_argmin_with_expectation
-from scene_perception.models.weights import ModelLoadError, load_stereo_model, save_stereo_model
+from scene_perception.models.weights import (
+    ModelLoadError,
+    load_stereo_model,
+    save_stereo_model,
+    stereo_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +193,10 @@ def test_regression_window_in_the_config_model_and_card(lite: GCNet, isolated_mo
     save_stereo_model(windowed, path, {"trained": True})
     loaded, _ = load_stereo_model("lite")
     assert loaded.config.regression_window == 2
+    assert stereo_config("lite") == loaded.config  # what tools read without loading weights
+    assert stereo_config("paper") == CONFIGS["paper"]  # no card: the built-in config
+    with pytest.raises(ModelLoadError, match="unknown model"):
+        stereo_config("nonexistent")
     with torch.no_grad():
         torch.testing.assert_close(loaded(left, right)[0], win_disp)
     # Gradients still reach the network through the kept probabilities.

@@ -47,6 +47,7 @@ __all__ = [
     "save_model",
     "save_scene_model",
     "save_stereo_model",
+    "stereo_config",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -239,6 +240,22 @@ def load_stereo_model(name: str = "lite", weights: str | Path | None = None) -> 
             the config; unknown name.
     """
     return _load_model(name, weights, CONFIGS, GCNetConfig, GCNet, "stereo")  # type: ignore[return-value]
+
+
+def stereo_config(name: str = "lite") -> GCNetConfig:
+    """The architecture config of ``name`` as the model search path defines it, without loading weights.
+
+    For tools that build their own (e.g. untrained, seeded) network but must match what users run: the
+    first model card ``<name>.json`` in :func:`model_search_dirs` (parsed and checked like
+    :func:`load_stereo_model` does), else the built-in config of that name.
+    """
+    for _, card_path in _candidate_files(name):
+        if card_path.is_file():
+            return _config_from_card(_read_card(card_path), card_path)
+    if name not in CONFIGS:
+        raise ModelLoadError(f"unknown model {name!r}: no model card found and it is not a config name "
+                             f"(known configs: {sorted(CONFIGS)})")
+    return CONFIGS[name]
 
 
 def load_scene_model(name: str = "scene", weights: str | Path | None = None
