@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from scene_perception.engines.base import InferenceEngine
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
 
 __all__ = ["StereoDepthPipeline", "StereoDepthResult"]
 
@@ -78,6 +79,9 @@ class StereoDepthPipeline:
         max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
         compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
             a few ms at VGA).
+        local_refinement: settings of the sub-pixel correction by local photometric matching
+            (:mod:`~scene_perception.pipelines.local_refinement`), applied to the network's disparity on
+            the engine's device; None turns it off.
 
     Thread count is deliberately not set here: that is a process-wide decision for the node/tool.
     """
@@ -90,6 +94,7 @@ class StereoDepthPipeline:
         min_disparity: float = 0.0,
         max_uncertainty: float = float("inf"),
         compute_points: bool = True,
+        local_refinement: LocalRefinementConfig | None = LocalRefinementConfig(),
     ) -> None:
         if isinstance(model, InferenceEngine):
             self.engine = model
@@ -104,6 +109,7 @@ class StereoDepthPipeline:
         self.min_disparity = float(min_disparity)
         self.max_uncertainty = float(max_uncertainty)
         self.compute_points = bool(compute_points)
+        self.local_refinement = local_refinement
 
     def _to_tensor(self, img: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
@@ -145,9 +151,13 @@ class StereoDepthPipeline:
             start = time.perf_counter()
             out = self.engine.infer({"left": pair[:1], "right": pair[1:]})
             inference_ms = (time.perf_counter() - start) * 1000.0
-            disparity_t = torch.as_tensor(out["disparity"])
+            disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])
-            disparity = disparity_t[0, 0, :h, :w].float().cpu().numpy()
+            if self.local_refinement is not None:
+                disparity_t, _ = refine_disparity_locally(
+                    pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t, self.local_refinement
+                )
+            disparity = disparity_t[0, 0].cpu().numpy()
             log_scale = log_scale_t[0, 0, :h, :w].float().cpu().numpy()
 
         disparity = np.ascontiguousarray(disparity, dtype=np.float32)

@@ -1,0 +1,118 @@
+"""Choose the local photometric refinement's settings on the *validation* synthetic split.
+
+Renders the validation pairs of ``benchmarks/stereo_accuracy.py --split validation`` (seeds 20_000_000+,
+never training or test data, never Aloe), runs the network once per pair with the refinement off, then
+scores every setting of a small grid on the cached network output, so the grid costs little more than one
+benchmark run.  Prints one markdown row per setting (pooled EPE / bad-x over non-occluded pixels) and the
+share of pixels each setting changed.
+
+    python benchmarks/local_refinement_sweep.py --pairs 200 --json out/bench/local_refinement_sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO))
+sys.path.insert(0, str(_REPO / "benchmarks"))
+
+from stereo_accuracy import held_out_seeds  # noqa: E402
+
+from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
+from scene_perception.models.weights import load_stereo_model  # noqa: E402
+from scene_perception.pipelines.local_refinement import (  # noqa: E402
+    LocalRefinementConfig,
+    refine_disparity_locally,
+)
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="lite")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--pairs", type=int, default=200)
+    p.add_argument("--size", default="256x512", help="HxW, as stereo_accuracy's --synthetic-size")
+    p.add_argument("--max-disparity", type=float, default=96.0, help="as stereo_accuracy's default")
+    p.add_argument("--radius", type=_ints, default=[1, 2, 3, 4])
+    p.add_argument("--window", type=_ints, default=[5, 7, 9])
+    p.add_argument("--min-zncc", type=_floats, default=[0.5, 0.7, 0.9])
+    p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
+    p.add_argument("--iterations", type=_ints, default=[1, 2])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    h, w = (int(v) for v in args.size.split("x"))
+    model, info = load_stereo_model(args.model, args.weights)
+    pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=None)
+    cached = []
+    for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc="network", unit="pair"):
+        s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
+        result = pipeline(s.left, s.right)
+        mask = s.nonoccluded & np.isfinite(s.disparity)
+        cached.append((to_tensor(s.left), to_tensor(s.right), result.disparity, s.disparity, mask))
+
+    settings: list[LocalRefinementConfig | None] = [None]
+    grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations)
+    for r, win, z, t, it in grid:
+        settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it))
+    rows = []
+    print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
+          f"validation pairs {w}x{h}, non-occluded pixels, pooled\n")
+    print("| radius | window | min ZNCC | min texture | iterations | EPE px | bad-1 % | bad-2 % | bad-3 % | "
+          "changed % |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for cfg in settings:
+        per, changed, total = [], 0, 0
+        with torch.inference_mode():
+            for left, right, disp, gt, mask in cached:
+                pred = disp
+                if cfg is not None:
+                    refined, accepted = refine_disparity_locally(
+                        left, right, torch.from_numpy(disp)[None, None], cfg)
+                    pred = refined[0, 0].numpy()
+                    changed += int(accepted.sum())
+                total += disp.size
+                per.append(disparity_metrics(pred, gt, mask))
+        m = pool_metrics(per)
+        desc = ("off", "-", "-", "-", "-") if cfg is None else (
+            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations)
+        rows.append({"setting": None if cfg is None else cfg.__dict__, **m, "changed": 100.0 * changed / total})
+        print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
+              f"{m['bad3']:.2f} | {100.0 * changed / total:.1f} |", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"weights_sha256": info.sha256, "pairs": len(cached), "rows": rows},
+                                        indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
