@@ -201,6 +201,20 @@ def measure_backend(
     return samples
 
 
+def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespace) -> list[float]:
+    """CPU time of the pipeline's default local refinement at this size (it runs after every backend)."""
+    from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
+
+    def to_t(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+
+    lt, rt = to_t(left), to_t(right)
+    start = torch.full((1, 1, *left.shape[:2]), 0.05 * left.shape[1])
+    with torch.inference_mode():
+        return time_it(lambda: refine_disparity_locally(lt, rt, start, LocalRefinementConfig()),
+                       args.repeats, args.warmup, lambda: None)
+
+
 def bench_cell(
     config: str, size: tuple[int, int], args: argparse.Namespace, plan: list[BackendChoice], cache: Path
 ) -> list[dict[str, Any]]:
@@ -221,6 +235,7 @@ def bench_cell(
     sgbm = SGBMMatcher(min(model.max_disparity, max(16, (w - 1) // 16 * 16)))
     sgbm_ms = time_it(lambda: sgbm.match(left, right), args.repeats, args.warmup, lambda: None)
     sgbm_med = statistics.median(sgbm_ms)
+    refine_ms = time_refinement(left, right, args)
 
     def to_input(img: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
@@ -241,6 +256,7 @@ def bench_cell(
             "sgbm_ms_median": round(sgbm_med, 2),
             "sgbm_ms_p90": round(p90(sgbm_ms), 2),
             "sgbm_num_disparities": sgbm.num_disparities,
+            "local_refinement_ms_median": round(statistics.median(refine_ms), 2),
         }
         try:
             samples = measure_backend(choice, model, digest, cache, (ph, pw), feeds, args, row)
@@ -262,8 +278,9 @@ def bench_cell(
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| config | size (padded) | backend | device / precision | ms median / p90 | fps | peak RSS +MB "
-        "| CUDA MB (torch max / device +) | SGBM_3WAY ms median / p90 | backend / SGBM |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CUDA MB (torch max / device +) | SGBM_3WAY ms median / p90 | backend / SGBM "
+        "| + local refinement ms (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cell = (
@@ -272,7 +289,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
         sgbm = f"{r['sgbm_ms_median']:.1f} / {r['sgbm_ms_p90']:.1f}"
         if "error" in r:
-            lines.append(cell + f"| failed: {r['error'][:80]} | | | | {sgbm} | |")
+            lines.append(cell + f"| failed: {r['error'][:80]} | | | | {sgbm} | | |")
             continue
         cuda = (
             f"{r['cuda_max_allocated_mb']:.0f} / {r['cuda_used_delta_mb']:.0f}"
@@ -281,7 +298,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
         lines.append(
             cell + f"| {r['ms_median']:.1f} / {r['ms_p90']:.1f} | {r['fps']:.1f} | {r['rss_delta_mb']:.0f} "
-            f"| {cuda} | {sgbm} | {r['ratio_to_sgbm']:.2f} |"
+            f"| {cuda} | {sgbm} | {r['ratio_to_sgbm']:.2f} | {r['local_refinement_ms_median']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ share of pixels each setting changed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         m = pool_metrics(per)
         desc = ("off", "-", "-", "-", "-") if cfg is None else (
             cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations)
-        rows.append({"setting": None if cfg is None else cfg.__dict__, **m, "changed": 100.0 * changed / total})
+        setting = None if cfg is None else dataclasses.asdict(cfg)
+        rows.append({"setting": setting, **m, "changed": 100.0 * changed / total})
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
               f"{m['bad3']:.2f} | {100.0 * changed / total:.1f} |", flush=True)
     if args.json:

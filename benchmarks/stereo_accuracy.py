@@ -50,6 +50,7 @@ from scene_perception.evaluation.metrics import (  # noqa: E402
 from scene_perception.evaluation.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.disparity_range import predict_disparity  # noqa: E402
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig  # noqa: E402
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
 
 # First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses
@@ -86,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "no Aloe, to choose checkpoints or settings with")
     p.add_argument("--regression-window", type=int, default=None,
                    help="override the model card's regression_window (0: plain soft arg-min), to compare")
+    p.add_argument("--no-local-refinement", action="store_true",
+                   help="score the network's own disparity, without the pipeline's default local refinement "
+                        "(pipelines/local_refinement.py), to see what the refinement does")
     p.add_argument("--synthetic-pairs", type=int, default=None,
                    help="synthetic pairs (0: skip); default 50 for test (the cards' history), 200 for "
                         "validation: on 50 pairs a few hard ones decide (v6 vs v7: 2.10 vs 2.00 px there, "
@@ -112,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--synthetic-pairs must be >= 0, --repeats and --threads >= 1")
     if args.split == "validation" and args.update_card is not None:
         p.error("--update-card records test-split metrics; validation numbers are for choosing only")
+    if args.no_local_refinement and args.update_card is not None:
+        p.error("--update-card records what the pipeline does by default: drop --no-local-refinement")
     if args.regression_window is not None and args.update_card is not None:
         p.error("--update-card records the card's own setting: put regression_window in its config instead")
     return args
@@ -412,20 +418,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.regression_window is not None:
         # Same weights, other inference setting (the forward reads it from the config).
         model.config = dataclasses.replace(model.config, regression_window=args.regression_window)
-    pipeline = StereoDepthPipeline(model, compute_points=False)
+    refinement = None if args.no_local_refinement else LocalRefinementConfig()
+    pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=refinement)
     c = SGBMConfig()
     results: dict[str, Any] = {
         "model": {"name": info.name, "config": info.config_name, "trained": info.trained,
                   "weights": str(info.weights_path) if info.weights_path else None, "sha256": info.sha256,
                   "max_disparity": model.max_disparity,
                   "regression_window": model.config.regression_window},
+        "local_refinement": dataclasses.asdict(refinement) if refinement else None,
         "threads": args.threads,
         "sgbm": {"mode": "SGBM_3WAY", "block_size": c.block_size, "P1": c.p1, "P2": c.p2,
                  "uniqueness_ratio": c.uniqueness_ratio, "speckle_window_size": c.speckle_window_size,
                  "speckle_range": c.speckle_range, "pre_filter_cap": c.pre_filter_cap},
     }
     print(f"# Stereo accuracy: model {info.name} (config {info.config_name}), "
-          f"weights {info.weights_path or 'none'}, {args.threads} threads")
+          f"weights {info.weights_path or 'none'}, {args.threads} threads, local refinement "
+          f"{results['local_refinement'] or 'off'}")
     if not info.trained:
         print("\n**UNTRAINED weights: the model's numbers are meaningless (pipeline check only).**")
 
@@ -485,6 +494,7 @@ def update_card(card_path: Path, results: dict[str, Any], argv: list[str]) -> No
         "measured_by": "python benchmarks/stereo_accuracy.py " + " ".join(argv),
         "measured_at": time.strftime("%Y-%m-%d"),
         "threads": results["threads"],
+        "local_refinement": results["local_refinement"],
     }
     for section in ("synthetic", "aloe"):
         data = results.get(section)

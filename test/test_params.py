@@ -18,11 +18,22 @@ def test_every_parameter_is_documented_in_readme() -> None:
     assert not missing, f"parameters missing from the README table: {missing}"
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested YAML mappings name parameters with dots, as rcl reads a params file."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def test_config_file_only_sets_declared_parameters_with_matching_types() -> None:
     cfg = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
     # "/**/stereo_depth": the section must match the node in any namespace.
     assert "/**/stereo_depth" in cfg, "config sections need /**/ to apply under a namespace"
-    params = cfg["/**/stereo_depth"]["ros__parameters"]
+    params = _flatten(cfg["/**/stereo_depth"]["ros__parameters"])
     specs = {s.name: s for s in STEREO_DEPTH_PARAMS}
     unknown = sorted(set(params) - set(specs))
     assert not unknown, f"config sets undeclared parameters: {unknown}"

@@ -31,9 +31,11 @@ from stereo_msgs.msg import DisparityImage
 
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import load_stereo_model, save_stereo_model
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
 from scene_perception.ros.codec import image_to_numpy
 from scene_perception.ros.messages import point_cloud_to_numpy
+from scene_perception.ros.params import LOCAL_REFINEMENT_PARAMS
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 from scene_perception.ros.sync import dropped_count
 
@@ -224,6 +226,35 @@ def test_duplicate_stamp_dropped_and_min_disparity_is_live(ros) -> None:
     valid_before = float((d0 >= first.min_disparity).mean())
     assert np.isfinite(depth).mean() < 0.75 * valid_before, "raising min_disparity must invalidate pixels"
     node.set_parameters([Parameter("min_disparity", value=0.0)])
+
+
+def test_local_refinement_parameters_are_live(ros, weights: Path) -> None:
+    """Turning the refinement off, or changing it, applies to the next frame (as offline with the same
+    setting); an even window is refused by the declared range."""
+    harness, node, driver = ros
+    camera = make_camera(W, H)
+    left, right = shifted_pair(H, W, 6, seed=7)
+    model, _ = load_stereo_model("lite", weights)
+    stamp = 11_000_000_000
+    try:
+        for i, (changes, setting) in enumerate([
+            ([Parameter("local_refinement.enabled", value=False)], None),
+            ([Parameter("local_refinement.enabled", value=True),
+              Parameter("local_refinement.radius", value=1),
+              Parameter("local_refinement.min_zncc", value=0.2)],
+             LocalRefinementConfig(radius=1, min_zncc=0.2)),
+        ]):
+            assert all(r.successful for r in node.set_parameters(changes))
+            assert node.pipeline.local_refinement == setting
+            driver.clear()
+            assert send(harness, driver, stereo_messages(left, right, camera, stamp + i))
+            d = image_to_numpy(driver.got["disparity"][-1].image)
+            offline = StereoDepthPipeline(model, local_refinement=setting)(left, right, camera)
+            np.testing.assert_allclose(d[offline.valid], offline.disparity[offline.valid], atol=1e-4)
+        assert not node.set_parameters([Parameter("local_refinement.window", value=6)])[0].successful
+    finally:
+        node.set_parameters([Parameter(s.name, value=s.default) for s in LOCAL_REFINEMENT_PARAMS])
+    assert node.pipeline.local_refinement == LocalRefinementConfig()
 
 
 def test_diagnostics_summary_over_dds(ros) -> None:

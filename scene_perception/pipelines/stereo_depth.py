@@ -20,7 +20,11 @@ from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
 
-__all__ = ["StereoDepthPipeline", "StereoDepthResult"]
+__all__ = ["DEFAULT_LOCAL_REFINEMENT", "StereoDepthPipeline", "StereoDepthResult"]
+
+#: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation
+#: split by ``benchmarks/local_refinement_sweep.py`` (README, "Local refinement").
+DEFAULT_LOCAL_REFINEMENT = LocalRefinementConfig()
 
 
 @dataclass
@@ -94,7 +98,7 @@ class StereoDepthPipeline:
         min_disparity: float = 0.0,
         max_uncertainty: float = float("inf"),
         compute_points: bool = True,
-        local_refinement: LocalRefinementConfig | None = LocalRefinementConfig(),
+        local_refinement: LocalRefinementConfig | None = DEFAULT_LOCAL_REFINEMENT,
     ) -> None:
         if isinstance(model, InferenceEngine):
             self.engine = model

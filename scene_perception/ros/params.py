@@ -14,6 +14,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -30,6 +32,7 @@ class ParamSpec:
     max_value: float | None = None
     choices: tuple[str, ...] = ()
     dynamic: bool = False
+    step: int | None = None
 
     def descriptor(self) -> ParameterDescriptor:
         extra = ""
@@ -42,7 +45,9 @@ class ParamSpec:
                 pass
             elif isinstance(self.default, int):
                 desc.integer_range = [
-                    IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value))
+                    IntegerRange(
+                        from_value=int(self.min_value), to_value=int(self.max_value), step=self.step or 0
+                    )
                 ]
             elif isinstance(self.default, float):
                 desc.floating_point_range = [
@@ -126,6 +131,68 @@ _MAX_UNCERTAINTY = ParamSpec(
     dynamic=True,
 )
 
+_REFINE = LocalRefinementConfig()
+
+#: Sub-pixel correction of the network's disparity (pipelines/local_refinement.py); live, like
+#: stereo_image_proc's block-matching settings.  Defaults come from the dataclass: one source of truth.
+LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "local_refinement.enabled",
+        True,
+        "Correct the network disparity by a ZNCC search at the input resolution around it (textured, "
+        "unambiguous pixels only; a few ms at VGA).",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.radius",
+        _REFINE.radius,
+        "Largest integer correction searched (px).",
+        0,
+        16,
+        dynamic=True,
+    ),
+    ParamSpec("local_refinement.window", _REFINE.window, "ZNCC window side (px, odd).", 3, 31,
+              dynamic=True, step=2),
+    ParamSpec(
+        "local_refinement.min_zncc",
+        _REFINE.min_zncc,
+        "A pixel is corrected only where the best ZNCC reaches this.",
+        -1.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.min_texture",
+        _REFINE.min_texture,
+        "... and where the left window's grey-level std (0..1 intensities) reaches this.",
+        0.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.iterations",
+        _REFINE.iterations,
+        "Searches in a row, each around the previous result.",
+        1,
+        8,
+        dynamic=True,
+    ),
+)
+
+
+def local_refinement_config(values: dict[str, Any]) -> LocalRefinementConfig | None:
+    """The pipeline setting the ``local_refinement.*`` parameters describe (None when disabled)."""
+    if not values["local_refinement.enabled"]:
+        return None
+    prefix = "local_refinement."
+    fields = {
+        name[len(prefix):]: values[name]
+        for name in (s.name for s in LOCAL_REFINEMENT_PARAMS)
+        if name != "local_refinement.enabled"
+    }
+    return LocalRefinementConfig(**fields)
+
+
 #: Output and health parameters shared by every stereo-input node.
 _OUTPUT_HEALTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -169,6 +236,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_SYNC_QOS_PARAMS,
     _MIN_DISPARITY,
     _MAX_UNCERTAINTY,
+    *LOCAL_REFINEMENT_PARAMS,
     *_OUTPUT_HEALTH_PARAMS,
 )
 

@@ -1,0 +1,98 @@
+"""Local photometric refinement: recovers a known sub-pixel shift, leaves what it cannot see alone."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
+
+H, W = 64, 160
+
+
+def _texture(seed: int = 0) -> np.ndarray:
+    """A band-limited random texture (bilinear sampling of it is accurate to well below 0.1 px)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((H, W + 64)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), 1.2)
+
+
+def _pair(disparity: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """left(x) = right(x - d) for a constant, fractional d (both cut from one texture)."""
+    tex = _texture(seed)
+    xs = np.arange(W, dtype=np.float32) + 32.0
+    grid_x = np.tile(xs, (H, 1))
+    grid_y = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
+    left = cv2.remap(tex, grid_x, grid_y, cv2.INTER_LINEAR)
+    right = cv2.remap(tex, grid_x + disparity, grid_y, cv2.INTER_LINEAR)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].repeat(1, 3, 1, 1)  # noqa: E731
+    return to_t(left), to_t(right)
+
+
+def _const(value: float) -> torch.Tensor:
+    return torch.full((1, 1, H, W), value)
+
+
+@pytest.mark.parametrize("error", [-1.7, -0.4, 0.3, 1.6])
+def test_recovers_a_sub_pixel_shift_from_a_wrong_start(error: float) -> None:
+    truth = 12.35
+    left, right = _pair(truth)
+    refined, changed = refine_disparity_locally(left, right, _const(truth + error), LocalRefinementConfig())
+    interior = changed[0, 0, 4:-4, 20:-4]
+    assert interior.float().mean() > 0.95, "a textured, unambiguous pair must be corrected almost everywhere"
+    err = (refined[0, 0, 4:-4, 20:-4] - truth).abs()[interior]
+    # The network's error was up to 1.7 px; what remains is parabola-fit bias.
+    assert err.median() < 0.1 and err.quantile(0.95) < 0.25
+
+
+def test_corrections_stay_within_the_radius() -> None:
+    left, right = _pair(10.0, seed=1)
+    cfg = LocalRefinementConfig(radius=1, min_zncc=-1.0, min_texture=0.0)
+    start = _const(14.0)  # 4 px off: out of reach
+    refined, changed = refine_disparity_locally(left, right, start, cfg)
+    assert ((refined - start).abs() <= cfg.radius + 0.5 + 1e-5).all()
+    # ... and a best offset at the border of the searched range is not taken as a correction.
+    assert ((refined - start).abs()[changed] < cfg.radius + 0.5 + 1e-5).all()
+
+
+def test_textureless_and_non_finite_pixels_are_kept() -> None:
+    left, right = _pair(8.0)
+    left[..., :, 60:100] = 0.5  # a flat patch in the left image
+    start = _const(8.6)
+    start[0, 0, 10, 10] = float("nan")
+    refined, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5))
+    assert not changed[0, 0, :, 63:97].any()
+    torch.testing.assert_close(refined[0, 0, :, 63:97], start[0, 0, :, 63:97])
+    assert torch.isnan(refined[0, 0, 10, 10]) and not changed[0, 0, 10, 10]
+    assert changed[0, 0, 8:-8, 20:50].float().mean() > 0.9  # the textured part still is
+
+
+def test_pixels_whose_search_leaves_the_image_are_kept() -> None:
+    left, right = _pair(8.0)
+    refined, changed = refine_disparity_locally(left, right, _const(8.4), LocalRefinementConfig(radius=2))
+    # x - d - (radius + 1) < 0: the right image has no pixel to compare with.
+    assert not changed[0, 0, :, :11].any()
+
+
+def test_min_zncc_rejects_a_mismatched_pair() -> None:
+    left, _ = _pair(8.0, seed=2)
+    _, other = _pair(8.0, seed=3)  # an unrelated texture: no good match anywhere
+    _, changed = refine_disparity_locally(left, other, _const(8.0), LocalRefinementConfig(min_zncc=0.9))
+    assert changed.float().mean() < 0.02
+
+
+@pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
+                                    {"min_texture": -0.1}, {"iterations": 0}])
+def test_config_is_checked(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        LocalRefinementConfig(**kwargs)
+
+
+def test_shapes_are_checked() -> None:
+    left, right = _pair(5.0)
+    with pytest.raises(ValueError, match="disparity must be"):
+        refine_disparity_locally(left, right, torch.zeros(1, 1, H, W - 1))
+    with pytest.raises(ValueError, match="left and right"):
+        refine_disparity_locally(left, right[..., 1:], _const(5.0))
