@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-zncc", type=_floats, default=[0.5, 0.7, 0.9])
     p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
+    p.add_argument("--propagation", type=_ints, default=[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -81,15 +82,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cached.append((to_tensor(s.left), to_tensor(s.right), result.disparity, s.disparity, mask))
 
     settings: list[LocalRefinementConfig | None] = [None]
-    grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations)
-    for r, win, z, t, it in grid:
-        settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it))
+    grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
+                             args.propagation)
+    for r, win, z, t, it, prop in grid:
+        settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
+                                              propagation=prop))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, non-occluded pixels, pooled\n")
-    print("| radius | window | min ZNCC | min texture | iterations | EPE px | bad-1 % | bad-2 % | bad-3 % | "
-          "changed % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| radius | window | min ZNCC | min texture | iterations | propagation | EPE px | bad-1 % | bad-2 % | "
+          "bad-3 % | changed % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for cfg in settings:
         per, changed, total = [], 0, 0
         with torch.inference_mode():
@@ -103,8 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 total += disp.size
                 per.append(disparity_metrics(pred, gt, mask))
         m = pool_metrics(per)
-        desc = ("off", "-", "-", "-", "-") if cfg is None else (
-            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations)
+        desc = ("off", "-", "-", "-", "-", "-") if cfg is None else (
+            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "changed": 100.0 * changed / total})
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
