@@ -49,7 +49,7 @@ def test_recovers_a_sub_pixel_shift_from_a_wrong_start(error: float) -> None:
 
 def test_corrections_stay_within_the_radius() -> None:
     left, right = _pair(10.0, seed=1)
-    cfg = LocalRefinementConfig(radius=1, min_zncc=-1.0, min_texture=0.0)
+    cfg = LocalRefinementConfig(radius=1, min_zncc=-1.0, min_texture=0.0, iterations=1, propagation=0)
     start = _const(14.0)  # 4 px off: out of reach
     refined, changed = refine_disparity_locally(left, right, start, cfg)
     assert ((refined - start).abs() <= cfg.radius + 0.5 + 1e-5).all()
@@ -71,7 +71,8 @@ def test_textureless_and_non_finite_pixels_are_kept() -> None:
 
 def test_pixels_whose_search_leaves_the_image_are_kept() -> None:
     left, right = _pair(8.0)
-    refined, changed = refine_disparity_locally(left, right, _const(8.4), LocalRefinementConfig(radius=2))
+    cfg = LocalRefinementConfig(radius=2, iterations=1, propagation=0)
+    refined, changed = refine_disparity_locally(left, right, _const(8.4), cfg)
     # x - d - (radius + 1) < 0: the right image has no pixel to compare with.
     assert not changed[0, 0, :, :11].any()
 
@@ -83,8 +84,21 @@ def test_min_zncc_rejects_a_mismatched_pair() -> None:
     assert changed.float().mean() < 0.02
 
 
+def test_propagation_repairs_a_band_beyond_the_search_radius() -> None:
+    """Edge fattening in miniature: a 6 px band 12 px off, surrounded by the right answer."""
+    truth = 8.3
+    left, right = _pair(truth, seed=4)
+    start = _const(truth + 0.2)
+    start[..., 70:76] = truth + 12.0
+    without, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(propagation=0))
+    assert ((without[0, 0, 4:-4, 70:76] - truth).abs() > 5).float().mean() > 0.9
+    with_prop, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(propagation=4))
+    band = (with_prop[0, 0, 4:-4, 70:76] - truth).abs()
+    assert (band < 0.5).float().mean() > 0.9 and changed[0, 0, 4:-4, 70:76].all()
+
+
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
-                                    {"min_texture": -0.1}, {"iterations": 0}])
+                                    {"min_texture": -0.1}, {"iterations": 0}, {"propagation": -1}])
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         LocalRefinementConfig(**kwargs)

@@ -42,8 +42,9 @@ __all__ = ["LocalRefinementConfig", "refine_disparity_locally"]
 class LocalRefinementConfig:
     """Settings of :func:`refine_disparity_locally`.
 
-    The defaults are the pipeline's: chosen by a rule written before the search ran (lowest EPE, then
-    bad-2) over 216 settings on 200 validation pairs (``benchmarks/local_refinement_sweep.py``; README).
+    The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
+    (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
+    search settings over 216 without propagation, then propagation x iterations over 8 with them.
 
     Attributes:
         radius: largest integer correction searched, px at the input resolution (0 = sub-pixel only).
@@ -60,8 +61,8 @@ class LocalRefinementConfig:
     window: int = 7
     min_zncc: float = 0.7
     min_texture: float = 0.005
-    iterations: int = 1
-    propagation: int = 0
+    iterations: int = 2
+    propagation: int = 4
 
     def __post_init__(self) -> None:
         if self.radius < 0:

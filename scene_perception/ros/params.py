@@ -177,6 +177,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         8,
         dynamic=True,
     ),
+    ParamSpec(
+        "local_refinement.propagation",
+        _REFINE.propagation,
+        "0 = off; p > 0: before each search every pixel tries the disparities of the pixels p and 2p px "
+        "away (left, right, up, down) and keeps the best-matching one (undoes edge fattening).",
+        0,
+        64,
+        dynamic=True,
+    ),
 )
 
 
