@@ -46,10 +46,6 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def _optional_floats(text: str) -> list[float | None]:
-    return [None if v == "off" else float(v) for v in text.split(",")]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lite")
@@ -63,8 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
     p.add_argument("--propagation", type=_ints, default=[0])
-    p.add_argument("--occlusion-zncc", type=_optional_floats, default=[None],
-                   help="comma list; 'off' = no occlusion fill")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -90,17 +84,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
-                             args.propagation, args.occlusion_zncc)
-    for r, win, z, t, it, prop, occ in grid:
+                             args.propagation)
+    for r, win, z, t, it, prop in grid:
         settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
-                                              propagation=prop, occlusion_zncc=occ))
+                                              propagation=prop))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
-    print("| radius | window | min ZNCC | min texture | iterations | propagation | occlusion ZNCC | EPE px "
+    print("| radius | window | min ZNCC | min texture | iterations | propagation | EPE px "
           "| bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | changed % |")
-    print("|" + "---|" * 14)
+    print("|" + "---|" * 13)
     for cfg in settings:
         per, per_all, changed, total = [], [], 0, 0
         with torch.inference_mode():
@@ -115,9 +109,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 per.append(disparity_metrics(pred, gt, mask))
                 per_all.append(disparity_metrics(pred, gt, mask_all))
         m, m_all = pool_metrics(per), pool_metrics(per_all)
-        desc = ("off",) + ("-",) * 6 if cfg is None else (
-            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
-            "off" if cfg.occlusion_zncc is None else cfg.occlusion_zncc)
+        desc = ("off",) + ("-",) * 5 if cfg is None else (
+            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "all_pixels": m_all, "changed": 100.0 * changed / total})
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "

@@ -55,10 +55,6 @@ class LocalRefinementConfig:
             window on a corrected, smoother field and can reach ``2 * radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
             away (left, right, up, down) and keep the one with the best ZNCC (same acceptance rules).
-        occlusion_zncc: None = off; a value t: afterwards, a textured pixel whose ZNCC at its final
-            disparity stays below t (or whose match falls outside the right image) is taken as occluded
-            and gets the smaller (background) disparity of the nearest matched pixels left and right of it
-            on its row, as hole filling does for block matching.
     """
 
     radius: int = 3
@@ -67,7 +63,6 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     iterations: int = 2
     propagation: int = 4
-    occlusion_zncc: float | None = None
 
     def __post_init__(self) -> None:
         if self.radius < 0:
@@ -82,8 +77,6 @@ class LocalRefinementConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:
             raise ValueError(f"propagation must be >= 0, got {self.propagation}")
-        if self.occlusion_zncc is not None and not -1.0 <= self.occlusion_zncc <= 1.0:
-            raise ValueError(f"occlusion_zncc must be in [-1, 1] or None, got {self.occlusion_zncc}")
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -135,46 +128,7 @@ def refine_disparity_locally(
             changed |= accepted
         refined, accepted = _search(grey_l, grey_r, mean_l, var_l, refined, cfg)
         changed |= accepted
-    if cfg.occlusion_zncc is not None:
-        refined, filled = _fill_occlusions(grey_l, grey_r, mean_l, var_l, refined, cfg)
-        changed |= filled
     return refined.to(disparity.dtype), changed
-
-
-def _fill_occlusions(
-    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor,
-    cfg: LocalRefinementConfig,
-) -> tuple[Tensor, Tensor]:
-    """Textured pixels that match nothing take the background disparity of their row's matched neighbours.
-
-    Why background: a pixel seen by the left camera only is hidden in the right view by something nearer,
-    so it belongs to the farther of the two surfaces around it (the network, working at 1/4 resolution,
-    tends to give it the nearer one: edge fattening).  Textureless pixels are left alone: ZNCC says nothing
-    there, and the network's guess is all there is.
-    """
-    assert cfg.occlusion_zncc is not None
-    finite = torch.isfinite(disparity)
-    base = torch.nan_to_num(disparity, nan=0.0, posinf=0.0, neginf=0.0)
-    zncc, in_image = _zncc(grey_l, grey_r, mean_l, var_l, base[0], cfg.window)
-    textured = var_l >= cfg.min_texture**2
-    matched = (zncc >= cfg.occlusion_zncc) & in_image & finite
-    unmatched = (textured & ~matched & finite)[0, 0]
-    anchors = matched[0, 0] | ~textured[0, 0]  # textureless pixels keep their (unverifiable) value too
-    d = base[0, 0]
-    w = d.shape[1]
-    cols = torch.arange(w, device=d.device).expand_as(d)
-    # Nearest anchor at or left of each pixel (cummax of anchor column indices), and at or right of it.
-    none = torch.full_like(cols, -1)
-    left_idx = torch.where(anchors, cols, none).cummax(dim=1).values
-    # The same on the mirrored row; no anchor on the right gives index w.
-    right_idx = w - 1 - torch.where(anchors, w - 1 - cols, none).flip(1).cummax(dim=1).values.flip(1)
-    inf = torch.full_like(d, float("inf"))
-    from_left = torch.where(left_idx >= 0, d.gather(1, left_idx.clamp_min(0)), inf)
-    from_right = torch.where(right_idx <= w - 1, d.gather(1, right_idx.clamp_max(w - 1)), inf)
-    background = torch.minimum(from_left, from_right)
-    fill = unmatched & torch.isfinite(background)
-    out = torch.where(fill, background, d)[None, None]
-    return torch.where(finite, out, disparity), fill[None, None]
 
 
 def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields: Tensor,
