@@ -44,7 +44,7 @@ class LocalRefinementConfig:
 
     The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
     (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
-    search settings over 216 without propagation, then propagation x iterations over 8 with them.
+    search settings over 216 without propagation, then propagation x iterations with them.
 
     Attributes:
         radius: largest integer correction searched, px at the input resolution (0 = sub-pixel only).
@@ -61,7 +61,7 @@ class LocalRefinementConfig:
     window: int = 7
     min_zncc: float = 0.7
     min_texture: float = 0.005
-    iterations: int = 2
+    iterations: int = 3
     propagation: int = 4
 
     def __post_init__(self) -> None:
