@@ -82,13 +82,14 @@ class LocalRefinementConfig:
 def _box(x: Tensor, window: int) -> Tensor:
     """Mean over a window x window box per channel (border replicated).
 
-    A depthwise convolution, not ``avg_pool2d``: on CPU it is ~5x faster for the 3 * (2 * radius + 3)
-    channels filtered here at once.
+    A depthwise convolution in channels-last layout, not ``avg_pool2d``: on CPU (oneDNN) it is ~10x faster
+    for the 3 * K channels filtered here at once.
     """
     c = x.shape[1]
     kernel = torch.full((c, 1, window, window), 1.0 / (window * window), dtype=x.dtype, device=x.device)
     r = window // 2
-    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernel, groups=c)
+    padded = F.pad(x, (r, r, r, r), mode="replicate").contiguous(memory_format=torch.channels_last)
+    return F.conv2d(padded, kernel, groups=c)
 
 
 def _grey(img: Tensor) -> Tensor:
@@ -153,12 +154,13 @@ def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields:
     return zncc, in_image
 
 
-def _shifted(field: Tensor, dy: int, dx: int) -> Tensor:
-    """``field`` (H, W) moved so that pixel (y, x) holds the value at (y + dy, x + dx); edges replicated."""
+def _neighbour_fields(field: Tensor, steps: list[tuple[int, int]]) -> Tensor:
+    """(K, H, W): ``field`` (H, W) moved by each (dy, dx) so that pixel (y, x) holds the value at
+    (y + dy, x + dx); edges replicated.  One padding for all K."""
     h, w = field.shape
-    pad = max(abs(dy), abs(dx))
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in steps)
     padded = F.pad(field[None, None], (pad, pad, pad, pad), mode="replicate")[0, 0]
-    return padded[pad + dy: pad + dy + h, pad + dx: pad + dx + w]
+    return torch.stack([padded[pad + dy: pad + dy + h, pad + dx: pad + dx + w] for dy, dx in steps])
 
 
 def _propagate(
@@ -169,7 +171,7 @@ def _propagate(
     base = torch.nan_to_num(disparity, nan=0.0, posinf=0.0, neginf=0.0)[0, 0]
     p = cfg.propagation
     steps = [(0, 0)] + [(dy * m, dx * m) for m in (p, 2 * p) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))]
-    fields = torch.stack([_shifted(base, dy, dx) for dy, dx in steps])
+    fields = _neighbour_fields(base, steps)
     zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window)
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
     # A candidate must sample inside the right image; the pixel's own value always stays eligible.
