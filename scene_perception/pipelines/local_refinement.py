@@ -29,6 +29,7 @@ batched, on the engine's device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -123,13 +124,45 @@ def refine_disparity_locally(
     var_l = (_box(grey_l * grey_l, cfg.window) - mean_l * mean_l).clamp_min(0.0)
     refined = disparity.float()
     changed = torch.zeros_like(refined, dtype=torch.bool)
+    images = (grey_l, grey_r, mean_l, var_l)
+    r = cfg.window // 2
     for _ in range(cfg.iterations):
         if cfg.propagation:
-            refined, accepted = _propagate(grey_l, grey_r, mean_l, var_l, refined, cfg)
+            refined, accepted = _by_strips(_propagate, images, refined, cfg, halo=r + 2 * cfg.propagation)
             changed |= accepted
-        refined, accepted = _search(grey_l, grey_r, mean_l, var_l, refined, cfg)
+        refined, accepted = _by_strips(_search, images, refined, cfg, halo=r)
         changed |= accepted
     return refined.to(disparity.dtype), changed
+
+
+#: Rows per strip: on CPU the K-channel temporaries of a whole VGA frame (tens of MB) fall out of cache;
+#: 128-row strips ran one search round at 640x480 in 131 instead of 204 ms (2 threads).
+STRIP_ROWS = 128
+
+
+def _by_strips(
+    stage: Callable[..., tuple[Tensor, Tensor]], images: tuple[Tensor, ...], disparity: Tensor,
+    cfg: LocalRefinementConfig, halo: int,
+) -> tuple[Tensor, Tensor]:
+    """Run ``stage`` on horizontal strips with ``halo`` extra rows each side, keep each strip's own rows.
+
+    Same result as one pass up to float rounding: a stage's output at a pixel depends only on inputs within
+    ``halo`` rows of it (box filter radius, plus the propagation reach), and at the image's top and bottom a
+    strip ends where the image does.  (Rounding does show: ZNCC from box sums is ill-conditioned in weakly
+    textured windows, so a few near-tie pixels choose differently; 0.2 % of a VGA test frame moved by more
+    than 0.01 px, 0.003 % by more than 0.5 px.)
+    """
+    h = disparity.shape[2]
+    if h <= STRIP_ROWS + 2 * halo:
+        return stage(*images, disparity, cfg)
+    out, mask = torch.empty_like(disparity), torch.empty_like(disparity, dtype=torch.bool)
+    for y0 in range(0, h, STRIP_ROWS):
+        y1 = min(h, y0 + STRIP_ROWS)
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        part, accepted = stage(*(t[:, :, a:b] for t in images), disparity[:, :, a:b], cfg)
+        out[:, :, y0:y1] = part[:, :, y0 - a: y1 - a]
+        mask[:, :, y0:y1] = accepted[:, :, y0 - a: y1 - a]
+    return out, mask
 
 
 def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields: Tensor,
