@@ -44,7 +44,7 @@ def test_recovers_a_sub_pixel_shift_from_a_wrong_start(error: float) -> None:
     for cfg, median, p95 in ((one_search, 0.1, 0.25), (LocalRefinementConfig(), 0.12, 0.4)):
         refined, changed = refine_disparity_locally(left, right, start, cfg)
         interior = changed[0, 0, 4:-4, 20:-4]
-        assert interior.float().mean() > 0.95, "a textured, unambiguous pair must be corrected almost everywhere"
+        assert interior.float().mean() > 0.95, "a textured, unambiguous pair is corrected almost everywhere"
         err = (refined[0, 0, 4:-4, 20:-4] - truth).abs()[interior]
         # The network's error was up to 1.7 px; what remains is parabola-fit bias (which every further round,
         # re-fitting around a biased value, spreads a little: hence the looser bound for the default).

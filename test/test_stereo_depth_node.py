@@ -251,6 +251,9 @@ def test_local_refinement_parameters_are_live(ros, weights: Path) -> None:
             d = image_to_numpy(driver.got["disparity"][-1].image)
             offline = StereoDepthPipeline(model, local_refinement=setting)(left, right, camera)
             np.testing.assert_allclose(d[offline.valid], offline.disparity[offline.valid], atol=1e-4)
+            extra = node._diagnostic_extra()[0]  # what /diagnostics reports for the stage
+            assert (extra["local refinement"] == "off") == (setting is None)
+            assert float(extra["local refinement p50 (ms)"]) >= 0.0
         assert not node.set_parameters([Parameter("local_refinement.window", value=6)])[0].successful
     finally:
         node.set_parameters([Parameter(s.name, value=s.default) for s in LOCAL_REFINEMENT_PARAMS])

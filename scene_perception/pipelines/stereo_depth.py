@@ -41,6 +41,7 @@ class StereoDepthResult:
             or with ``compute_points=False``.
         inference_ms: wall time of the network forward pass alone (not pre/post-processing), so it can
             be compared across machines and with benchmark numbers.
+        refinement_ms: wall time of the local refinement (0 when it is off).
     """
 
     disparity: np.ndarray
@@ -50,6 +51,7 @@ class StereoDepthResult:
     depth_std: np.ndarray | None
     points: np.ndarray | None
     inference_ms: float
+    refinement_ms: float = 0.0
 
 
 def _check_image(img: np.ndarray, side: str) -> np.ndarray:
@@ -157,11 +159,13 @@ class StereoDepthPipeline:
             inference_ms = (time.perf_counter() - start) * 1000.0
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])
+            start = time.perf_counter()
             if self.local_refinement is not None:
                 disparity_t, _ = refine_disparity_locally(
                     pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t, self.local_refinement
                 )
-            disparity = disparity_t[0, 0].cpu().numpy()
+            disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
+            refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
             log_scale = log_scale_t[0, 0, :h, :w].float().cpu().numpy()
 
         disparity = np.ascontiguousarray(disparity, dtype=np.float32)
@@ -186,4 +190,6 @@ class StereoDepthPipeline:
             depth_std = camera.depth_std(masked, disparity_std, self.min_disparity)
             if self.compute_points:
                 points = camera.points(masked, self.min_disparity)
-        return StereoDepthResult(disparity, disparity_std, valid, depth, depth_std, points, inference_ms)
+        return StereoDepthResult(
+            disparity, disparity_std, valid, depth, depth_std, points, inference_ms, refinement_ms
+        )

@@ -25,6 +25,8 @@ minutes (a TensorRT build of the paper model); afterwards the cache makes it a l
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 import sys
 from typing import Any
@@ -35,6 +37,7 @@ from sensor_msgs.msg import Image
 
 from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.pipelines.local_refinement import LocalRefinementConfig
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
 from scene_perception.ros.diagnostics import ERROR, WARN
@@ -62,6 +65,7 @@ class StereoDepthNode(StereoNodeBase):
         self.pipeline: StereoDepthPipeline | None = None
         self.model_info: Any = None
         self.backend_choice: Any = None
+        self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
 
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
@@ -148,7 +152,9 @@ class StereoDepthNode(StereoNodeBase):
         assert self.pipeline is not None
         self.pipeline.compute_points = want_points
         try:
-            return self.pipeline(left, right, camera)
+            result = self.pipeline(left, right, camera)
+            self._refinement_ms.append(result.refinement_ms)
+            return result
         except EngineError as exc:
             # Building the engine for this frame size failed; the pipeline will not retry this size.
             self.health.problem("engine_build_failed", f"no {self.params['backend']} engine for frame: {exc}")
@@ -171,13 +177,22 @@ class StereoDepthNode(StereoNodeBase):
             "model": str(self.params["model"]),
             "weights": str(getattr(info, "weights_path", None) or "none"),
             "trained": str(getattr(info, "trained", False)),
+            "local refinement": _describe(self.pipeline.local_refinement if self.pipeline else None),
         }
+        if self._refinement_ms:
+            extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
         level, message = None, ""
         if self.pipeline is None and self.health.problems["model_load_failed"]:
             level, message = ERROR, "model failed to load: " + self.health.last_error
         elif info is not None and not info.trained:
             level, message = WARN, "UNTRAINED weights: outputs are meaningless"
         return extra, level, message
+
+
+def _describe(config: LocalRefinementConfig | None) -> str:
+    if config is None:
+        return "off"
+    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(config).items())
 
 
 def main(argv: list[str] | None = None) -> None:
