@@ -3,8 +3,9 @@
 Renders the validation pairs of ``benchmarks/stereo_accuracy.py --split validation`` (seeds 20_000_000+,
 never training or test data, never Aloe), runs the network once per pair with the refinement off, then
 scores every setting of a small grid on the cached network output, so the grid costs little more than one
-benchmark run.  Prints one markdown row per setting (pooled EPE / bad-x over non-occluded pixels) and the
-share of pixels each setting changed.
+benchmark run.  Prints one markdown row per setting (pooled EPE / bad-x over non-occluded pixels, the same
+over all pixels with ground truth, AUSE of the disparity std over non-occluded pixels) and the share of
+pixels each setting changed.
 
     python benchmarks/local_refinement_sweep.py --pairs 200 --json out/bench/local_refinement_sweep.json
 """
@@ -30,6 +31,7 @@ from stereo_accuracy import held_out_seeds  # noqa: E402
 
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
+from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.local_refinement import (  # noqa: E402
     LocalRefinementConfig,
@@ -59,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
     p.add_argument("--propagation", type=_ints, default=[0])
+    p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -79,43 +82,50 @@ def main(argv: list[str] | None = None) -> list[dict]:
         s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
         result = pipeline(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
-        cached.append((to_tensor(s.left), to_tensor(s.right), result.disparity, s.disparity, mask,
-                       np.isfinite(s.disparity)))
+        cached.append((to_tensor(s.left), to_tensor(s.right), result.disparity, result.disparity_std,
+                       s.disparity, mask, np.isfinite(s.disparity)))
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
-                             args.propagation)
-    for r, win, z, t, it, prop in grid:
+                             args.propagation, args.uncertainty_scale)
+    for r, win, z, t, it, prop, us in grid:
         settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
-                                              propagation=prop))
+                                              propagation=prop, uncertainty_scale=us))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
-    print("| radius | window | min ZNCC | min texture | iterations | propagation | EPE px "
-          "| bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | changed % |")
-    print("|" + "---|" * 13)
+    print("| radius | window | min ZNCC | min texture | iterations | propagation | uncertainty scale | EPE px "
+          "| bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % |")
+    print("|" + "---|" * 15)
     for cfg in settings:
-        per, per_all, changed, total = [], [], 0, 0
+        per, per_all, errors, stds, changed, total = [], [], [], [], 0, 0
         with torch.inference_mode():
-            for left, right, disp, gt, mask, mask_all in cached:
+            for left, right, disp, std, gt, mask, mask_all in cached:
                 pred = disp
                 if cfg is not None:
                     refined, accepted = refine_disparity_locally(
                         left, right, torch.from_numpy(disp)[None, None], cfg)
                     pred = refined[0, 0].numpy()
+                    # As StereoDepthPipeline does with the std of the pixels the refinement changed.
+                    std = np.where(accepted[0, 0].numpy(), std * cfg.uncertainty_scale, std)
                     changed += int(accepted.sum())
                 total += disp.size
                 per.append(disparity_metrics(pred, gt, mask))
                 per_all.append(disparity_metrics(pred, gt, mask_all))
+                errors.append(np.abs(pred - gt)[mask])
+                stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
-        desc = ("off",) + ("-",) * 5 if cfg is None else (
-            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation)
+        sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
+        desc = ("off",) + ("-",) * 6 if cfg is None else (
+            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
+            cfg.uncertainty_scale)
         setting = None if cfg is None else dataclasses.asdict(cfg)
-        rows.append({"setting": setting, **m, "all_pixels": m_all, "changed": 100.0 * changed / total})
+        rows.append({"setting": setting, **m, "all_pixels": m_all, "ause": sparsification,
+                     "changed": 100.0 * changed / total})
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
-              f"{m['bad3']:.2f} | {m_all['epe']:.3f} | {m_all['bad2']:.2f} | {100.0 * changed / total:.1f} |",
-              flush=True)
+              f"{m['bad3']:.2f} | {m_all['epe']:.3f} | {m_all['bad2']:.2f} | {sparsification:.4f} | "
+              f"{100.0 * changed / total:.1f} |", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"weights_sha256": info.sha256, "pairs": len(cached), "rows": rows},

@@ -56,6 +56,10 @@ class LocalRefinementConfig:
             window on a corrected, smoother field and can reach ``2 * radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
             away (left, right, up, down) and keep the one with the best ZNCC (same acceptance rules).
+        uncertainty_scale: the pipeline multiplies the network's disparity std by this where the refinement
+            changed the disparity: the network predicted the error of *its* estimate, and a correction that
+            passed the photometric checks is more accurate than that (fitted on the validation split, by
+            AUSE). Disparities do not depend on it.
     """
 
     radius: int = 3
@@ -64,6 +68,7 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     iterations: int = 3
     propagation: int = 4
+    uncertainty_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.radius < 0:
@@ -78,6 +83,8 @@ class LocalRefinementConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:
             raise ValueError(f"propagation must be >= 0, got {self.propagation}")
+        if not 0.0 < self.uncertainty_scale <= 1.0:
+            raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
 
 
 def _box(x: Tensor, window: int) -> Tensor:

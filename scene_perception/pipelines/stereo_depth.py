@@ -158,15 +158,18 @@ class StereoDepthPipeline:
             out = self.engine.infer({"left": pair[:1], "right": pair[1:]})
             inference_ms = (time.perf_counter() - start) * 1000.0
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
-            log_scale_t = torch.as_tensor(out["log_scale"])
+            log_scale_t = torch.as_tensor(out["log_scale"])[:, :, :h, :w].float().to(pair.device)
             start = time.perf_counter()
             if self.local_refinement is not None:
-                disparity_t, _ = refine_disparity_locally(
+                disparity_t, changed = refine_disparity_locally(
                     pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t, self.local_refinement
                 )
+                scale = self.local_refinement.uncertainty_scale
+                if scale != 1.0:
+                    log_scale_t = torch.where(changed, log_scale_t + math.log(scale), log_scale_t)
             disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
             refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
-            log_scale = log_scale_t[0, 0, :h, :w].float().cpu().numpy()
+            log_scale = log_scale_t[0, 0].cpu().numpy()
 
         disparity = np.ascontiguousarray(disparity, dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
