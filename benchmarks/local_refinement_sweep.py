@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
-    print("| radius | window | min ZNCC | min texture | iterations | propagation | uncertainty scale | EPE px "
-          "| bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % |")
+    print("| radius | window | min ZNCC | min texture | iterations | propagation | uncertainty scale "
+          "| EPE px | bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % |")
     print("|" + "---|" * 15)
     for cfg in settings:
         per, per_all, errors, stds, changed, total = [], [], [], [], 0, 0

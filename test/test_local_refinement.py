@@ -102,7 +102,8 @@ def test_propagation_repairs_a_band_beyond_the_search_radius() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
-                                    {"min_texture": -0.1}, {"iterations": 0}, {"propagation": -1}])
+                                    {"min_texture": -0.1}, {"iterations": 0}, {"propagation": -1},
+                                    {"uncertainty_scale": 0.0}, {"uncertainty_scale": 1.5}])
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         LocalRefinementConfig(**kwargs)

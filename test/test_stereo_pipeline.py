@@ -174,3 +174,19 @@ def test_local_refinement_corrects_the_network_and_can_be_turned_off() -> None:
     # i.i.d. pixel noise is the worst case for the parabola fit (a sharp, non-parabolic peak): ~0.15 px.
     assert np.median(np.abs(interior - 6.0)) < 0.25
     assert (np.abs(interior - 6.0) < 0.5).mean() > 0.95
+
+
+def test_uncertainty_of_refined_pixels_is_scaled() -> None:
+    """Where the refinement corrects the network, the network's std is scaled; elsewhere it is untouched."""
+    from scene_perception.pipelines.local_refinement import LocalRefinementConfig
+
+    left, right = _images(40, 96)
+    left[:, 40:60] = 128  # a flat band: nothing to match, nothing changed
+    right = np.roll(left, -6, axis=1)
+    model = ColumnModel(scale=0.0)
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], 7.2), torch.zeros_like(a[:, :1]))  # noqa: E731
+    res = StereoDepthPipeline(model, local_refinement=LocalRefinementConfig(uncertainty_scale=0.25))(left, right)
+    changed = np.abs(res.disparity - 7.2) > 1e-6
+    assert changed.mean() > 0.5 and not changed[:, 44:56].any()
+    np.testing.assert_allclose(res.disparity_std[changed], 0.25 * math.sqrt(2.0), rtol=1e-5)
+    np.testing.assert_allclose(res.disparity_std[~changed], math.sqrt(2.0), rtol=1e-5)

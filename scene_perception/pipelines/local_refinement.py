@@ -68,7 +68,7 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     iterations: int = 3
     propagation: int = 4
-    uncertainty_scale: float = 1.0
+    uncertainty_scale: float = 0.35
 
     def __post_init__(self) -> None:
         if self.radius < 0:

@@ -186,6 +186,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         64,
         dynamic=True,
     ),
+    ParamSpec(
+        "local_refinement.uncertainty_scale",
+        _REFINE.uncertainty_scale,
+        "Multiplies the network's disparity std where the refinement changed the disparity (a verified "
+        "correction is more accurate than the network predicted for its own estimate).",
+        0.01,
+        1.0,
+        dynamic=True,
+    ),
 )
 
 
