@@ -185,7 +185,8 @@ def test_uncertainty_of_refined_pixels_is_scaled() -> None:
     right = np.roll(left, -6, axis=1)
     model = ColumnModel(scale=0.0)
     model.forward = lambda a, b: (torch.full_like(a[:, :1], 7.2), torch.zeros_like(a[:, :1]))  # noqa: E731
-    res = StereoDepthPipeline(model, local_refinement=LocalRefinementConfig(uncertainty_scale=0.25))(left, right)
+    setting = LocalRefinementConfig(uncertainty_scale=0.25)
+    res = StereoDepthPipeline(model, local_refinement=setting)(left, right)
     changed = np.abs(res.disparity - 7.2) > 1e-6
     assert changed.mean() > 0.5 and not changed[:, 44:56].any()
     np.testing.assert_allclose(res.disparity_std[changed], 0.25 * math.sqrt(2.0), rtol=1e-5)
