@@ -53,6 +53,8 @@ def cmd_depth(args: argparse.Namespace) -> int:
             num_threads=args.threads,
         )
         pipeline = StereoDepthPipeline(engine, compute_points=False)
+        if args.no_local_refinement:
+            pipeline.local_refinement = None
         disparity, std = predict_disparity(
             pipeline, left, right, args.max_disparity, float(model.max_disparity)
         )
@@ -268,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0 = default)")
     p.add_argument("--uncertainty", default=None, help="also write the disparity std-dev (px) to this .npy")
+    p.add_argument(
+        "--no-local-refinement",
+        action="store_true",
+        help="write the network's own disparity, without the default local refinement (README)",
+    )
 
     p = sub.add_parser("export-onnx", help="export GC-Net at one static size to ONNX (checked for TensorRT)")
     p.add_argument("--model", default="lite", help="model configuration (lite, paper)")
