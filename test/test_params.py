@@ -57,3 +57,25 @@ def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
             assert r.from_value <= spec.default <= r.to_value, spec.name
         if spec.choices:
             assert spec.default in spec.choices, spec.name
+
+
+def test_nested_params_file_sets_the_local_refinement(tmp_path: Path) -> None:
+    """`local_refinement:` nested in a params file (as config/perception.yaml writes it) reaches the pipeline."""
+    import rclpy
+    from rclpy.context import Context
+
+    from scene_perception.ros.params import local_refinement_config
+    from scene_perception.ros.stereo_depth_node import StereoDepthNode
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("/**/stereo_depth:\n  ros__parameters:\n    local_refinement:\n      iterations: 1\n"
+                   "      window: 5\n")
+    context = Context()
+    rclpy.init(args=["test", "--ros-args", "--params-file", str(cfg)], context=context)
+    try:
+        node = StereoDepthNode("stereo_depth", context=context)
+        setting = local_refinement_config(node.params)
+        assert setting is not None and (setting.iterations, setting.window) == (1, 5)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
