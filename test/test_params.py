@@ -60,7 +60,7 @@ def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
 
 
 def test_nested_params_file_sets_the_local_refinement(tmp_path: Path) -> None:
-    """`local_refinement:` nested in a params file (as config/perception.yaml writes it) reaches the pipeline."""
+    """A nested `local_refinement:` in a params file (as config/perception.yaml has it) reaches the node."""
     import rclpy
     from rclpy.context import Context
 
