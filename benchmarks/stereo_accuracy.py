@@ -15,6 +15,9 @@ Data, and what is *not* done with it:
   The disparity range is chosen from the image width alone (``--range-fraction`` x width, rounded to a
   multiple of 16), never from the GT.  Nothing here feeds back into training or tuning.
 
+"Ours" is the default pipeline: the network plus its local refinement (``pipelines/local_refinement.py``,
+setting chosen on the validation split); ``--no-local-refinement`` scores the network's own output.
+
 Example::
 
     python benchmarks/stereo_accuracy.py --weights runs/lite_v1/lite.safetensors --json out/acc.json
