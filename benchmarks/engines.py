@@ -203,7 +203,8 @@ def measure_backend(
 
 def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespace) -> list[float]:
     """CPU time of the pipeline's default local refinement at this size (it runs after every backend)."""
-    from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
+    from scene_perception.pipelines.local_refinement import refine_disparity_locally
+    from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT
 
     def to_t(img: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
@@ -211,7 +212,7 @@ def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespac
     lt, rt = to_t(left), to_t(right)
     start = torch.full((1, 1, *left.shape[:2]), 0.05 * left.shape[1])
     with torch.inference_mode():
-        return time_it(lambda: refine_disparity_locally(lt, rt, start, LocalRefinementConfig()),
+        return time_it(lambda: refine_disparity_locally(lt, rt, start, DEFAULT_LOCAL_REFINEMENT),
                        args.repeats, args.warmup, lambda: None)
 
 

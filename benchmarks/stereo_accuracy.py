@@ -53,8 +53,7 @@ from scene_perception.evaluation.metrics import (  # noqa: E402
 from scene_perception.evaluation.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.disparity_range import predict_disparity  # noqa: E402
-from scene_perception.pipelines.local_refinement import LocalRefinementConfig  # noqa: E402
-from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
+from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
 
 # First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses
 # SeedSequence hashes of (data seed, index)); check_held_out() verifies there is no accidental overlap.
@@ -421,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.regression_window is not None:
         # Same weights, other inference setting (the forward reads it from the config).
         model.config = dataclasses.replace(model.config, regression_window=args.regression_window)
-    refinement = None if args.no_local_refinement else LocalRefinementConfig()
+    refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
     pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=refinement)
     c = SGBMConfig()
     results: dict[str, Any] = {

@@ -6,6 +6,8 @@ depth = f*t/d and a point cloud that agrees; the node reports the same diagnosti
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,10 @@ def test_registered_for_run_and_config_example_is_valid(tmp_path) -> None:
     path = tmp_path / "sgbm.yaml"
     path.write_text(yaml.safe_dump(example))
     assert [(n, c) for n, c, _ in nodes_from_config(path)] == [("sgbm_depth", SGBMDepthNode)]
+
+
+def test_sgbm_node_does_not_load_torch() -> None:
+    """The OpenCV-only node shares the parameter table with the network node, not its torch import."""
+    code = "import sys, scene_perception.ros.sgbm_node; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

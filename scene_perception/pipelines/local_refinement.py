@@ -30,62 +30,14 @@ in strips of rows (cache-sized on a CPU), on the engine's device.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
+
 __all__ = ["LocalRefinementConfig", "refine_disparity_locally"]
-
-
-@dataclass(frozen=True)
-class LocalRefinementConfig:
-    """Settings of :func:`refine_disparity_locally`.
-
-    The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
-    (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
-    search settings over 216 without propagation, then propagation x iterations with them, then the
-    uncertainty scale by AUSE.
-
-    Attributes:
-        radius: largest integer correction searched, px at the input resolution (0 = sub-pixel only).
-        window: side of the square ZNCC window, odd.
-        min_zncc: a correction is applied only where the best ZNCC reaches this (-1 .. 1).
-        min_texture: ... and where the left window's grey-level std (0..1 intensities) reaches this.
-        iterations: rounds of (propagation, search), each starting from the previous round's result (so
-            corrections can add up beyond ``radius``).
-        propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
-            away (left, right, up, down) and keep the one with the best ZNCC (same acceptance rules).
-        uncertainty_scale: the pipeline multiplies the network's disparity std by this where the refinement
-            changed the disparity: the network predicted the error of *its* estimate, and a correction that
-            passed the photometric checks is more accurate than that (fitted on the validation split, by
-            AUSE). Disparities do not depend on it.
-    """
-
-    radius: int = 3
-    window: int = 7
-    min_zncc: float = 0.7
-    min_texture: float = 0.005
-    iterations: int = 3
-    propagation: int = 4
-    uncertainty_scale: float = 0.35
-
-    def __post_init__(self) -> None:
-        if self.radius < 0:
-            raise ValueError(f"radius must be >= 0, got {self.radius}")
-        if self.window < 3 or self.window % 2 == 0:
-            raise ValueError(f"window must be odd and >= 3, got {self.window}")
-        if not -1.0 <= self.min_zncc <= 1.0:
-            raise ValueError(f"min_zncc must be in [-1, 1], got {self.min_zncc}")
-        if self.min_texture < 0:
-            raise ValueError(f"min_texture must be >= 0, got {self.min_texture}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.propagation < 0:
-            raise ValueError(f"propagation must be >= 0, got {self.propagation}")
-        if not 0.0 < self.uncertainty_scale <= 1.0:
-            raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
 
 
 def _box(x: Tensor, window: int) -> Tensor:

@@ -18,13 +18,10 @@ from torch.nn import functional as F
 from scene_perception.engines.base import InferenceEngine
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
-from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
+from scene_perception.pipelines.local_refinement import refine_disparity_locally
+from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 
 __all__ = ["DEFAULT_LOCAL_REFINEMENT", "StereoDepthPipeline", "StereoDepthResult"]
-
-#: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation
-#: split by ``benchmarks/local_refinement_sweep.py`` (README, "Local refinement").
-DEFAULT_LOCAL_REFINEMENT = LocalRefinementConfig()
 
 
 @dataclass

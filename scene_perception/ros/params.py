@@ -14,7 +14,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from scene_perception.pipelines.local_refinement import LocalRefinementConfig
+from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,10 @@ _MAX_UNCERTAINTY = ParamSpec(
     dynamic=True,
 )
 
-_REFINE = LocalRefinementConfig()
+_REFINE = DEFAULT_LOCAL_REFINEMENT
 
 #: Sub-pixel correction of the network's disparity (pipelines/local_refinement.py); live, like
-#: stereo_image_proc's block-matching settings.  Defaults come from the dataclass: one source of truth.
+#: stereo_image_proc's block-matching settings.  Defaults are the pipeline's: one source of truth.
 LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "local_refinement.enabled",

@@ -37,7 +37,7 @@ from sensor_msgs.msg import Image
 
 from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import StereoCamera
-from scene_perception.pipelines.local_refinement import LocalRefinementConfig
+from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
 from scene_perception.ros.diagnostics import ERROR, WARN
