@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
     p.add_argument("--propagation", type=_ints, default=[0])
+    p.add_argument("--window-shift", type=_ints, default=[0])
     p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
@@ -87,25 +89,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
-                             args.propagation, args.uncertainty_scale)
-    for r, win, z, t, it, prop, us in grid:
+                             args.propagation, args.window_shift, args.uncertainty_scale)
+    for r, win, z, t, it, prop, shift, us in grid:
         settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
-                                              propagation=prop, uncertainty_scale=us))
+                                              propagation=prop, window_shift=shift, uncertainty_scale=us))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
-    print("| radius | window | min ZNCC | min texture | iterations | propagation | uncertainty scale "
-          "| EPE px | bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % |")
-    print("|" + "---|" * 15)
+    print("| radius | window | min ZNCC | min texture | iterations | propagation | window shift "
+          "| uncertainty scale | EPE px | bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE "
+          "| changed % | ms/pair |")
+    print("|" + "---|" * 17)
     for cfg in settings:
-        per, per_all, errors, stds, changed, total = [], [], [], [], 0, 0
+        per, per_all, errors, stds, changed, total, seconds = [], [], [], [], 0, 0, 0.0
         with torch.inference_mode():
             for left, right, disp, std, gt, mask, mask_all in cached:
                 pred = disp
                 if cfg is not None:
+                    start = time.perf_counter()
                     refined, accepted = refine_disparity_locally(
                         left, right, torch.from_numpy(disp)[None, None], cfg)
+                    seconds += time.perf_counter() - start
                     pred = refined[0, 0].numpy()
                     # As StereoDepthPipeline does with the std of the pixels the refinement changed.
                     std = np.where(accepted[0, 0].numpy(), std * cfg.uncertainty_scale, std)
@@ -117,15 +122,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
         sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
-        desc = ("off",) + ("-",) * 6 if cfg is None else (
+        desc = ("off",) + ("-",) * 7 if cfg is None else (
             cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
-            cfg.uncertainty_scale)
+            cfg.window_shift, cfg.uncertainty_scale)
+        ms = 1000.0 * seconds / len(cached)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "all_pixels": m_all, "ause": sparsification,
-                     "changed": 100.0 * changed / total})
+                     "changed": 100.0 * changed / total, "ms_per_pair": ms})
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
               f"{m['bad3']:.2f} | {m_all['epe']:.3f} | {m_all['bad2']:.2f} | {sparsification:.4f} | "
-              f"{100.0 * changed / total:.1f} |", flush=True)
+              f"{100.0 * changed / total:.1f} | {ms:.0f} |", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"weights_sha256": info.sha256, "pairs": len(cached), "rows": rows},

@@ -101,8 +101,60 @@ def test_propagation_repairs_a_band_beyond_the_search_radius() -> None:
     assert (band < 0.5).float().mean() > 0.9 and changed[0, 0, 4:-4, 70:76].all()
 
 
+def _step_pair(
+    background: float, foreground: float, edge: int, seed: int = 7
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fronto-parallel foreground (x >= edge in the left image) in front of a background, both textured.
+
+    Rendered from the right image: right(u) shows the foreground where u >= edge - foreground, else the
+    background, so left(x) = right(x - d(x)) exactly, with an occluded band left of the edge.
+    """
+    back, front = _texture(seed), _texture(seed + 1)
+    ys = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
+    us = np.tile(np.arange(W, dtype=np.float32), (H, 1))
+    right = np.where(us >= edge - foreground, cv2.remap(front, us + 32.0 + foreground, ys, cv2.INTER_LINEAR),
+                     cv2.remap(back, us + 32.0 + background, ys, cv2.INTER_LINEAR))
+    xs = us
+    left = np.where(xs >= edge, cv2.remap(front, xs + 32.0, ys, cv2.INTER_LINEAR),
+                    cv2.remap(back, xs + 32.0, ys, cv2.INTER_LINEAR))
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].repeat(1, 3, 1, 1)  # noqa: E731
+    return to_t(left), to_t(right)
+
+
+def test_shiftable_window_repairs_pixels_next_to_a_depth_edge() -> None:
+    """A foreground edge fattened onto the background: near the edge the centred window straddles both
+    surfaces and matches neither; a window shifted onto the pixel's own side does."""
+    edge, back, front = 90, 6.0, 14.0
+    left, right = _step_pair(back, front, edge)
+    occluded_from = edge - int(front - back)  # background pixels x in [82, 90) are hidden in the right view
+    truth = torch.where(torch.arange(W) >= edge, front, back)
+    start = _const(back)
+    start[..., edge - 12:] = front  # the network's edge 12 px too far onto the background
+    bad = {}
+    for shift in (0, 3):
+        refined, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window_shift=shift))
+        err = (refined[0, 0, 6:-6] - truth).abs()
+        # Visible pixels within 10 px of the occluded band / the edge (the band itself has no right answer).
+        near = torch.cat([err[:, occluded_from - 10: occluded_from], err[:, edge: edge + 10]], dim=1)
+        bad[shift] = int((near > 1.0).sum())
+    assert bad[0] >= 10, f"the centred window should fail next to the edge, or this tests nothing: {bad}"
+    assert bad[3] <= 2, bad
+
+
+def test_window_shift_acts_as_at_most_half_the_window() -> None:
+    """A window shifted by more than its half-width no longer contains the pixel it scores."""
+    edge, back, front = 90, 6.0, 14.0
+    left, right = _step_pair(back, front, edge)
+    start = _const(back)
+    start[..., edge - 6:] = front
+    capped, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=2))
+    larger, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=6))
+    torch.testing.assert_close(capped, larger, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
                                     {"min_texture": -0.1}, {"iterations": 0}, {"propagation": -1},
+                                    {"window_shift": -1},
                                     {"uncertainty_scale": 0.0}, {"uncertainty_scale": 1.5}])
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -125,7 +177,8 @@ def test_strips_give_the_one_pass_result(monkeypatch: pytest.MonkeyPatch) -> Non
     start = _const(10.0)
     start[..., 30:36, :] = 17.0  # a horizontal band: propagation must reach across strip borders
     start[..., :, 90:95] = 3.0
-    for cfg, tolerance in ((LocalRefinementConfig(iterations=1), 1e-3), (LocalRefinementConfig(), 0.5)):
+    for cfg, tolerance in ((LocalRefinementConfig(iterations=1), 1e-3), (LocalRefinementConfig(), 0.5),
+                           (LocalRefinementConfig(iterations=1, window_shift=3), 1e-3)):
         monkeypatch.setattr(lr, "STRIP_ROWS", 10**6)
         whole, whole_changed = refine_disparity_locally(left, right, start, cfg)
         monkeypatch.setattr(lr, "STRIP_ROWS", 16)  # 64 rows: 4 strips, borders inside the band's reach

@@ -53,6 +53,25 @@ def _box(x: Tensor, window: int) -> Tensor:
     return F.conv2d(padded, kernel, groups=c)
 
 
+def _shift_max(score: Tensor, shift: int) -> Tensor:
+    """Best score over the windows whose centre lies within ``shift`` px (a square neighbourhood).
+
+    Max-pooling the per-window ZNCC turns the centred window into a shiftable one: a pixel next to a depth
+    edge scores a candidate by the window that lies on its own side of the edge.  Separable (a row, then a
+    column max), so its cost grows with ``shift``, not its square.
+    """
+    if shift <= 0:
+        return score
+    k = 2 * shift + 1
+    score = F.max_pool2d(F.pad(score, (shift, shift, 0, 0), value=-2.0), (1, k), stride=1)
+    return F.max_pool2d(F.pad(score, (0, 0, shift, shift), value=-2.0), (k, 1), stride=1)
+
+
+def _shift(cfg: LocalRefinementConfig) -> int:
+    """The window shift in effect: a window must still contain its pixel."""
+    return min(cfg.window_shift, cfg.window // 2)
+
+
 def _grey(img: Tensor) -> Tensor:
     return img.mean(dim=1, keepdim=True) if img.shape[1] > 1 else img
 
@@ -88,9 +107,10 @@ def refine_disparity_locally(
     r = cfg.window // 2
     for _ in range(cfg.iterations):
         if cfg.propagation:
-            refined, accepted = _by_strips(_propagate, images, refined, cfg, halo=r + 2 * cfg.propagation)
+            refined, accepted = _by_strips(_propagate, images, refined, cfg,
+                                           halo=r + _shift(cfg) + 2 * cfg.propagation)
             changed |= accepted
-        refined, accepted = _by_strips(_search, images, refined, cfg, halo=r)
+        refined, accepted = _by_strips(_search, images, refined, cfg, halo=r + _shift(cfg))
         changed |= accepted
     return refined.to(disparity.dtype), changed
 
@@ -128,10 +148,11 @@ def _by_strips(
 
 
 def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields: Tensor,
-          window: int) -> tuple[Tensor, Tensor]:
+          window: int, shift: int = 0) -> tuple[Tensor, Tensor]:
     """ZNCC of the left image with the right one warped by each of K disparity fields (K, H, W).
 
-    Returns the (1, K, H, W) scores and a (1, 1, H, W) mask of pixels whose every sample lies in the image.
+    Returns the (1, K, H, W) scores (each the best over windows shifted up to ``shift`` px) and a
+    (1, 1, H, W) mask of pixels whose every sample lies in the image.
     """
     k, h, w = fields.shape
     xs = torch.arange(w, device=grey_l.device, dtype=torch.float32).view(1, 1, w)
@@ -146,7 +167,7 @@ def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields:
     var_r = (mean_rr - mean_r * mean_r).clamp_min(0.0)
     zncc = (mean_lr - mean_l * mean_r) / torch.sqrt(var_l * var_r + 1e-12)
     in_image = ((x_src >= 0) & (x_src <= w - 1)).all(dim=0)[None, None]
-    return zncc, in_image
+    return _shift_max(zncc, shift), in_image
 
 
 def _neighbour_fields(field: Tensor, steps: list[tuple[int, int]]) -> Tensor:
@@ -167,7 +188,7 @@ def _propagate(
     p = cfg.propagation
     steps = [(0, 0)] + [(dy * m, dx * m) for m in (p, 2 * p) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))]
     fields = _neighbour_fields(base, steps)
-    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window)
+    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
     # A candidate must sample inside the right image; the pixel's own value always stays eligible.
     usable = (xs - fields >= 0)[None]
@@ -192,7 +213,8 @@ def _search(
 
     offsets = torch.arange(-cfg.radius - 1, cfg.radius + 2, device=grey_l.device, dtype=torch.float32)
     k = offsets.numel()
-    zncc, in_image = _zncc(grey_l, grey_r, mean_l, var_l, base[0] + offsets.view(k, 1, 1), win)
+    zncc, in_image = _zncc(grey_l, grey_r, mean_l, var_l, base[0] + offsets.view(k, 1, 1), win,
+                           _shift(cfg))
     best_score, best = zncc.max(dim=1, keepdim=True)
     centre = best.clamp(1, k - 2)
     c_minus = zncc.gather(1, centre - 1)

@@ -30,6 +30,11 @@ class LocalRefinementConfig:
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
             away (left, right, up, down) and keep the one with the best ZNCC (same acceptance rules).
+        window_shift: 0 = the ZNCC window is centred on the pixel; s > 0 = each candidate's score is the
+            best over all windows whose centre is within s px (a "shiftable" window): near a depth edge
+            the centred window straddles both surfaces and matches neither, while a window shifted onto
+            the pixel's own side does.  Acts as at most ``window // 2``: a window shifted further does
+            not contain the pixel, and on validation such shifts made every window size worse.
         uncertainty_scale: the pipeline multiplies the network's disparity std by this where the refinement
             changed the disparity: the network predicted the error of *its* estimate, and a correction that
             passed the photometric checks is more accurate than that (fitted on the validation split, by
@@ -42,6 +47,7 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     iterations: int = 3
     propagation: int = 4
+    window_shift: int = 0
     uncertainty_scale: float = 0.35
 
     def __post_init__(self) -> None:
@@ -57,6 +63,8 @@ class LocalRefinementConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:
             raise ValueError(f"propagation must be >= 0, got {self.propagation}")
+        if self.window_shift < 0:
+            raise ValueError(f"window_shift must be >= 0, got {self.window_shift}")
         if not 0.0 < self.uncertainty_scale <= 1.0:
             raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
 

@@ -188,6 +188,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.window_shift",
+        _REFINE.window_shift,
+        "0 = centred ZNCC window; s > 0: each candidate scores by the best window whose centre is within "
+        "s px (shiftable window: pixels next to a depth edge match by the window on their own side).",
+        0,
+        8,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.uncertainty_scale",
         _REFINE.uncertainty_scale,
         "Multiplies the network's disparity std where the refinement changed the disparity (a verified "
