@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from scene_perception.pipelines.local_refinement import LocalRefinementConfig, refine_disparity_locally
+from scene_perception.pipelines.local_refinement import (
+    LocalRefinementConfig,
+    fill_left_border,
+    refine_disparity_locally,
+)
 
 H, W = 64, 160
 
@@ -150,6 +154,34 @@ def test_window_shift_acts_as_at_most_half_the_window() -> None:
     capped, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=2))
     larger, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=6))
     torch.testing.assert_close(capped, larger, rtol=0, atol=0)
+
+
+def test_fill_left_border_continues_the_first_matchable_disparity() -> None:
+    nan = float("nan")
+    d = torch.tensor([[5.0, 6.0, 2.0, 1.0, 7.0, 3.0],   # x - d < 0 at x = 0, 1 and at x = 4 (a gross error)
+                      [nan, 0.5, 3.0, 2.0, 9.0, 9.0],   # NaN kept; x = 2 takes x = 3's value
+                      [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]])[None, None]  # nothing matchable: row kept
+    filled, mask = fill_left_border(d)
+    expected = torch.tensor([[2.0, 2.0, 2.0, 1.0, 3.0, 3.0],
+                             [nan, 0.5, 2.0, 2.0, 9.0, 9.0],
+                             [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]])
+    torch.testing.assert_close(filled[0, 0], expected, equal_nan=True)
+    assert mask[0, 0].tolist() == [[True, True, False, False, True, False],
+                                   [False, False, True, False, False, False],
+                                   [False] * 6]
+
+
+def test_fill_border_repairs_the_left_band_and_is_not_counted_as_a_correction() -> None:
+    truth = 12.0
+    left, right = _pair(truth, seed=8)
+    start = _const(truth)
+    start[..., :10] = truth + 6.0  # the network's guess where nothing can be matched (x < 12)
+    off, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig())
+    on, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(fill_border=True))
+    assert ((off[0, 0, :, :10] - truth).abs() > 5).all(), "the search cannot reach that band"
+    assert ((on[0, 0, :, :10] - truth).abs() < 0.5).all()
+    assert not changed[0, 0, :, :10].any()  # so the pipeline does not shrink their std
+    torch.testing.assert_close(on[..., 20:], off[..., 20:])
 
 
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},

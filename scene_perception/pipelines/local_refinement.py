@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 
-__all__ = ["LocalRefinementConfig", "refine_disparity_locally"]
+__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally"]
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -112,7 +112,33 @@ def refine_disparity_locally(
             changed |= accepted
         refined, accepted = _by_strips(_search, images, refined, cfg, halo=r + _shift(cfg))
         changed |= accepted
+    if cfg.fill_border:
+        refined, filled = fill_left_border(refined)
+        changed &= ~filled
     return refined.to(disparity.dtype), changed
+
+
+def fill_left_border(disparity: Tensor) -> tuple[Tensor, Tensor]:
+    """Continue each row's first matchable disparity over the pixels that cannot be matched at all.
+
+    A left-image pixel with ``x - d < 0`` would match a point left of the right image: the left camera
+    alone sees it, so no photometric test can confirm any value there, and the network's guess near the
+    image edge (its cost volume is cut off there) is often several px off.  Such a pixel takes the value of
+    the nearest pixel to its right (same row) whose match lies inside the right image, so the band
+    continues the surface that enters the view, the usual assumption when filling unmatched pixels.
+    Non-finite disparities and rows without any matchable pixel are kept.  Returns ``(disparity, filled
+    mask)``, both (1, 1, H, W).
+    """
+    d = disparity[0, 0]
+    w = d.shape[-1]
+    xs = torch.arange(w, device=d.device)
+    outside = (xs - d) < 0  # False for NaN
+    matchable = torch.isfinite(d) & ~outside
+    # Index of the nearest matchable pixel at or right of x (w: none), by a reverse running minimum.
+    nearest = torch.where(matchable, xs, w).flip(-1).cummin(dim=-1).values.flip(-1)
+    filled = outside & (nearest < w)
+    values = d.gather(1, nearest.clamp(max=w - 1))
+    return torch.where(filled, values, d)[None, None], filled[None, None]
 
 
 #: Rows per strip: on CPU the K-channel temporaries of a whole VGA frame (tens of MB) fall out of cache;

@@ -35,6 +35,10 @@ class LocalRefinementConfig:
             the centred window straddles both surfaces and matches neither, while a window shifted onto
             the pixel's own side does.  Acts as at most ``window // 2``: a window shifted further does
             not contain the pixel, and on validation such shifts made every window size worse.
+        fill_border: after the rounds, pixels whose disparity points left of the right image's edge
+            (x - d < 0: seen by the left camera only, nothing to match) take the disparity of the nearest
+            pixel to their right in the row that does match, continuing the surface inwards instead of
+            trusting the network's guess; their std is left as the network's.
         uncertainty_scale: the pipeline multiplies the network's disparity std by this where the refinement
             changed the disparity: the network predicted the error of *its* estimate, and a correction that
             passed the photometric checks is more accurate than that (fitted on the validation split, by
@@ -48,6 +52,7 @@ class LocalRefinementConfig:
     iterations: int = 3
     propagation: int = 4
     window_shift: int = 0
+    fill_border: bool = False
     uncertainty_scale: float = 0.35
 
     def __post_init__(self) -> None:

@@ -197,6 +197,13 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.fill_border",
+        _REFINE.fill_border,
+        "Pixels whose disparity points outside the right image (x - d < 0: nothing to match) take the "
+        "disparity of the nearest matchable pixel to their right in the row.",
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.uncertainty_scale",
         _REFINE.uncertainty_scale,
         "Multiplies the network's disparity std where the refinement changed the disparity (a verified "
