@@ -145,6 +145,18 @@ def test_shiftable_window_repairs_pixels_next_to_a_depth_edge() -> None:
     assert bad[3] <= 2, bad
 
 
+@pytest.mark.parametrize("shift", [1, 2, 3, 5, 8])
+def test_shift_max_is_a_square_max_filter(shift: int) -> None:
+    """The doubling sliding maximum equals max-pooling over the (2s+1)^2 neighbourhood, border at -2."""
+    from torch.nn import functional as F
+
+    from scene_perception.pipelines.local_refinement import _shift_max
+
+    scores = torch.rand(1, 9, 37, 53) * 2 - 1
+    reference = F.max_pool2d(F.pad(scores, (shift,) * 4, value=-2.0), 2 * shift + 1, stride=1)
+    assert torch.equal(_shift_max(scores, shift), reference)
+
+
 def test_window_shift_acts_as_at_most_half_the_window() -> None:
     """A window shifted by more than its half-width no longer contains the pixel it scores."""
     edge, back, front = 90, 6.0, 14.0

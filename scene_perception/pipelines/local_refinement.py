@@ -53,18 +53,33 @@ def _box(x: Tensor, window: int) -> Tensor:
     return F.conv2d(padded, kernel, groups=c)
 
 
+def _sliding_max(x: Tensor, k: int, dim: int) -> Tensor:
+    """Max over every run of ``k`` consecutive elements along ``dim`` (length shrinks by ``k - 1``).
+
+    By doubling: maxima over runs of 1, 2, 4, ... p <= k elements, then two overlapping runs of ``p`` cover
+    ``k``.  A few element-wise maxima instead of ``max_pool2d``, which on CPU took ~10x longer here.
+    """
+    p = 1
+    while 2 * p <= k:
+        n = x.shape[dim] - p
+        x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, p, n))
+        p *= 2
+    n = x.shape[dim] - (k - p)
+    return torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, k - p, n)) if k > p else x
+
+
 def _shift_max(score: Tensor, shift: int) -> Tensor:
     """Best score over the windows whose centre lies within ``shift`` px (a square neighbourhood).
 
-    Max-pooling the per-window ZNCC turns the centred window into a shiftable one: a pixel next to a depth
+    Max-filtering the per-window ZNCC turns the centred window into a shiftable one: a pixel next to a depth
     edge scores a candidate by the window that lies on its own side of the edge.  Separable (a row, then a
-    column max), so its cost grows with ``shift``, not its square.
+    column maximum); outside the image counts as -2, below any ZNCC.
     """
     if shift <= 0:
         return score
     k = 2 * shift + 1
-    score = F.max_pool2d(F.pad(score, (shift, shift, 0, 0), value=-2.0), (1, k), stride=1)
-    return F.max_pool2d(F.pad(score, (0, 0, shift, shift), value=-2.0), (k, 1), stride=1)
+    score = _sliding_max(F.pad(score, (shift, shift, 0, 0), value=-2.0), k, dim=-1)
+    return _sliding_max(F.pad(score, (0, 0, shift, shift), value=-2.0), k, dim=-2)
 
 
 def _shift(cfg: LocalRefinementConfig) -> int:
