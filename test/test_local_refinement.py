@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -88,8 +90,14 @@ def test_pixels_whose_search_leaves_the_image_are_kept() -> None:
 def test_min_zncc_rejects_a_mismatched_pair() -> None:
     left, _ = _pair(8.0, seed=2)
     _, other = _pair(8.0, seed=3)  # an unrelated texture: no good match anywhere
-    _, changed = refine_disparity_locally(left, other, _const(8.0), LocalRefinementConfig(min_zncc=0.9))
-    assert changed.float().mean() < 0.02
+    for shift, at_most in ((0, 0.005), (3, 0.05)):
+        # A shiftable window takes the best of (2s+1)^2 windows, so chance matches pass the gate more often.
+        cfg = LocalRefinementConfig(min_zncc=0.9, window_shift=shift)
+        _, changed = refine_disparity_locally(left, other, _const(8.0), cfg)
+        assert changed.float().mean() < at_most, cfg
+        ungated_cfg = dataclasses.replace(cfg, min_zncc=-1.0)
+        _, ungated = refine_disparity_locally(left, other, _const(8.0), ungated_cfg)
+        assert ungated.float().mean() > 0.3, "without the gate much more changes: the gate is what rejects"
 
 
 def test_propagation_repairs_a_band_beyond_the_search_radius() -> None:
@@ -188,7 +196,7 @@ def test_fill_border_repairs_the_left_band_and_is_not_counted_as_a_correction() 
     left, right = _pair(truth, seed=8)
     start = _const(truth)
     start[..., :10] = truth + 6.0  # the network's guess where nothing can be matched (x < 12)
-    off, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig())
+    off, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(fill_border=False))
     on, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(fill_border=True))
     assert ((off[0, 0, :, :10] - truth).abs() > 5).all(), "the search cannot reach that band"
     assert ((on[0, 0, :, :10] - truth).abs() < 0.5).all()

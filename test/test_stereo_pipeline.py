@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -185,9 +186,15 @@ def test_uncertainty_of_refined_pixels_is_scaled() -> None:
     right = np.roll(left, -6, axis=1)
     model = ColumnModel(scale=0.0)
     model.forward = lambda a, b: (torch.full_like(a[:, :1], 7.2), torch.zeros_like(a[:, :1]))  # noqa: E731
-    setting = LocalRefinementConfig(uncertainty_scale=0.25)
+    setting = LocalRefinementConfig(uncertainty_scale=0.25, fill_border=False)
     res = StereoDepthPipeline(model, local_refinement=setting)(left, right)
     changed = np.abs(res.disparity - 7.2) > 1e-6
     assert changed.mean() > 0.5 and not changed[:, 44:56].any()
     np.testing.assert_allclose(res.disparity_std[changed], 0.25 * math.sqrt(2.0), rtol=1e-5)
     np.testing.assert_allclose(res.disparity_std[~changed], math.sqrt(2.0), rtol=1e-5)
+    # The border fill changes pixels x < d without evidence from matching: their std stays the network's.
+    with_fill = dataclasses.replace(setting, fill_border=True)
+    filled = StereoDepthPipeline(model, local_refinement=with_fill)(left, right)
+    border = np.abs(filled.disparity[:, :7] - res.disparity[:, :7]) > 1e-3
+    assert border.mean() > 0.5
+    np.testing.assert_allclose(filled.disparity_std[:, :7][border], math.sqrt(2.0), rtol=1e-5)

@@ -19,7 +19,8 @@ class LocalRefinementConfig:
     The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
     (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
     search settings over 216 without propagation, then propagation x iterations with them, then the
-    uncertainty scale by AUSE.
+    uncertainty scale by AUSE; later the window shift (x window size), min ZNCC again, the border fill
+    and the scale again.
 
     Attributes:
         radius: largest integer correction searched, px at the input resolution (0 = sub-pixel only).
@@ -51,8 +52,8 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     iterations: int = 3
     propagation: int = 4
-    window_shift: int = 0
-    fill_border: bool = False
+    window_shift: int = 3
+    fill_border: bool = True
     uncertainty_scale: float = 0.35
 
     def __post_init__(self) -> None:
