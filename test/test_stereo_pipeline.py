@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.models.gcnet import GCNet
+from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 
 
@@ -198,3 +200,48 @@ def test_uncertainty_of_refined_pixels_is_scaled() -> None:
     border = np.abs(filled.disparity[:, :7] - res.disparity[:, :7]) > 1e-3
     assert border.mean() > 0.5
     np.testing.assert_allclose(filled.disparity_std[:, :7][border], math.sqrt(2.0), rtol=1e-5)
+
+
+def test_refine_applies_the_pipelines_refinement_to_a_given_disparity() -> None:
+    """``refine`` corrects a disparity estimated elsewhere and scales the std of what it changed."""
+    left, right = _images(40, 96)  # true disparity 6 everywhere (right = left shifted by 6)
+    setting = LocalRefinementConfig(uncertainty_scale=0.5, fill_border=False)
+    pipe = StereoDepthPipeline(ColumnModel(), local_refinement=setting)
+    start = np.full((40, 96), 7.4, np.float32)
+    std = np.full((40, 96), 2.0, np.float32)
+    refined, refined_std = pipe.refine(left, right, start, std)
+    assert refined.dtype == refined_std.dtype == np.float32 and refined.shape == (40, 96)
+    changed = np.abs(refined - start) > 1e-6
+    assert changed[:, 12:].mean() > 0.9
+    assert np.median(np.abs(refined[:, 12:] - 6.0)) < 0.1
+    np.testing.assert_allclose(refined_std[changed], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(refined_std[~changed], 2.0, rtol=1e-5)
+    # No refinement setting: the inputs come back as they are.
+    pipe.local_refinement = None
+    same, same_std = pipe.refine(left, right, start, std)
+    np.testing.assert_array_equal(same, start)
+    np.testing.assert_allclose(same_std, std, rtol=1e-6)
+    with pytest.raises(ValueError, match="equal-sized"):
+        pipe.refine(left, right, start[:, 1:], std)
+
+
+def test_predict_disparity_refines_again_at_the_input_resolution() -> None:
+    """Above the model's range the pair is shrunk; the scaled-up result is refined at full resolution."""
+    from scene_perception.pipelines.disparity_range import predict_disparity
+
+    rng = np.random.default_rng(3)
+    noise = cv2.GaussianBlur(rng.random((64, 256 + 64)).astype(np.float32), (0, 0), 1.5)
+    noise = (255 * (noise - noise.min()) / np.ptp(noise)).astype(np.uint8)
+    truth = 20.0
+    left = np.repeat(noise[:, 32:32 + 256, None], 3, axis=2)
+    right = np.repeat(noise[:, 32 + int(truth):32 + int(truth) + 256, None], 3, axis=2)
+    model = ColumnModel(scale=0.0)
+    # A network that is 1 px off at its own (half) scale, so 2 px off once scaled back up.
+    off = truth / 2 + 1.0
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], off), torch.zeros_like(a[:, :1]))  # noqa: E731
+    pipe = StereoDepthPipeline(model, local_refinement=None)
+    coarse, _ = predict_disparity(pipe, left, right, max_disparity=64, model_max_disparity=32)
+    assert np.median(np.abs(coarse[:, 40:-8] - truth)) > 1.9
+    pipe.local_refinement = LocalRefinementConfig()
+    fine, _ = predict_disparity(pipe, left, right, max_disparity=64, model_max_disparity=32)
+    assert np.median(np.abs(fine[:, 40:-8] - truth)) < 0.2

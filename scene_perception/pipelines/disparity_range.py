@@ -4,6 +4,11 @@ A GC-Net is built for a maximum disparity (lite: 128 px).  When the caller knows
 (``--max-disparity 256`` on a 1282 px wide Middlebury image), the honest fix is to shrink both images by
 ``model_range / wanted_range``, so every disparity fits, and scale the result back: disparity values scale
 with image width.  Smaller wanted ranges need nothing: the network simply finds smaller disparities.
+
+Scaling back up multiplies the network's (and the small-scale refinement's) sub-pixel error by the inverse
+scale, so when the pipeline has a local refinement it runs once more on the full-resolution pair, starting
+from the scaled-up disparity (chosen on validation pairs rendered with disparities up to 192 px at 512x256,
+run at 2/3 scale: non-occluded EPE 6.35 -> 5.86 px, bad-2 14.7 -> 12.7 %; README, "Local refinement").
 """
 
 from __future__ import annotations
@@ -45,4 +50,6 @@ def predict_disparity(
         factor = w / left_s.shape[1]
         disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(factor)
         std = cv2.resize(std, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(factor)
+        if pipeline.local_refinement is not None:
+            disparity, std = pipeline.refine(left, right, disparity, std)
     return disparity.astype(np.float32, copy=False), std.astype(np.float32, copy=False)

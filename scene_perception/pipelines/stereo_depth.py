@@ -118,6 +118,40 @@ class StereoDepthPipeline:
         t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
         return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
+    def _refine(
+        self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local refinement (if on) of (1, 1, H, W) disparity and log-scale tensors on the device."""
+        if self.local_refinement is None:
+            return disparity, log_scale
+        disparity, changed = refine_disparity_locally(left, right, disparity, self.local_refinement)
+        scale = self.local_refinement.uncertainty_scale
+        if scale != 1.0:
+            log_scale = torch.where(changed, log_scale + math.log(scale), log_scale)
+        return disparity, log_scale
+
+    def refine(
+        self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Apply this pipeline's local refinement to a disparity estimated elsewhere (e.g. at a lower
+        resolution and scaled up), with its std treated as the network's; returns float32 (H, W) arrays.
+        Without a refinement setting the inputs come back unchanged."""
+        left, right = _check_image(left, "left"), _check_image(right, "right")
+        size = left.shape[:2]
+        if right.shape != left.shape or disparity.shape != size or disparity_std.shape != size:
+            raise ValueError(f"refine needs equal-sized images and maps, got {left.shape}, {right.shape}, "
+                             f"{disparity.shape}, {disparity_std.shape}")
+
+        def to_device(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)[None, None]
+
+        with torch.inference_mode():
+            log_scale = torch.log(to_device(disparity_std) / math.sqrt(2.0))  # std 0 -> -inf -> std 0 again
+            d, log_scale = self._refine(self._to_tensor(left), self._to_tensor(right), to_device(disparity),
+                                        log_scale)
+            out_std = math.sqrt(2.0) * torch.exp(log_scale)
+            return d[0, 0].cpu().numpy(), out_std[0, 0].cpu().numpy()
+
     def __call__(
         self, left: np.ndarray, right: np.ndarray, camera: StereoCamera | None = None
     ) -> StereoDepthResult:
@@ -157,13 +191,8 @@ class StereoDepthPipeline:
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])[:, :, :h, :w].float().to(pair.device)
             start = time.perf_counter()
-            if self.local_refinement is not None:
-                disparity_t, changed = refine_disparity_locally(
-                    pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t, self.local_refinement
-                )
-                scale = self.local_refinement.uncertainty_scale
-                if scale != 1.0:
-                    log_scale_t = torch.where(changed, log_scale_t + math.log(scale), log_scale_t)
+            disparity_t, log_scale_t = self._refine(pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t,
+                                                    log_scale_t)
             disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
             refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
             log_scale = log_scale_t[0, 0].cpu().numpy()
