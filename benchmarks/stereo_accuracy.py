@@ -467,7 +467,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if aloe["range_full"] > model.max_disparity:
             print(f"\nOurs at full input: the {aloe['range_full']} px range exceeds the model's "
                   f"{model.max_disparity} px, so predict_disparity runs it on images shrunk by "
-                  f"{model.max_disparity / aloe['range_full']:.2f} and scales the result back.")
+                  f"{model.max_disparity / aloe['range_full']:.2f}, scales the result back and, with the "
+                  "local refinement on, refines it again at full resolution.")
         print("\nBaseline recorded in the notes (for comparison with the SGBM (notes' range) rows):\n")
         print(notes_table())
 

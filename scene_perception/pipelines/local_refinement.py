@@ -20,6 +20,12 @@ Optionally, before the search, ``propagation`` > 0 lets each pixel try its neigh
 (edge fattening), while a background neighbour a few pixels further out still carries the right answer,
 far beyond the search radius.
 
+With ``window_shift`` s > 0 every score is the best over the windows whose centre lies within s px (a
+"shiftable" window, still containing the pixel): next to a depth edge the centred window straddles both
+surfaces and matches neither, a window shifted onto the pixel's own side does.  With ``fill_border``, the
+pixels whose disparity points outside the right image (``x - d < 0``) finally take the nearest matchable
+value to their right (:func:`fill_left_border`).
+
 A pixel is changed only when the evidence is clear: the best offset lies inside the searched range (not at
 its border), its ZNCC is at least ``min_zncc``, and the left window has texture (grey-level std at least
 ``min_texture``).  Textureless regions, occlusions and repetitive patterns the network resolved keep the
