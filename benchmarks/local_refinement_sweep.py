@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-shift", type=_ints, default=[0])
     p.add_argument("--fill-border", type=_ints, default=[0], help="0 / 1 (off / on), comma-separated")
     p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
+    p.add_argument("--correction-std", type=_floats, default=[0.0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -90,19 +91,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
-                             args.propagation, args.window_shift, args.fill_border, args.uncertainty_scale)
-    for r, win, z, t, it, prop, shift, fill, us in grid:
+                             args.propagation, args.window_shift, args.fill_border, args.uncertainty_scale,
+                             args.correction_std)
+    for r, win, z, t, it, prop, shift, fill, us, cs in grid:
         settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
                                               propagation=prop, window_shift=shift, fill_border=bool(fill),
-                                              uncertainty_scale=us))
+                                              uncertainty_scale=us, correction_std=cs))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
     print("| radius | window | min ZNCC | min texture | iterations | propagation | window shift "
-          "| fill border | uncertainty scale | EPE px | bad-1 % | bad-2 % | bad-3 % | all: EPE px "
-          "| all: bad-2 % | AUSE | changed % | ms/pair |")
-    print("|" + "---|" * 18)
+          "| fill border | uncertainty scale | correction std | EPE px | bad-1 % | bad-2 % | bad-3 % "
+          "| all: EPE px | all: bad-2 % | AUSE | changed % | ms/pair |")
+    print("|" + "---|" * 19)
     for cfg in settings:
         per, per_all, errors, stds, changed, total, seconds = [], [], [], [], 0, 0, 0.0
         with torch.inference_mode():
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     pred = refined[0, 0].numpy()
                     # As StereoDepthPipeline does with the std of the pixels the refinement changed.
                     std = np.where(accepted[0, 0].numpy(), std * cfg.uncertainty_scale, std)
+                    std = np.maximum(std, cfg.correction_std * np.nan_to_num(np.abs(pred - disp)))
                     changed += int(accepted.sum())
                 total += disp.size
                 per.append(disparity_metrics(pred, gt, mask))
@@ -124,9 +127,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
         sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
-        desc = ("off",) + ("-",) * 8 if cfg is None else (
+        desc = ("off",) + ("-",) * 9 if cfg is None else (
             cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
-            cfg.window_shift, int(cfg.fill_border), cfg.uncertainty_scale)
+            cfg.window_shift, int(cfg.fill_border), cfg.uncertainty_scale, cfg.correction_std)
         ms = 1000.0 * seconds / len(cached)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "all_pixels": m_all, "ause": sparsification,

@@ -206,7 +206,7 @@ def test_fill_border_repairs_the_left_band_and_is_not_counted_as_a_correction() 
 
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
                                     {"min_texture": -0.1}, {"iterations": 0}, {"propagation": -1},
-                                    {"window_shift": -1},
+                                    {"window_shift": -1}, {"correction_std": -0.1},
                                     {"uncertainty_scale": 0.0}, {"uncertainty_scale": 1.5}])
 def test_config_is_checked(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -245,3 +245,23 @@ def test_predict_disparity_refines_again_at_the_input_resolution() -> None:
     pipe.local_refinement = LocalRefinementConfig()
     fine, _ = predict_disparity(pipe, left, right, max_disparity=64, model_max_disparity=32)
     assert np.median(np.abs(fine[:, 40:-8] - truth)) < 0.2
+
+
+def test_correction_std_sets_a_floor_from_the_size_of_the_correction() -> None:
+    """Where the refinement moved the disparity by delta, the std is at least correction_std * |delta|."""
+    left, right = _images(40, 96)  # true disparity 6
+    model = ColumnModel(scale=0.0, log_scale=math.log(0.1))  # a confident network: std 0.1 * sqrt(2)
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], 8.5), torch.full_like(a[:, :1], math.log(0.1)))  # noqa: E731
+    base = LocalRefinementConfig(uncertainty_scale=0.5, fill_border=False)
+    plain = StereoDepthPipeline(model, local_refinement=base)(left, right)
+    with_floor = dataclasses.replace(base, correction_std=0.4)
+    floored = StereoDepthPipeline(model, local_refinement=with_floor)(left, right)
+    np.testing.assert_array_equal(plain.disparity, floored.disparity)  # disparities do not depend on it
+    delta = np.abs(floored.disparity - 8.5)
+    moved = delta > 1.0  # corrected by about 2.5 px
+    assert moved[:, 12:].mean() > 0.9
+    np.testing.assert_allclose(plain.disparity_std[moved], 0.5 * 0.1 * math.sqrt(2.0), rtol=1e-5)
+    np.testing.assert_allclose(floored.disparity_std[moved], 0.4 * delta[moved], rtol=1e-5)
+    untouched = delta == 0
+    assert untouched.any()
+    np.testing.assert_allclose(floored.disparity_std[untouched], 0.1 * math.sqrt(2.0), rtol=1e-5)

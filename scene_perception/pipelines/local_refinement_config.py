@@ -44,6 +44,10 @@ class LocalRefinementConfig:
             changed the disparity: the network predicted the error of *its* estimate, and a correction that
             passed the photometric checks is more accurate than that (fitted on the validation split, by
             AUSE). Disparities do not depend on it.
+        correction_std: the std of a pixel whose disparity the refinement moved by ``delta`` px (matching or
+            border fill) is at least ``correction_std * |delta|``: a large correction means the network
+            and the matching disagreed, and either may be wrong (0 = off; fitted with the scale, by AUSE).
+            Disparities do not depend on it.
     """
 
     radius: int = 3
@@ -55,6 +59,7 @@ class LocalRefinementConfig:
     window_shift: int = 3
     fill_border: bool = True
     uncertainty_scale: float = 0.35
+    correction_std: float = 0.0
 
     def __post_init__(self) -> None:
         if self.radius < 0:
@@ -73,6 +78,8 @@ class LocalRefinementConfig:
             raise ValueError(f"window_shift must be >= 0, got {self.window_shift}")
         if not 0.0 < self.uncertainty_scale <= 1.0:
             raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
+        if self.correction_std < 0:
+            raise ValueError(f"correction_std must be >= 0, got {self.correction_std}")
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation

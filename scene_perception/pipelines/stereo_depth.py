@@ -122,13 +122,17 @@ class StereoDepthPipeline:
         self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The local refinement (if on) of (1, 1, H, W) disparity and log-scale tensors on the device."""
-        if self.local_refinement is None:
+        cfg = self.local_refinement
+        if cfg is None:
             return disparity, log_scale
-        disparity, changed = refine_disparity_locally(left, right, disparity, self.local_refinement)
-        scale = self.local_refinement.uncertainty_scale
-        if scale != 1.0:
-            log_scale = torch.where(changed, log_scale + math.log(scale), log_scale)
-        return disparity, log_scale
+        refined, changed = refine_disparity_locally(left, right, disparity, cfg)
+        if cfg.uncertainty_scale != 1.0:
+            log_scale = torch.where(changed, log_scale + math.log(cfg.uncertainty_scale), log_scale)
+        if cfg.correction_std > 0:
+            # std = sqrt(2) * exp(log_scale) >= correction_std * |delta|; 0 (or NaN) delta sets no floor.
+            floor = torch.nan_to_num(cfg.correction_std * (refined - disparity).abs(), nan=0.0)
+            log_scale = torch.maximum(log_scale, torch.log(floor / math.sqrt(2.0)))
+        return refined, log_scale
 
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray

@@ -212,6 +212,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         1.0,
         dynamic=True,
     ),
+    ParamSpec(
+        "local_refinement.correction_std",
+        _REFINE.correction_std,
+        "Where the refinement moved the disparity by delta px, its std is at least this times |delta| "
+        "(the network and the matching disagreed; 0 = off).",
+        0.0,
+        10.0,
+        dynamic=True,
+    ),
 )
 
 
