@@ -188,7 +188,7 @@ def test_uncertainty_of_refined_pixels_is_scaled() -> None:
     right = np.roll(left, -6, axis=1)
     model = ColumnModel(scale=0.0)
     model.forward = lambda a, b: (torch.full_like(a[:, :1], 7.2), torch.zeros_like(a[:, :1]))  # noqa: E731
-    setting = LocalRefinementConfig(uncertainty_scale=0.25, fill_border=False)
+    setting = LocalRefinementConfig(uncertainty_scale=0.25, fill_border=False, correction_std=0.0)
     res = StereoDepthPipeline(model, local_refinement=setting)(left, right)
     changed = np.abs(res.disparity - 7.2) > 1e-6
     assert changed.mean() > 0.5 and not changed[:, 44:56].any()
@@ -252,7 +252,7 @@ def test_correction_std_sets_a_floor_from_the_size_of_the_correction() -> None:
     left, right = _images(40, 96)  # true disparity 6
     model = ColumnModel(scale=0.0, log_scale=math.log(0.1))  # a confident network: std 0.1 * sqrt(2)
     model.forward = lambda a, b: (torch.full_like(a[:, :1], 8.5), torch.full_like(a[:, :1], math.log(0.1)))  # noqa: E731
-    base = LocalRefinementConfig(uncertainty_scale=0.5, fill_border=False)
+    base = LocalRefinementConfig(uncertainty_scale=0.5, fill_border=False, correction_std=0.0)
     plain = StereoDepthPipeline(model, local_refinement=base)(left, right)
     with_floor = dataclasses.replace(base, correction_std=0.4)
     floored = StereoDepthPipeline(model, local_refinement=with_floor)(left, right)

@@ -19,8 +19,8 @@ class LocalRefinementConfig:
     The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
     (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
     search settings over 216 without propagation, then propagation x iterations with them, then the
-    uncertainty scale by AUSE; later the window shift (x window size), min ZNCC again, the border fill
-    and the scale again.
+    uncertainty scale by AUSE; later the window shift (x window size), min ZNCC again, the border fill,
+    and the scale with the correction floor (``correction_std``) by AUSE.
 
     Attributes:
         radius: largest integer correction searched, px at the input resolution (0 = sub-pixel only).
@@ -58,8 +58,8 @@ class LocalRefinementConfig:
     propagation: int = 4
     window_shift: int = 3
     fill_border: bool = True
-    uncertainty_scale: float = 0.35
-    correction_std: float = 0.0
+    uncertainty_scale: float = 0.25
+    correction_std: float = 0.3
 
     def __post_init__(self) -> None:
         if self.radius < 0:
