@@ -54,6 +54,7 @@ from scene_perception.engines.select import BackendChoice, create_engine, probe 
 from scene_perception.engines.torch_engine import TorchEngine  # noqa: E402
 from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
 from scene_perception.models.weights import stereo_config  # noqa: E402
+from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
 
 DEFAULT_SIZES = ["240x320", "480x640", "576x960"]
 #: Goal of issue 4 on 2 CPU cores: lite at 320x240 at or below this median latency.
@@ -206,10 +207,7 @@ def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespac
     from scene_perception.pipelines.local_refinement import refine_disparity_locally
     from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT
 
-    def to_t(img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
-
-    lt, rt = to_t(left), to_t(right)
+    lt, rt = image_to_tensor(left), image_to_tensor(right)
     start = torch.full((1, 1, *left.shape[:2]), 0.05 * left.shape[1])
     with torch.inference_mode():
         return time_it(lambda: refine_disparity_locally(lt, rt, start, DEFAULT_LOCAL_REFINEMENT),
@@ -239,8 +237,7 @@ def bench_cell(
     refine_ms = time_refinement(left, right, args)
 
     def to_input(img: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
-        t = torch.nn.functional.pad(t, (0, pw - w, 0, ph - h), mode="replicate")
+        t = torch.nn.functional.pad(image_to_tensor(img), (0, pw - w, 0, ph - h), mode="replicate")
         return t.numpy()
 
     feeds = {"left": to_input(left), "right": to_input(right)}

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
+from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -137,8 +138,7 @@ def bench_row(name: str, size: tuple[int, int], args: argparse.Namespace) -> str
     sgbm = bench_sgbm(left, right, model.max_disparity, args.repeats, args.warmup)
 
     def to_tensor(img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
-        return torch.nn.functional.pad(t, (0, pw - w, 0, ph - h), mode="replicate")
+        return torch.nn.functional.pad(image_to_tensor(img), (0, pw - w, 0, ph - h), mode="replicate")
 
     lt, rt = to_tensor(left), to_tensor(right)
 

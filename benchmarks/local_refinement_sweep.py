@@ -35,6 +35,7 @@ from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
+from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
 from scene_perception.pipelines.local_refinement import (  # noqa: E402
     LocalRefinementConfig,
     refine_disparity_locally,
@@ -72,10 +73,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -87,8 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
         result = pipeline(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
-        cached.append((to_tensor(s.left), to_tensor(s.right), result.disparity, result.disparity_std,
-                       s.disparity, mask, np.isfinite(s.disparity)))
+        cached.append((image_to_tensor(s.left), image_to_tensor(s.right), result.disparity,
+                       result.disparity_std, s.disparity, mask, np.isfinite(s.disparity)))
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,

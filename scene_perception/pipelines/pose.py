@@ -26,6 +26,7 @@ import torch
 
 from scene_perception.geometry.rotations import mean_quaternion, rotation_vector_between
 from scene_perception.models.posenet import PoseNet
+from scene_perception.pipelines.image_tensor import image_to_tensor
 
 __all__ = ["PosePipeline", "PoseResult", "pose_covariance"]
 
@@ -104,8 +105,7 @@ class PosePipeline:
         h, w = self.input_size
         if image.shape[:2] != (h, w):
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
-        return x.to(self.device)
+        return image_to_tensor(image, self.device)
 
     def __call__(self, image: np.ndarray) -> PoseResult:
         t0 = time.perf_counter()

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from scene_perception.data.world import CLASSES, THING_CLASSES
 from scene_perception.models.multitask import mc_dropout
+from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.instances import cluster_instances
 
 __all__ = ["MAX_MC_SAMPLES", "SceneResult", "ScenePipeline", "entropy"]
@@ -149,9 +150,7 @@ class ScenePipeline:
 
         img = image_rgb if (h, w) == (nh, nw) else cv2.resize(
             np.ascontiguousarray(image_rgb), (nw, nh), interpolation=cv2.INTER_AREA)
-        # torch.from_numpy refuses (warns on) read-only buffers, e.g. frames decoded from a bag: copy those.
-        arr = img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C")
-        x = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        x = image_to_tensor(img, self.device)
         with torch.inference_mode():
             if n_mc > 0:
                 with mc_dropout(self.model):

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from scene_perception.engines.base import InferenceEngine
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 
@@ -114,10 +115,6 @@ class StereoDepthPipeline:
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
 
-    def _to_tensor(self, img: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
-        return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-
     def _refine(
         self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,8 +148,8 @@ class StereoDepthPipeline:
 
         with torch.inference_mode():
             log_scale = torch.log(to_device(disparity_std) / math.sqrt(2.0))  # std 0 -> -inf -> std 0 again
-            d, log_scale = self._refine(self._to_tensor(left), self._to_tensor(right), to_device(disparity),
-                                        log_scale)
+            left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
+            d, log_scale = self._refine(left_t, right_t, to_device(disparity), log_scale)
             out_std = math.sqrt(2.0) * torch.exp(log_scale)
             return d[0, 0].cpu().numpy(), out_std[0, 0].cpu().numpy()
 
@@ -182,7 +179,7 @@ class StereoDepthPipeline:
         div = self.size_divisor
         pad_h, pad_w = (-h) % div, (-w) % div
         with torch.inference_mode():
-            pair = torch.cat([self._to_tensor(left), self._to_tensor(right)], dim=0)
+            pair = torch.cat([image_to_tensor(left, self.device), image_to_tensor(right, self.device)], dim=0)
             if pad_h or pad_w:
                 # Replicate, not zeros: a black border would be matched as a strong (false) edge and
                 # pull the disparity of the last real columns/rows.
