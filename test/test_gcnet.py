@@ -72,6 +72,17 @@ def test_lite_forward_shapes(lite: GCNet) -> None:
     assert disp.min() >= 0 and disp.max() <= lite.max_disparity
 
 
+def test_return_cost_gives_the_volume_before_the_soft_argmin(lite: GCNet) -> None:
+    left, right = _pair(48, 80)
+    with torch.inference_mode():
+        disp, log_scale = lite(left, right)
+        disp2, log_scale2, cost = lite(left, right, return_cost=True)
+    s = lite.cost_stride
+    assert cost.shape == (1, lite.max_disparity // s, 48 // s, 80 // s)
+    torch.testing.assert_close(disp2, disp)
+    torch.testing.assert_close(log_scale2, log_scale)
+
+
 def test_paper_forward_tiny() -> None:
     torch.manual_seed(0)
     model = GCNet("paper").eval()

@@ -10,6 +10,7 @@ import torch
 from scene_perception.data import make_stereo_sample
 from scene_perception.losses import (
     LOG_SCALE_RANGE,
+    cost_volume_cross_entropy,
     disparity_smoothness,
     laplace_nll,
     left_right_consistency,
@@ -106,3 +107,49 @@ def test_disparity_smoothness_is_edge_aware() -> None:
     step_elsewhere = torch.full((1, 1, 16, 32), 2.0)
     step_elsewhere[..., 8:] = 6.0
     assert disparity_smoothness(step_at_edge, img).item() < disparity_smoothness(step_elsewhere, img).item()
+
+
+# ------------------------------------------------------------------------ cost-volume cross-entropy
+def _flat_gt(levels: float, h: int = 2, w: int = 3, stride: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    gt = torch.full((1, 1, h * stride, w * stride), levels * stride)
+    return gt, torch.ones_like(gt, dtype=torch.bool)
+
+
+def test_volume_cross_entropy_is_log_levels_for_a_uniform_cost_and_two_hot_otherwise() -> None:
+    gt, valid = _flat_gt(2.25)
+    cost = torch.zeros(1, 8, 2, 3)
+    assert float(cost_volume_cross_entropy(cost, gt, valid, 4)) == pytest.approx(math.log(8), rel=1e-5)
+    # Any distribution: the target is 0.75 on level 2 and 0.25 on level 3, whose expectation is 2.25.
+    cost = torch.randn(1, 8, 2, 3, generator=torch.Generator().manual_seed(0))
+    log_p = torch.log_softmax(-cost, dim=1)
+    expected = -(0.75 * log_p[:, 2] + 0.25 * log_p[:, 3]).mean()
+    assert float(cost_volume_cross_entropy(cost, gt, valid, 4)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_volume_cross_entropy_raises_the_right_level_and_lowers_a_wrong_mode() -> None:
+    gt, valid = _flat_gt(5.0)
+    cost = torch.zeros(1, 8, 2, 3)
+    cost[:, 1] = -4.0  # a confident wrong mode at level 1
+    cost.requires_grad_(True)
+    cost_volume_cross_entropy(cost, gt, valid, 4).backward()
+    # A descent step (-grad) lowers the right level's cost (more probable) and raises the wrong mode's.
+    assert (cost.grad[:, 5] > 0).all() and (cost.grad[:, 1] < 0).all()
+
+
+def test_volume_cross_entropy_skips_edges_invalid_and_out_of_range_blocks() -> None:
+    gt, valid = _flat_gt(3.0)
+    gt[..., 0:4, 0:4] = 4 * 3.0  # block (0, 0): flat, supervised
+    gt[..., 0:4, 6] = 4 * 6.0  # block (0, 1): a depth edge inside (spread 3 levels)
+    valid[..., 5, 9] = False  # block (1, 2): one invalid pixel
+    gt[..., 4:8, 0:4] = 4 * 7.5  # block (1, 0): beyond the last level (7)
+    base = torch.zeros(1, 8, 2, 3)
+    ref = float(cost_volume_cross_entropy(base, gt, valid, 4))
+    for y, x in ((0, 1), (1, 2), (1, 0)):
+        moved = base.clone()
+        moved[0, :, y, x] = torch.randn(8)
+        assert float(cost_volume_cross_entropy(moved, gt, valid, 4)) == pytest.approx(ref, rel=1e-6), (y, x)
+    moved = base.clone()
+    moved[0, :, 0, 0] = torch.randn(8)
+    assert float(cost_volume_cross_entropy(moved, gt, valid, 4)) != pytest.approx(ref, rel=1e-6)
+    with pytest.raises(ValueError, match="does not match"):
+        cost_volume_cross_entropy(base, gt[..., :-4], valid[..., :-4], 4)

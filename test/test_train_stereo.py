@@ -89,6 +89,16 @@ def test_self_supervised_runs_without_labels(tmp_path: Path) -> None:
     assert card["training"]["mode"] == "self_supervised"
 
 
+def test_volume_loss_trains_and_is_recorded(tmp_path: Path) -> None:
+    final = train_stereo(_tiny(tmp_path, steps=2, checkpoint_every=10, volume_weight=0.5))
+    card = json.loads(final.with_suffix(".json").read_text())
+    assert card["training"]["config"]["volume_weight"] == 0.5
+    # The volume term changes the update: the same run without it ends at other weights.
+    plain = train_stereo(_tiny(tmp_path / "plain", steps=2, checkpoint_every=10))
+    a, b = load_file(str(final)), load_file(str(plain))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_a_different_mode(tmp_path: Path) -> None:
     train_stereo(_tiny(tmp_path, steps=1))
     with pytest.raises(ValueError, match="mode"):
@@ -102,6 +112,8 @@ def test_config_validation() -> None:
         _tiny(Path("unused"), mode="magic").validate()
     with pytest.raises(ValueError, match="max_disparity"):
         _tiny(Path("unused"), max_disparity=500.0).validate()
+    with pytest.raises(ValueError, match="volume_weight"):
+        _tiny(Path("unused"), volume_weight=-1.0).validate()
 
 
 def test_learning_rate_schedules() -> None:

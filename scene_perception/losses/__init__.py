@@ -2,6 +2,7 @@
 
 from scene_perception.losses.stereo import (
     LOG_SCALE_RANGE,
+    cost_volume_cross_entropy,
     disparity_smoothness,
     laplace_nll,
     left_right_consistency,
@@ -15,6 +16,7 @@ from scene_perception.losses.stereo import (
 
 __all__ = [
     "LOG_SCALE_RANGE",
+    "cost_volume_cross_entropy",
     "disparity_smoothness",
     "laplace_nll",
     "left_right_consistency",

@@ -14,6 +14,7 @@ from torch import Tensor
 
 __all__ = [
     "LOG_SCALE_RANGE",
+    "cost_volume_cross_entropy",
     "disparity_smoothness",
     "laplace_nll",
     "left_right_consistency",
@@ -75,6 +76,43 @@ def laplace_nll(pred: Tensor, log_scale: Tensor, gt: Tensor, valid: Tensor | Non
     err = (pred - _safe_target(pred, gt, valid)).abs()
     nll = err * torch.exp(-log_b) + log_b
     return masked_mean(nll, valid)
+
+
+def cost_volume_cross_entropy(cost: Tensor, gt: Tensor, valid: Tensor, stride: int) -> Tensor:
+    """Cross-entropy of the matching distribution ``softmax(-cost)`` against the ground-truth level.
+
+    Why: a loss on the regressed disparity only sees the distribution through its expectation (or, with a
+    regression window, through the most probable mode), so where the network puts its main mode on a wrong
+    surface the gradient mostly slides that mode instead of raising the right one.  Supervising the
+    distribution itself (as AcfNet's and the stereo focal loss's cost-volume terms do) gives every level
+    its own gradient: the wrong mode is pushed down and the right one up.
+
+    Args:
+        cost: (B, D, h, w) matching cost, one level per ``stride`` px of disparity and ``stride`` px of
+            image (GC-Net's head before the soft arg-min).
+        gt: (B, 1, H, W) disparity in px with H = h * stride, W = w * stride.
+        valid: bool (B, 1, H, W) pixels with ground truth.
+        stride: input px per cost-volume pixel and per disparity level.
+
+    A cost pixel is supervised where all ``stride x stride`` pixels it covers are valid and their
+    disparities lie within one level of each other (so depth edges, whose block mixes two surfaces, are
+    left out) and their mean is inside the volume; the target is the two-hot split of that mean between
+    its neighbouring levels, whose expectation is the mean itself.
+    """
+    b, levels, h, w = cost.shape
+    if gt.shape[-2:] != (h * stride, w * stride):
+        raise ValueError(f"gt {tuple(gt.shape[-2:])} does not match a {h}x{w} cost at stride {stride}")
+    g = torch.where(valid, gt, torch.zeros_like(gt))
+    all_valid = F.avg_pool2d(valid.to(cost.dtype), stride) > 1.0 - 1e-6
+    mean = F.avg_pool2d(g, stride) / stride
+    spread = (F.max_pool2d(g, stride) + F.max_pool2d(-g, stride)) / stride
+    target = mean.clamp(0.0, levels - 1.0)
+    keep = all_valid & (spread <= 1.0) & (mean <= levels - 1.0) & torch.isfinite(mean)
+    lower = target.floor().clamp(max=levels - 2).long()
+    upper_weight = target - lower.to(target.dtype)
+    log_p = torch.log_softmax(-cost, dim=1)
+    nll = -((1.0 - upper_weight) * log_p.gather(1, lower) + upper_weight * log_p.gather(1, lower + 1))
+    return masked_mean(nll, keep)
 
 
 def warp_right_to_left(right: Tensor, disparity: Tensor) -> tuple[Tensor, Tensor]:

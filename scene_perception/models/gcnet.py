@@ -239,8 +239,19 @@ class GCNet(nn.Module):
             head.weight[uncertainty_out].zero_()  # ConvTranspose weights are (in, out, ...)
             head.bias.zero_()
 
-    def forward(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
-        """Disparity (px) and log Laplace scale (log px) of the left image, both (B,1,H,W)."""
+    @property
+    def cost_stride(self) -> int:
+        """Input px per pixel and per disparity level of the cost that ``return_cost`` gives."""
+        return self._regress_stride
+
+    def forward(
+        self, left: Tensor, right: Tensor, return_cost: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """Disparity (px) and log Laplace scale (log px) of the left image, both (B,1,H,W).
+
+        With ``return_cost`` (training only: the cost-volume loss), also the (B, D, H/s, W/s) matching
+        cost before the soft arg-min, s = :attr:`cost_stride`; exported graphs keep the two outputs.
+        """
         b, _, h, w = left.shape
         if h % self.size_divisor or w % self.size_divisor:
             raise ValueError(
@@ -279,6 +290,8 @@ class GCNet(nn.Module):
             log_scale = log_scale + math.log(s)
         if self.refine is not None:
             disparity, log_scale = self.refine(disparity, log_scale, images[:b], channels_last)
+        if return_cost:
+            return disparity, log_scale, out[:, 0]
         return disparity, log_scale
 
 

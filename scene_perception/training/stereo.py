@@ -13,7 +13,8 @@ Why it looks like this:
 * Multi-GPU is plain torchrun DDP: with ``WORLD_SIZE > 1`` in the environment each rank draws its own
   disjoint samples and rank 0 alone writes files.
 
-Supervised objective: smooth-L1 on disparity + ``nll_weight`` * Laplace NLL for the uncertainty head.
+Supervised objective: smooth-L1 on disparity + ``nll_weight`` * Laplace NLL for the uncertainty head
+(+ ``volume_weight`` * cross-entropy of the cost-volume distribution against the ground-truth level).
 Self-supervised objective (no labels): SSIM+L1 photometric reprojection in both views, edge-aware
 smoothness and left-right consistency, with the right view's disparity obtained from the same network on
 horizontally flipped, swapped images; the uncertainty head learns to predict the left-right disagreement.
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from scene_perception.data.procedural import ProceduralStereoDataset
 from scene_perception.losses.stereo import (
+    cost_volume_cross_entropy,
     disparity_smoothness,
     laplace_nll,
     left_right_consistency,
@@ -83,6 +85,11 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "Adam L2 weight decay"})
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clip (0 disables)"})
     nll_weight: float = field(default=0.1, metadata={"help": "weight of the Laplace NLL (uncertainty) term"})
+    volume_weight: float = field(
+        default=0.0,
+        metadata={"help": "supervised: weight of the cross-entropy of the cost-volume distribution against "
+                          "the ground-truth level (losses.stereo.cost_volume_cross_entropy); 0 disables"},
+    )
     smoothness_weight: float = field(default=1e-3, metadata={"help": "self-supervised: edge-aware smoothing"})
     lr_consistency_weight: float = field(
         default=1.0, metadata={"help": "self-supervised: left-right consistency (on disparity / width)"}
@@ -124,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"mode must be 'supervised' or 'self_supervised', got {self.mode!r}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
+        if self.volume_weight < 0:
+            raise ValueError(f"volume_weight must be >= 0, got {self.volume_weight}")
         for name in ("steps", "batch_size", "crop_height", "crop_width", "checkpoint_every",
                      "keep_checkpoints"):
             if getattr(self, name) <= 0:
@@ -313,7 +322,13 @@ def train_stereo(config: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        if config.mode == "supervised":
+        if config.mode == "supervised" and config.volume_weight > 0:
+            disp, log_scale, cost = net(left, right, return_cost=True)
+            loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
+            volume = cost_volume_cross_entropy(cost, gt, valid, model.cost_stride)
+            loss = loss + config.volume_weight * volume
+            parts["volume"] = volume.item()
+        elif config.mode == "supervised":
             disp, log_scale = net(left, right)
             loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
         else:
