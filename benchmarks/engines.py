@@ -3,7 +3,7 @@
 
 For each (model config, resolution) this times, in one process and back to back:
 
-* OpenCV StereoSGBM_3WAY with the project's baseline settings (``evaluation/sgbm.py``), the reference:
+* OpenCV StereoSGBM_3WAY with the project's baseline settings (``pipelines/sgbm.py``), the reference:
   timings on shared machines drift up to 2x between runs, so the meaningful number is the ratio
   backend / SGBM measured in the same run;
 * each backend through the engine interface (``engines/``): torch and ONNX Runtime on CPU; on a GPU
@@ -203,22 +203,30 @@ def measure_backend(
 
 
 def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespace) -> list[float]:
-    """CPU time of the pipeline's default local refinement at this size (it runs after every backend)."""
+    """CPU time of the pipeline's default local refinement at this size (it runs after every backend),
+    its SGBM candidate included (over the lite range, as the pipeline runs it)."""
     from scene_perception.pipelines.local_refinement import refine_disparity_locally
-    from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT
+    from scene_perception.pipelines.sgbm import SGBMMatcher
+    from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, FALLBACK_MAX_DISPARITY
 
+    cfg = DEFAULT_LOCAL_REFINEMENT
     lt, rt = image_to_tensor(left), image_to_tensor(right)
     start = torch.full((1, 1, *left.shape[:2]), 0.05 * left.shape[1])
+    sgbm = SGBMMatcher(FALLBACK_MAX_DISPARITY) if cfg.sgbm_candidate else None
+
+    def once() -> None:
+        candidate = None if sgbm is None else torch.from_numpy(sgbm.match_full_width(left, right))[None, None]
+        refine_disparity_locally(lt, rt, start, cfg, candidate)
+
     with torch.inference_mode():
-        return time_it(lambda: refine_disparity_locally(lt, rt, start, DEFAULT_LOCAL_REFINEMENT),
-                       args.repeats, args.warmup, lambda: None)
+        return time_it(once, args.repeats, args.warmup, lambda: None)
 
 
 def bench_cell(
     config: str, size: tuple[int, int], args: argparse.Namespace, plan: list[BackendChoice], cache: Path
 ) -> list[dict[str, Any]]:
     """SGBM, then every backend, for one model config at one size; one result dict per backend."""
-    from scene_perception.evaluation.sgbm import SGBMMatcher
+    from scene_perception.pipelines.sgbm import SGBMMatcher
 
     torch.manual_seed(0)
     # Time the network as users run it: the regression window its shipped model card sets, unless overridden.

@@ -4,7 +4,9 @@ Renders the validation pairs of ``benchmarks/stereo_accuracy.py --split validati
 never training or test data, never Aloe), runs the network once per pair with the refinement off, then
 scores every setting of a small grid on the cached network output, so the grid costs little more than one
 benchmark run; settings that differ only in the std handling (``--uncertainty-scale``, ``--correction-std``)
-share one refinement run.  Prints one markdown row per setting (pooled EPE / bad-x over non-occluded pixels,
+share one refinement run.  With ``--sgbm-candidate 1`` the refinement is offered OpenCV SGBM's disparity over
+the network's range, as the pipeline does (SGBM runs once per pair and is cached too; its time is in
+ms/pair).  Prints one markdown row per setting (pooled EPE / bad-x over non-occluded pixels,
 the same over all pixels with ground truth, AUSE of the disparity std over non-occluded pixels), the share of
 pixels each setting changed and the refinement's ms per pair.
 
@@ -40,6 +42,7 @@ from scene_perception.pipelines.local_refinement import (  # noqa: E402
     LocalRefinementConfig,
     refine_disparity_locally,
 )
+from scene_perception.pipelines.sgbm import SGBMMatcher  # noqa: E402
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
 
 
@@ -68,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fill-border", type=_ints, default=[0], help="0 / 1 (off / on), comma-separated")
     p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
     p.add_argument("--correction-std", type=_floats, default=[0.0])
+    p.add_argument("--sgbm-candidate", type=_ints, default=[0], help="0 / 1 (off / on), comma-separated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -79,46 +83,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
     h, w = (int(v) for v in args.size.split("x"))
     model, info = load_stereo_model(args.model, args.weights)
     pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=None)
+    sgbm = SGBMMatcher(float(model.max_disparity)) if any(args.sgbm_candidate) else None
     cached = []
     for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc="network", unit="pair"):
         s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
         result = pipeline(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
+        candidate, sgbm_seconds = None, 0.0
+        if sgbm is not None:
+            start = time.perf_counter()
+            candidate = torch.from_numpy(sgbm.match_full_width(s.left, s.right))[None, None]
+            sgbm_seconds = time.perf_counter() - start
         cached.append((image_to_tensor(s.left), image_to_tensor(s.right), result.disparity,
-                       result.disparity_std, s.disparity, mask, np.isfinite(s.disparity)))
+                       result.disparity_std, s.disparity, mask, np.isfinite(s.disparity), candidate,
+                       sgbm_seconds))
 
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
                              args.propagation, args.window_shift, args.fill_border, args.uncertainty_scale,
-                             args.correction_std)
-    for r, win, z, t, it, prop, shift, fill, us, cs in grid:
+                             args.correction_std, args.sgbm_candidate)
+    for r, win, z, t, it, prop, shift, fill, us, cs, sg in grid:
         settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
                                               propagation=prop, window_shift=shift, fill_border=bool(fill),
-                                              uncertainty_scale=us, correction_std=cs))
+                                              uncertainty_scale=us, correction_std=cs,
+                                              sgbm_candidate=bool(sg)))
     rows = []
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
           f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
           "(occluded too, as Aloe is scored)\n")
     print("| radius | window | min ZNCC | min texture | iterations | propagation | window shift "
-          "| fill border | uncertainty scale | correction std | EPE px | bad-1 % | bad-2 % | bad-3 % "
-          "| all: EPE px | all: bad-2 % | AUSE | changed % | ms/pair |")
-    print("|" + "---|" * 19)
+          "| fill border | uncertainty scale | correction std | SGBM candidate | EPE px | bad-1 % | bad-2 % "
+          "| bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % | ms/pair |")
+    print("|" + "---|" * 20)
     # Settings that differ only in how the std is treated give the same disparities: refine once per the rest.
     refined_by: dict[LocalRefinementConfig, list[tuple[np.ndarray, np.ndarray, float]]] = {}
     for cfg in settings:
         per, per_all, errors, stds, changed, total, seconds = [], [], [], [], 0, 0, 0.0
         key = None if cfg is None else dataclasses.replace(cfg, uncertainty_scale=1.0, correction_std=0.0)
         with torch.inference_mode():
-            for i, (left, right, disp, std, gt, mask, mask_all) in enumerate(cached):
+            for i, (left, right, disp, std, gt, mask, mask_all, candidate, sgbm_s) in enumerate(cached):
                 pred = disp
                 if cfg is not None:
                     runs = refined_by.setdefault(key, [])
                     if len(runs) <= i:
                         start = time.perf_counter()
                         refined, accepted_t = refine_disparity_locally(
-                            left, right, torch.from_numpy(disp)[None, None], cfg)
+                            left, right, torch.from_numpy(disp)[None, None], cfg,
+                            candidate if cfg.sgbm_candidate else None)
                         runs.append((refined[0, 0].numpy(), accepted_t[0, 0].numpy(),
-                                     time.perf_counter() - start))
+                                     time.perf_counter() - start + (sgbm_s if cfg.sgbm_candidate else 0.0)))
                     pred, accepted, run_seconds = runs[i]
                     seconds += run_seconds
                     # As StereoDepthPipeline does with the std of the pixels the refinement changed.
@@ -132,9 +145,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
         sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
-        desc = ("off",) + ("-",) * 9 if cfg is None else (
+        desc = ("off",) + ("-",) * 10 if cfg is None else (
             cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
-            cfg.window_shift, int(cfg.fill_border), cfg.uncertainty_scale, cfg.correction_std)
+            cfg.window_shift, int(cfg.fill_border), cfg.uncertainty_scale, cfg.correction_std,
+            int(cfg.sgbm_candidate))
         ms = 1000.0 * seconds / len(cached)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "all_pixels": m_all, "ause": sparsification,

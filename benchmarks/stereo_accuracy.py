@@ -50,9 +50,9 @@ from scene_perception.evaluation.metrics import (  # noqa: E402
     fill_holes_background,
     pool_metrics,
 )
-from scene_perception.evaluation.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.disparity_range import predict_disparity  # noqa: E402
+from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
 
 # First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses

@@ -239,3 +239,25 @@ def test_strips_give_the_one_pass_result(monkeypatch: pytest.MonkeyPatch) -> Non
         # differences at flat ZNCC peaks grow to tenths of a pixel at a few % of pixels, never more.
         assert (whole - strips).abs().max() < tolerance, cfg
         assert (whole_changed == strips_changed).float().mean() > 0.99
+
+
+def test_a_candidate_repairs_gross_errors_no_search_reaches_and_a_wrong_one_is_refused() -> None:
+    """The SGBM candidate in miniature: a 120 px wide block 15 px off, wider than propagation reaches in
+    the default 3 rounds (8 px per round from each side)."""
+    truth = 8.3
+    left, right = _pair(truth, seed=5)
+    start = _const(truth + 0.2)
+    start[..., 30:150] = truth + 15.0
+    without, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig())
+    assert ((without[0, 0, 4:-4, 60:120] - truth).abs() > 5).float().mean() > 0.9
+    candidate = _const(truth)
+    candidate[..., 100:] = float("nan")  # the other matcher has no answer there
+    fixed, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(), candidate)
+    assert ((fixed[0, 0, 4:-4, 40:95] - truth).abs() < 0.5).float().mean() > 0.95
+    assert changed[0, 0, 4:-4, 40:95].all()
+    # A candidate that is wrong everywhere does not replace a right answer.
+    right_start = _const(truth)
+    kept, _ = refine_disparity_locally(left, right, right_start, LocalRefinementConfig(), _const(truth + 9.0))
+    assert ((kept[0, 0, 4:-4, 30:-4] - truth).abs() < 0.5).float().mean() > 0.98
+    with pytest.raises(ValueError, match="candidate"):
+        refine_disparity_locally(left, right, start, LocalRefinementConfig(), candidate[..., 1:])

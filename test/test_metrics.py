@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 
 from scene_perception.evaluation import (
-    SGBMMatcher,
     depth_metrics,
     disparity_metrics,
     fill_holes_background,
-    num_disparities_for,
     pool_metrics,
 )
-from scene_perception.evaluation.sgbm import upsample_disparity
+from scene_perception.pipelines.sgbm import SGBMMatcher, num_disparities_for, upsample_disparity
 
 REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
@@ -249,3 +247,20 @@ def test_benchmark_validation_split_chooses_without_touching_test_data(tmp_path:
         bench.main([*common, "--split", "validation", "--update-card", str(tmp_path / "lite.json")])
     with pytest.raises(SystemExit):
         bench.main([*common, "--regression-window", "2", "--update-card", str(tmp_path / "lite.json")])
+
+
+def test_sgbm_full_width_answers_in_the_band_plain_sgbm_leaves_empty() -> None:
+    """``match_full_width`` fills the first num_disparities columns; elsewhere it agrees with ``match``."""
+    rng = np.random.default_rng(11)
+    tex = cv2.GaussianBlur(rng.random((60, 260)).astype(np.float32), (0, 0), 1.0)
+    tex = (255 * (tex - tex.min()) / np.ptp(tex)).astype(np.uint8)
+    left = np.repeat(tex[:, 40:240, None], 3, axis=2)
+    right = np.repeat(tex[:, 50:250, None], 3, axis=2)  # left(x) = right(x - 10): disparity 10
+    matcher = SGBMMatcher(32.0)
+    plain, full = matcher.match(left, right), matcher.match_full_width(left, right)
+    assert full.shape == plain.shape == (60, 200)
+    assert np.isnan(plain[:, :32]).all()
+    band = full[4:-4, 14:32]  # x >= d + block radius: the match lies inside the right image
+    assert np.isfinite(band).mean() > 0.9 and np.nanmedian(np.abs(band - 10.0)) < 0.5
+    both = np.isfinite(plain[:, 64:]) & np.isfinite(full[:, 64:])
+    assert both.mean() > 0.9 and (np.abs(plain[:, 64:] - full[:, 64:])[both] < 0.5).mean() > 0.98

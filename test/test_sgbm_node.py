@@ -29,7 +29,7 @@ from rosutil import (
 )
 from stereo_msgs.msg import DisparityImage
 
-from scene_perception.evaluation.sgbm import SGBMMatcher
+from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.ros.codec import image_to_numpy
 from scene_perception.ros.messages import point_cloud_to_numpy
 from scene_perception.ros.params import SGBM_DEPTH_PARAMS

@@ -128,8 +128,11 @@ def test_validity_rules() -> None:
     res = StereoDepthPipeline(ColumnModel(1.5), local_refinement=None)(left, right)
     assert not res.valid.any()
     # std = sqrt(2) * e^1 ~ 3.84 px > 3: everything rejected; a looser bound keeps it.
-    assert not StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=3.0)(left, right).valid.any()
-    assert StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=4.0)(left, right).valid.any()
+    # (The network's own std: the refinement would correct, and so re-scale, some of it.)
+    assert not StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=3.0,
+                                   local_refinement=None)(left, right).valid.any()
+    assert StereoDepthPipeline(ColumnModel(0.5, 1.0), max_uncertainty=4.0,
+                               local_refinement=None)(left, right).valid.any()
 
 
 def test_depth_matches_focal_baseline_over_disparity() -> None:
@@ -177,6 +180,21 @@ def test_local_refinement_corrects_the_network_and_can_be_turned_off() -> None:
     # i.i.d. pixel noise is the worst case for the parabola fit (a sharp, non-parabolic peak): ~0.15 px.
     assert np.median(np.abs(interior - 6.0)) < 0.25
     assert (np.abs(interior - 6.0) < 0.5).mean() > 0.95
+
+
+def test_sgbm_candidate_repairs_a_grossly_wrong_network_and_can_be_turned_off() -> None:
+    """A network 24 px off everywhere: out of the local search's reach; SGBM's answer brings it back."""
+    left, right = _images(48, 160)  # true disparity 6
+    model = ColumnModel(scale=0.0)
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], 30.0), torch.zeros_like(a[:, :1]))  # noqa: E731
+    local_only = dataclasses.replace(LocalRefinementConfig(), sgbm_candidate=False)
+    stuck = StereoDepthPipeline(model, local_refinement=local_only)(left, right)
+    fixed = StereoDepthPipeline(model)(left, right)  # the default has the SGBM candidate
+    interior = np.s_[6:-6, 36:-10]  # away from the border fill and np.roll's wrapped columns
+    assert (np.abs(stuck.disparity[interior] - 6.0) > 10).mean() > 0.9
+    assert (np.abs(fixed.disparity[interior] - 6.0) < 0.5).mean() > 0.9
+    # The big correction is not trusted blindly: its std carries the correction floor.
+    assert np.median(fixed.disparity_std[interior]) >= 0.3 * 24 * 0.9
 
 
 def test_uncertainty_of_refined_pixels_is_scaled() -> None:

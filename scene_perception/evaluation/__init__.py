@@ -1,4 +1,4 @@
-"""Evaluation: accuracy metrics and the classical SGBM baseline (pure numpy / OpenCV, no ROS).
+"""Evaluation: accuracy metrics (pure numpy / OpenCV, no ROS); the SGBM matcher is ``pipelines/sgbm.py``.
 
 Kept apart from training so that the numbers reported against evaluation data (Middlebury Aloe, held-out
 synthetic seeds) come from code that never feeds back into fitting.
@@ -11,16 +11,11 @@ from scene_perception.evaluation.metrics import (
     fill_holes_background,
     pool_metrics,
 )
-from scene_perception.evaluation.sgbm import SGBMConfig, SGBMMatcher, num_disparities_for, sgbm_disparity
 
 __all__ = [
     "BAD_THRESHOLDS",
-    "SGBMConfig",
-    "SGBMMatcher",
     "depth_metrics",
     "disparity_metrics",
     "fill_holes_background",
-    "num_disparities_for",
     "pool_metrics",
-    "sgbm_disparity",
 ]

@@ -51,5 +51,5 @@ def predict_disparity(
         disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(factor)
         std = cv2.resize(std, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(factor)
         if pipeline.local_refinement is not None:
-            disparity, std = pipeline.refine(left, right, disparity, std)
+            disparity, std = pipeline.refine(left, right, disparity, std, max_disparity)
     return disparity.astype(np.float32, copy=False), std.astype(np.float32, copy=False)

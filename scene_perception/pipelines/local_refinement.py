@@ -14,6 +14,10 @@ and only looks for a better one within ``radius`` px of it:
    differences real stereo rigs have,
 3. take the best offset, fit a parabola through it and its neighbours for the sub-pixel part.
 
+Optionally, before the first round, an independent estimate (``candidate``: the pipeline passes OpenCV
+SGBM's disparity) is offered to every pixel once, under the same ZNCC test as propagation: it reaches the
+network's gross errors, a wrong surface tens of px off, which no local search can.
+
 Optionally, before the search, ``propagation`` > 0 lets each pixel try its neighbours' disparities (``p`` and
 ``2p`` px away in the four directions, PatchMatch-style) and keep the best-scoring one: the network works at
 1/4 resolution, so near a depth edge it smears the foreground disparity several pixels onto the background
@@ -98,7 +102,8 @@ def _grey(img: Tensor) -> Tensor:
 
 
 def refine_disparity_locally(
-    left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig | None = None
+    left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig | None = None,
+    candidate: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Return ``(refined disparity, changed mask)`` for a rectified pair.
 
@@ -107,6 +112,8 @@ def refine_disparity_locally(
             texture threshold assumes 0..1).
         disparity: (1, 1, H, W) px, the network's estimate for the left image (non-finite values are kept).
         config: search and acceptance settings.
+        candidate: optional (1, 1, H, W) px, another matcher's disparity (NaN where it has none), offered
+            once before the rounds (:func:`_offer_candidate`).
 
     Returns:
         The disparity with accepted corrections applied (same dtype and device) and a bool (1, 1, H, W)
@@ -125,6 +132,12 @@ def refine_disparity_locally(
     refined = disparity.float()
     changed = torch.zeros_like(refined, dtype=torch.bool)
     images = (grey_l, grey_r, mean_l, var_l)
+    if candidate is not None:
+        if candidate.shape != disparity.shape:
+            raise ValueError(f"candidate must be shaped like the disparity {tuple(disparity.shape)}, "
+                             f"got {tuple(candidate.shape)}")
+        refined, accepted = _offer_candidate(*images, refined, candidate.float(), cfg)
+        changed |= accepted
     r = cfg.window // 2
     for _ in range(cfg.iterations):
         if cfg.propagation:
@@ -248,6 +261,30 @@ def _propagate(
         & torch.isfinite(disparity)
     )
     return torch.where(accept, fields[None].gather(1, best), disparity), accept
+
+
+def _offer_candidate(
+    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor, candidate: Tensor,
+    cfg: LocalRefinementConfig,
+) -> tuple[Tensor, Tensor]:
+    """Each pixel takes ``candidate`` where it is finite, samples inside the right image and scores a
+    higher ZNCC than the current value, at least ``min_zncc``, on a textured window.
+
+    Whole frame at once (two fields only, so no strips).  A tie keeps the current value.
+    """
+    fields = torch.cat([torch.nan_to_num(disparity, nan=0.0, posinf=0.0, neginf=0.0),
+                        torch.nan_to_num(candidate, nan=0.0, posinf=0.0, neginf=0.0)], dim=1)[0]
+    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
+    xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
+    accept = (
+        torch.isfinite(candidate)
+        & (xs - candidate >= 0)
+        & (zncc[:, 1:2] > zncc[:, 0:1])
+        & (zncc[:, 1:2] >= cfg.min_zncc)
+        & (var_l >= cfg.min_texture**2)
+        & torch.isfinite(disparity)
+    )
+    return torch.where(accept, candidate, disparity), accept
 
 
 def _search(

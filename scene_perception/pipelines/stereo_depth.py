@@ -21,8 +21,13 @@ from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.pipelines.sgbm import SGBMMatcher
 
 __all__ = ["DEFAULT_LOCAL_REFINEMENT", "StereoDepthPipeline", "StereoDepthResult"]
+
+
+#: SGBM candidate's search range (px) when the engine does not report its network's (lite and paper: 128).
+FALLBACK_MAX_DISPARITY = 128.0
 
 
 @dataclass
@@ -39,7 +44,7 @@ class StereoDepthResult:
             or with ``compute_points=False``.
         inference_ms: wall time of the network forward pass alone (not pre/post-processing), so it can
             be compared across machines and with benchmark numbers.
-        refinement_ms: wall time of the local refinement (0 when it is off).
+        refinement_ms: wall time of the local refinement, its SGBM candidate included (0 when it is off).
     """
 
     disparity: np.ndarray
@@ -85,7 +90,9 @@ class StereoDepthPipeline:
             a few ms at VGA).
         local_refinement: settings of the sub-pixel correction by local photometric matching
             (:mod:`~scene_perception.pipelines.local_refinement`), applied to the network's disparity on
-            the engine's device; None turns it off.
+            the engine's device; None turns it off.  Its SGBM candidate (``sgbm_candidate``) runs OpenCV
+            on the CPU over ``0 .. engine.max_disparity`` (:data:`FALLBACK_MAX_DISPARITY` when the engine
+            does not say), over the full width (``SGBMMatcher.match_full_width``).
 
     Thread count is deliberately not set here: that is a process-wide decision for the node/tool.
     """
@@ -114,15 +121,33 @@ class StereoDepthPipeline:
         self.max_uncertainty = float(max_uncertainty)
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
+        self._sgbm: dict[int, SGBMMatcher] = {}  # by search range: built once, reused every frame
+
+    def _candidate(
+        self, left: np.ndarray, right: np.ndarray, max_disparity: float | None
+    ) -> torch.Tensor | None:
+        """SGBM's disparity (NaN = no answer) as a (1, 1, H, W) device tensor for the refinement, or None
+        when the setting has no SGBM candidate."""
+        cfg = self.local_refinement
+        if cfg is None or not cfg.sgbm_candidate:
+            return None
+        if max_disparity is None:
+            max_disparity = float(getattr(self.engine, "max_disparity", None) or FALLBACK_MAX_DISPARITY)
+        key = int(math.ceil(max_disparity))
+        matcher = self._sgbm.get(key)
+        if matcher is None:
+            matcher = self._sgbm[key] = SGBMMatcher(float(key))
+        return torch.from_numpy(matcher.match_full_width(left, right)).to(self.device)[None, None]
 
     def _refine(
-        self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor
+        self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor,
+        candidate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The local refinement (if on) of (1, 1, H, W) disparity and log-scale tensors on the device."""
         cfg = self.local_refinement
         if cfg is None:
             return disparity, log_scale
-        refined, changed = refine_disparity_locally(left, right, disparity, cfg)
+        refined, changed = refine_disparity_locally(left, right, disparity, cfg, candidate)
         if cfg.uncertainty_scale != 1.0:
             log_scale = torch.where(changed, log_scale + math.log(cfg.uncertainty_scale), log_scale)
         if cfg.correction_std > 0:
@@ -132,11 +157,13 @@ class StereoDepthPipeline:
         return refined, log_scale
 
     def refine(
-        self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray
+        self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
+        max_disparity: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Apply this pipeline's local refinement to a disparity estimated elsewhere (e.g. at a lower
         resolution and scaled up), with its std treated as the network's; returns float32 (H, W) arrays.
-        Without a refinement setting the inputs come back unchanged."""
+        ``max_disparity`` is the SGBM candidate's search range at this resolution (default: the
+        engine's).  Without a refinement setting the inputs come back unchanged."""
         left, right = _check_image(left, "left"), _check_image(right, "right")
         size = left.shape[:2]
         if right.shape != left.shape or disparity.shape != size or disparity_std.shape != size:
@@ -149,7 +176,8 @@ class StereoDepthPipeline:
         with torch.inference_mode():
             log_scale = torch.log(to_device(disparity_std) / math.sqrt(2.0))  # std 0 -> -inf -> std 0 again
             left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
-            d, log_scale = self._refine(left_t, right_t, to_device(disparity), log_scale)
+            candidate = self._candidate(left, right, max_disparity)
+            d, log_scale = self._refine(left_t, right_t, to_device(disparity), log_scale, candidate)
             out_std = math.sqrt(2.0) * torch.exp(log_scale)
             return d[0, 0].cpu().numpy(), out_std[0, 0].cpu().numpy()
 
@@ -192,8 +220,9 @@ class StereoDepthPipeline:
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])[:, :, :h, :w].float().to(pair.device)
             start = time.perf_counter()
+            candidate = self._candidate(left, right, None)
             disparity_t, log_scale_t = self._refine(pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t,
-                                                    log_scale_t)
+                                                    log_scale_t, candidate)
             disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
             refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
             log_scale = log_scale_t[0, 0].cpu().numpy()

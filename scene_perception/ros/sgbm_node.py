@@ -5,7 +5,7 @@ ROS user compares a learned stereo node against. Running it behind exactly the s
 synchronization and publishing code (:class:`~scene_perception.ros.stereo_node_base.StereoNodeBase`) lets
 the graph benchmark (``benchmarks/ros_graph.py``) and RViz compare the matchers and nothing else.
 
-The matcher is :class:`~scene_perception.evaluation.sgbm.SGBMMatcher` with the project's baseline settings
+The matcher is :class:`~scene_perception.pipelines.sgbm.SGBMMatcher` with the project's baseline settings
 (3-way SGBM, block 5, P1/P2 = 8/32 * 3 * 25, uniqueness 10, speckle 100/2, preFilterCap 63): the same numbers
 the accuracy benchmark reports for SGBM. Only the search range (``max_disparity``) and the matching scale
 (``scale``) are parameters; the cost settings are deliberately not tunable per scene.
@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from scene_perception.evaluation.sgbm import SGBMMatcher
 from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.ros import params as P
 from scene_perception.ros.stereo_node_base import StereoNodeBase
 

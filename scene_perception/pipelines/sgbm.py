@@ -108,6 +108,25 @@ class SGBMMatcher:
         disp[raw < 0] = np.nan
         return disp
 
+    def match_full_width(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """:meth:`match`, but with an answer possible in the first ``num_disparities`` columns too.
+
+        SGBM leaves those columns empty because their full search range would reach left of the right
+        image.  Here both images get ``num_disparities`` black columns on the left first, so each of
+        those pixels is searched over the disparities that stay inside the real image (a match into the
+        black band has no texture and loses), then the band is cut off again.  Used where SGBM's output
+        is a candidate that is checked photometrically afterwards (the local refinement), not for the
+        baseline's own numbers, which stay as the notes measured them.
+        """
+        if left.shape != right.shape:
+            raise ValueError(f"left image is {left.shape} but right image is {right.shape}")
+        pad = self.num_disparities
+
+        def padded(img: np.ndarray) -> np.ndarray:
+            return cv2.copyMakeBorder(np.ascontiguousarray(img), 0, 0, pad, 0, cv2.BORDER_CONSTANT, value=0)
+
+        return self.match(padded(left), padded(right))[:, pad:]
+
     def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Disparity for the left image at the *input* resolution (float32 px, NaN where invalid).
 
