@@ -248,10 +248,36 @@ def _propagate(
     p = cfg.propagation
     steps = [(0, 0)] + [(dy * m, dx * m) for m in (p, 2 * p) for dy, dx in ((0, -1), (0, 1), (-1, 0), (1, 0))]
     fields = _neighbour_fields(base, steps)
-    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
-    # A candidate must sample inside the right image; the pixel's own value always stays eligible.
-    usable = (xs - fields >= 0)[None]
+    # A candidate must sample inside the right image.
+    return _keep_best((grey_l, grey_r, mean_l, var_l), disparity, fields, (xs - fields >= 0)[None], cfg)
+
+
+def _offer_candidate(
+    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor, candidate: Tensor,
+    cfg: LocalRefinementConfig,
+) -> tuple[Tensor, Tensor]:
+    """Each pixel takes ``candidate`` where it is finite, samples inside the right image and wins
+    :func:`_keep_best`'s test against the current value.  Whole frame at once (two fields only, so no
+    strips)."""
+    c = candidate[0, 0]
+    fields = torch.stack([torch.nan_to_num(disparity[0, 0], nan=0.0, posinf=0.0, neginf=0.0),
+                          torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)])
+    xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
+    usable = torch.stack([torch.ones_like(c, dtype=torch.bool), torch.isfinite(c) & (xs - c >= 0)])[None]
+    return _keep_best((grey_l, grey_r, mean_l, var_l), disparity, fields, usable, cfg)
+
+
+def _keep_best(
+    images: tuple[Tensor, Tensor, Tensor, Tensor], disparity: Tensor, fields: Tensor, usable: Tensor,
+    cfg: LocalRefinementConfig,
+) -> tuple[Tensor, Tensor]:
+    """Each pixel takes the best-ZNCC field among the ``usable`` ones (1, K, H, W) of ``fields`` (K, H, W)
+    where that is not field 0 (its own value, always eligible; a tie keeps it), scores at least
+    ``min_zncc`` and the left window is textured.  Returns ``(disparity, accepted mask)``."""
+    grey_l, grey_r, mean_l, var_l = images
+    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
+    usable = usable.clone()
     usable[:, 0] = True
     best_score, best = zncc.masked_fill(~usable, -2.0).max(dim=1, keepdim=True)
     accept = (
@@ -261,30 +287,6 @@ def _propagate(
         & torch.isfinite(disparity)
     )
     return torch.where(accept, fields[None].gather(1, best), disparity), accept
-
-
-def _offer_candidate(
-    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor, candidate: Tensor,
-    cfg: LocalRefinementConfig,
-) -> tuple[Tensor, Tensor]:
-    """Each pixel takes ``candidate`` where it is finite, samples inside the right image and scores a
-    higher ZNCC than the current value, at least ``min_zncc``, on a textured window.
-
-    Whole frame at once (two fields only, so no strips).  A tie keeps the current value.
-    """
-    fields = torch.cat([torch.nan_to_num(disparity, nan=0.0, posinf=0.0, neginf=0.0),
-                        torch.nan_to_num(candidate, nan=0.0, posinf=0.0, neginf=0.0)], dim=1)[0]
-    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
-    xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
-    accept = (
-        torch.isfinite(candidate)
-        & (xs - candidate >= 0)
-        & (zncc[:, 1:2] > zncc[:, 0:1])
-        & (zncc[:, 1:2] >= cfg.min_zncc)
-        & (var_l >= cfg.min_texture**2)
-        & torch.isfinite(disparity)
-    )
-    return torch.where(accept, candidate, disparity), accept
 
 
 def _search(
