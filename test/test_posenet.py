@@ -145,11 +145,19 @@ def test_rotation_vectors_and_means():
     assert np.allclose(rotation_vector_between(q0, q), r, atol=1e-9)
     assert math.isclose(float(quaternion_angle_deg(q0, q)), math.degrees(np.linalg.norm(r)), rel_tol=1e-6)
     assert math.isclose(float(quaternion_angle_deg(q0, -q0)), 0.0, abs_tol=1e-6)
+    # Tiny angles keep their relative precision (2 acos(|a.b|) resolves nothing below ~2e-6 degrees).
+    tiny = np.array([1e-9, -2e-9, 3e-9])
+    q_tiny = quaternion_multiply(rotvec_to_quaternion(tiny), q0)
+    tiny_deg = math.degrees(np.linalg.norm(tiny))
+    assert math.isclose(float(quaternion_angle_deg(q0, q_tiny)), tiny_deg, rel_tol=1e-4)
+    # Batched, with each pair's sign flipped independently.
+    batch = np.stack([q, -q])
+    assert np.allclose(quaternion_angle_deg(np.stack([q0, q0]), batch), math.degrees(np.linalg.norm(r)))
     # Mean of +-r perturbations (with sign flips) is q0.
     qs = np.stack([canonical_quaternion(quaternion_multiply(rotvec_to_quaternion(s * r), q0))
                    for s in (1, -1)])
     qs[1] *= -1
-    assert quaternion_angle_deg(mean_quaternion(qs), q0) < 1e-6
+    assert quaternion_angle_deg(mean_quaternion(qs), q0) < 1e-9
 
 
 # ----------------------------------------------------------------------------------------- losses
