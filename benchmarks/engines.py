@@ -16,6 +16,11 @@ and on CUDA torch's ``max_memory_allocated`` (TensorRT's own allocations are not
 column also reports the device-wide used-memory growth from ``cudaMemGetInfo``). ONNX export / engine builds
 happen before the measurement (into a temporary cache), so they are not counted.
 
+``--end-to-end`` also times the whole ``StereoDepthPipeline`` call on each backend's engine (uint8 pair in,
+disparity / std / mask out: padding, network, default local refinement with its SGBM candidate), twice:
+SGBM after the forward pass, and SGBM in a worker thread during it (``overlap_sgbm``, the default on an
+accelerator). The ratio of the two says what the overlap buys on this machine.
+
 Weights are untrained (latency does not depend on them). Examples::
 
     python benchmarks/engines.py --configs lite --sizes 240x320 480x640 --threads 2
@@ -165,8 +170,10 @@ def measure_backend(
     feeds: dict[str, np.ndarray],
     args: argparse.Namespace,
     row: dict[str, Any],
+    images: tuple[np.ndarray, np.ndarray],
 ) -> list[float]:
-    """Latency samples (ms) of one backend; memory columns are written into ``row``."""
+    """Latency samples (ms) of one backend; memory columns (and, with ``--end-to-end``, the pipeline's
+    serial / overlapped medians) are written into ``row``."""
     cuda = choice.device.startswith("cuda")
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
 
@@ -192,6 +199,8 @@ def measure_backend(
         engine = make()
         try:
             samples = time_it(lambda: engine.infer(dev_feeds), args.repeats, args.warmup, sync)
+            if args.end_to_end:
+                row.update(time_end_to_end(engine, images, args))
         finally:
             engine.close()
     row["rss_delta_mb"] = round(mem.delta_mb, 1)
@@ -200,6 +209,29 @@ def measure_backend(
         row["cuda_used_delta_mb"] = round((free_before - torch.cuda.mem_get_info()[0]) / 2**20, 1)
         model.to("cpu")  # a CUDA TorchEngine moved the shared model
     return samples
+
+
+def time_end_to_end(
+    engine: InferenceEngine, images: tuple[np.ndarray, np.ndarray], args: argparse.Namespace
+) -> dict[str, float]:
+    """Median ms of the whole pipeline call on ``engine``, SGBM candidate serial and overlapped; the
+    two are interleaved so drift on a shared machine hits both alike.  The call's numpy outputs mean
+    a CUDA pipeline has finished when it returns: no extra sync is needed."""
+    from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+
+    left, right = images
+    serial = StereoDepthPipeline(engine, compute_points=False, overlap_sgbm=False)
+    overlapped = StereoDepthPipeline(engine, compute_points=False, overlap_sgbm=True)
+    times: dict[str, list[float]] = {"serial": [], "overlapped": []}
+    for i in range(args.warmup + args.repeats):
+        for name, pipe in (("serial", serial), ("overlapped", overlapped)):
+            start = time.perf_counter()
+            pipe(left, right)
+            if i >= args.warmup:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    s, o = statistics.median(times["serial"]), statistics.median(times["overlapped"])
+    return {"pipeline_serial_ms_median": round(s, 2), "pipeline_overlapped_ms_median": round(o, 2),
+            "overlap_ratio": round(o / s, 3)}
 
 
 def time_refinement(left: np.ndarray, right: np.ndarray, args: argparse.Namespace) -> list[float]:
@@ -265,7 +297,7 @@ def bench_cell(
             "local_refinement_ms_median": round(statistics.median(refine_ms), 2),
         }
         try:
-            samples = measure_backend(choice, model, digest, cache, (ph, pw), feeds, args, row)
+            samples = measure_backend(choice, model, digest, cache, (ph, pw), feeds, args, row, (left, right))
         except (BackendUnavailable, EngineError, RuntimeError, ValueError) as exc:
             row["error"] = str(exc)
             rows.append(row)
@@ -285,8 +317,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| config | size (padded) | backend | device / precision | ms median / p90 | fps | peak RSS +MB "
         "| CUDA MB (torch max / device +) | SGBM_3WAY ms median / p90 | backend / SGBM "
-        "| + local refinement ms (CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| + local refinement ms (CPU) | pipeline ms: SGBM serial / overlapped (ratio) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cell = (
@@ -295,16 +327,23 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
         sgbm = f"{r['sgbm_ms_median']:.1f} / {r['sgbm_ms_p90']:.1f}"
         if "error" in r:
-            lines.append(cell + f"| failed: {r['error'][:80]} | | | | {sgbm} | | |")
+            lines.append(cell + f"| failed: {r['error'][:80]} | | | | {sgbm} | | | |")
             continue
         cuda = (
             f"{r['cuda_max_allocated_mb']:.0f} / {r['cuda_used_delta_mb']:.0f}"
             if "cuda_max_allocated_mb" in r
             else "-"
         )
+        end_to_end = (
+            f"{r['pipeline_serial_ms_median']:.1f} / {r['pipeline_overlapped_ms_median']:.1f} "
+            f"({r['overlap_ratio']:.2f})"
+            if "overlap_ratio" in r
+            else "-"
+        )
         lines.append(
             cell + f"| {r['ms_median']:.1f} / {r['ms_p90']:.1f} | {r['fps']:.1f} | {r['rss_delta_mb']:.0f} "
-            f"| {cuda} | {sgbm} | {r['ratio_to_sgbm']:.2f} | {r['local_refinement_ms_median']:.1f} |"
+            f"| {cuda} | {sgbm} | {r['ratio_to_sgbm']:.2f} | {r['local_refinement_ms_median']:.1f} "
+            f"| {end_to_end} |"
         )
     return "\n".join(lines)
 
@@ -339,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--regression-window", type=int, default=None,
         help="soft arg-min window of the timed model (default: what the shipped model card sets)",
+    )
+    parser.add_argument(
+        "--end-to-end", action="store_true",
+        help="also time the whole pipeline per backend, SGBM candidate serial vs overlapped",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT / OpenCV threads")
     parser.add_argument("--repeats", type=int, default=10)

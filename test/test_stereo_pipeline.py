@@ -197,6 +197,39 @@ def test_sgbm_candidate_repairs_a_grossly_wrong_network_and_can_be_turned_off() 
     assert np.median(fixed.disparity_std[interior]) >= 0.3 * 24 * 0.9
 
 
+def test_sgbm_candidate_overlapped_with_the_network_gives_the_same_outputs() -> None:
+    """SGBM in the worker thread during the forward pass (the accelerator default), forced on the CPU: the
+    outputs are bit-identical to the serial order, SGBM really ran on the worker, and it is off by default
+    for a CPU engine (where it would only compete for the same cores)."""
+    import threading
+
+    left, right = _images(48, 160, seed=3)
+    model = ColumnModel(scale=0.0)
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], 30.0), torch.zeros_like(a[:, :1]))  # noqa: E731
+    serial = StereoDepthPipeline(model)
+    assert serial.overlap_sgbm is False
+    overlapped = StereoDepthPipeline(model, overlap_sgbm=True)
+    threads: list[str] = []
+    sgbm = overlapped._sgbm_disparity
+
+    def recording(*args: object) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return sgbm(*args)
+
+    overlapped._sgbm_disparity = recording  # type: ignore[method-assign]
+    for seed in (3, 4):  # twice: the worker is made once and reused
+        left, right = _images(48, 160, seed=seed)
+        a, b = serial(left, right), overlapped(left, right)
+        for field in ("disparity", "disparity_std", "valid"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert len(threads) == 2 and all(t.startswith("sgbm_candidate") for t in threads)
+    # Without an SGBM candidate in the setting nothing is started.
+    no_candidate = dataclasses.replace(LocalRefinementConfig(), sgbm_candidate=False)
+    quiet = StereoDepthPipeline(model, local_refinement=no_candidate, overlap_sgbm=True)
+    quiet(left, right)
+    assert quiet._sgbm_worker is None
+
+
 def test_uncertainty_of_refined_pixels_is_scaled() -> None:
     """Where the refinement corrects the network, the network's std is scaled; elsewhere it is untouched."""
     from scene_perception.pipelines.local_refinement import LocalRefinementConfig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,9 @@ class StereoDepthResult:
             or with ``compute_points=False``.
         inference_ms: wall time of the network forward pass alone (not pre/post-processing), so it can
             be compared across machines and with benchmark numbers.
-        refinement_ms: wall time of the local refinement, its SGBM candidate included (0 when it is off).
+        refinement_ms: wall time of the local refinement, its SGBM candidate included (0 when it is off);
+            with the candidate overlapped (``overlap_sgbm``) only the part of SGBM's time that outlasted
+            the forward pass counts here.
     """
 
     disparity: np.ndarray
@@ -93,6 +96,11 @@ class StereoDepthPipeline:
             the engine's device; None turns it off.  Its SGBM candidate (``sgbm_candidate``) runs OpenCV
             on the CPU over ``0 .. engine.max_disparity`` (:data:`FALLBACK_MAX_DISPARITY` when the engine
             does not say), over the full width (``SGBMMatcher.match_full_width``).
+        overlap_sgbm: run that SGBM candidate in a worker thread while the network runs (OpenCV and the
+            engines release the GIL).  None (default) turns it on where the engine is on an accelerator:
+            the CPU then idles during the forward pass and SGBM's time is hidden.  On a CPU engine the two
+            would share the same cores (measured on 2 cores: no gain), so it stays off there.  The
+            outputs are the same either way.
 
     Thread count is deliberately not set here: that is a process-wide decision for the node/tool.
     """
@@ -106,6 +114,7 @@ class StereoDepthPipeline:
         max_uncertainty: float = float("inf"),
         compute_points: bool = True,
         local_refinement: LocalRefinementConfig | None = DEFAULT_LOCAL_REFINEMENT,
+        overlap_sgbm: bool | None = None,
     ) -> None:
         if isinstance(model, InferenceEngine):
             self.engine = model
@@ -121,23 +130,45 @@ class StereoDepthPipeline:
         self.max_uncertainty = float(max_uncertainty)
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
+        self.overlap_sgbm = self.device.type != "cpu" if overlap_sgbm is None else bool(overlap_sgbm)
         self._sgbm: dict[int, SGBMMatcher] = {}  # by search range: built once, reused every frame
+        # One worker, made on first use; its thread ends when the pipeline is garbage-collected.
+        self._sgbm_worker: ThreadPoolExecutor | None = None
 
-    def _candidate(
-        self, left: np.ndarray, right: np.ndarray, max_disparity: float | None
-    ) -> torch.Tensor | None:
-        """SGBM's disparity (NaN = no answer) as a (1, 1, H, W) device tensor for the refinement, or None
-        when the setting has no SGBM candidate."""
+    @property
+    def _wants_candidate(self) -> bool:
         cfg = self.local_refinement
-        if cfg is None or not cfg.sgbm_candidate:
-            return None
+        return cfg is not None and cfg.sgbm_candidate
+
+    def _sgbm_disparity(self, left: np.ndarray, right: np.ndarray, max_disparity: float | None) -> np.ndarray:
+        """SGBM's disparity for the candidate (float32 (H, W), NaN = no answer); CPU only, thread-safe
+        for one caller at a time per search range."""
         if max_disparity is None:
             max_disparity = float(getattr(self.engine, "max_disparity", None) or FALLBACK_MAX_DISPARITY)
         key = int(math.ceil(max_disparity))
         matcher = self._sgbm.get(key)
         if matcher is None:
             matcher = self._sgbm[key] = SGBMMatcher(float(key))
-        return torch.from_numpy(matcher.match_full_width(left, right)).to(self.device)[None, None]
+        return matcher.match_full_width(left, right)
+
+    def _start_candidate(self, left: np.ndarray, right: np.ndarray) -> Future[np.ndarray] | None:
+        """Start the SGBM candidate in the worker thread when it is to overlap the forward pass."""
+        if not (self.overlap_sgbm and self._wants_candidate):
+            return None
+        if self._sgbm_worker is None:
+            self._sgbm_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgbm_candidate")
+        return self._sgbm_worker.submit(self._sgbm_disparity, left, right, None)
+
+    def _candidate(
+        self, left: np.ndarray, right: np.ndarray, max_disparity: float | None,
+        started: Future[np.ndarray] | None = None,
+    ) -> torch.Tensor | None:
+        """SGBM's disparity as a (1, 1, H, W) device tensor for the refinement (from ``started`` when
+        :meth:`_start_candidate` began it), or None when the setting has no SGBM candidate."""
+        if not self._wants_candidate:
+            return None
+        sgbm = started.result() if started is not None else self._sgbm_disparity(left, right, max_disparity)
+        return torch.from_numpy(sgbm).to(self.device)[None, None]
 
     def _refine(
         self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor,
@@ -214,13 +245,14 @@ class StereoDepthPipeline:
                 pair = F.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
             # Compiled engines build/load for a new size here, outside the timed region.
             self.engine.prepare((h + pad_h, w + pad_w))
+            started = self._start_candidate(left, right)
             start = time.perf_counter()
             out = self.engine.infer({"left": pair[:1], "right": pair[1:]})
             inference_ms = (time.perf_counter() - start) * 1000.0
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])[:, :, :h, :w].float().to(pair.device)
             start = time.perf_counter()
-            candidate = self._candidate(left, right, None)
+            candidate = self._candidate(left, right, None, started)
             disparity_t, log_scale_t = self._refine(pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t,
                                                     log_scale_t, candidate)
             disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
