@@ -141,8 +141,9 @@ class StereoDepthPipeline:
         return cfg is not None and cfg.sgbm_candidate
 
     def _sgbm_disparity(self, left: np.ndarray, right: np.ndarray, max_disparity: float | None) -> np.ndarray:
-        """SGBM's disparity for the candidate (float32 (H, W), NaN = no answer); CPU only, thread-safe
-        for one caller at a time per search range."""
+        """SGBM's disparity for the candidate (float32 (H, W), NaN = no answer), on the CPU.  Called from
+        the worker thread when overlapped; the caller waits for that result before anything else uses
+        the matchers, so one matcher never runs twice at once."""
         if max_disparity is None:
             max_disparity = float(getattr(self.engine, "max_disparity", None) or FALLBACK_MAX_DISPARITY)
         key = int(math.ceil(max_disparity))
