@@ -39,6 +39,7 @@ def test_eval_command_writes_report_for_a_bag(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = (out / "report.md").read_text()
     assert "2 frames, 0 without output" in report
+    assert "| sky valid % |" in report  # the pixels at infinity that EPE cannot see
     assert (out / "outputs" / "metadata.yaml").is_file()
 
 

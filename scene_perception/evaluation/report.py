@@ -14,7 +14,7 @@ from scene_perception.evaluation.figures import stereo_figure
 from scene_perception.evaluation.pose import CHI2_2SIGMA_3DOF, CHI2_2SIGMA_6DOF, TWO_SIGMA_MASS, pose_errors
 from scene_perception.evaluation.pose_bag_eval import PoseEvaluation
 from scene_perception.evaluation.scene_bag_eval import SceneEvaluation, SceneOfflineEvaluation
-from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation
+from scene_perception.evaluation.stereo_bag_eval import SKY_VALID_NOTE, StereoEvaluation
 from scene_perception.evaluation.uncertainty import sparsification
 
 
@@ -207,11 +207,15 @@ def write_stereo_report(
         "",
         "## Pooled over all frames",
         "",
-        "| EPE px | bad-1 % | bad-2 % | bad-4 % | D1 % | density % | depth abs-rel | depth RMSE m | AUSE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| EPE px | bad-1 % | bad-2 % | bad-4 % | D1 % | density % | depth abs-rel | depth RMSE m | AUSE "
+        "| sky valid % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {_fmt(p['epe'])} | {_fmt(p['bad1'], 1)} | {_fmt(p['bad2'], 1)} | {_fmt(p['bad4'], 1)} | "
         f"{_fmt(p['d1'], 1)} | {_fmt(p['density'], 1)} | {_fmt(ev.depth_mean.get('abs_rel', math.nan), 3)} | "
-        f"{_fmt(ev.depth_mean.get('rmse', math.nan))} | {_fmt(ev.ause_mean, 3)} |",
+        f"{_fmt(ev.depth_mean.get('rmse', math.nan))} | {_fmt(ev.ause_mean, 3)} | "
+        f"{_fmt(ev.far_published, 1)} |",
+        "",
+        f"sky valid %: {SKY_VALID_NOTE}",
         "",
         "Latency (publish -> all outputs recorded, lock-step replay, ms): "
         f"p50 {_fmt(pct(0.5), 0)}, p95 {_fmt(pct(0.95), 0)}, "
@@ -219,15 +223,16 @@ def write_stereo_report(
         "",
         "## Per frame",
         "",
-        "| frame | stamp ns | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE |",
-        "|---|---|---|---|---|---|---|---|",
+        "| frame | stamp ns | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE | sky valid % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, fr in enumerate(ev.frames):
         d = fr.disparity
         lines.append(
             f"| {i} | {fr.stamp_ns} | {_fmt(d['epe'])} | {_fmt(d['bad2'], 1)} | {_fmt(d['d1'], 1)} | "
             f"{_fmt(d['density'], 1)} | {_fmt(fr.depth.get('abs_rel', math.nan), 3)} | "
-            f"{_fmt(fr.uncertainty.get('ause', math.nan), 3)} |"
+            f"{_fmt(fr.uncertainty.get('ause', math.nan), 3)} | "
+            f"{_fmt(fr.far.get('published', math.nan), 1)} |"
         )
     lines.append("")
     if scene is not None:

@@ -16,6 +16,12 @@ from scene_perception.data.bag_io import StereoBagFrame, decode_image, iter_mess
 from scene_perception.evaluation.metrics import depth_metrics, disparity_metrics, pool_metrics
 from scene_perception.evaluation.uncertainty import ause
 
+#: Legend of the "sky valid %" column of the reports.
+SKY_VALID_NOTE = (
+    "share of ground-truth pixels at infinity (sky) that the node published as a valid disparity: "
+    "EPE cannot see them, but each is a surface in depth / points where there is none"
+)
+
 
 @dataclass
 class OutputTopics:
@@ -30,6 +36,10 @@ class FrameResult:
     disparity: dict[str, float]
     depth: dict[str, float]
     uncertainty: dict[str, float]
+    # Pixels at infinity (sky): how many the GT has and how many the node published as valid anyway.
+    # EPE and bad-x cannot see these (no finite GT disparity to compare with), but each one is a surface
+    # in the depth image and point cloud where there is none.
+    far: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +49,8 @@ class StereoEvaluation:
     pooled: dict[str, float] = field(default_factory=dict)
     depth_mean: dict[str, float] = field(default_factory=dict)
     ause_mean: float = float("nan")
+    #: % of all frames' pixels at infinity that were published as valid (NaN when the GT has none).
+    far_published: float = float("nan")
     # Arrays of the last scored frame, for a figure.
     last: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -69,6 +81,11 @@ def _score(frame: StereoBagFrame, outputs: dict[str, np.ndarray | float]) -> tup
     gt = frame.gt["disparity"]
     mask = frame.gt.get("nonoccluded", np.ones_like(gt, dtype=bool)) & np.isfinite(gt) & (gt > 0)
     disp = disparity_metrics(pred, gt, mask)
+    # At infinity the matcher-convention GT disparity is -doffs (0 for the synthetic world's cameras).
+    far = np.isfinite(gt) & (gt + np.float32(doffs) <= 0)
+    n_far, n_published = int(far.sum()), int((far & valid).sum())
+    far_stats = {"n_far": n_far, "n_published": n_published,
+                 "published": 100.0 * n_published / n_far if n_far else float("nan")}
     gt_depth = frame.gt.get("depth")
     depth = (
         depth_metrics(outputs["depth"], gt_depth, mask) if gt_depth is not None and "depth" in outputs else {}
@@ -84,7 +101,7 @@ def _score(frame: StereoBagFrame, outputs: dict[str, np.ndarray | float]) -> tup
     arrays = {"left": frame.left, "gt": gt, "pred": pred, "mask": mask}
     if std_d is not None:
         arrays["std"] = std_d
-    return FrameResult(frame.stamp_ns, disp, depth, unc), arrays
+    return FrameResult(frame.stamp_ns, disp, depth, unc, far_stats), arrays
 
 
 def evaluate_stereo_bag(
@@ -112,4 +129,7 @@ def evaluate_stereo_bag(
         }
         values = [f.uncertainty["ause"] for f in result.frames if "ause" in f.uncertainty]
         result.ause_mean = float(np.mean(values)) if values else float("nan")
+        n_far = sum(f.far["n_far"] for f in result.frames)
+        if n_far:
+            result.far_published = 100.0 * sum(f.far["n_published"] for f in result.frames) / n_far
     return result

@@ -43,7 +43,7 @@ from scene_perception.evaluation.scene_bag_eval import (
     evaluate_scene_bag,
     evaluate_scene_offline,
 )
-from scene_perception.evaluation.stereo_bag_eval import StereoEvaluation, evaluate_stereo_bag
+from scene_perception.evaluation.stereo_bag_eval import SKY_VALID_NOTE, StereoEvaluation, evaluate_stereo_bag
 from scene_perception.ros.bag_replay import BagPlayer, BagRecorder, read_frame_groups
 from scene_perception.ros.pose_node import PoseNode
 from scene_perception.ros.scene_node import SceneNode
@@ -190,22 +190,28 @@ def replay_through_node(
 
 def print_report(ev: StereoEvaluation, latencies: list[float], label: str) -> None:
     print()
-    print(f"| frame | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE | latency ms |  {label}")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| frame | EPE px | bad-2 % | D1 % | density % | depth abs-rel | AUSE | sky valid % | latency ms "
+        f"|  {label}"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, f in enumerate(ev.frames):
         lat = latencies[i] if i < len(latencies) else math.nan
         print(
             f"| {i} | {f.disparity['epe']:.2f} | {f.disparity['bad2']:.1f} | {f.disparity['d1']:.1f} | "
             f"{f.disparity['density']:.1f} | {f.depth.get('abs_rel', math.nan):.3f} | "
-            f"{f.uncertainty.get('ause', math.nan):.3f} | {lat:.0f} |"
+            f"{f.uncertainty.get('ause', math.nan):.3f} | {f.far.get('published', math.nan):.1f} | "
+            f"{lat:.0f} |"
         )
     p = ev.pooled
     finite = [x for x in latencies if math.isfinite(x)]
     lat = sorted(finite)[len(finite) // 2] if finite else math.nan
     print(
         f"| all (pooled) | {p['epe']:.2f} | {p['bad2']:.1f} | {p['d1']:.1f} | {p['density']:.1f} | "
-        f"{ev.depth_mean.get('abs_rel', math.nan):.3f} | {ev.ause_mean:.3f} | {lat:.0f} (median) |"
+        f"{ev.depth_mean.get('abs_rel', math.nan):.3f} | {ev.ause_mean:.3f} | {ev.far_published:.1f} | "
+        f"{lat:.0f} (median) |"
     )
+    print(f"sky valid %: {SKY_VALID_NOTE}")
     if ev.missing_stamps:
         print(f"{len(ev.missing_stamps)} frame(s) had no output")
 
