@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""What ``max_uncertainty`` costs against the phantom sky: sky pixels kept vs scene pixels kept.
+"""What the validity rules cost against the phantom sky: sky pixels kept vs scene pixels kept.
 
-The lite network puts a finite disparity on the textureless sky (it never learned "infinitely far"), so the
-node publishes a surface there unless a rule rejects it; EPE cannot see this (no finite GT).  This runs the
-default pipeline (network + local refinement, as the node does) over a synthetic street bag and prints, for
-each std threshold, the share of GT sky pixels still valid and the share of non-occluded scene pixels still
-valid, plus the scene's EPE on what is kept.  Example (the demo's bag)::
+The lite network puts a finite disparity on the textureless sky (its procedural training pairs have no sky
+and no disparity below 2 px), so the node publishes a surface there unless a rule rejects it; EPE cannot
+see this (no finite GT).  This runs the default pipeline (network + local refinement, as the node does)
+over synthetic street bags and, optionally, procedural validation pairs (no sky: the cost side only), and
+prints for each ``min_texture`` x ``max_uncertainty`` the share of GT sky pixels still valid, the share of
+non-occluded scene pixels still valid and the scene EPE on what is kept.  Examples::
 
-    python benchmarks/sky_validity.py --frames 8 --seed 7 --thresholds 0.5 1 1.5 2 inf
+    python benchmarks/sky_validity.py --seeds 7                       # the demo's street (8 frames)
+    python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \\
+        --min-texture 0 0.001 0.002 0.003 0.004 0.005 --max-uncertainty inf
 """
 
 from __future__ import annotations
@@ -15,17 +18,54 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stereo_accuracy import held_out_seeds  # noqa: E402
 
 from scene_perception.data.bag_io import read_stereo_bag  # noqa: E402
+from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
 from scene_perception.data.synth import write_synthetic_bag  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
+from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
+from scene_perception.pipelines.local_refinement import window_std  # noqa: E402
+from scene_perception.pipelines.stereo_depth import (  # noqa: E402
+    TEXTURE_WINDOW,
+    StereoDepthPipeline,
+    StereoDepthResult,
+)
+
+
+@dataclass
+class Pixels:
+    """Per-pixel values of one data set, concatenated over its frames; a rule keeps a subset."""
+
+    std: list[np.ndarray] = field(default_factory=list)  # disparity std, NaN where already invalid
+    texture: list[np.ndarray] = field(default_factory=list)
+    error: list[np.ndarray] = field(default_factory=list)  # |d - gt| (scene pixels only)
+
+    def add(
+        self, mask: np.ndarray, result: StereoDepthResult, texture: np.ndarray, gt: np.ndarray | None
+    ) -> None:
+        self.std.append(np.where(result.valid[mask], result.disparity_std[mask], np.nan))
+        self.texture.append(texture[mask])
+        if gt is not None:
+            self.error.append(np.abs(result.disparity[mask] - gt[mask]))
+
+    def kept(self, min_texture: float, max_uncertainty: float) -> np.ndarray:
+        std, tex = np.concatenate(self.std), np.concatenate(self.texture)
+        return (std <= max_uncertainty) & (tex >= min_texture)  # NaN std compares False: stays invalid
+
+
+def texture_of(image: np.ndarray) -> np.ndarray:
+    return window_std(image_to_tensor(image), TEXTURE_WINDOW)[0, 0].numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,49 +73,72 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--weights", default=None, help="stereo weights (default: the shipped lite)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=7, help="world seed (7 = the demo's street)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[7], help="street world seeds (7 = the demo)")
+    parser.add_argument("--frames", type=int, default=8, help="frames per street bag")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--thresholds", nargs="+", type=float, default=[0.5, 1.0, 1.5, 2.0, float("inf")])
+    parser.add_argument("--validation-pairs", type=int, default=0,
+                        help="also score this many procedural validation pairs (seeds 20,000,000+)")
+    parser.add_argument("--min-texture", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--max-uncertainty", nargs="+", type=float,
+                        default=[0.5, 1.0, 1.5, 2.0, float("inf")])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     model, info = load_stereo_model("lite", args.weights)
-    pipeline = StereoDepthPipeline(model, compute_points=False)
-    sky_std, scene_std, scene_err, sky_disp = [], [], [], []
+    pipeline = StereoDepthPipeline(model, compute_points=False)  # rules applied here, on the raw values
+    sky, street, validation = Pixels(), Pixels(), Pixels()
+    sky_disparity: list[np.ndarray] = []
     focal_baseline = float("nan")
     with tempfile.TemporaryDirectory() as tmp:
-        bag = write_synthetic_bag(Path(tmp) / "bag", args.frames, width=args.width, height=args.height,
-                                  seed=args.seed, storage="sqlite3")
-        for frame in read_stereo_bag(bag):
-            result = pipeline(frame.left, frame.right, frame.camera)
-            gt = frame.gt["disparity"]
-            doffs = np.float32(frame.camera.doffs)
-            sky = np.isfinite(gt) & (gt + doffs <= 0)
-            scene = frame.gt["nonoccluded"] & np.isfinite(gt) & (gt > 0)
-            ok = result.valid  # the node's rules at max_uncertainty = inf; NaN std = rejected anyway
-            sky_std.append(np.where(ok[sky], result.disparity_std[sky], np.nan))
-            scene_std.append(np.where(ok[scene], result.disparity_std[scene], np.nan))
-            scene_err.append(np.abs(result.disparity[scene] - gt[scene]))
-            sky_disp.append(result.disparity[sky & ok] + doffs)  # as published (Z = f B / d)
-            focal_baseline = frame.camera.focal_baseline
-    sky_s, scene_s, err = np.concatenate(sky_std), np.concatenate(scene_std), np.concatenate(scene_err)
-    print(f"weights {info.weights_path} (sha256 {(info.sha256 or '?')[:12]}), "
-          f"{args.frames} frames {args.width}x{args.height} world seed {args.seed}: "
-          f"{sky_s.size} sky px, {scene_s.size} non-occluded scene px\n")
-    published = np.concatenate(sky_disp)
+        for seed in args.seeds:
+            bag = write_synthetic_bag(Path(tmp) / f"bag{seed}", args.frames, width=args.width,
+                                      height=args.height, seed=seed, storage="sqlite3")
+            for frame in tqdm(list(read_stereo_bag(bag)), desc=f"street seed {seed}", unit="frame"):
+                result = pipeline(frame.left, frame.right, frame.camera)
+                gt = frame.gt["disparity"]
+                doffs = np.float32(frame.camera.doffs)
+                at_infinity = np.isfinite(gt) & (gt + doffs <= 0)
+                scene = frame.gt["nonoccluded"] & np.isfinite(gt) & (gt > 0)
+                texture = texture_of(frame.left)
+                sky.add(at_infinity, result, texture, None)
+                street.add(scene, result, texture, gt)
+                sky_disparity.append(result.disparity[at_infinity & result.valid] + doffs)  # as published
+                focal_baseline = frame.camera.focal_baseline
+    for seed in tqdm(held_out_seeds(args.validation_pairs, "validation"), desc="validation", unit="pair"):
+        s = make_stereo_sample(seed, width=args.width, height=args.height)
+        result = pipeline(s.left, s.right)
+        scene = s.nonoccluded & np.isfinite(s.disparity) & (s.disparity > 0)
+        validation.add(scene, result, texture_of(s.left), s.disparity)
+
+    print(f"\nweights {info.weights_path} (sha256 {(info.sha256 or '?')[:12]}); street seeds {args.seeds} "
+          f"({args.frames} frames {args.width}x{args.height} each), {args.validation_pairs} validation "
+          f"pairs; min_texture over a {TEXTURE_WINDOW}x{TEXTURE_WINDOW} window")
+    published = np.concatenate(sky_disparity) if sky_disparity else np.zeros(0)
     if published.size:
         p50, p10, p90 = np.percentile(published, [50, 10, 90])
-        print(f"published sky disparity: median {p50:.1f} px (a surface at {focal_baseline / p50:.1f} m), "
-              f"10-90 % {p10:.1f}-{p90:.1f} px ({focal_baseline / p90:.1f}-{focal_baseline / p10:.1f} m)\n")
-    print("| max_uncertainty px | sky still valid % | scene still valid % | scene EPE on kept px |")
-    print("|---|---|---|---|")
-    for t in args.thresholds:
-        keep_scene = scene_s <= t
-        epe = float(err[keep_scene].mean()) if keep_scene.any() else float("nan")
-        print(f"| {t:g} | {100 * (sky_s <= t).mean():.1f} | {100 * keep_scene.mean():.1f} | {epe:.3f} |")
+        fb = focal_baseline
+        print(f"published sky disparity (no rule): median {p50:.1f} px (a surface at {fb / p50:.1f} m), "
+              f"10-90 % {p10:.1f}-{p90:.1f} px ({fb / p90:.1f}-{fb / p10:.1f} m)")
+    print("\n| min_texture | max_uncertainty px | sky still valid % | street scene still valid % "
+          "| street EPE kept | validation scene still valid % | validation EPE kept |")
+    print("|---|---|---|---|---|---|---|")
+    for t in args.min_texture:
+        for u in args.max_uncertainty:
+            cells = []
+            if sky.std:
+                cells.append(f"{100 * sky.kept(t, u).mean():.1f}")
+            else:
+                cells.append("-")
+            for data in (street, validation):
+                if not data.std:
+                    cells += ["-", "-"]
+                    continue
+                keep = data.kept(t, u)
+                err = np.concatenate(data.error)
+                cells += [f"{100 * keep.mean():.1f}", f"{err[keep].mean():.3f}" if keep.any() else "nan"]
+            print(f"| {t:g} | {u:g} | " + " | ".join(cells) + " |")
     return 0
 
 

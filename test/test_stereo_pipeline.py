@@ -316,3 +316,21 @@ def test_correction_std_sets_a_floor_from_the_size_of_the_correction() -> None:
     untouched = delta == 0
     assert untouched.any()
     np.testing.assert_allclose(floored.disparity_std[untouched], 0.1 * math.sqrt(2.0), rtol=1e-5)
+
+
+def test_min_texture_invalidates_flat_regions_only() -> None:
+    """A flat band has nothing to match: with min_texture its pixels are invalid, textured ones stay."""
+    left, right = _images(48, 160, seed=5)
+    left[:, 60:100] = 90  # flat (grey-level std 0) band
+    right = np.roll(left, -6, axis=1)
+    model = ColumnModel(scale=0.0)
+    model.forward = lambda a, b: (torch.full_like(a[:, :1], 6.0), torch.zeros_like(a[:, :1]))  # noqa: E731
+    off = StereoDepthPipeline(model, local_refinement=None)(left, right)
+    on_pipe = StereoDepthPipeline(model, local_refinement=None, min_texture=0.01)
+    on = on_pipe(left, right)
+    assert off.valid[:, 66:94].all()
+    assert not on.valid[:, 66:94].any()  # 3 px inside the band: the 7x7 window sees only the band
+    np.testing.assert_array_equal(on.valid[:, 10:50], off.valid[:, 10:50])  # random texture is untouched
+    np.testing.assert_array_equal(on.disparity, off.disparity)  # only the mask changes
+    on_pipe.min_texture = 0.0  # live: the node sets the attribute on a parameter change
+    assert on_pipe(left, right).valid[:, 66:94].all()

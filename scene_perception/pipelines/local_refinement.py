@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 
-__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally"]
+__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "window_std"]
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -99,6 +99,15 @@ def _shift(cfg: LocalRefinementConfig) -> int:
 
 def _grey(img: Tensor) -> Tensor:
     return img.mean(dim=1, keepdim=True) if img.shape[1] > 1 else img
+
+
+def window_std(image: Tensor, window: int) -> Tensor:
+    """Grey-level std over a ``window`` x ``window`` box of a (N, C, H, W) image in 0..1: the texture
+    measure the refinement's ``min_texture`` gates on, (N, 1, H, W).  Where it is ~0 nothing can be
+    matched, so a disparity there is whatever the network guessed."""
+    grey = _grey(image.float())
+    mean = _box(grey, window)
+    return (_box(grey * grey, window) - mean * mean).clamp_min(0.0).sqrt()
 
 
 def refine_disparity_locally(

@@ -20,7 +20,7 @@ from scene_perception.engines.base import InferenceEngine
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.image_tensor import image_to_tensor
-from scene_perception.pipelines.local_refinement import refine_disparity_locally
+from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMMatcher
 
@@ -29,6 +29,8 @@ __all__ = ["DEFAULT_LOCAL_REFINEMENT", "StereoDepthPipeline", "StereoDepthResult
 
 #: SGBM candidate's search range (px) when the engine does not report its network's (lite and paper: 128).
 FALLBACK_MAX_DISPARITY = 128.0
+#: Window (px) of the texture measure behind ``min_texture`` (the refinement's default ZNCC window).
+TEXTURE_WINDOW = 7
 
 
 @dataclass
@@ -89,6 +91,10 @@ class StereoDepthPipeline:
         device: torch device string for an ``nn.Module``; ignored for an engine (it has its own).
         min_disparity: disparities at or below this are invalid (too far to be trusted; 0 = infinity).
         max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
+        min_texture: pixels whose left-image grey-level std (0..1) over a :data:`TEXTURE_WINDOW` box is
+            below this are invalid, as stereo_image_proc's ``texture_threshold`` does: with nothing to
+            match, the disparity there is the network's guess and nothing checks it (on the lite network:
+            the sky, which it puts a few metres away).  0 = off.
         compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
             a few ms at VGA).
         local_refinement: settings of the sub-pixel correction by local photometric matching
@@ -112,6 +118,7 @@ class StereoDepthPipeline:
         device: str = "cpu",
         min_disparity: float = 0.0,
         max_uncertainty: float = float("inf"),
+        min_texture: float = 0.0,
         compute_points: bool = True,
         local_refinement: LocalRefinementConfig | None = DEFAULT_LOCAL_REFINEMENT,
         overlap_sgbm: bool | None = None,
@@ -128,6 +135,7 @@ class StereoDepthPipeline:
         self.size_divisor = int(self.engine.size_divisor)
         self.min_disparity = float(min_disparity)
         self.max_uncertainty = float(max_uncertainty)
+        self.min_texture = float(min_texture)
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
         self.overlap_sgbm = self.device.type != "cpu" if overlap_sgbm is None else bool(overlap_sgbm)
@@ -259,6 +267,11 @@ class StereoDepthPipeline:
             disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
             refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
             log_scale = log_scale_t[0, 0].cpu().numpy()
+            textured = (
+                (window_std(pair[:1, :, :h, :w], TEXTURE_WINDOW) >= self.min_texture)[0, 0].cpu().numpy()
+                if self.min_texture > 0
+                else True
+            )
 
         disparity = np.ascontiguousarray(disparity, dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -270,6 +283,7 @@ class StereoDepthPipeline:
                 & (disparity > self.min_disparity)
                 & (disparity <= columns)
                 & (disparity_std <= self.max_uncertainty)
+                & textured
             )
 
         depth = depth_std = points = None

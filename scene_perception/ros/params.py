@@ -131,6 +131,17 @@ _MAX_UNCERTAINTY = ParamSpec(
     dynamic=True,
 )
 
+_MIN_TEXTURE = ParamSpec(
+    "min_texture",
+    0.0,
+    "Invalidate pixels whose left-image grey-level std (0..1) over a 7x7 window is below this "
+    "(stereo_image_proc's texture_threshold): nothing there to match, so the disparity is the network's "
+    "unchecked guess (the lite network puts the sky a few metres away); 0 = off.",
+    0.0,
+    1.0,
+    dynamic=True,
+)
+
 _REFINE = DEFAULT_LOCAL_REFINEMENT
 
 #: Sub-pixel correction of the network's disparity (pipelines/local_refinement.py); live, like
@@ -288,6 +299,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_SYNC_QOS_PARAMS,
     _MIN_DISPARITY,
     _MAX_UNCERTAINTY,
+    _MIN_TEXTURE,
     *LOCAL_REFINEMENT_PARAMS,
     *_OUTPUT_HEALTH_PARAMS,
 )

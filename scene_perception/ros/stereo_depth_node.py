@@ -70,7 +70,8 @@ class StereoDepthNode(StereoNodeBase):
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
         if self.pipeline is not None and (
-            change.name in ("min_disparity", "max_uncertainty") or change.name.startswith("local_refinement.")
+            change.name in ("min_disparity", "max_uncertainty", "min_texture")
+            or change.name.startswith("local_refinement.")
         ):
             self._apply_pipeline_params()
 
@@ -79,6 +80,7 @@ class StereoDepthNode(StereoNodeBase):
         self.pipeline.min_disparity = float(self.params["min_disparity"])
         max_unc = float(self.params["max_uncertainty"])
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
+        self.pipeline.min_texture = float(self.params["min_texture"])
         self.pipeline.local_refinement = P.local_refinement_config(self.params)
 
     # ------------------------------------------------------------------ lifecycle
