@@ -146,3 +146,44 @@ def test_generation_speed_report() -> None:
         make_stereo_sample(seed)
         times.append((time.perf_counter() - t0) * 1000.0)
     print(f"procedural 256x512 pair: median {np.median(times):.1f} ms (runs: {[round(t) for t in times]})")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sky_is_at_infinity_and_keeps_the_gt_proof(seed: int) -> None:
+    """With sky: disparity 0 and depth inf above a horizon where the background showed, the GT warp still
+    reproduces left on visible pixels (the sky included), and the rest of the pair is unchanged."""
+    from scene_perception.data.procedural import SceneConfig
+
+    plain = make_stereo_sample(seed, **SMALL)
+    s = make_stereo_sample(seed, **SMALL, scene=SceneConfig(sky_probability=1.0))
+    sky = np.isinf(s.depth)
+    assert sky.sum() > 200, "the background should show above the horizon somewhere"
+    assert np.all(s.disparity[sky] == 0)
+    assert np.all(s.disparity_right[s.disparity_right <= 0] == 0) and (s.disparity_right == 0).sum() > 200
+    rows = np.nonzero(sky.any(axis=1))[0]
+    assert rows.min() == 0 and not sky[rows.max() + 1 :].any()  # one band from the top to the horizon
+    np.testing.assert_array_equal(s.disparity[~sky], plain.disparity[~sky])
+    np.testing.assert_array_equal(s.left[~sky], plain.left[~sky])
+    # Smooth: nothing in it a matcher could lock on (7x7 grey std far below the refinement's gate).
+    grey = cv2.cvtColor(s.left, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    mean = cv2.blur(grey, (7, 7))
+    std = np.sqrt(np.maximum(cv2.blur(grey * grey, (7, 7)) - mean * mean, 0))
+    inner = cv2.erode(sky.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assert np.median(std[inner]) < 0.005
+    err = _warp_error(s)
+    vis = s.nonoccluded
+    assert err[vis & sky].mean() < 2.0 and err[vis].mean() < 2.0
+    assert (vis & sky).sum() > 100
+
+
+def test_sky_probability_zero_renders_the_pairs_of_before() -> None:
+    from scene_perception.data.procedural import SceneConfig
+
+    a = make_stereo_sample(3, **SMALL, nuisance=True)
+    b = make_stereo_sample(3, **SMALL, nuisance=True, scene=SceneConfig(sky_probability=0.0))
+    np.testing.assert_array_equal(a.left, b.left)
+    np.testing.assert_array_equal(a.disparity, b.disparity)
+    # With sky the nuisance draws stay the same too (the sky has its own RNG stream).
+    c = make_stereo_sample(3, **SMALL, nuisance=True, scene=SceneConfig(sky_probability=1.0))
+    finite = np.isfinite(c.depth)
+    assert np.abs(c.left[finite].astype(int) - a.left[finite].astype(int)).max() <= 1

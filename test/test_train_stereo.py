@@ -114,6 +114,18 @@ def test_config_validation() -> None:
         _tiny(Path("unused"), max_disparity=500.0).validate()
     with pytest.raises(ValueError, match="volume_weight"):
         _tiny(Path("unused"), volume_weight=-1.0).validate()
+    with pytest.raises(ValueError, match="sky_probability"):
+        _tiny(Path("unused"), sky_probability=1.5).validate()
+
+
+def test_sky_pairs_are_trained_on_and_recorded(tmp_path: Path) -> None:
+    """--sky-probability reaches the data (the run differs from one without sky) and the card."""
+    final = train_stereo(_tiny(tmp_path, steps=2, checkpoint_every=10, sky_probability=1.0))
+    card = json.loads(final.with_suffix(".json").read_text())
+    assert card["training"]["config"]["sky_probability"] == 1.0
+    plain = train_stereo(_tiny(tmp_path / "plain", steps=2, checkpoint_every=10))
+    a, b = load_file(str(final)), load_file(str(plain))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_learning_rate_schedules() -> None:

@@ -99,6 +99,10 @@ class SceneConfig:
     object_size: tuple[float, float] = (0.08, 0.55)  # fraction of the image width
     background_disparity_fraction: float = 0.15  # bg disparity in [min, min + frac * (max - min)]
     photo_probability: float = 0.5  # share of surfaces using a photo texture when photos are given
+    # Share of pairs whose background shows sky (infinitely far: disparity -doffs, depth inf) above a random
+    # horizontal horizon; 0 (default) renders exactly the pairs of earlier versions (separate RNG stream).
+    sky_probability: float = 0.0
+    sky_horizon: tuple[float, float] = (0.15, 0.6)  # horizon row as a fraction of the height
 
 
 # ----------------------------------------------------------------------------------------- textures
@@ -659,6 +663,53 @@ def _nuisance(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sky_colour(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) float sky: a vertical gradient between two sky tones plus faint, wide cloud shading.
+
+    A function of the pixel alone, so both rectified views (same ``cx``) see the same sky at the same
+    pixel, as they must for points at infinity.  Its texture is far below what can be matched (grey-level
+    std in a 7x7 window ~0.001-0.003, like the street world's sky): the network has to learn that such a
+    region is far, not read a disparity off it.
+    """
+    top = np.array([rng.uniform(0.25, 0.55), rng.uniform(0.45, 0.7), rng.uniform(0.75, 1.0)], np.float32)
+    if rng.random() < 0.3:  # overcast: grey-white
+        top = np.full(3, rng.uniform(0.6, 0.9), np.float32)
+    bottom = np.clip(top + np.float32(rng.uniform(0.05, 0.25)), 0.0, 1.0)
+    t = (np.arange(height, dtype=np.float32) / max(1, height - 1))[:, None, None]
+    img = top * (1 - t) + bottom * t
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    shade = np.sin(u / (width * rng.uniform(0.2, 0.5)) + phase[0]) * np.sin(v / (height * 0.3) + phase[1])
+    img = img + np.float32(rng.uniform(0.0, 0.03)) * shade[:, :, None]
+    return np.broadcast_to(img, (height, width, 3)).astype(np.float32)
+
+
+def _add_sky(seed: int, cfg: SceneConfig, views: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+    """With ``cfg.sky_probability``, replace the background plane (id 0) above a horizontal horizon by
+    sky, in place, in both views; returns the (left, right) sky masks, or None for a pair without sky.
+
+    A horizontal horizon keeps the pair consistent: a scene point has the same row in both rectified
+    views, so "background above row v0" removes the same part of the background plane in each.
+    """
+    if cfg.sky_probability <= 0:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5C1E5]))
+    if rng.random() >= cfg.sky_probability:
+        return None
+    height, width = views[0][0].shape
+    horizon = int(rng.uniform(*cfg.sky_horizon) * height)
+    colour = _sky_colour(rng, height, width)
+    above = (np.arange(height) < horizon)[:, None]
+    masks = []
+    for depth, pid, img in views:
+        sky = (pid == 0) & above
+        depth[sky] = np.inf
+        img[sky] = colour[sky]
+        masks.append(sky)
+    return masks[0], masks[1]
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -680,7 +731,8 @@ def make_stereo_sample(
     Args:
         seed: any non-negative int; all randomness derives from it.
         width, height: image size in px.
-        max_disparity, min_disparity: every pixel's true disparity lies in this range (px).
+        max_disparity, min_disparity: every pixel's true disparity lies in this range (px), except the
+            sky's (``scene.sky_probability``), which is at infinity.
         fx: focal length in px (default ``0.8 * width``, about 64 degrees horizontal field of view).
         baseline: metres; with ``fx`` it only sets the metric scale (disparity range is what matters).
         nuisance: per-view gain/bias and noise (off gives photometrically exact pairs up to rounding).
@@ -718,6 +770,12 @@ def make_stereo_sample(
     for centre_x, cx in ((0.0, cam.cx), (cam.baseline, cam.cx_right)):
         depth, pid, ca, cb = _render_view(sc.planes, cam, centre_x, cx)
         views.append((depth, pid, _shade_view(sc.planes, atlas, x_offsets, depth, pid, ca, cb)))
+    # Visibility of the finite surfaces first (the sky, at infinity, never occludes anything).
+    nonocc = _visible_in_right(sc.planes, cam, views[0][0], views[0][1])
+    sky = _add_sky(seed, cfg, views)
+    if sky is not None:
+        # A point at infinity shows at the same pixel in both views: seen iff nothing covers it there.
+        nonocc = np.where(sky[0], sky[1], nonocc)
     (depth_l, pid_l, img_l), (depth_r, _, img_r) = views
     if nuisance:
         img_l, img_r = _nuisance(rng, img_l), _nuisance(rng, img_r)
@@ -725,7 +783,6 @@ def make_stereo_sample(
     fb = np.float32(cam.fx * cam.baseline)
     disparity = (fb / depth_l - np.float32(cam.doffs)).astype(np.float32)
     disparity_right = (fb / depth_r - np.float32(cam.doffs)).astype(np.float32)
-    nonocc = _visible_in_right(sc.planes, cam, depth_l, pid_l)
     return StereoSample(left=_to_uint8(img_l), right=_to_uint8(img_r), disparity=disparity,
                         depth=depth_l.astype(np.float32), nonoccluded=nonocc, camera=cam,
                         disparity_right=disparity_right)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from scene_perception.data.procedural import ProceduralStereoDataset
+from scene_perception.data.procedural import ProceduralStereoDataset, SceneConfig
 from scene_perception.losses.stereo import (
     cost_volume_cross_entropy,
     disparity_smoothness,
@@ -98,6 +98,11 @@ class TrainConfig:
     max_disparity: float = field(default=96.0, metadata={"help": "largest disparity rendered (px)"})
     min_disparity: float = field(default=2.0, metadata={"help": "smallest disparity rendered (px)"})
     nuisance: bool = field(default=True, metadata={"help": "per-view gain/bias/noise on the rendered pairs"})
+    sky_probability: float = field(
+        default=0.0,
+        metadata={"help": "share of pairs with sky (at infinity, disparity 0) above a horizon, so the "
+                          "network learns that flat sky is far instead of guessing a few px"},
+    )
     augment: bool = field(
         default=False,
         metadata={"help": "real-camera augmentation (asymmetric gamma/saturation, blur, JPEG, y-jitter, "
@@ -152,6 +157,8 @@ class TrainConfig:
             raise ValueError(
                 f"need 0 < min_disparity < max_disparity, got {self.min_disparity}, {self.max_disparity}"
             )
+        if not 0.0 <= self.sky_probability <= 1.0:
+            raise ValueError(f"sky_probability must be in [0, 1], got {self.sky_probability}")
         if self.max_disparity >= CONFIGS[self.model].max_disparity:
             raise ValueError(
                 f"max_disparity {self.max_disparity} must be below the {self.model!r} model's range "
@@ -299,6 +306,7 @@ def train_stereo(config: TrainConfig) -> Path:
         length=max(1, config.steps * per_step), width=w, height=h, max_disparity=config.max_disparity,
         min_disparity=config.min_disparity, seed=config.seed, crop=(config.crop_height, config.crop_width),
         nuisance=config.nuisance, texture_dir=config.texture_dir, augment=config.augment,
+        scene=SceneConfig(sky_probability=config.sky_probability),
     )
     # Sample index = (step * world + rank) * batch + i: deterministic per step, disjoint across ranks.
     indices = [(s * world + rank) * config.batch_size + i for s in range(start, config.steps)
