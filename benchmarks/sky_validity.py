@@ -33,6 +33,7 @@ from stereo_accuracy import held_out_seeds  # noqa: E402
 from scene_perception.data.bag_io import read_stereo_bag  # noqa: E402
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
 from scene_perception.data.synth import write_synthetic_bag  # noqa: E402
+from scene_perception.evaluation.stereo_bag_eval import at_infinity  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
 from scene_perception.pipelines.local_refinement import window_std  # noqa: E402
@@ -99,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = pipeline(frame.left, frame.right, frame.camera)
                 gt = frame.gt["disparity"]
                 doffs = np.float32(frame.camera.doffs)
-                at_infinity = np.isfinite(gt) & (gt + doffs <= 0)
+                far = at_infinity(gt, doffs)
                 scene = frame.gt["nonoccluded"] & np.isfinite(gt) & (gt > 0)
                 texture = texture_of(frame.left)
-                sky.add(at_infinity, result, texture, None)
+                sky.add(far, result, texture, None)
                 street.add(scene, result, texture, gt)
-                sky_disparity.append(result.disparity[at_infinity & result.valid] + doffs)  # as published
+                sky_disparity.append(result.disparity[far & result.valid] + doffs)  # as published
                 focal_baseline = frame.camera.focal_baseline
     for seed in tqdm(held_out_seeds(args.validation_pairs, "validation"), desc="validation", unit="pair"):
         s = make_stereo_sample(seed, width=args.width, height=args.height)

@@ -680,8 +680,7 @@ def _sky_colour(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, 2)
     shade = np.sin(u / (width * rng.uniform(0.2, 0.5)) + phase[0]) * np.sin(v / (height * 0.3) + phase[1])
-    img = img + np.float32(rng.uniform(0.0, 0.03)) * shade[:, :, None]
-    return np.broadcast_to(img, (height, width, 3)).astype(np.float32)
+    return (img + np.float32(rng.uniform(0.0, 0.03)) * shade[:, :, None]).astype(np.float32)
 
 
 def _add_sky(seed: int, cfg: SceneConfig, views: list[tuple[np.ndarray, np.ndarray, np.ndarray]]

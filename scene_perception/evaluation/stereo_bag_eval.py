@@ -23,6 +23,12 @@ SKY_VALID_NOTE = (
 )
 
 
+def at_infinity(gt_disparity: np.ndarray, doffs: float) -> np.ndarray:
+    """Pixels whose matcher-convention GT disparity says infinitely far: ``d + doffs <= 0`` (the sky;
+    ``d = 0`` for the synthetic world's cameras).  NaN (unknown) GT is not at infinity."""
+    return np.isfinite(gt_disparity) & (gt_disparity + np.float32(doffs) <= 0)
+
+
 @dataclass
 class OutputTopics:
     disparity: str = "/disparity"
@@ -81,8 +87,7 @@ def _score(frame: StereoBagFrame, outputs: dict[str, np.ndarray | float]) -> tup
     gt = frame.gt["disparity"]
     mask = frame.gt.get("nonoccluded", np.ones_like(gt, dtype=bool)) & np.isfinite(gt) & (gt > 0)
     disp = disparity_metrics(pred, gt, mask)
-    # At infinity the matcher-convention GT disparity is -doffs (0 for the synthetic world's cameras).
-    far = np.isfinite(gt) & (gt + np.float32(doffs) <= 0)
+    far = at_infinity(gt, doffs)
     n_far, n_published = int(far.sum()), int((far & valid).sum())
     far_stats = {"n_far": n_far, "n_published": n_published,
                  "published": 100.0 * n_published / n_far if n_far else float("nan")}

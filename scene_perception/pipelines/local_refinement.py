@@ -101,13 +101,17 @@ def _grey(img: Tensor) -> Tensor:
     return img.mean(dim=1, keepdim=True) if img.shape[1] > 1 else img
 
 
+def _window_mean_var(grey: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Mean and variance of a grey image over ``window`` x ``window`` boxes."""
+    mean = _box(grey, window)
+    return mean, (_box(grey * grey, window) - mean * mean).clamp_min(0.0)
+
+
 def window_std(image: Tensor, window: int) -> Tensor:
     """Grey-level std over a ``window`` x ``window`` box of a (N, C, H, W) image in 0..1: the texture
     measure the refinement's ``min_texture`` gates on, (N, 1, H, W).  Where it is ~0 nothing can be
     matched, so a disparity there is whatever the network guessed."""
-    grey = _grey(image.float())
-    mean = _box(grey, window)
-    return (_box(grey * grey, window) - mean * mean).clamp_min(0.0).sqrt()
+    return _window_mean_var(_grey(image.float()), window)[1].sqrt()
 
 
 def refine_disparity_locally(
@@ -136,8 +140,7 @@ def refine_disparity_locally(
         raise ValueError(f"disparity must be (1, 1, H, W) for {tuple(left.shape)} images, "
                          f"got {tuple(disparity.shape)}")
     grey_l, grey_r = _grey(left.float()), _grey(right.float())
-    mean_l = _box(grey_l, cfg.window)
-    var_l = (_box(grey_l * grey_l, cfg.window) - mean_l * mean_l).clamp_min(0.0)
+    mean_l, var_l = _window_mean_var(grey_l, cfg.window)
     refined = disparity.float()
     changed = torch.zeros_like(refined, dtype=torch.bool)
     images = (grey_l, grey_r, mean_l, var_l)
