@@ -22,6 +22,10 @@ Layout of a stereo bag (relative topic names; see :class:`StereoBagTopics`)::
 Every message of one frame carries the frame's stamp in its header and is logged at that same time, so
 readers can group by stamp.  The CameraInfo pair follows the rectified-stereo convention of
 :mod:`scene_perception.geometry.stereo_camera` (``P_right[0,3] = -fx * B``, ``R = I``, ``D = 0``).
+
+``rosbags`` is imported only inside the functions that read or write a bag (issue 19: nothing outside
+``ros/`` needs ROS or ``rosbags`` at import time), so the many modules that import this one for its types
+and :func:`decode_image` (training, evaluation, benchmarks) also import on machines without ``rosbags``.
 """
 
 from __future__ import annotations
@@ -32,20 +36,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from rosbags.rosbag2 import Reader, Writer
-from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
-from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
-from rosbags.typesys.store import Typestore
 
 from scene_perception.geometry.rotations import matrix_to_quaternion, quaternion_to_matrix
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 
+if TYPE_CHECKING:  # annotations only; at run time rosbags is imported where a bag is opened
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores
+    from rosbags.typesys.store import Typestore
+
 __all__ = [
     "DEFAULT_TOPICS",
-    "TYPESTORE",
+    "TYPESTORE",  # noqa: F822 - provided lazily by the module __getattr__ (no rosbags at import time)
     "BagMessage",
     "BagReadError",
     "StereoBagFrame",
@@ -61,15 +66,18 @@ _LOG = logging.getLogger(__name__)
 
 # The ROS 2 Kilted message definitions: the distribution whose rclpy wheels this project uses.  Image,
 # CameraInfo and PoseStamped are unchanged since Jazzy (same RIHS01 hashes), so Jazzy installs read the
-# bags too.  rosbag2 metadata version 9 is what Jazzy and Kilted write themselves.
-TYPESTORE = Stores.ROS2_KILTED
+# bags too.  rosbag2 metadata version 9 is what Jazzy and Kilted write themselves.  Held as the member
+# name of rosbags' ``Stores`` so that naming it needs no rosbags; the public ``TYPESTORE`` (the enum
+# member itself) is resolved on first access by the module ``__getattr__`` below.
+_TYPESTORE_NAME = "ROS2_KILTED"
 _BAG_VERSION = 9
 
 _IMAGE = "sensor_msgs/msg/Image"
 _INFO = "sensor_msgs/msg/CameraInfo"
 _POSE = "geometry_msgs/msg/PoseStamped"
 
-_STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+# storage name -> member name of rosbags' ``StoragePlugin`` (names, so arguments are checked without rosbags).
+_STORAGES = {"mcap": "MCAP", "sqlite3": "SQLITE3"}
 
 # encoding -> (numpy dtype, channels).  The set the readers accept; writers only produce rgb8, mono8,
 # 16UC1 and 32FC1.  Kept here (not in ros/codec.py) because this module must not import ROS messages.
@@ -166,6 +174,20 @@ class StereoBagFrame:
     pose: np.ndarray | None = None
 
 
+def _store_id() -> Stores:
+    """The rosbags ``Stores`` member of :data:`TYPESTORE` (imports rosbags: call only where a bag is used)."""
+    from rosbags.typesys import Stores
+
+    return Stores[_TYPESTORE_NAME]
+
+
+def __getattr__(name: str) -> Any:
+    """Module attribute ``TYPESTORE``, resolved lazily so importing this module does not import rosbags."""
+    if name == "TYPESTORE":
+        return _store_id()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @lru_cache(maxsize=1)
 def typestore() -> Typestore:
     """The shared Kilted typestore used for writing (building one takes ~80 ms, so it is done once).
@@ -173,7 +195,9 @@ def typestore() -> Typestore:
     Public so tools can build or decode extra messages with exactly the definitions the bags use; treat
     it as read-only (registering types here would leak into every later bag).
     """
-    return get_typestore(TYPESTORE)
+    from rosbags.typesys import get_typestore
+
+    return get_typestore(_store_id())
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -286,6 +310,9 @@ def write_stereo_bag(
     On any error the partly written directory is removed: a bag without ``metadata.yaml`` would only
     confuse later readers.
     """
+    from rosbags.rosbag2 import Writer
+    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode, StoragePlugin
+
     path = Path(path)
     if storage not in _STORAGES:
         raise ValueError(f"unknown storage {storage!r}; choose one of {sorted(_STORAGES)}")
@@ -298,7 +325,7 @@ def write_stereo_bag(
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     store = typestore()
-    writer = Writer(path, version=_BAG_VERSION, storage_plugin=_STORAGES[storage])
+    writer = Writer(path, version=_BAG_VERSION, storage_plugin=StoragePlugin[_STORAGES[storage]])
     if compress:
         mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
         writer.set_compression(mode, CompressionFormat.ZSTD)
@@ -325,11 +352,13 @@ def write_stereo_bag(
 # ----------------------------------------------------------------------------------------------- reading
 def _reader_typestore(reader: Reader) -> Typestore:
     """Kilted types plus any type the bag defines that the store lacks (custom messages in foreign bags)."""
+    from rosbags.typesys import get_types_from_idl, get_types_from_msg, get_typestore
+
     base = typestore()
     unknown = [c for c in reader.connections if c.msgtype not in base.fielddefs]
     if not unknown:
         return base
-    store = get_typestore(TYPESTORE)  # a private copy: registering must not change the shared store
+    store = get_typestore(_store_id())  # a private copy: registering must not change the shared store
     for conn in unknown:
         if conn.msgdef.data.startswith("=" * 80 + "\nIDL: "):
             types = get_types_from_idl(conn.msgdef.data)
@@ -354,6 +383,8 @@ def iter_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
     yielding nothing.  Missing, truncated or corrupt files raise :class:`BagReadError` naming the file;
     a bag that ends before the message count its metadata promises is reported as truncated.
     """
+    from rosbags.rosbag2 import Reader
+
     path = Path(path)
     if not path.exists():
         raise BagReadError(f"bag {path} does not exist")
@@ -501,6 +532,8 @@ def read_stereo_bag(path: str | Path, topics: StereoBagTopics = DEFAULT_TOPICS,
     with a warning otherwise.  Raises :class:`BagReadError` when the bag lacks the image topics or is
     corrupt.
     """
+    from rosbags.rosbag2 import Reader
+
     path = Path(path)
     layout = set(topics.all_topics())
     # Open once up front to learn which layout topics exist (cheap: metadata only).
