@@ -219,3 +219,24 @@ def test_camera_info_matrices_layout() -> None:
     np.testing.assert_array_equal(m["left"]["r"], np.eye(3).ravel())
     with pytest.raises(CameraModelError):
         camera_info_matrices(W, H, FX, FY, CX, CY, 0.0)
+
+
+def test_torch_tensors_give_the_numpy_results_on_their_device() -> None:
+    """The pipeline converts on the engine's device: the same methods on tensors, same values, and the
+    result stays a tensor (no host copy)."""
+    torch = pytest.importorskip("torch")
+    cam = make_camera(cx_right=CX + 3.0)
+    rng = np.random.default_rng(3)
+    d = (rng.random((6, 9)) * 40 - 5).astype(np.float32)
+    d[0, 0], d[1, 1], d[2, 2] = np.nan, np.inf, -3.5  # invalid: NaN, inf, d + doffs <= 0
+    sd = (rng.random((6, 9)) * 2).astype(np.float32)
+    t, ts = torch.from_numpy(d), torch.from_numpy(sd)
+    for got, want in (
+        (cam.disparity_to_depth(t, 1.0), cam.disparity_to_depth(d, 1.0)),
+        (cam.depth_std(t, ts, 1.0), cam.depth_std(d, sd, 1.0)),
+        (cam.points(t, 1.0), cam.points(d, 1.0)),
+    ):
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+        assert want.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, equal_nan=True)
+    assert np.isnan(cam.points(d, 1.0)[2, 2]).all()

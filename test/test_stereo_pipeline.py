@@ -106,7 +106,8 @@ def test_replicate_padding_and_crop() -> None:
     pipe = StereoDepthPipeline(model, local_refinement=None)  # the network's output, untouched
     left, right = _images(37, 45)
     res = pipe(left, right)
-    padded_left, padded_right = model.seen[-1]
+    assert not model.seen, "the engine runs its own copy; the caller's module is not touched"
+    padded_left, padded_right = pipe.engine.runner.seen[-1]
     assert padded_left.shape == padded_right.shape == (1, 3, 48, 48)
     expect_left = torch.from_numpy(left).permute(2, 0, 1).float() / 255.0
     torch.testing.assert_close(padded_left[0, :, :37, :45], expect_left)

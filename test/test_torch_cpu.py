@@ -11,7 +11,7 @@ from torch import nn
 
 from scene_perception.engines.torch_cpu import SubPixelDeconv3d, onednn_available, optimize_for_cpu
 from scene_perception.engines.torch_engine import TorchEngine
-from scene_perception.models.gcnet import GCNet
+from scene_perception.models.gcnet import GCNet, full_soft_argmin
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
@@ -109,3 +109,39 @@ def test_torch_engine_falls_back_when_rewrite_disagrees(caplog: pytest.LogCaptur
         engine = Strict(GCNet("lite").eval())
     assert not engine.cpu_rewrite
     assert "disagrees with the original" in caplog.text
+
+
+def test_engine_runs_a_copy_and_leaves_the_callers_model_alone() -> None:
+    """The engine folds BatchNorm, rewrites convs and sets eval mode on its own copy: a training loop (or a
+    parity reference) holding the module must find it exactly as it was."""
+    model = GCNet("lite")
+    _randomise_batchnorm(model, seed=2)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine = TorchEngine(model)
+    assert engine.cpu_rewrite and engine.model is model and engine.runner is not model
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_channels_last_and_bf16_keep_an_fp32_disparity() -> None:
+    """The CUDA engine's layout (channels-last, set on its copy) and autocast, exercised on CPU: same
+    network, and the soft arg-min and refinement residual stay fp32 under bf16 autocast."""
+    model = GCNet("lite").eval()
+    _randomise_batchnorm(model, seed=5)
+    x = torch.rand(1, 3, 32, 64)
+    feeds = {"left": x, "right": torch.roll(x, -3, dims=3)}
+    nhwc = TorchEngine(model, channels_last=True)
+    assert not nhwc.cpu_rewrite and nhwc.runner.inference_channels_last and not model.inference_channels_last
+    with full_soft_argmin(nhwc.runner):
+        got = nhwc.infer(feeds)
+    with full_soft_argmin(model):
+        want = TorchEngine(model, cpu_rewrite=False).infer(feeds)
+    assert float((got["disparity"] - want["disparity"]).abs().max()) < 2e-3
+    bf16 = TorchEngine(model, precision="bf16").infer(feeds)
+    assert bf16["disparity"].dtype == torch.float32 and bf16["log_scale"].dtype == torch.float32
+    assert torch.isfinite(bf16["disparity"]).all()
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        TorchEngine(model, cuda_graphs=True)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["onednn_available", "optimize_for_cpu"]
+__all__ = ["fold_batchnorm", "onednn_available", "optimize_for_cpu"]
 
 _CONV_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN_TYPES = (nn.BatchNorm2d, nn.BatchNorm3d)
@@ -131,11 +131,12 @@ class SubPixelDeconv3d(nn.Module):
         return y.reshape(b, self.c_out, 2 * d, 2 * h, 2 * w)
 
 
-def _fold_batchnorm(module: nn.Module) -> int:
-    """Fold every (conv, BN) pair that is adjacent inside an ``nn.Sequential``; returns how many."""
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every (conv, BN) pair that is adjacent inside an ``nn.Sequential`` in place (eval-mode modules
+    only: the running statistics become conv weights); returns how many.  The CUDA engine uses it too."""
     folded = 0
     for child in module.children():
-        folded += _fold_batchnorm(child)
+        folded += fold_batchnorm(child)
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         for a, b in zip(names, names[1:], strict=False):
@@ -170,7 +171,7 @@ def optimize_for_cpu(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     Without oneDNN only the BN folding is applied.
     """
     fast = copy.deepcopy(model).eval()
-    stats = {"batchnorm_folded": _fold_batchnorm(fast), "conv3d_rewritten": 0}
+    stats = {"batchnorm_folded": fold_batchnorm(fast), "conv3d_rewritten": 0}
     if onednn_available():
         stats["conv3d_rewritten"] = _swap_3d_convs(fast)
     return fast, stats

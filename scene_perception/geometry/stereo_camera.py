@@ -28,6 +28,7 @@ rectification put both principal points in the same column (the usual ROS / Open
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -262,9 +263,15 @@ class StereoCamera:
         return pl, pr
 
     # ------------------------------------------------------------------ conversions
-    def _valid_disparity(self, d: np.ndarray, min_disparity: float) -> np.ndarray:
+    # disparity_to_depth, depth_std and points take numpy arrays or torch tensors (returned on the tensor's
+    # device), one implementation for both: the stereo pipeline converts on the engine's device, so a GPU
+    # frame is downloaded once, finished; offline tools pass numpy.  torch is never imported here (the
+    # OpenCV-only SGBM node uses this module): a tensor brings its module along.
+
+    def _valid_disparity(self, d: Any, min_disparity: float) -> Any:
+        xp = _namespace(d)
         with np.errstate(invalid="ignore"):
-            return np.isfinite(d) & (d > min_disparity) & (d + self.doffs > 0)
+            return xp.isfinite(d) & (d > min_disparity) & (d + self.doffs > 0)
 
     def disparity_to_depth(self, disparity: npt.ArrayLike, min_disparity: float = 0.0) -> np.ndarray:
         """Depth in metres (float32); NaN where the disparity is non-finite, ``<= min_disparity``, or would
@@ -273,11 +280,11 @@ class StereoCamera:
         NaN rather than 0 marks invalid pixels because that is what REP 118 depth images and PointCloud2
         consumers expect.
         """
-        d = np.asarray(disparity, dtype=np.float32)
+        d = _float32(disparity)
+        xp = _namespace(d)
         valid = self._valid_disparity(d, min_disparity)
-        denom = np.where(valid, d + np.float32(self.doffs), np.float32(1.0))
-        depth = np.float32(self.focal_baseline) / denom
-        return np.where(valid, depth, np.float32(np.nan)).astype(np.float32, copy=False)
+        depth = np.float32(self.focal_baseline) / xp.where(valid, d + np.float32(self.doffs), np.float32(1.0))
+        return xp.where(valid, depth, np.float32(np.nan))
 
     def depth_to_disparity(self, depth: npt.ArrayLike) -> np.ndarray:
         """Disparity in px (float32) for a depth in metres; NaN where the depth is non-finite or ``<= 0``."""
@@ -296,12 +303,12 @@ class StereoCamera:
         Depth error grows quadratically with distance, so a constant disparity error is a poor proxy for
         depth quality; this propagates the per-pixel disparity std.  NaN where the depth is invalid.
         """
-        d = np.asarray(disparity, dtype=np.float32)
-        sd = np.asarray(disparity_std, dtype=np.float32)
+        d, sd = _float32(disparity), _float32(disparity_std)
+        xp = _namespace(d)
         valid = self._valid_disparity(d, min_disparity)
-        denom = np.where(valid, d + np.float32(self.doffs), np.float32(1.0))
-        std = np.float32(self.focal_baseline) / (denom * denom) * np.abs(sd)
-        return np.where(valid, std, np.float32(np.nan)).astype(np.float32, copy=False)
+        denom = xp.where(valid, d + np.float32(self.doffs), np.float32(1.0))
+        std = np.float32(self.focal_baseline) / (denom * denom) * abs(sd)
+        return xp.where(valid, std, np.float32(np.nan))
 
     def scaled(self, sx: float, sy: float) -> StereoCamera:
         """Model for the images resized by ``(sx, sy)`` (e.g. a network running at reduced resolution).
@@ -331,18 +338,36 @@ class StereoCamera:
         Pixel ``(u, v)`` is the column/row index of the array, i.e. pixel centres at integer coordinates as
         in the ROS/OpenCV projection model.
         """
-        d = np.asarray(disparity, dtype=np.float32)
+        d = _float32(disparity)
         if d.ndim != 2:
-            raise CameraModelError(f"disparity must be a 2-D (H, W) array, got shape {d.shape}", "bad_shape")
+            raise CameraModelError(f"disparity must be a 2-D (H, W) array, got shape {tuple(d.shape)}",
+                                   "bad_shape")
         z = self.disparity_to_depth(d, min_disparity)
         h, w = d.shape
-        u = (np.arange(w, dtype=np.float32) - np.float32(self.cx)) / np.float32(self.fx)
-        v = (np.arange(h, dtype=np.float32) - np.float32(self.cy)) / np.float32(self.fy)
-        out = np.empty((h, w, 3), dtype=np.float32)
-        np.multiply(z, u[None, :], out=out[..., 0])
-        np.multiply(z, v[:, None], out=out[..., 1])
-        out[..., 2] = z
-        return out
+        u = (_arange_like(d, w) - np.float32(self.cx)) / np.float32(self.fx)
+        v = (_arange_like(d, h) - np.float32(self.cy)) / np.float32(self.fy)
+        return _namespace(d).stack([z * u[None, :], z * v[:, None], z], axis=-1)
+
+
+def _namespace(x: Any) -> Any:
+    """``numpy`` for arrays, ``torch`` for tensors: the functions used here have the same names in both."""
+    return np if isinstance(x, np.ndarray) else sys.modules["torch"]
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _float32(x: Any) -> Any:
+    """A float32 numpy array, or a float32 tensor on its own device."""
+    return x.float() if _is_tensor(x) else np.asarray(x, dtype=np.float32)
+
+
+def _arange_like(x: Any, n: int) -> Any:
+    if _is_tensor(x):
+        return sys.modules["torch"].arange(n, dtype=x.dtype, device=x.device)
+    return np.arange(n, dtype=np.float32)
 
 
 def camera_info_matrices(

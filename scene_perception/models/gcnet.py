@@ -162,6 +162,9 @@ class GCNet(nn.Module):
     #: the CPU engine's rewritten copy (engines/torch_cpu.py) got slower with it (320x256: 82 -> 113 ms).
     #: Same numbers up to float rounding either way.
     channels_last: bool = True
+    #: Also at inference. Off by default for the reason above; the torch engine turns it on for its own copy
+    #: on CUDA, where cuDNN's fp16/bf16 tensor-core kernels want NHWC / NDHWC.
+    inference_channels_last: bool = False
 
     def __init__(self, config: GCNetConfig | str = "lite") -> None:
         super().__init__()
@@ -259,7 +262,7 @@ class GCNet(nn.Module):
             )
         # Siamese tower: one pass over both images in a single batch (shared weights, better GEMM use).
         images = (torch.cat([left, right], dim=0) - self.rgb_mean) / self.rgb_std
-        channels_last = self.channels_last and self.training
+        channels_last = self.channels_last and (self.training or self.inference_channels_last)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         feats = self.features(images)

@@ -53,7 +53,9 @@ class DisparityRefinement(nn.Module):
         if channels_last:  # see GCNet.channels_last: ~2x faster narrow convs on oneDNN
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
-        delta = self.out(self.blocks(x))
+        # fp32 residuals: under autocast the convs run in fp16/bf16, but the published disparity must not
+        # inherit their 8- or 11-bit mantissa (the soft arg-min gave an fp32 disparity).
+        delta = self.out(self.blocks(x)).float()
         # Residual in units of the disparity range keeps the conv's output O(1) whatever the range is.
         refined = F.relu(disparity + delta[:, :1] * scale * 0.1)
         return refined, log_scale + delta[:, 1:]

@@ -187,8 +187,8 @@ def fill_left_border(disparity: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(filled, values, d)[None, None], filled[None, None]
 
 
-#: Rows per strip: on CPU the K-channel temporaries of a whole VGA frame (tens of MB) fall out of cache;
-#: 128-row strips ran one search round at 640x480 in 131 instead of 204 ms (2 threads).
+#: Rows per strip, on CPU only: there the K-channel temporaries of a whole VGA frame (tens of MB) fall out
+#: of cache; 128-row strips ran one search round at 640x480 in 131 instead of 204 ms (2 threads).
 STRIP_ROWS = 128
 
 
@@ -207,7 +207,7 @@ def _by_strips(
     1.643 -> 1.644 px, bad-2 7.14 %.)
     """
     h = disparity.shape[2]
-    if h <= STRIP_ROWS + 2 * halo:
+    if disparity.device.type != "cpu" or h <= STRIP_ROWS + 2 * halo:  # a GPU wants few, large launches
         return stage(*images, disparity, cfg)
     out, mask = torch.empty_like(disparity), torch.empty_like(disparity, dtype=torch.bool)
     for y0 in range(0, h, STRIP_ROWS):

@@ -24,7 +24,7 @@ from scene_perception.pipelines.local_refinement import refine_disparity_locally
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMMatcher
 
-__all__ = ["DEFAULT_LOCAL_REFINEMENT", "StereoDepthPipeline", "StereoDepthResult"]
+__all__ = ["DEFAULT_LOCAL_REFINEMENT", "DeviceTimer", "StereoDepthPipeline", "StereoDepthResult"]
 
 
 #: SGBM candidate's search range (px) when the engine does not report its network's (lite and paper: 128).
@@ -60,6 +60,37 @@ class StereoDepthResult:
     points: np.ndarray | None
     inference_ms: float
     refinement_ms: float = 0.0
+
+
+class DeviceTimer:
+    """Wall times between :meth:`mark` calls of work queued on ``device``, without forcing a sync per mark.
+
+    On CUDA, kernels run asynchronously: ``perf_counter`` around a call would time the launches, not the
+    work.  There each mark records a CUDA event on the current stream and :meth:`elapsed_ms` (called after
+    the frame's download, which waits for the device anyway) reads the event pairs.  On CPU the work is
+    done when the call returns, so ``perf_counter`` is the measure.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._marks: list[float | torch.cuda.Event] = []
+        self.mark()
+
+    def mark(self) -> None:
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def elapsed_ms(self) -> list[float]:
+        """Milliseconds between consecutive marks (waits for the last CUDA event)."""
+        pairs = zip(self._marks, self._marks[1:], strict=False)
+        if self._cuda:
+            self._marks[-1].synchronize()  # type: ignore[union-attr]
+            return [float(a.elapsed_time(b)) for a, b in pairs]  # type: ignore[union-attr,arg-type]
+        return [(float(b) - float(a)) * 1000.0 for a, b in pairs]  # type: ignore[arg-type]
 
 
 def _check_image(img: np.ndarray, side: str) -> np.ndarray:
@@ -255,47 +286,50 @@ class StereoDepthPipeline:
             # Compiled engines build/load for a new size here, outside the timed region.
             self.engine.prepare((h + pad_h, w + pad_w))
             started = self._start_candidate(left, right)
-            start = time.perf_counter()
+            timer = DeviceTimer(self.device)
             out = self.engine.infer({"left": pair[:1], "right": pair[1:]})
-            inference_ms = (time.perf_counter() - start) * 1000.0
+            timer.mark()  # the forward pass
             disparity_t = torch.as_tensor(out["disparity"])[:, :, :h, :w].float().to(pair.device)
             log_scale_t = torch.as_tensor(out["log_scale"])[:, :, :h, :w].float().to(pair.device)
-            start = time.perf_counter()
             candidate = self._candidate(left, right, None, started)
             disparity_t, log_scale_t = self._refine(pair[:1, :, :h, :w], pair[1:, :, :h, :w], disparity_t,
                                                     log_scale_t, candidate)
-            disparity = disparity_t[0, 0].cpu().numpy()  # the copy waits for a CUDA refinement to finish
-            refinement_ms = (time.perf_counter() - start) * 1000.0 if self.local_refinement else 0.0
-            log_scale = log_scale_t[0, 0].cpu().numpy()
-            textured = (
-                (window_std(pair[:1, :, :h, :w], TEXTURE_WINDOW) >= self.min_texture)[0, 0].cpu().numpy()
-                if self.min_texture > 0
-                else True
-            )
+            timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
+            outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], pair[:1, :, :h, :w], camera)
+            # The only host transfer of the frame (the first copy waits for the device to finish).
+            host = {k: None if v is None else v.cpu().numpy() for k, v in outputs.items()}
+            inference_ms, refinement_ms = timer.elapsed_ms()
+        return StereoDepthResult(
+            host["disparity"], host["disparity_std"], host["valid"], host["depth"], host["depth_std"],
+            host["points"], inference_ms, refinement_ms if self.local_refinement else 0.0,
+        )
 
-        disparity = np.ascontiguousarray(disparity, dtype=np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            disparity_std = (math.sqrt(2.0) * np.exp(log_scale)).astype(np.float32)
-            columns = np.arange(w, dtype=np.float32)[None, :]
-            # d > x would match a pixel left of the right image's first column: an extrapolation.
-            valid = (
-                np.isfinite(disparity)
-                & (disparity > self.min_disparity)
-                & (disparity <= columns)
-                & (disparity_std <= self.max_uncertainty)
-                & textured
-            )
-
+    def _finish(
+        self, disparity: torch.Tensor, log_scale: torch.Tensor, left: torch.Tensor,
+        camera: StereoCamera | None,
+    ) -> dict[str, torch.Tensor | None]:
+        """Std-dev, validity, depth and points from the (H, W) disparity and log-scale, on their device."""
+        w = disparity.shape[-1]
+        disparity_std = math.sqrt(2.0) * torch.exp(log_scale)
+        columns = torch.arange(w, dtype=torch.float32, device=disparity.device)
+        # d > x would match a pixel left of the right image's first column: an extrapolation.
+        valid = (
+            torch.isfinite(disparity)
+            & (disparity > self.min_disparity)
+            & (disparity <= columns)
+            & (disparity_std <= self.max_uncertainty)
+        )
+        if self.min_texture > 0:
+            valid &= window_std(left, TEXTURE_WINDOW)[0, 0] >= self.min_texture
         depth = depth_std = points = None
         if camera is not None:
-            masked = np.where(valid, disparity, np.float32(np.nan)).astype(np.float32, copy=False)
+            masked = torch.where(valid, disparity, float("nan"))
             depth = camera.disparity_to_depth(masked, self.min_disparity)
             # The camera may reject more (d + doffs <= 0): keep valid, depth and points consistent.
-            valid &= np.isfinite(depth)
-            masked[~valid] = np.nan
+            valid &= torch.isfinite(depth)
+            masked = torch.where(valid, disparity, float("nan"))
             depth_std = camera.depth_std(masked, disparity_std, self.min_disparity)
             if self.compute_points:
                 points = camera.points(masked, self.min_disparity)
-        return StereoDepthResult(
-            disparity, disparity_std, valid, depth, depth_std, points, inference_ms, refinement_ms
-        )
+        return {"disparity": disparity, "disparity_std": disparity_std, "valid": valid, "depth": depth,
+                "depth_std": depth_std, "points": points}

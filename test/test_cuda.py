@@ -1,0 +1,151 @@
+"""The CUDA path: torch engine precisions, CUDA graphs, the whole stereo pipeline, MC dropout, training.
+
+Collected everywhere, skipped without a CUDA device (with the reason). No ROS import: this module runs on the
+GPU machine (``tools/gpu_run.sh``), which has torch + CUDA but no ROS and no ``rosbags``.
+
+Tolerances, stated once (against the CPU fp32 engine on the shipped ``lite`` weights, a rendered 256x320
+pair, the model as shipped, i.e. with its regression window):
+
+* CUDA fp32: 99.9 % of pixels within :data:`FP32_PX` (float reassociation in cuDNN and folded BatchNorm;
+  a pixel whose two best modes tie within rounding may legitimately choose the other mode, hence not 100 %).
+* CUDA fp16 / bf16 (autocast convs, fp32 soft arg-min): mean |delta| <= :data:`MIXED_MEAN_PX` (the issue's
+  goal) and 99 % of pixels within :data:`MIXED_P99_PX`.
+* The whole pipeline (network + local refinement + validity + depth) on CUDA fp32 against CPU: 99 % of
+  valid pixels within :data:`PIPELINE_PX`, validity agrees on 99 %: ZNCC near-ties in weakly textured
+  windows may choose another offset (see ``pipelines/local_refinement.py``, ``_by_strips``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scene_perception.data.procedural import StereoSample, make_stereo_sample
+from scene_perception.engines.torch_engine import TorchEngine
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+
+CUDA = torch.cuda.is_available()
+pytestmark = pytest.mark.skipif(not CUDA, reason="requires a CUDA GPU (tools/gpu_run.sh runs these)")
+
+FP32_PX = 0.01
+MIXED_MEAN_PX = 0.05
+MIXED_P99_PX = 0.5
+PIPELINE_PX = 0.05
+H, W = 256, 320
+
+
+@pytest.fixture(scope="module")
+def lite() -> torch.nn.Module:
+    model, info = load_stereo_model("lite")
+    assert info.trained, "the shipped lite weights must load"
+    return model
+
+
+@pytest.fixture(scope="module")
+def sample() -> StereoSample:
+    return make_stereo_sample(4242, width=W, height=H)
+
+
+@pytest.fixture(scope="module")
+def pair(sample: StereoSample) -> tuple[np.ndarray, np.ndarray]:
+    return sample.left, sample.right
+
+
+@pytest.fixture(scope="module")
+def cpu_reference(lite: torch.nn.Module, pair: tuple[np.ndarray, np.ndarray]) -> dict[str, torch.Tensor]:
+    feeds = {"left": image_to_tensor(pair[0], "cpu"), "right": image_to_tensor(pair[1], "cpu")}
+    return TorchEngine(lite, cpu_rewrite=False).infer(feeds)
+
+
+def _cuda_feeds(pair: tuple[np.ndarray, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {"left": image_to_tensor(pair[0], "cuda"), "right": image_to_tensor(pair[1], "cuda")}
+
+
+def _abs_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.detach().cpu().float() - b.detach().cpu().float()).abs().flatten()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_engine_matches_cpu_fp32(lite, pair, cpu_reference, precision: str) -> None:
+    engine = TorchEngine(lite, device="cuda", precision=precision)
+    out = engine.infer(_cuda_feeds(pair))
+    assert out["disparity"].is_cuda and out["disparity"].dtype == torch.float32  # soft arg-min stays fp32
+    diff = _abs_diff(out["disparity"], cpu_reference["disparity"])
+    if precision == "fp32":
+        assert float((diff <= FP32_PX).float().mean()) >= 0.999, f"max {float(diff.max()):.4f} px"
+    else:
+        assert float(diff.mean()) <= MIXED_MEAN_PX, f"{precision}: mean |delta| {float(diff.mean()):.4f} px"
+        assert float(torch.quantile(diff, 0.99)) <= MIXED_P99_PX
+    assert next(lite.parameters()).device.type == "cpu", "the caller's model must not be moved"
+
+
+def test_engine_leaves_the_model_alone(lite) -> None:
+    lite.train()
+    try:
+        before = {k: v.clone() for k, v in lite.state_dict().items()}
+        engine = TorchEngine(lite, device="cuda", precision="fp16")
+        assert engine.model is lite and engine.runner is not lite
+        assert lite.training and all(p.device.type == "cpu" for p in lite.parameters())
+        after = lite.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "BN folding must work on a copy"
+    finally:
+        lite.eval()
+
+
+def test_cuda_graph_replay_equals_eager(lite) -> None:
+    eager = TorchEngine(lite, device="cuda", precision="fp16")
+    graphs = TorchEngine(lite, device="cuda", precision="fp16", cuda_graphs=True)
+    for seed in (1, 2, 3):  # new inputs go through the graph's static buffers each time
+        sample = make_stereo_sample(seed, width=W, height=H)
+        feeds = _cuda_feeds((sample.left, sample.right))
+        want, got = eager.infer(feeds), graphs.infer(feeds)
+        for name in ("disparity", "log_scale"):
+            assert float(_abs_diff(got[name], want[name]).max()) <= 1e-3, name
+    small = make_stereo_sample(9, width=128, height=64)  # a new size captures a new graph
+    got = graphs.infer(_cuda_feeds((small.left, small.right)))
+    assert got["disparity"].shape == (1, 1, 64, 128)
+
+
+def test_pipeline_on_cuda_matches_cpu(lite, sample, pair) -> None:
+    cpu = StereoDepthPipeline(lite)(pair[0], pair[1], sample.camera)
+    gpu_pipe = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="fp32"))
+    gpu = gpu_pipe(pair[0], pair[1], sample.camera)
+    assert gpu.inference_ms > 0 and gpu.refinement_ms > 0
+    both = cpu.valid & gpu.valid
+    assert float((cpu.valid == gpu.valid).mean()) >= 0.99
+    diff = np.abs(cpu.disparity[both] - gpu.disparity[both])
+    assert float((diff <= PIPELINE_PX).mean()) >= 0.99
+    np.testing.assert_allclose(gpu.depth[both], cpu.depth[both], rtol=0.02)
+    assert gpu.points is not None and np.isnan(gpu.points[~gpu.valid]).all()
+    # Mixed precision and CUDA graphs through the whole pipeline: same contract, close to fp32.
+    fast = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="bf16", cuda_graphs=True))
+    res = fast(pair[0], pair[1], sample.camera)
+    assert res.disparity.dtype == np.float32
+    both = res.valid & gpu.valid
+    assert float(np.mean(np.abs(res.disparity[both] - gpu.disparity[both]))) <= MIXED_MEAN_PX * 2
+
+
+def test_scene_mc_dropout_batched_on_cuda() -> None:
+    from scene_perception.pipelines.scene import ScenePipeline
+
+    sample = make_stereo_sample(77, width=W, height=H)
+    det_cpu = ScenePipeline.from_weights(device="cpu")(sample.left)
+    det_gpu = ScenePipeline.from_weights(device="cuda")(sample.left)
+    assert float((det_cpu.labels == det_gpu.labels).mean()) >= 0.99
+    mc = ScenePipeline.from_weights(device="cuda", mc_samples=32)(sample.left)
+    assert mc.semantic_epistemic is not None and mc.depth_epistemic is not None
+    assert np.isfinite(mc.semantic_epistemic).all() and (mc.semantic_epistemic >= 0).all()
+    assert float((mc.labels == det_gpu.labels).mean()) >= 0.9  # dropout perturbs, it does not replace
+
+
+def test_train_stereo_on_cuda_resumes_exactly(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_stereo import run_train_and_resume
+
+    run_train_and_resume(tmp_path, device="cuda", amp="bf16")
