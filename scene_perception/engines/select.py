@@ -280,12 +280,24 @@ def create_engine(
     ``logger`` (``info``/``warning`` methods; default this module's logger) receives the build, cache and
     resolution-change lines, so a ROS node can route them to its own log.
 
+    TensorRT engines are strongly typed (engines/tensorrt_engine.py): ``fp16`` builds from the exported
+    graph rewritten with fp16 convolutions and an fp32 soft arg-min, ``fp32`` from the graph as exported.
+    ``int8`` is refused here: TensorRT 11 builds INT8 only from an explicitly quantized (Q/DQ) graph, and
+    this function exports a plain float graph; ``int8_calibration`` is kept for API compatibility only.
+
     Raises:
         BackendUnavailable / EngineError: the backend cannot run or the build failed.
-        ValueError: missing or unusable ``cache_dir``.
+        ValueError: missing or unusable ``cache_dir``; a TensorRT ``int8`` choice.
     """
     from scene_perception.engines.torch_engine import TorchEngine
 
+    if choice.backend == "tensorrt" and choice.precision == "int8":
+        # Refused before any export or build, so it fails at start-up rather than on the first frame.
+        raise ValueError(
+            "TensorRT INT8 needs an explicitly quantized (Q/DQ) ONNX graph: implicit calibration was "
+            "deprecated in TensorRT 10.1 and removed in 11.0, and create_engine exports a plain float graph. "
+            "Build an INT8 engine with tensorrt_engine.build_serialized_engine from a Q/DQ graph, or use fp16"
+        )
     if choice.backend == "torch":
         return TorchEngine(model, device=choice.device, precision=choice.precision, input_hw=input_hw)
     if cache_dir is None:
@@ -316,14 +328,14 @@ def create_engine(
         from scene_perception.engines.tensorrt_engine import (
             TensorRTEngine,
             build_serialized_engine,
-            calibration_digest,
+            engine_key_extra,
             gpu_name,
             tensorrt_version,
         )
 
         onnx_path, onnx_digest = _onnx_for(cache, model, model_sha256, hw, label)
-        int8 = choice.precision == "int8"
-        extra = calibration_digest(int8_calibration or []) if int8 else ""
+        # TensorRT version + typing (strong) + fp16 policy in the key: an engine built by another TensorRT,
+        # or by the old weakly typed code with the same precision name, is stale, not reusable.
         key = EngineKey(
             model_sha256,
             (1, 3, *hw),
@@ -332,17 +344,12 @@ def create_engine(
             tensorrt_version=tensorrt_version(),
             artifact="tensorrt",
             opset=DEFAULT_OPSET,
-            extra=extra,
+            extra=engine_key_extra(choice.precision),
         )
 
         def build(tmp: Path) -> dict[str, Any]:
             meta = build_serialized_engine(
-                onnx_path,
-                tmp,
-                fp16=choice.precision in ("fp16", "int8"),
-                int8=int8,
-                calibration=int8_calibration,
-                device=choice.device,
+                onnx_path, tmp, fp16=choice.precision == "fp16", int8=False, device=choice.device
             )
             return {"build": meta, "onnx_key_digest": onnx_digest}
 
