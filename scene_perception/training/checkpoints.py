@@ -118,6 +118,13 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor],
                       groups: list[dict[str, Any]]) -> None:
+    """Load flattened optimizer state (see :func:`optimizer_tensors`) into ``optimizer``.
+
+    Pass CPU tensors: ``Optimizer.load_state_dict`` moves each state tensor to its parameter's device and
+    dtype, except Adam's ``step`` counter, which it leaves where it is unless the group is ``capturable`` or
+    ``fused`` (then it moves it to the parameter's device itself).  A non-capturable Adam wants ``step`` on
+    the CPU: loaded onto a GPU it still trains correctly but reads every counter back to the host each step.
+    """
     state: dict[int, dict[str, Tensor]] = {}
     for name, value in tensors.items():
         _, idx, key = name.split(".", 2)
@@ -157,13 +164,24 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch
 
 def load_checkpoint(state_path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Restore ``model`` and ``optimizer`` from a checkpoint; return its state JSON."""
+    """Restore ``model`` and ``optimizer`` (both already on their training device) from a checkpoint; return
+    its state JSON.
+
+    Everything is read onto the CPU and lands where the parameters live: ``Module.load_state_dict`` copies
+    into the parameters, and :func:`restore_optimizer` lets ``Optimizer.load_state_dict`` place the moments
+    on each parameter's device while Adam's ``step`` counters stay CPU tensors (what torch itself creates for
+    a non-capturable, non-fused Adam).  So a checkpoint written on one device resumes on another (CPU <->
+    CUDA) with the same values, exactly.  Loading the optimizer tensors straight onto the GPU, as this did
+    before, put the ``step`` counters there too: correct numbers, but a device-to-host read of every counter
+    in every step.  ``device`` is kept for callers' compatibility; the parameters' devices decide.
+    """
     from safetensors.torch import load_file
 
+    del device  # see the docstring: the parameters' own devices decide
     state = read_state(state_path)
     paths = checkpoint_paths(Path(state_path).parent.parent, int(state["step"]))
-    model.load_state_dict(load_file(str(paths["model"]), device=str(device)))
-    restore_optimizer(optimizer, load_file(str(paths["optim"]), device=str(device)), state["param_groups"])
+    model.load_state_dict(load_file(str(paths["model"]), device="cpu"))
+    restore_optimizer(optimizer, load_file(str(paths["optim"]), device="cpu"), state["param_groups"])
     return state
 
 

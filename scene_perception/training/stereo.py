@@ -12,6 +12,12 @@ Why it looks like this:
   model card (sha256, config, training record) the runtime loader verifies.
 * Multi-GPU is plain torchrun DDP: with ``WORLD_SIZE > 1`` in the environment each rank draws its own
   disjoint samples and rank 0 alone writes files.
+* For a timed run on a GPU (docs/training.md): ``amp`` runs the convolutions under autocast (bf16, or fp16
+  with a gradient scaler whose state is checkpointed) while the regression and the losses stay fp32;
+  ``minutes`` stops cleanly at a wall-clock budget; data-loader workers (sized to the machine on CUDA) render
+  ahead, and ``crops_per_pair`` cuts several crops from each rendered pair when rendering is the bottleneck.
+  The loop keeps its metrics on the device and syncs with the host only every ``log_every`` steps
+  (and at checkpoints), so the GPU is never idle waiting for a ``.item()``.
 
 Supervised objective: smooth-L1 on disparity + ``nll_weight`` * Laplace NLL for the uncertainty head
 (+ ``volume_weight`` * cross-entropy of the cost-volume distribution against the ground-truth level).
@@ -23,18 +29,24 @@ horizontally flipped, swapped images; the uncertainty head learns to predict the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from scene_perception.data.augment import augment_pair
 from scene_perception.data.procedural import ProceduralStereoDataset, SceneConfig
 from scene_perception.losses.stereo import (
     cost_volume_cross_entropy,
@@ -59,12 +71,25 @@ from scene_perception.training.checkpoints import (
     warm_start,
 )
 
-__all__ = ["TrainConfig", "build_parser", "find_latest_checkpoint", "main", "train_stereo"]
+__all__ = [
+    "AMP_DTYPES",
+    "MultiCropStereoDataset",
+    "TrainConfig",
+    "build_parser",
+    "default_num_workers",
+    "find_latest_checkpoint",
+    "main",
+    "train_stereo",
+]
 
 _LOG = logging.getLogger(__name__)
 
 DATA_DESCRIPTION = "procedural synthetic (scene_perception.data.procedural)"
 _EPE_WINDOW = 50  # steps averaged for the reported "final train EPE"
+LOG_NAME = "train_log.jsonl"  # one JSON object per log interval, appended across resumes (rank 0)
+
+#: ``--amp`` choices -> the autocast dtype (None: no autocast, the fp32 path bit-identical to before).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -74,7 +99,10 @@ class TrainConfig:
     model: str = field(default="lite", metadata={"help": "GC-Net config name (lite | paper)"})
     mode: str = field(default="supervised", metadata={"help": "supervised | self_supervised"})
     steps: int = field(default=2000, metadata={"help": "total optimisation steps (resume counts on)"})
-    batch_size: int = field(default=2, metadata={"help": "pairs per step (per process under DDP)"})
+    batch_size: int = field(
+        default=2, metadata={"help": "samples (crops) per step, per process under DDP; with crops_per_pair K "
+                                     "that is batch_size / K rendered pairs"}
+    )
     crop_height: int = field(default=256, metadata={"help": "training crop height (x size_divisor)"})
     crop_width: int = field(default=512, metadata={"help": "training crop width (x size_divisor)"})
     image_height: int | None = field(default=None, metadata={"help": "rendered height (default: crop)"})
@@ -124,7 +152,44 @@ class TrainConfig:
     checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints"})
     keep_checkpoints: int = field(default=3, metadata={"help": "checkpoints kept on disk (oldest deleted)"})
     num_threads: int = field(default=0, metadata={"help": "torch/OpenCV CPU threads (0: library default)"})
-    num_workers: int = field(default=0, metadata={"help": "data-loader worker processes"})
+    num_workers: int | None = field(
+        default=None,
+        metadata={"help": "data-loader worker processes rendering pairs ahead (default: 0 on CPU, where "
+                          "the training itself needs the cores; on CUDA the usable cores per local rank "
+                          "minus 2)"},
+    )
+    prefetch_factor: int = field(
+        default=4, metadata={"help": "batches each worker renders ahead (only with num_workers > 0)"}
+    )
+    crops_per_pair: int = field(
+        default=1,
+        metadata={"help": "random crops cut from each rendered pair (needs a rendered size larger than the "
+                          "crop and batch_size divisible by it); >1 when rendering, not the GPU, is the "
+                          "bottleneck. 1 keeps the data of earlier versions bit-identical"},
+    )
+    amp: str = field(
+        default="none",
+        metadata={"help": "mixed precision on the training device: none | bf16 (autocast) | fp16 (autocast + "
+                          "gradient scaler); regression and losses stay fp32"},
+    )
+    cudnn_benchmark: bool = field(
+        default=True, metadata={"help": "CUDA: let cuDNN time its conv algorithms for the fixed crop size"}
+    )
+    minutes: float = field(
+        default=0.0,
+        metadata={"help": "wall-clock budget of this invocation in minutes (0: none): stops before a step "
+                          "would end past it, then writes the checkpoint, weights and card as at the end"},
+    )
+    stop_at: int = field(
+        default=0,
+        metadata={"help": "end this invocation at this step as if interrupted (0: at steps); the learning-"
+                          "rate schedule still spans steps, so a later run with the same steps continues it"},
+    )
+    log_every: int = field(
+        default=10,
+        metadata={"help": "steps between host syncs: metrics to the progress bar and "
+                          "out_dir/train_log.jsonl, non-finite loss check"},
+    )
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
@@ -138,10 +203,21 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
         if self.volume_weight < 0:
             raise ValueError(f"volume_weight must be >= 0, got {self.volume_weight}")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {self.amp!r}")
         for name in ("steps", "batch_size", "crop_height", "crop_width", "checkpoint_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "prefetch_factor", "crops_per_pair", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("minutes", "stop_at"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.batch_size % self.crops_per_pair:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of crops_per_pair {self.crops_per_pair}"
+            )
         div = CONFIGS[self.model].size_divisor
         if self.crop_height % div or self.crop_width % div:
             raise ValueError(
@@ -152,6 +228,12 @@ class TrainConfig:
         if h < self.crop_height or w < self.crop_width:
             raise ValueError(
                 f"rendered size {h}x{w} is smaller than the crop {self.crop_height}x{self.crop_width}"
+            )
+        if self.crops_per_pair > 1 and (h, w) == (self.crop_height, self.crop_width):
+            raise ValueError(
+                f"crops_per_pair {self.crops_per_pair} needs a rendered size (image_height/image_width) "
+                f"larger than the crop {self.crop_height}x{self.crop_width}: otherwise every crop is the "
+                "same image"
             )
         if not 0 < self.min_disparity < self.max_disparity:
             raise ValueError(
@@ -185,16 +267,23 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     config: TrainConfig, recent_epe: list[float], keep: int) -> Path:
-    extra = {"seed": config.seed, "config": asdict(config), "recent_epe": recent_epe[-_EPE_WINDOW:]}
+                     config: TrainConfig, recent_epe: list[float], keep: int,
+                     scaler: torch.amp.GradScaler) -> Path:
+    extra: dict[str, Any] = {"seed": config.seed, "config": asdict(config),
+                             "recent_epe": recent_epe[-_EPE_WINDOW:]}
+    if scaler.is_enabled():
+        # fp16: the loss scale and its growth counter are optimizer state too; without them a resumed run
+        # would restart at 65536 and skip steps the uninterrupted run did not skip.
+        extra["grad_scaler"] = scaler.state_dict()
     return save_checkpoint(out_dir, step, model, optimizer, {"config": config.model}, extra, keep)
 
 
 def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     config: TrainConfig, device: torch.device) -> tuple[int, list[float]]:
+                     config: TrainConfig, device: torch.device) -> tuple[int, list[float], dict[str, Any]]:
+    """(step, recent EPE values, the whole state JSON) of a checkpoint restored into model and optimizer."""
     check_resume_config(state_path, config, ("model", "mode"))
     state = load_checkpoint(state_path, model, optimizer, device)
-    return int(state["step"]), [float(v) for v in state.get("recent_epe", [])]
+    return int(state["step"]), [float(v) for v in state.get("recent_epe", [])], state
 
 
 def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
@@ -217,13 +306,166 @@ def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on one: the ranks must stop at the same step, or the ones
+    still stepping would wait forever in DDP's gradient all-reduce."""
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def default_num_workers(device: torch.device, cores: int | None = None,
+                        local_ranks: int | None = None) -> int:
+    """Data-loader workers when ``num_workers`` is not given.
+
+    On CPU 0: the training step itself uses every core, and workers rendering next to it only slow it down
+    (and a worker pool makes short runs, e.g. tests, start seconds later).  On CUDA the GPU step is fast and
+    rendering on the CPU is the bottleneck, so all usable cores render, less 2 per process for the training
+    loop and its pin-memory thread: 14 on a 16-core machine.  ``cores`` defaults to the cores this process
+    may run on (``sched_getaffinity``, which respects taskset / cgroup cpusets, unlike ``cpu_count``),
+    ``local_ranks`` to torchrun's ``LOCAL_WORLD_SIZE`` (processes sharing the machine's cores).
+    """
+    if device.type != "cuda":
+        return 0
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if local_ranks is None:
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // max(1, local_ranks) - 2)
+
+
+def _init_worker(worker_id: int) -> None:
+    """One OpenCV thread per loader worker (torch already sets one intra-op thread there): N workers each
+    starting a full OpenCV pool for the renderer's blurs and resizes would oversubscribe the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _pair_tensors(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, nonoccluded: np.ndarray,
+                  max_disparity: float) -> dict[str, Tensor]:
+    """The tensors of one training sample, exactly as :class:`ProceduralStereoDataset` makes them."""
+    valid = np.isfinite(disparity) & (disparity >= 0) & (disparity <= max_disparity)
+    return {
+        "left": torch.from_numpy(np.ascontiguousarray(left.transpose(2, 0, 1))).float().div_(255.0),
+        "right": torch.from_numpy(np.ascontiguousarray(right.transpose(2, 0, 1))).float().div_(255.0),
+        "disparity": torch.from_numpy(np.ascontiguousarray(disparity))[None],
+        "valid": torch.from_numpy(np.ascontiguousarray(valid))[None],
+        "nonoccluded": torch.from_numpy(np.ascontiguousarray(nonoccluded))[None],
+    }
+
+
+class MultiCropStereoDataset(Dataset):
+    """Item ``i``: ``crops`` random windows of ``base``'s rendered pair ``i``, tensors of (crops, C, h, w).
+
+    Why: rendering a pair costs far more CPU than cutting a window out of it, so when the GPU waits for the
+    renderers, several crops per rendered pair give that many more (correlated) samples per second.  The
+    windows (stream 3) and each crop's augmentation (stream 2, crop index appended) are seeded from
+    ``(seed, index)`` like the base dataset's, so an item is the same in every run and worker and resuming
+    stays exact.  ``base`` must have a ``crop``; its own single-crop ``__getitem__`` is not used.
+    """
+
+    def __init__(self, base: ProceduralStereoDataset, crops: int) -> None:
+        if base.crop is None:
+            raise ValueError("MultiCropStereoDataset needs a base dataset with a crop size")
+        if crops <= 0:
+            raise ValueError(f"crops must be > 0, got {crops}")
+        self.base = base
+        self.crops = int(crops)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not 0 <= index < len(self.base):
+            raise IndexError(f"index {index} out of range for dataset of length {len(self.base)}")
+        base = self.base
+        assert base.crop is not None
+        s = base.sample(index)
+        ch, cw = base.crop
+        h, w = s.disparity.shape
+        rng = np.random.default_rng(np.random.SeedSequence([base.seed, int(index), 3]))
+        items = []
+        for c in range(self.crops):
+            y0 = int(rng.integers(0, h - ch + 1))
+            x0 = int(rng.integers(0, w - cw + 1))
+            win = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+            left, right = s.left[win], s.right[win]
+            if base.augment:
+                aug_rng = np.random.default_rng(np.random.SeedSequence([base.seed, int(index), 2, c]))
+                left, right = augment_pair(aug_rng, left, right)
+            items.append(_pair_tensors(left, right, s.disparity[win], s.nonoccluded[win], base.max_disparity))
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def _collate_crops(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Batch of :class:`MultiCropStereoDataset` items -> (pairs * crops, C, h, w), a crop per sample."""
+    return {key: value.flatten(0, 1) for key, value in default_collate(items).items()}
+
+
+def _make_loader(config: TrainConfig, start: int, end: int, rank: int, world: int, device: torch.device,
+                 num_workers: int) -> DataLoader:
+    """The loader of steps ``start .. end-1`` on this rank.
+
+    Sample index = (step * world + rank) * pairs_per_step + i: deterministic per step and disjoint across
+    ranks, so resuming at ``start`` needs no loader state.  With ``crops_per_pair`` 1 this is the dataset and
+    the index order of earlier versions (bit-identical data).  Workers are persistent (a second pass over a
+    loader, e.g. a validation loop, would not fork and import again), pinned memory lets the host-to-GPU
+    copies run asynchronously (``non_blocking``), and each worker renders ``prefetch_factor`` batches ahead.
+    """
+    h, w = config.render_size
+    k = config.crops_per_pair
+    pairs_per_step = config.batch_size // k
+    dataset = ProceduralStereoDataset(
+        length=max(1, config.steps * world * pairs_per_step), width=w, height=h,
+        max_disparity=config.max_disparity, min_disparity=config.min_disparity, seed=config.seed,
+        crop=(config.crop_height, config.crop_width), nuisance=config.nuisance,
+        texture_dir=config.texture_dir, augment=config.augment,
+        scene=SceneConfig(sky_probability=config.sky_probability),
+    )
+    data: Dataset = dataset if k == 1 else MultiCropStereoDataset(dataset, k)
+    indices = [(s * world + rank) * pairs_per_step + i
+               for s in range(start, end) for i in range(pairs_per_step)]
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor,
+                 "worker_init_fn": _init_worker}
+    return DataLoader(data, batch_size=pairs_per_step, sampler=indices, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", drop_last=False,
+                      collate_fn=None if k == 1 else _collate_crops, **extra)
+
+
+@contextlib.contextmanager
+def _batches(loader: DataLoader) -> Iterator[Iterator[dict[str, Tensor]]]:
+    """Iterate ``loader`` and shut its workers down on leaving, also on an early stop or an error: persistent
+    workers would otherwise keep rendering prefetched batches until the loader is garbage-collected."""
+    it = iter(loader)
+    try:
+        yield it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # multi-process iterators only
+        if shutdown is not None:
+            shutdown()
+
+
+def _autocast(device: torch.device, amp: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """Context factory for the forward pass: autocast on the training device, or nothing for ``none`` (so
+    the fp32 path is not even wrapped)."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def _flip(x: Tensor) -> Tensor:
     return torch.flip(x, dims=[3])
 
 
 def _supervised_loss(config: TrainConfig, disp: Tensor, log_scale: Tensor, gt: Tensor, valid: Tensor
-                     ) -> tuple[Tensor, dict[str, float]]:
-    """Smooth L1 + weighted Laplace NLL.
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Smooth L1 + weighted Laplace NLL; the parts come back as detached device tensors (no host sync).
 
     The NLL sees a detached disparity: the smooth-L1 term alone shapes the disparity, so the uncertainty
     head cannot lower the loss by down-weighting hard pixels' disparity gradients (loss attenuation); it
@@ -231,19 +473,20 @@ def _supervised_loss(config: TrainConfig, disp: Tensor, log_scale: Tensor, gt: T
     """
     l1 = smooth_l1_disparity(disp, gt, valid)
     nll = laplace_nll(disp.detach(), log_scale, gt, valid)
-    return l1 + config.nll_weight * nll, {"l1": l1.item(), "nll": nll.item()}
+    return l1 + config.nll_weight * nll, {"l1": l1.detach(), "nll": nll.detach()}
 
 
-def _self_supervised_loss(config: TrainConfig, model: nn.Module, left: Tensor, right: Tensor
-                          ) -> tuple[Tensor, Tensor, dict[str, float]]:
+def _self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tensor, ...]], left: Tensor,
+                          right: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Photometric + smoothness + left-right consistency; returns (loss, left disparity, parts).
 
     The right view's disparity comes from the same network on ``(flip(right), flip(left))``: mirrored,
     the right image becomes a "left" image whose matches lie at ``x - d``.  Both passes run as one batch
-    (one forward per step keeps DDP's gradient bookkeeping simple and is faster).
+    (one forward per step keeps DDP's gradient bookkeeping simple and is faster).  ``forward`` runs the
+    network (under autocast when asked) and returns fp32 outputs; the loss itself is computed in fp32.
     """
     b, _, _, w = left.shape
-    disp_all, logs_all = model(torch.cat([left, _flip(right)]), torch.cat([right, _flip(left)]))
+    disp_all, logs_all = forward(torch.cat([left, _flip(right)]), torch.cat([right, _flip(left)]))
     disp_l, disp_r_flipped = disp_all[:b], disp_all[b:]
     log_scale_l = logs_all[:b]
     disp_r = _flip(disp_r_flipped)
@@ -258,9 +501,63 @@ def _self_supervised_loss(config: TrainConfig, model: nn.Module, left: Tensor, r
     nll = laplace_nll(disp_l.detach(), log_scale_l, target)
     loss = (photo_l + photo_r + config.smoothness_weight * smooth + config.lr_consistency_weight * lr_term
             + config.nll_weight * nll)
-    parts = {"photo": (photo_l + photo_r).item() / 2, "smooth": smooth.item(), "lrc": lr_term.item(),
-             "nll": nll.item()}
+    parts = {"photo": (photo_l + photo_r).detach() / 2, "smooth": smooth.detach(), "lrc": lr_term.detach(),
+             "nll": nll.detach()}
     return loss, disp_l, parts
+
+
+class _StepMetrics:
+    """Per-step metrics kept on the training device and read back once per log interval.
+
+    Why: a ``.item()`` per metric per step makes the host wait for the GPU 3-5 times a step, so the GPU idles
+    while Python prepares the next launch.  Here a step only appends a stacked tensor; :meth:`flush` copies
+    the interval's values in one transfer, checks the loss is finite (the error names the first bad step;
+    a flush precedes every checkpoint, so none is written with a non-finite loss), extends the EPE window
+    stored in checkpoints, and writes one JSON line with the means and the throughput.
+    """
+
+    def __init__(self, recent_epe: list[float], samples_per_step: int, crops_per_pair: int,
+                 log_file: TextIO | None) -> None:
+        self.recent_epe = recent_epe
+        self.samples_per_step = samples_per_step
+        self.crops_per_pair = crops_per_pair
+        self.log_file = log_file
+        self.names: list[str] = []
+        self.pending: list[Tensor] = []
+        self.data_wait_s = 0.0  # host time spent waiting for the loader in this interval
+        self.t_last = time.monotonic()
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        if not self.names:
+            self.names = list(values)
+        self.pending.append(torch.stack([v.detach().float().reshape(()) for v in values.values()]))
+
+    def flush(self, step: int, lr: float, elapsed_s: float) -> dict[str, float] | None:
+        """Means over the steps since the last flush (which end at ``step``), or None when there were none."""
+        if not self.pending:
+            return None
+        rows = torch.stack(self.pending).tolist()  # the interval's one host sync
+        self.pending = []
+        n, first = len(rows), step - len(rows)
+        for i, row in enumerate(rows):
+            if not math.isfinite(row[0]):
+                raise FloatingPointError(
+                    f"loss became {row[0]} at step {first + i}; lower lr or check the data"
+                )
+        self.recent_epe[:] = (self.recent_epe + [row[1] for row in rows])[-_EPE_WINDOW:]
+        now = time.monotonic()
+        dt = max(now - self.t_last, 1e-9)
+        sps = n * self.samples_per_step / dt
+        out: dict[str, float] = {"step": step, "lr": lr}
+        columns = zip(*rows, strict=True)
+        out.update({name: sum(col) / n for name, col in zip(self.names, columns, strict=True)})
+        out.update({"samples_per_s": sps, "pairs_per_s": sps / self.crops_per_pair,
+                    "data_wait_frac": min(1.0, self.data_wait_s / dt), "elapsed_s": elapsed_s})
+        self.t_last, self.data_wait_s = now, 0.0
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(out) + "\n")
+            self.log_file.flush()
+        return out
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -268,8 +565,20 @@ def train_stereo(config: TrainConfig) -> Path:
     """Train (or resume) and return the path of the final ``.safetensors`` weights (with model card).
 
     Resumes from the newest complete checkpoint in ``config.out_dir/checkpoints`` when there is one; a
-    run whose checkpoint already reached ``config.steps`` only (re)writes the final weights.
+    run whose checkpoint already reached ``config.steps`` (or ``stop_at``) only (re)writes the final weights.
+    The programmatic entry point: a GPU run script builds a :class:`TrainConfig` and calls this, no CLI.
+    ``minutes`` counts from this call's start (setup, resume and worker start-up included).
     """
+    t_begin = time.monotonic()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        return _train_stereo(config, t_begin)
+    finally:  # a process-wide flag: leave it as found for whatever runs next in this process (tests)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
+    """:func:`train_stereo`'s body; ``t_begin`` is when the call started (``time.monotonic``)."""
     config.validate()
     if config.num_threads > 0:
         import cv2
@@ -277,6 +586,8 @@ def train_stereo(config: TrainConfig) -> Path:
         torch.set_num_threads(config.num_threads)
         cv2.setNumThreads(config.num_threads)
     rank, world, device = _setup_distributed(config)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     out_dir = Path(config.out_dir)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,100 +595,167 @@ def train_stereo(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     model = GCNet(CONFIGS[config.model]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     start, recent_epe = 0, []
     latest = find_latest_checkpoint(out_dir)
     if latest is not None:
-        start, recent_epe = _load_checkpoint(latest, model, optimizer, config, device)
+        start, recent_epe, state = _load_checkpoint(latest, model, optimizer, config, device)
+        if scaler.is_enabled() and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
         if rank == 0:
             _LOG.info("resuming from %s at step %d", latest, start)
     elif config.init_weights:
         warm_start(model, Path(config.init_weights), log=rank == 0)
     start = min(start, config.steps)
+    end = max(start, min(config.steps, config.stop_at) if config.stop_at else config.steps)
 
     net: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = _autocast(device, config.amp)
 
-    h, w = config.render_size
+    def forward(*args: Tensor, **kwargs: Any) -> tuple[Tensor, ...]:
+        """The network under autocast; outputs back to fp32 so every loss is computed in fp32."""
+        with autocast():
+            out = net(*args, **kwargs)
+        return tuple(t.float() for t in out)
+
+    num_workers = default_num_workers(device) if config.num_workers is None else config.num_workers
     per_step = config.batch_size * world
-    dataset = ProceduralStereoDataset(
-        length=max(1, config.steps * per_step), width=w, height=h, max_disparity=config.max_disparity,
-        min_disparity=config.min_disparity, seed=config.seed, crop=(config.crop_height, config.crop_width),
-        nuisance=config.nuisance, texture_dir=config.texture_dir, augment=config.augment,
-        scene=SceneConfig(sky_probability=config.sky_probability),
-    )
-    # Sample index = (step * world + rank) * batch + i: deterministic per step, disjoint across ranks.
-    indices = [(s * world + rank) * config.batch_size + i for s in range(start, config.steps)
-               for i in range(config.batch_size)]
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices,
-                        num_workers=config.num_workers, pin_memory=device.type == "cuda", drop_last=False)
+    budget_s = config.minutes * 60.0
 
     from tqdm import tqdm
 
     bar = tqdm(total=config.steps, initial=start, disable=not config.progress or rank != 0,
                desc=f"train {config.model} ({config.mode})", dynamic_ncols=True)
+    log_file = (out_dir / LOG_NAME).open("a", encoding="utf-8") if rank == 0 and end > start else None
+    metrics = _StepMetrics(recent_epe, per_step, config.crops_per_pair, log_file)
     net.train()
     step = start
-    last_loss = float("nan")
-    for batch in loader:
-        left = batch["left"].to(device, non_blocking=True)
-        right = batch["right"].to(device, non_blocking=True)
-        gt = batch["disparity"].to(device, non_blocking=True)
-        valid = batch["valid"].to(device, non_blocking=True) & (gt < model.max_disparity)
-        lr = learning_rate(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    stopped_early = False
+    step_s: float | None = None  # running mean of one step's wall time, for the budget
+    t_first: float | None = None  # end of this run's first step: throughput excludes the start-up
+    try:
+        loader = _make_loader(config, start, end, rank, world, device, num_workers) if end > start else None
+        with contextlib.ExitStack() as stack:
+            batches = stack.enter_context(_batches(loader)) if loader is not None else iter(())
+            metrics.t_last = t_prev = time.monotonic()
+            while step < end:
+                t_wait = time.monotonic()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                metrics.data_wait_s += time.monotonic() - t_wait
+                left = batch["left"].to(device, non_blocking=True)
+                right = batch["right"].to(device, non_blocking=True)
+                gt = batch["disparity"].to(device, non_blocking=True)
+                valid = batch["valid"].to(device, non_blocking=True) & (gt < model.max_disparity)
+                lr = learning_rate(config, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
-        if config.mode == "supervised" and config.volume_weight > 0:
-            disp, log_scale, cost = net(left, right, return_cost=True)
-            loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
-            volume = cost_volume_cross_entropy(cost, gt, valid, model.cost_stride)
-            loss = loss + config.volume_weight * volume
-            parts["volume"] = volume.item()
-        elif config.mode == "supervised":
-            disp, log_scale = net(left, right)
-            loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
-        else:
-            loss, disp, parts = _self_supervised_loss(config, net, left, right)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+                parts: dict[str, Tensor]
+                if config.mode == "supervised" and config.volume_weight > 0:
+                    disp, log_scale, cost = forward(left, right, return_cost=True)
+                    loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
+                    volume = cost_volume_cross_entropy(cost, gt, valid, model.cost_stride)
+                    loss = loss + config.volume_weight * volume
+                    parts["volume"] = volume.detach()
+                elif config.mode == "supervised":
+                    disp, log_scale = forward(left, right)
+                    loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
+                else:
+                    loss, disp, parts = _self_supervised_loss(config, forward, left, right)
+                optimizer.zero_grad(set_to_none=True)
+                # A disabled scaler (amp none / bf16) passes these calls straight through.
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)  # fp16: skips the step (and lowers the scale) on inf/NaN gradients
+                scaler.update()
 
-        with torch.no_grad():  # monitoring only: labels never enter the self-supervised loss
-            epe = float(masked_mean((disp.detach() - torch.where(valid, gt, disp.detach())).abs(), valid))
-        last_loss = loss.item()
-        if not math.isfinite(last_loss):
-            raise FloatingPointError(f"loss became {last_loss} at step {step}; lower lr or check the data")
-        recent_epe = (recent_epe + [epe])[-_EPE_WINDOW:]
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.3f}", epe=f"{epe:.2f}", lr=f"{lr:.1e}",
-                        **{k: f"{v:.3f}" for k, v in parts.items()})
-        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-            _save_checkpoint(out_dir, step, model, optimizer, config, recent_epe, config.keep_checkpoints)
-    bar.close()
+                with torch.no_grad():  # monitoring only: labels never enter the self-supervised loss
+                    d = disp.detach()
+                    epe = masked_mean((d - torch.where(valid, gt, d)).abs(), valid)
+                metrics.add({"loss": loss.detach(), "epe": epe, **parts})
+                step += 1
+                bar.update(1)
+
+                now = time.monotonic()
+                # The first step (worker start-up, cuDNN autotuning) would dominate a running mean for
+                # long, so the second step's time replaces it.
+                dt = now - t_prev
+                step_s = dt if step_s is None or step - start == 2 else 0.9 * step_s + 0.1 * dt
+                t_prev = now
+                t_first = now if t_first is None else t_first
+                at_log = step % config.log_every == 0 or step == end
+                if budget_s > 0 and (world == 1 or at_log):
+                    # Stop before a step that would end past the budget; under DDP the ranks agree only at
+                    # log steps (a collective), so there the horizon is a whole log interval.
+                    horizon = 1 if world == 1 else config.log_every
+                    out_of_time = now - t_begin + horizon * step_s >= budget_s
+                    if world > 1:
+                        out_of_time = _any_rank(out_of_time, device)
+                    stopped_early = out_of_time and step < end
+                at_checkpoint = step % config.checkpoint_every == 0 or step == end or stopped_early
+                if at_log or at_checkpoint:  # the same steps on every rank
+                    row = metrics.flush(step, lr, now - t_begin)
+                    if row is not None:
+                        bar.set_postfix(
+                            loss=f"{row['loss']:.3f}", epe=f"{row['epe']:.2f}", lr=f"{lr:.1e}",
+                            **{k: f"{row[k]:.3f}" for k in parts},
+                            **{"samples/s": f"{row['samples_per_s']:.1f}"},
+                        )
+                if rank == 0 and at_checkpoint:
+                    _save_checkpoint(out_dir, step, model, optimizer, config, metrics.recent_epe,
+                                     config.keep_checkpoints, scaler)
+                if stopped_early:
+                    break
+        metrics.flush(step, learning_rate(config, max(step - 1, 0)), time.monotonic() - t_begin)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    t_end = time.monotonic()
+    recent_epe = metrics.recent_epe
+    if stopped_early and rank == 0:
+        _LOG.warning("time budget of %g min reached at step %d of %d: checkpoint and weights written; "
+                     "the learning-rate schedule spans all %d steps (lr now %.2e): run again with the same "
+                     "out_dir to continue it", config.minutes, step, config.steps, config.steps,
+                     learning_rate(config, step))
 
     final_epe = float(sum(recent_epe) / len(recent_epe)) if recent_epe else float("nan")
+    samples_per_s = ((step - start - 1) * per_step / (t_end - t_first)
+                     if t_first is not None and step - start > 1 and t_end > t_first else None)
     final_path = out_dir / f"{config.final_name}.safetensors"
     if rank == 0:
         if latest is None or step > start:
-            _LOG.info("trained %d steps; mean train EPE over the last %d steps: %.3f px", step - start,
-                      len(recent_epe), final_epe)
+            _LOG.info("trained %d steps; mean train EPE over the last %d steps: %.3f px; %s samples/s",
+                      step - start, len(recent_epe), final_epe,
+                      "-" if samples_per_s is None else f"{samples_per_s:.1f}")
         training = {
             "config": asdict(config),
             "data": DATA_DESCRIPTION,
             "mode": config.mode,
             "steps": step,
+            "steps_planned": config.steps,
+            "steps_this_run": step - start,
+            "minutes_budget": config.minutes or None,
+            "stopped_by_budget": stopped_early,
+            "wall_s_this_run": round(t_end - t_begin, 2),
+            "amp": config.amp,
+            "num_workers": num_workers,
+            "crops_per_pair": config.crops_per_pair,
             "world_size": world,
             "device": str(device),
             "torch": torch.__version__,
         }
-        metrics = {"train_epe_px": final_epe, "train_epe_window_steps": len(recent_epe)}
-        card = {"name": config.final_name, "trained": True, "training": training, "metrics": metrics}
+        card_metrics = {"train_epe_px": final_epe, "train_epe_window_steps": len(recent_epe),
+                        "samples_per_s": samples_per_s}
+        card = {"name": config.final_name, "trained": True, "training": training, "metrics": card_metrics}
         save_stereo_model(model, final_path, card)
     if world > 1:
         import torch.distributed as dist
@@ -389,8 +767,9 @@ def train_stereo(config: TrainConfig) -> Path:
 
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser(prog: str = "scene-perception train stereo") -> argparse.ArgumentParser:
-    """Argument parser generated from :class:`TrainConfig`, so the CLI cannot drift from the config."""
-    return dataclass_parser(TrainConfig, prog, __doc__.split("\n\n")[0])
+    """Argument parser generated from :class:`TrainConfig`, so the CLI cannot drift from the config
+    (``--amp`` takes one of :data:`AMP_DTYPES`)."""
+    return dataclass_parser(TrainConfig, prog, __doc__.split("\n\n")[0], choices={"amp": list(AMP_DTYPES)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
