@@ -109,15 +109,12 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     from scene_perception.engines.onnx_export import OnnxExportError, check_onnx
     from scene_perception.engines.tensorrt_engine import (
         build_serialized_engine,
-        calibration_digest,
+        engine_key_extra,
         gpu_name,
-        load_calibration_pairs,
         tensorrt_unavailable_reason,
         tensorrt_version,
     )
 
-    if args.int8 and not args.calib_dir:
-        raise SystemExit("error: --int8 needs --calib-dir DIR with rectified stereo pairs for calibration")
     try:
         report = check_onnx(args.onnx)
     except OnnxExportError as exc:
@@ -131,12 +128,6 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
             "Export works anywhere (export-onnx); build the engine on the target machine."
         )
     shape = report.inputs.get("left", ())
-    calibration = None
-    if args.int8:
-        try:
-            calibration = load_calibration_pairs(args.calib_dir, int(shape[-2]), int(shape[-1]))
-        except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from exc
     precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
     output = Path(args.output)
     try:
@@ -145,7 +136,6 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
             output,
             fp16=args.fp16 or args.int8,
             int8=args.int8,
-            calibration=calibration,
             workspace_mb=args.workspace_mb,
         )
     except (EngineError, ValueError) as exc:
@@ -159,7 +149,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
         tensorrt_version=tensorrt_version(),
         artifact="tensorrt",
         opset=report.opset,
-        extra=calibration_digest(calibration) if calibration else "",
+        extra=engine_key_extra(precision),  # as the cache keys its own builds, so the file can join one
     )
     EngineCache(output.parent).write_metadata(key, output, build=meta)
     size_mb = output.stat().st_size / 1e6
@@ -287,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, help="graph written by export-onnx")
     p.add_argument("--output", required=True, help="output .engine (a .json with its sha256 goes beside)")
     p.add_argument("--fp16", action="store_true", help="allow FP16 kernels (recommended)")
-    p.add_argument("--int8", action="store_true", help="INT8 with entropy calibration (needs --calib-dir)")
-    p.add_argument("--calib-dir", default=None, help="rectified pairs: left/ + right/, or *left* + *right*")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8 from a graph that already carries Q/DQ nodes (explicit quantization, e.g. "
+                        "NVIDIA ModelOpt); TensorRT 11 removed implicit calibration (docs/backends.md)")
     p.add_argument("--workspace-mb", type=int, default=4096, help="TensorRT builder workspace limit")
 
     p = sub.add_parser(
