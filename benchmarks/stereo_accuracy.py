@@ -107,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Aloe max disparity as a fraction of the image width (never from GT)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per method on Aloe (median)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
+    p.add_argument("--device", default="cpu", help="torch device of the network and refinement (cpu | cuda)")
     p.add_argument("--json", type=Path, default=None, help="write all results to this JSON file")
     p.add_argument("--figure", type=Path, default=None, help="save an Aloe comparison figure (PNG)")
     p.add_argument("--update-card", type=Path, default=None,
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Same weights, other inference setting (the forward reads it from the config).
         model.config = dataclasses.replace(model.config, regression_window=args.regression_window)
     refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
-    pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=refinement)
+    pipeline = StereoDepthPipeline(model, device=args.device, compute_points=False,
+                                   local_refinement=refinement)
     c = SGBMConfig()
     results: dict[str, Any] = {
         "model": {"name": info.name, "config": info.config_name, "trained": info.trained,
