@@ -51,7 +51,6 @@ from scene_perception.evaluation.metrics import (  # noqa: E402
     pool_metrics,
 )
 from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.disparity_range import predict_disparity  # noqa: E402
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
 
@@ -268,14 +267,16 @@ def run_aloe(
     range_full = range_from_width(w, args.range_fraction)
     range_half = range_from_width(hw, args.range_fraction)
 
+    def ours(lt: np.ndarray, rt: np.ndarray, max_disparity: float) -> np.ndarray:
+        pipeline.max_disparity = max_disparity  # the pipeline shrinks the pair when the range needs it
+        return pipeline(lt, rt).disparity
+
     def ours_full() -> np.ndarray:
-        return predict_disparity(pipeline, left, right, max_disparity=range_full,
-                                 model_max_disparity=model_max)[0]
+        return ours(left, right, range_full)
 
     def ours_half() -> np.ndarray:
-        d = predict_disparity(pipeline, left_h, right_h, max_disparity=range_half,
-                              model_max_disparity=model_max)[0]
-        # Bilinear for a dense smooth prediction, the same upsampling predict_disparity uses internally.
+        d = ours(left_h, right_h, range_half)
+        # Bilinear for a dense smooth prediction, the same upsampling the pipeline uses internally.
         return cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / hw)
 
     rows: list[dict[str, Any]] = []
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(markdown_table(aloe["rows"]))
         if aloe["range_full"] > model.max_disparity:
             print(f"\nOurs at full input: the {aloe['range_full']} px range exceeds the model's "
-                  f"{model.max_disparity} px, so predict_disparity runs it on images shrunk by "
+                  f"{model.max_disparity} px, so the pipeline runs it on images shrunk by "
                   f"{model.max_disparity / aloe['range_full']:.2f}, scales the result back and, with the "
                   "local refinement on, refines it again at full resolution.")
         print("\nBaseline recorded in the notes (for comparison with the SGBM (notes' range) rows):\n")

@@ -24,17 +24,12 @@ def _read_rgb(path: str) -> np.ndarray:  # noqa: F821 (numpy imported lazily)
 def cmd_depth(args: argparse.Namespace) -> int:
     """Disparity for one stereo pair, written as float32 .npy at the input resolution."""
     import numpy as np
-    import torch
 
     from scene_perception.engines.base import EngineError
-    from scene_perception.engines.cache import model_digest, prepare_cache_dir
-    from scene_perception.engines.select import choose_backend, create_engine
-    from scene_perception.models.weights import ModelLoadError, load_stereo_model
-    from scene_perception.pipelines.disparity_range import predict_disparity
-    from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+    from scene_perception.models.weights import ModelLoadError
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     left, right = _read_rgb(args.left), _read_rgb(args.right)
     if left.shape != right.shape:
         raise SystemExit(
@@ -42,24 +37,17 @@ def cmd_depth(args: argparse.Namespace) -> int:
             f"{right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
         )
     try:
-        model, info = load_stereo_model(args.model, args.weights)
-        choice = choose_backend(args.backend, args.device)
-        cache_dir = prepare_cache_dir(args.engine_cache_dir) if choice.backend != "torch" else None
-        engine = create_engine(
-            choice,
-            model,
-            model_sha256=model_digest(model, info.sha256),
-            cache_dir=cache_dir,
-            num_threads=args.threads,
+        setup = build_stereo_pipeline(
+            args.model, args.weights, backend=args.backend, device=args.device,
+            engine_cache_dir=args.engine_cache_dir, num_threads=args.threads, compute_points=False,
+            max_disparity=args.max_disparity,
+            local_refinement=None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT,
         )
-        pipeline = StereoDepthPipeline(engine, compute_points=False)
-        if args.no_local_refinement:
-            pipeline.local_refinement = None
-        disparity, std = predict_disparity(
-            pipeline, left, right, args.max_disparity, float(model.max_disparity)
-        )
+        result = setup.pipeline(left, right)
     except (ModelLoadError, EngineError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    engine, info = setup.pipeline.engine, setup.info
+    disparity, std = result.disparity, result.disparity_std
     logging.getLogger(__name__).info("inference: %s", engine.describe())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -144,23 +144,19 @@ for relpath in ("benchmarks/engines.py", "benchmarks/stereo_accuracy.py"):
 
 
 def run_pipeline():
-    """The offline ``depth`` command's construction (cli.cmd_depth), on a small random pair."""
+    """The one stereo pipeline factory (node, ``depth``, benchmarks), on a small random pair."""
     import numpy as np
 
-    from scene_perception.engines.cache import model_digest
-    from scene_perception.engines.select import choose_backend, create_engine
-    from scene_perception.models.weights import load_stereo_model
-    from scene_perception.pipelines.disparity_range import predict_disparity
-    from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
-    model, info = load_stereo_model("lite", os.path.join(REPO, "models", "lite.safetensors"))
-    choice = choose_backend("torch", "cpu")
-    engine = create_engine(choice, model, model_sha256=model_digest(model, info.sha256), num_threads=1)
-    pipeline = StereoDepthPipeline(engine, compute_points=False)
+    setup = build_stereo_pipeline("lite", os.path.join(REPO, "models", "lite.safetensors"),
+                                  backend="torch", device="cpu", num_threads=1, compute_points=False)
+    info, choice = setup.info, setup.choice
     rng = np.random.default_rng(19)
     left = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
     right = np.roll(left, -4, axis=1)
-    disparity, std = predict_disparity(pipeline, left, right, None, float(model.max_disparity))
+    result = setup.pipeline(left, right)
+    disparity, std = result.disparity, result.disparity_std
     return {"trained": info.trained, "backend": choice.backend, "shape": list(disparity.shape),
             "std_shape": list(std.shape), "dtype": str(disparity.dtype),
             "finite": bool(np.isfinite(disparity).all()), "std_finite": bool(np.isfinite(std).all())}

@@ -14,7 +14,11 @@ from torch import nn
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.models.gcnet import GCNet
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
-from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
+from scene_perception.pipelines.stereo_depth import (
+    AUTO_MIN_DISPARITY_PX,
+    StereoDepthPipeline,
+    StereoDepthResult,
+)
 
 
 class ColumnModel(nn.Module):
@@ -277,10 +281,8 @@ def test_refine_applies_the_pipelines_refinement_to_a_given_disparity() -> None:
         pipe.refine(left, right, start[:, 1:], std)
 
 
-def test_predict_disparity_refines_again_at_the_input_resolution() -> None:
-    """Above the model's range the pair is shrunk; the scaled-up result is refined at full resolution."""
-    from scene_perception.pipelines.disparity_range import predict_disparity
-
+def test_a_range_beyond_the_network_is_run_shrunk_and_refined_again_at_the_input_resolution() -> None:
+    """Above the network's range the pair is shrunk; the scaled-up result is refined at full resolution."""
     rng = np.random.default_rng(3)
     noise = cv2.GaussianBlur(rng.random((64, 256 + 64)).astype(np.float32), (0, 0), 1.5)
     noise = (255 * (noise - noise.min()) / np.ptp(noise)).astype(np.uint8)
@@ -288,14 +290,17 @@ def test_predict_disparity_refines_again_at_the_input_resolution() -> None:
     left = np.repeat(noise[:, 32:32 + 256, None], 3, axis=2)
     right = np.repeat(noise[:, 32 + int(truth):32 + int(truth) + 256, None], 3, axis=2)
     model = ColumnModel(scale=0.0)
+    model.max_disparity = 32  # the network's range: 64 needs the pair at half size
     # A network that is 1 px off at its own (half) scale, so 2 px off once scaled back up.
     off = truth / 2 + 1.0
     model.forward = lambda a, b: (torch.full_like(a[:, :1], off), torch.zeros_like(a[:, :1]))  # noqa: E731
-    pipe = StereoDepthPipeline(model, local_refinement=None)
-    coarse, _ = predict_disparity(pipe, left, right, max_disparity=64, model_max_disparity=32)
+    pipe = StereoDepthPipeline(model, local_refinement=None, max_disparity=64)
+    result = pipe(left, right)
+    assert result.scale == 0.5 and result.max_disparity == 64.0 and result.disparity.shape == (64, 256)
+    coarse = result.disparity
     assert np.median(np.abs(coarse[:, 40:-8] - truth)) > 1.9
     pipe.local_refinement = LocalRefinementConfig()
-    fine, _ = predict_disparity(pipe, left, right, max_disparity=64, model_max_disparity=32)
+    fine = pipe(left, right).disparity
     assert np.median(np.abs(fine[:, 40:-8] - truth)) < 0.2
 
 
@@ -335,3 +340,63 @@ def test_min_texture_invalidates_flat_regions_only() -> None:
     np.testing.assert_array_equal(on.disparity, off.disparity)  # only the mask changes
     on_pipe.min_texture = 0.0  # live: the node sets the attribute on a parameter change
     assert on_pipe(left, right).valid[:, 66:94].all()
+
+
+def _constant_network(value: float, max_disparity: int = 128) -> ColumnModel:
+    """A network answering ``value`` everywhere; its inputs are recorded in ``sizes`` (shared with the
+    engine's copy: the function, not the module, does the recording)."""
+    model = ColumnModel(scale=0.0)
+    model.max_disparity = max_disparity
+    sizes: list[tuple[int, ...]] = []
+
+    def forward(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sizes.append(tuple(a.shape))
+        return torch.full_like(a[:, :1], value), torch.zeros_like(a[:, :1])
+
+    model.forward = forward
+    model.sizes = sizes
+    return model
+
+
+def test_saturated_disparities_are_invalid_and_counted() -> None:
+    """A soft arg-min at the top of its range means "this far or nearer": such pixels are never published
+    (as farther than they are); one step lower is an ordinary valid value."""
+    left, right = _images(32, 160)
+    cam = _camera(32, 160)
+    # No disparity_step on this stand-in: the pipeline assumes lite's 4 px, so >= 128 - 6 is saturated.
+    top = StereoDepthPipeline(_constant_network(124.0), local_refinement=None)(left, right, cam)
+    assert top.saturated == left.shape[0] * left.shape[1] and not top.valid.any()
+    assert np.isnan(top.depth).all()
+    below = StereoDepthPipeline(_constant_network(121.0), local_refinement=None)(left, right, cam)
+    assert below.saturated == 0 and below.valid[:, 121:].all()
+    assert top.max_disparity == below.max_disparity == 128.0
+
+
+def test_max_depth_sets_the_disparity_floor() -> None:
+    """Default (auto): disparities at or below 1 px are invalid, so no depth of hundreds of km is published;
+    an explicit max_depth sets the floor at f*B / max_depth."""
+    left, right = _images(32, 96)
+    cam = _camera(32, 96)  # f*B in px*m below
+    fb = cam.focal_baseline
+    auto = StereoDepthPipeline(_constant_network(0.8), local_refinement=None)(left, right, cam)
+    assert not auto.valid.any() and auto.min_disparity == AUTO_MIN_DISPARITY_PX
+    ok = StereoDepthPipeline(_constant_network(1.5), local_refinement=None)(left, right, cam)
+    assert ok.valid[:, 2:].all() and np.nanmax(ok.depth) == pytest.approx(fb / 1.5, rel=1e-5)
+    far = fb / 3.0  # depth of a 3 px disparity
+    near_only = StereoDepthPipeline(_constant_network(2.5), local_refinement=None, max_depth=far)
+    res = near_only(left, right, cam)
+    assert not res.valid.any() and res.min_disparity == pytest.approx(3.0)
+    assert StereoDepthPipeline(_constant_network(3.5), local_refinement=None, max_depth=far)(
+        left, right, cam).valid[:, 4:].all()
+
+
+def test_max_network_pixels_runs_the_network_on_a_smaller_pair() -> None:
+    model = _constant_network(5.0)
+    left, right = _images(64, 128)
+    pipe = StereoDepthPipeline(model, local_refinement=None, max_network_pixels=32 * 64)
+    res = pipe(left, right)
+    assert model.sizes[-1] == (1, 3, 32, 64)
+    assert res.scale == pytest.approx(0.5) and res.disparity.shape == (64, 128)
+    # 5 px at half size are 10 px at the input size; the range searched doubles too.
+    np.testing.assert_allclose(res.disparity[4:-4, 8:-8], 10.0, rtol=1e-5)
+    assert res.max_disparity == 256.0

@@ -96,6 +96,10 @@ class InferenceEngine(ABC):
     size_divisor: int = 1
     #: Disparity range of the network in input px (None when the engine does not know).
     max_disparity: int | None = None
+    #: Input px between neighbouring disparity hypotheses where the soft arg-min regresses (lite 4, paper 1):
+    #: the largest disparity the network can output is ``max_disparity - disparity_step``, and a pixel there
+    #: is saturated (its true disparity may be anything larger). None when the engine does not know.
+    disparity_step: int | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:

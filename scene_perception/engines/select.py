@@ -366,14 +366,19 @@ def create_engine(
         return engine
 
     factory = build_ort if choice.backend == "onnxruntime" else build_trt
+    engine: InferenceEngine
     if input_hw is not None:
-        return factory((int(input_hw[0]), int(input_hw[1])))
-    return PerResolutionEngine(
-        factory,
-        backend=choice.backend,
-        device=choice.device,
-        precision=choice.precision,
-        size_divisor=size_divisor,
-        max_disparity=max_disparity,
-        log=logger.info,
-    )
+        engine = factory((int(input_hw[0]), int(input_hw[1])))
+    else:
+        engine = PerResolutionEngine(
+            factory,
+            backend=choice.backend,
+            device=choice.device,
+            precision=choice.precision,
+            size_divisor=size_divisor,
+            max_disparity=max_disparity,
+            log=logger.info,
+        )
+    step = getattr(model, "cost_stride", None)  # not in the exported graph: the model knows it
+    engine.disparity_step = int(step) if step is not None else None
+    return engine

@@ -126,6 +126,8 @@ class TorchEngine(InferenceEngine):
         self.size_divisor = int(getattr(model, "size_divisor", 1))
         md = getattr(model, "max_disparity", None)
         self.max_disparity = int(md) if md is not None else None
+        step = getattr(model, "cost_stride", None)
+        self.disparity_step = int(step) if step is not None else None
         h, w = input_hw if input_hw is not None else (None, None)
         self.inputs = tuple(TensorSpec(n, (1, 3, h, w)) for n in INPUT_NAMES)
         self.outputs = tuple(TensorSpec(n, (1, 1, h, w)) for n in OUTPUT_NAMES)

@@ -87,43 +87,30 @@ class StereoDepthNode(StereoNodeBase):
     def _configure_backend(self) -> bool:
         """Load the model and set up the inference backend; False (logged, counted) when that fails."""
         # Imported here so that a broken torch install fails the transition with a message, not the import.
-        from scene_perception.engines.cache import model_digest, prepare_cache_dir
-        from scene_perception.engines.select import choose_backend, create_engine
-        from scene_perception.models.weights import ModelLoadError, load_stereo_model
+        from scene_perception.models.weights import ModelLoadError
+        from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
         p = self.params
         log = self.get_logger()
         try:
-            if p["num_threads"] > 0:
-                import torch
-
-                torch.set_num_threads(int(p["num_threads"]))
-            model, info = load_stereo_model(p["model"], p["weights"] or None)
-            choice = choose_backend(str(p["backend"]), str(p["device"]), log=log.info)
-            # Only the compiled backends write to the cache; a torch node must not fail on a bad cache path.
-            cache_dir = prepare_cache_dir(p["engine_cache_dir"]) if choice.backend != "torch" else None
-            engine = create_engine(
-                choice,
-                model,
-                model_sha256=model_digest(model, info.sha256),
-                cache_dir=cache_dir,
-                num_threads=int(p["num_threads"]),
-                logger=log,
+            setup = build_stereo_pipeline(
+                p["model"], p["weights"] or None, backend=str(p["backend"]), device=str(p["device"]),
+                engine_cache_dir=p["engine_cache_dir"], num_threads=int(p["num_threads"]), logger=log,
+                compute_points=True,
             )
-            self.pipeline = StereoDepthPipeline(engine, compute_points=True)
         except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
             # EngineError / BackendUnavailable are RuntimeErrors: same clear failure, node unconfigured.
             log.error(f"configure failed, node stays unconfigured: {exc}")
             self.health.problem("model_load_failed", str(exc))
             return False
+        self.pipeline, info, choice = setup.pipeline, setup.info, setup.choice
         self.model_info = info
         self.backend_choice = choice
-        if cache_dir is not None:
+        if setup.cache_dir is not None:
             log.info(
                 f"{choice.backend}: engines for each input size are built on the first frame of that size "
-                f"and cached in {cache_dir}"
+                f"and cached in {setup.cache_dir}"
             )
-        self._max_disparity = float(model.max_disparity)
         self._apply_pipeline_params()
         if not info.trained:
             self.get_logger().error(

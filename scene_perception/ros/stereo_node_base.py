@@ -73,6 +73,14 @@ class DepthOutputs(Protocol):
     inference_ms: float
 
 
+def _bounds(result: DepthOutputs, min_disparity: float, max_disparity: float) -> tuple[float, float]:
+    """The (min, max) disparity the message may claim: a matcher that reports the bounds it applied (the
+    GC-Net pipeline: ``max_depth`` raises the floor, a downscaled run widens the range) overrides the
+    node's."""
+    return (float(getattr(result, "min_disparity", min_disparity)),
+            float(getattr(result, "max_disparity", max_disparity)))
+
+
 class StereoNodeBase(PerceptionNodeBase):
     """Lifecycle node skeleton: synchronized, validated stereo in; disparity/depth/points out; health.
 
@@ -247,6 +255,11 @@ class StereoNodeBase(PerceptionNodeBase):
         if result is None:
             return
         self._publish(result, left_msg, camera, left if want_points else None)
+        saturated = int(getattr(result, "saturated", 0))
+        if saturated:
+            # Near surfaces beyond the searched range: invalid, not published farther than they are.
+            self.health.count("saturated pixels", saturated)
+            self.health.count("frames with saturated pixels")
         self.health.count("outputs")
         self.health.inference(float(result.inference_ms))
         self.health.latency((time.perf_counter() - t0) * 1e3)
@@ -259,14 +272,16 @@ class StereoNodeBase(PerceptionNodeBase):
             header.frame_id = camera.frame_id
         # DisparityImage's own rule is Z = f*T/d: fold the principal-point offset into the published value,
         # as stereo_image_proc does, so consumers need no doffs.
+        min_disparity, max_disparity = _bounds(result, float(self.params["min_disparity"]),
+                                               self._max_disparity)
         disparity_msg = make_disparity_image(
             result.disparity + np.float32(camera.doffs),
             result.valid,
             header,
             f=camera.fx,
             t=camera.baseline,
-            min_disparity=float(self.params["min_disparity"]),
-            max_disparity=self._max_disparity,
+            min_disparity=min_disparity + camera.doffs,
+            max_disparity=max_disparity + camera.doffs,
             delta_d=float(self.params["delta_d"]),
         )
         messages = {"disparity": disparity_msg, "depth": make_depth_image(result.depth, header)}
