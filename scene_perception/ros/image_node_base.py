@@ -26,6 +26,7 @@ from scene_perception.ros.diagnostics import ERROR
 from scene_perception.ros.image_input import InputRejected, decode_rgb, publish_counted
 from scene_perception.ros.node_base import PerceptionNodeBase
 from scene_perception.ros.qos import qos_from_name
+from scene_perception.ros.worker import NewestWorker
 
 __all__ = ["INPUT_TOPIC", "ImageNodeBase"]
 
@@ -47,6 +48,9 @@ class ImageNodeBase(PerceptionNodeBase):
         self.pipeline: Any = None  # the node's pipeline once configured
         self.device = ""
         self._sub: Any = None
+        # Inference off the executor thread: services, parameters and diagnostics answer during a frame.
+        self._worker = NewestWorker(self._process_image, lambda: self.health.count("skipped (busy)"),
+                                    self._worker_failed, name=f"{node_name}_inference")
 
     # ------------------------------------------------------------------ subclass interface
     def _build_pipeline(self, device: str) -> Any:
@@ -118,6 +122,8 @@ class ImageNodeBase(PerceptionNodeBase):
         in_qos = qos_from_name(self.params["input_qos"], depth=int(self.params["input_depth"]))
         self._sub = self.create_subscription(Image, INPUT_TOPIC, self._on_image, in_qos)
         self._stamps.reset()
+        self._worker.capacity = int(self.params["input_depth"])
+        self._worker.start()
         result = super().on_activate(state)  # activates the lifecycle publishers
         self._activated()
         self.get_logger().info(f"active: subscribed to {self.resolve_topic_name(INPUT_TOPIC)}")
@@ -134,11 +140,22 @@ class ImageNodeBase(PerceptionNodeBase):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
         self._sub = None
+        # The frame in progress finishes (and publishes) before deactivate/cleanup releases the pipeline.
+        self._worker.stop()
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self.health.problem("inference_error", f"processing an image failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ processing
     def _on_image(self, msg: Image) -> None:
-        t0 = time.perf_counter()
+        """Subscription callback (executor thread): count the image and hand it to the worker."""
         self.health.count("input " + INPUT_TOPIC)
+        if self.pipeline is not None:
+            self._worker.submit((msg, time.perf_counter()))
+
+    def _process_image(self, item: tuple[Image, float]) -> None:
+        """Validate, infer and publish one image (worker thread)."""
+        msg, t0 = item
         if self.pipeline is None:
             return
         try:

@@ -45,6 +45,7 @@ from scene_perception.ros.sync import (
     TimeSynchronizer,
     dropped_count,
 )
+from scene_perception.ros.worker import NewestWorker
 
 __all__ = ["INPUT_ENCODINGS", "INPUT_TOPICS", "DepthOutputs", "InputRejected", "StereoNodeBase"]
 
@@ -104,6 +105,9 @@ class StereoNodeBase(PerceptionNodeBase):
         self._last_check_counts: Counter[str] = Counter()
         self._last_check_sets = 0
         self._check_timer = self.create_timer(self.params["input_check_period"], self._check_inputs)
+        # Inference off the executor thread: services, parameters and diagnostics answer during a frame.
+        self._worker = NewestWorker(self._process_set, lambda: self.health.count("skipped (busy)"),
+                                    self._worker_failed, name=f"{node_name}_inference")
 
     @property
     def _last_stamp_ns(self) -> int | None:
@@ -165,6 +169,8 @@ class StereoNodeBase(PerceptionNodeBase):
             self._sync = TimeSynchronizer(self._subs, p["queue_size"])
         self._sync.registerCallback(self._on_stereo)
         self._stamps.reset()
+        self._worker.capacity = int(p["input_depth"])
+        self._worker.start()
         self.get_logger().info(
             f"active: {'approximate' if p['approximate_sync'] else 'exact'} sync on "
             + ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
@@ -182,6 +188,11 @@ class StereoNodeBase(PerceptionNodeBase):
             self.destroy_subscription(sub.sub)
         self._subs = []
         self._sync = None
+        # The frame in progress finishes (and publishes) before deactivate/cleanup releases the matcher.
+        self._worker.stop()
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self.health.problem("inference_error", f"processing a stereo set failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ input handling
     def _count_topic(self, msg: Any, name: str) -> None:
@@ -233,8 +244,14 @@ class StereoNodeBase(PerceptionNodeBase):
     def _on_stereo(
         self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
     ) -> None:
-        t0 = time.perf_counter()
+        """Synchronizer callback (executor thread): count the set and hand it to the worker."""
         self.health.count("stereo sets")
+        if self._ready():
+            self._worker.submit((left_msg, left_info, right_msg, right_info, time.perf_counter()))
+
+    def _process_set(self, item: tuple[Image, CameraInfo, Image, CameraInfo, float]) -> None:
+        """Validate, compute and publish one stereo set (worker thread)."""
+        left_msg, left_info, right_msg, right_info, t0 = item
         if not self._ready():
             return
         try:
