@@ -146,7 +146,12 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ros_argv: list[str]) -> int:
-    """Start the nodes named in a ROS 2 parameters file, in this process."""
+    """Start the nodes named in a ROS 2 parameters file, in this process.
+
+    Exit status 1, after one line naming the node and the reason, when the file cannot be read or any node
+    fails to configure or activate (see :func:`scene_perception.ros.runner.run_nodes`): a robot must not
+    come up with a perception node silently down.
+    """
     from scene_perception.ros.runner import nodes_from_config, run_nodes
 
     config = Path(args.config)
@@ -271,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace-mb", type=int, default=4096, help="TensorRT builder workspace limit")
 
     p = sub.add_parser(
-        "run", help="start the ROS 2 nodes of a config file in one process (no ros2 launch needed)"
+        "run",
+        help="start the ROS 2 nodes of a config file in one process (no ros2 launch needed); exits 1 when a "
+        "node cannot start (invalid parameter, missing weights ...)",
     )
     p.add_argument("--config", default="config/perception.yaml", help="ROS 2 parameters file")
     p.add_argument("--no-autostart", action="store_true", help="leave lifecycle nodes unconfigured")

@@ -79,3 +79,17 @@ def test_nested_params_file_sets_the_local_refinement(tmp_path: Path) -> None:
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_descriptor_and_live_refusal_say_the_same_rule() -> None:
+    """A non-dynamic parameter's descriptor says "Applied on configure." and ``ros2 param set`` on a
+    configured node is refused with a reason saying the same (issue 20, item 7); dynamic ones say "next
+    frame"."""
+    from scene_perception.ros.params import applied_on_configure_reason
+
+    for spec in ALL_SPECS:
+        text = spec.descriptor().description
+        when = " Applied on the next frame." if spec.dynamic else " Applied on configure."
+        assert text.endswith(when), spec.name
+    reason = applied_on_configure_reason("input_qos", "active")
+    assert reason.startswith("'input_qos' is applied on configure: deactivate and clean up the node first")

@@ -7,10 +7,14 @@ them in one list (as mgonzs13/yolo_ros does) makes the node's surface reviewable
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -433,23 +437,204 @@ POSE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
-def declare(node: Node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    """Declare ``specs`` on ``node`` and return their current values (overrides applied)."""
+#: Checks beyond type / range / choices, by parameter name: value -> why it is invalid ("" when valid).
+#: ``device`` follows :func:`scene_perception.engines.select.resolve_device` (without importing torch here:
+#: a typo must be refused by the parameter layer, long before a model is loaded).
+_DEVICE_RE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
+_DEVICE_ALLOWED = "auto, cpu, cuda, cuda:N"
+
+#: ROS's names for the parameter types, as ``ros2 param describe`` prints them.
+_TYPE_NAMES = {
+    Parameter.Type.BOOL: "bool",
+    Parameter.Type.INTEGER: "integer",
+    Parameter.Type.DOUBLE: "double",
+    Parameter.Type.STRING: "string",
+}
+
+
+def _type_name(value: Any) -> str:
+    try:
+        kind = Parameter.Type.from_parameter_value(value)
+    except TypeError:
+        return type(value).__name__
+    return _TYPE_NAMES.get(kind, kind.name.lower().replace("_", " "))
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _number(value: float) -> str:
+    """A range bound as a user would type it (``1``, ``0.1``, ``268435456``)."""
+    return f"{value:g}" if isinstance(value, float) and not float(value).is_integer() else str(value)
+
+
+def allowed(spec: ParamSpec) -> str:
+    """What ``spec`` accepts, in words, for error messages (``sensor_data, reliable, best_effort``, ...)."""
+    if spec.choices:
+        return ", ".join(spec.choices)
+    if spec.name == "device":
+        return _DEVICE_ALLOWED
+    kind = _type_name(spec.default)
+    if isinstance(spec.default, bool):
+        return "true, false"
+    if spec.min_value is not None and spec.max_value is not None and isinstance(spec.default, (int, float)):
+        if isinstance(spec.default, int):
+            lo, hi = int(spec.min_value), int(spec.max_value)
+            steps = f" in steps of {spec.step} from {lo}" if spec.step else ""
+            return f"{kind} {lo}..{hi}{steps}"
+        return f"{kind} {_number(float(spec.min_value))}..{_number(float(spec.max_value))}"
+    return f"any {kind}"
+
+
+def problem(spec: ParamSpec, value: Any) -> str:
+    """Why ``value`` is not acceptable for ``spec`` ("" when it is).
+
+    The one rule set for every way a value arrives: a params file, ``parameter_overrides``,
+    ``--ros-args -p`` and a live ``ros2 param set``. It repeats what rclpy enforces from the descriptor
+    (type, range, step) because rclpy *raises* on those at declare time, and adds what a descriptor cannot
+    say (choices, device names).
+    """
+    want = Parameter.Type.from_parameter_value(spec.default)
+    try:
+        got = Parameter.Type.from_parameter_value(value)
+    except TypeError:
+        got = None
+    if got != want:
+        hint = ""
+        if want == Parameter.Type.DOUBLE and got == Parameter.Type.INTEGER:
+            hint = f" (write {value}.0: ROS does not convert integers to doubles)"
+        return f"expected {_a(_TYPE_NAMES[want])}, got {_a(_type_name(value))}{hint}"
+    if spec.choices and value not in spec.choices:
+        return "not one of the allowed values"
+    if spec.name == "device" and not _DEVICE_RE.fullmatch(str(value).strip().lower()):
+        return "not a device name"
+    if spec.min_value is not None and spec.max_value is not None and isinstance(value, (int, float)):
+        if isinstance(value, bool):
+            return ""
+        lo, hi = spec.min_value, spec.max_value
+        if isinstance(value, float):
+            edge = math.isclose(value, lo, rel_tol=_REL_TOL) or math.isclose(value, hi, rel_tol=_REL_TOL)
+            if not edge and not lo < value < hi:  # NaN fails this too, as it does in rclpy
+                return "out of range"
+        else:
+            if not lo <= value <= hi:
+                return "out of range"
+            if spec.step and value not in (lo, hi) and (value - int(lo)) % spec.step:
+                return "not on the step"
+    return ""
+
+
+#: rclpy's tolerance at the ends of a floating-point range (``Node.PARAM_REL_TOL``).
+_REL_TOL = 1e-6
+
+
+def invalid_message(spec: ParamSpec, value: Any, why: str) -> str:
+    """The one line every refusal uses: names the parameter, the value, why and what is allowed."""
+    return f"parameter '{spec.name}' = {value!r} is invalid: {why} (allowed: {allowed(spec)})"
+
+
+@dataclass
+class Declared:
+    """What :func:`declare_checked` found.
+
+    ``values``: the parameters' current values (an invalid override is replaced by the default, so the
+    node never holds a value it cannot use); ``errors``: parameter name -> the :func:`invalid_message` of
+    its rejected initial value (the node must not configure while any is left); ``unknown``: overrides
+    that name no parameter of the node, with the closest known name ("" when nothing is close).
+    """
+
+    values: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    unknown: dict[str, str] = field(default_factory=dict)
+
+
+def _overrides(node: Node) -> dict[str, Parameter]:
+    """The initial values rclpy will apply at declare time (params files, ``-p``, ``parameter_overrides``).
+
+    rclpy keeps them in ``Node._parameter_overrides`` and has no public getter; without them a typo'd name
+    cannot be reported at all (ROS ignores undeclared overrides silently), and an invalid value can only be
+    caught through the exception rclpy raises, which does not carry the value.
+    """
+    overrides = getattr(node, "_parameter_overrides", None)
+    return dict(overrides) if isinstance(overrides, dict) else {}
+
+
+def declare_checked(node: Node, specs: tuple[ParamSpec, ...]) -> Declared:
+    """Declare ``specs`` on ``node``, validating initial values with the live-change rules; never raises
+    for a bad value.
+
+    Why not let rclpy raise: an out-of-range or wrongly typed value in a params file would kill the whole
+    process with a traceback (every node of ``scene-perception run``), and a bad choice (``input_qos:
+    sensor-data``) would pass declaration and fail later in a lifecycle callback, where rclpy swallows the
+    exception. Here each bad value is recorded in :attr:`Declared.errors`, the parameter keeps its default,
+    and the node decides (:class:`~scene_perception.ros.node_base.PerceptionNodeBase` refuses to
+    configure and reports ERROR).
+    """
+    overrides = _overrides(node)
+    out = Declared(values={})
     for spec in specs:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
-    return {spec.name: node.get_parameter(spec.name).value for spec in specs}
+        desc = spec.descriptor()
+        given = overrides.get(spec.name)
+        why = problem(spec, given.value) if given is not None else ""
+        if not why:
+            try:
+                node.declare_parameter(spec.name, spec.default, desc)
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                # Only reached if rclpy's rules and problem() disagree, or the overrides were not readable.
+                why = str(exc)
+            else:
+                value = node.get_parameter(spec.name).value
+                why = problem(spec, value)
+                if why:  # overrides unreadable: the bad value got in; put the default back
+                    given = Parameter(spec.name, value=value)
+                    node.undeclare_parameter(spec.name)
+        if why:
+            shown = given.value if given is not None else "?"
+            out.errors[spec.name] = invalid_message(spec, shown, why)
+            node.declare_parameter(spec.name, spec.default, desc, ignore_override=True)
+        out.values[spec.name] = node.get_parameter(spec.name).value
+    for name in overrides:
+        if node.has_parameter(name) or name.startswith("qos_overrides."):
+            continue  # rclpy's own parameters (use_sim_time, ...) and QoS overrides are declared elsewhere
+        close = difflib.get_close_matches(name, [s.name for s in specs], n=1, cutoff=0.6)
+        out.unknown[name] = close[0] if close else ""
+    return out
+
+
+def unknown_message(name: str, closest: str) -> str:
+    """The warning for an override that names no parameter of the node (ROS itself ignores it silently)."""
+    hint = f"; did you mean '{closest}'?" if closest else ""
+    return f"parameter '{name}' is set but this node has no such parameter: ignored{hint}"
+
+
+def declare(node: Node, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Declare ``specs`` on ``node`` and return their current values (see :func:`declare_checked`, which
+    also returns the rejected initial values; here they are silently replaced by the defaults)."""
+    return declare_checked(node, specs).values
+
+
+def applied_on_configure_reason(name: str, state: str) -> str:
+    """Why a non-dynamic parameter cannot change while the node is ``state`` (not unconfigured); matches
+    the descriptor's "Applied on configure."."""
+    return (
+        f"'{name}' is applied on configure: deactivate and clean up the node first (lifecycle; it is "
+        f"{state} now), then set it"
+    )
 
 
 def validate(specs: tuple[ParamSpec, ...], params: list[Parameter]) -> SetParametersResult:
-    """Check choices (ranges are enforced by rclpy from the descriptors) for a set-parameters request."""
+    """Check a set-parameters request against :func:`problem` (the declare-time rules).
+
+    rclpy checks type and range from the descriptors before this runs; choices and device names are only
+    checked here. Parameters not in ``specs`` (rclpy's own) pass.
+    """
     by_name = {s.name: s for s in specs}
     for param in params:
         spec = by_name.get(param.name)
         if spec is None:
             continue
-        if spec.choices and param.value not in spec.choices:
-            return SetParametersResult(
-                successful=False,
-                reason=f"{param.name} must be one of {list(spec.choices)}, got {param.value!r}",
-            )
+        why = problem(spec, param.value)
+        if why:
+            return SetParametersResult(successful=False, reason=invalid_message(spec, param.value, why))
     return SetParametersResult(successful=True)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+import rclpy.logging
 import yaml
 from rclpy.context import Context
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
@@ -44,7 +47,10 @@ def node_types() -> dict[str, type[Node]]:
 
 def nodes_from_config(path: str | Path) -> list[NodeSpec]:
     """Read which nodes a parameters file configures; unknown names are an error, ``/**`` is shared."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a ROS 2 parameters file (a mapping of node names)")
     known = node_types()
@@ -63,15 +69,23 @@ def nodes_from_config(path: str | Path) -> list[NodeSpec]:
     return specs
 
 
-def autostart(node: Node) -> bool:
-    """Configure then activate a lifecycle node; False (with the node's own error log) if either fails."""
+def autostart_error(node: Node) -> str:
+    """Configure then activate a lifecycle node; "" on success, else one line saying which step failed
+    and why (the node's own reason where it records one: ``start_error`` of the perception nodes)."""
     if not isinstance(node, LifecycleNode):
-        return True
+        return ""
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        return False
-    return node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    for step, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        if trigger() != TransitionCallbackReturn.SUCCESS:
+            reason = str(getattr(node, "start_error", "") or "see the node's log")
+            return f"node '{node.get_name()}' failed to {step}: {reason}"
+    return ""
+
+
+def autostart(node: Node) -> bool:
+    """Configure then activate a lifecycle node; False (with the node's own error log) if either fails."""
+    return not autostart_error(node)
 
 
 def run_nodes(
@@ -83,30 +97,45 @@ def run_nodes(
     """Create ``specs`` in one context, autostart them, spin until Ctrl-C/SIGTERM (or ``stop``), clean up.
 
     ``--no-autostart`` among the non-ROS arguments leaves lifecycle nodes unconfigured for an external
-    lifecycle manager.  Returns a process exit code.
+    lifecycle manager.  Returns a process exit code: 0 after a normal stop; 1, at once and after one ERROR
+    line naming the node and the reason, when a node cannot be created (an unreadable parameter) or fails
+    to configure or activate at autostart. A robot that starts with one perception node silently down is
+    worse than one that does not start: the other nodes are stopped too, so a supervisor (systemd,
+    ``ros2 launch`` with ``on_exit``) sees the failure. With ``--no-autostart`` nothing is started here, so
+    a node that later fails a transition keeps the process up (its lifecycle manager decides).
     """
     argv = list(argv or ["scene-perception"])
     ros_args = argv[1:]
     if params_file is not None:
         ros_args = ["--ros-args", "--params-file", str(params_file), *ros_args]
     do_autostart = "--no-autostart" not in remove_ros_args(argv)
+    log = rclpy.logging.get_logger("scene-perception")
     # Before any model is loaded: frame-sized buffers must go back to the OS (see ros/allocator.py).
     malloc_note = tune_malloc()
     context = Context()
-    rclpy.init(args=["scene-perception", *ros_args], context=context)
+    try:
+        rclpy.init(args=["scene-perception", *ros_args], context=context)
+    except _rclpy.RCLError as exc:  # e.g. rcl cannot parse the params file (mixed-type list, empty value)
+        log.error(f"cannot start: {str(exc).split(', at ')[0]}")
+        return 1
     executor = MultiThreadedExecutor(num_threads=max(2, len(specs) + 1), context=context)
     nodes: list[Node] = []
     code = 0
     try:
         for name, cls, kwargs in specs:
-            node = cls(name, context=context, **kwargs)
+            try:
+                node = cls(name, context=context, **kwargs)
+            except ParameterException as exc:  # rclpy's own parameters (use_sim_time: "yes" ...)
+                log.error(f"node '{name}' cannot be created: {exc}; exiting with status 1")
+                return 1
             if not nodes:
                 node.get_logger().info(malloc_note)
             nodes.append(node)
             executor.add_node(node)
-            if do_autostart and not autostart(node):
-                node.get_logger().error("autostart failed: node left inactive (see the error above)")
-                code = 1
+            error = autostart_error(node) if do_autostart else ""
+            if error:
+                log.error(f"{error}; stopping all nodes, exit status 1")
+                return 1
         if stop is None:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
