@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
@@ -19,7 +18,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 
-from scene_perception.msg import LabelInfo, SemanticLabel
+from scene_perception.msg import LabelInfo, VisionClass
+from scene_perception.ros.messages import LABEL_INFO_TYPE, make_label_info
 
 # The QoS the label-info publisher uses: latched, so subscribers that start later still get the label set.
 LATCHED = QoSProfile(
@@ -35,11 +35,11 @@ def _label_info() -> LabelInfo:
     msg.header.frame_id = "left_camera_optical_frame"
     msg.header.stamp.sec = 12
     msg.header.stamp.nanosec = 345
-    msg.model = "test-segmenter"
-    msg.labels = [
-        SemanticLabel(id=0, name="unlabeled", color=[0, 0, 0]),
-        SemanticLabel(id=7, name="road", color=[128, 64, 128]),
-        SemanticLabel(id=255, name="void", color=[255, 255, 255]),
+    msg.threshold = 0.25
+    msg.class_map = [
+        VisionClass(class_id=0, class_name="unlabeled"),
+        VisionClass(class_id=7, class_name="road"),
+        VisionClass(class_id=65535, class_name="UNLABELED"),  # vision_msgs' reserved id: uint16 range kept
     ]
     return msg
 
@@ -47,9 +47,9 @@ def _label_info() -> LabelInfo:
 def _assert_same(got: LabelInfo, want: LabelInfo) -> None:
     assert got.header.frame_id == want.header.frame_id
     assert got.header.stamp == want.header.stamp
-    assert got.model == want.model
-    assert [(lb.id, lb.name, list(lb.color)) for lb in got.labels] == [
-        (lb.id, lb.name, list(lb.color)) for lb in want.labels
+    assert got.threshold == want.threshold
+    assert [(c.class_id, c.class_name) for c in got.class_map] == [
+        (c.class_id, c.class_name) for c in want.class_map
     ]
 
 
@@ -62,14 +62,25 @@ def test_generated_package_merges_with_sources() -> None:
 
 def test_field_types() -> None:
     # (Kilted validates field values only with ROS_PYTHON_CHECK_FIELDS=1, so only the types are checked.)
-    label = SemanticLabel(id=3, name="car", color=[0, 0, 142])
-    assert label.color.dtype == np.uint8 and label.color.tolist() == [0, 0, 142]  # uint8[3]
-    assert SemanticLabel().color.shape == (3,)
+    # vision_msgs' layout (test_label_info_definition.py compares it with upstream field for field).
+    assert VisionClass.get_fields_and_field_types() == {"class_id": "uint16", "class_name": "string"}
     assert LabelInfo.get_fields_and_field_types() == {
         "header": "std_msgs/Header",
-        "labels": "sequence<scene_perception/SemanticLabel>",
-        "model": "string",
+        "class_map": "sequence<scene_perception/VisionClass>",
+        "threshold": "float",
     }
+
+
+def test_make_label_info() -> None:
+    """The builder the scene node uses: class_id = index into the names, the stamp, the threshold."""
+    msg = make_label_info(["sky", "road"], stamp=_label_info().header.stamp, threshold=0.5)
+    assert isinstance(msg, LABEL_INFO_TYPE)
+    assert [(c.class_id, c.class_name) for c in msg.class_map] == [(0, "sky"), (1, "road")]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (12, 345, "")
+    assert msg.threshold == 0.5
+    assert make_label_info([]).class_map == [] and make_label_info([]).threshold == 0.0
+    with pytest.raises(ValueError, match="uint16"):
+        make_label_info(["c"] * 65536)
 
 
 def test_serialization_round_trip() -> None:

@@ -1,7 +1,7 @@
 """Our fallback ``scene_perception/LabelInfo`` against ``vision_msgs/LabelInfo``, field for field.
 
 ``semantic/label_info`` publishes ``vision_msgs/LabelInfo`` when vision_msgs is installed and our own message
-(msg/LabelInfo.msg + msg/SemanticLabel.msg) otherwise, because vision_msgs is not on PyPI. A subscriber
+(msg/LabelInfo.msg + msg/VisionClass.msg) otherwise, because vision_msgs is not on PyPI. A subscriber
 written against vision_msgs can only read the fallback if the two have the same fields, types and order, so
 this compares the *generated* class (``get_fields_and_field_types()``, what actually goes on the wire) with
 vision_msgs' definition parsed by rosidl's own .msg parser, nested types included.
@@ -12,8 +12,8 @@ commit touching these two files is 87c3ba4800abbeb6d5200e5aae5eabbdbd11643b):
 https://github.com/ros-perception/vision_msgs/blob/e77fa2d97d69abaaa546592892d2d5d16cec9977/vision_msgs/msg/LabelInfo.msg
 https://github.com/ros-perception/vision_msgs/blob/e77fa2d97d69abaaa546592892d2d5d16cec9977/vision_msgs/msg/VisionClass.msg
 
-They differ today (see ``KNOWN_DIFFERENCES``): the equality test is a strict xfail that documents it, and
-fails (XPASS) the day msg/ is aligned, so the marker is removed then.
+msg/ copies them (issue 20 item 9), so the two must compare equal; any edit to msg/ that breaks the layout
+fails ``test_fallback_matches_vision_msgs`` with the differences spelled out.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from rosidl_adapter.msg import MSG_TYPE_TO_IDL
 from rosidl_adapter.parser import MessageSpecification, Type, parse_message_string
 
@@ -41,18 +40,6 @@ string class_name
 """,
 }
 OUR_PACKAGE = "scene_perception"
-
-#: How the fallback differs from vision_msgs today, as :func:`differences` words it.
-KNOWN_DIFFERENCES = [
-    "LabelInfo field 1: vision_msgs has 'class_map' (sequence<VisionClass>), ours has 'labels' "
-    "(sequence<SemanticLabel>)",
-    "LabelInfo.class_map element VisionClass vs SemanticLabel field 0: vision_msgs has 'class_id' "
-    "(uint16), ours has 'id' (uint8)",
-    "LabelInfo.class_map element VisionClass vs SemanticLabel field 1: vision_msgs has 'class_name' "
-    "(string), ours has 'name' (string)",
-    "LabelInfo.class_map element VisionClass vs SemanticLabel: ours has an extra field 'color' (uint8[3])",
-    "LabelInfo field 2: vision_msgs has 'threshold' (float), ours has 'model' (string)",
-]
 
 
 def type_string(t: Type) -> str:
@@ -150,10 +137,14 @@ def test_upstream_definition_parses() -> None:
 
 
 def test_type_strings_match_the_generator() -> None:
-    """The spelling of parsed .msg types is the generator's: our own msg/ files parse to our classes."""
-    for name in ("LabelInfo", "SemanticLabel"):
+    """The spelling of parsed .msg types is the generator's: our own msg/ files parse to our classes.
+
+    Like vision_msgs' (``upstream_fields`` asserts that), our copies declare no constants.
+    """
+    for name in UPSTREAM:
         text = (REPO / "msg" / f"{name}.msg").read_text()
         spec = parse_message_string(OUR_PACKAGE, name, text)
+        assert not spec.constants
         assert [(f.name, type_string(f.type)) for f in spec.fields] == our_fields(name)
 
 
@@ -177,11 +168,6 @@ def test_comparison_itself() -> None:
     ]
 
 
-def test_known_differences() -> None:
-    """Pins today's difference exactly, so any change to either side is seen (and this list updated)."""
-    assert differences() == KNOWN_DIFFERENCES
-
-
-@pytest.mark.xfail(strict=True, reason="msg/LabelInfo.msg is not vision_msgs' layout: see KNOWN_DIFFERENCES")
 def test_fallback_matches_vision_msgs() -> None:
+    """Same field names, types and order as vision_msgs/LabelInfo, nested VisionClass included."""
     assert differences() == []

@@ -159,16 +159,16 @@ def test_bgr_with_padded_rows_and_mono_are_read_as_camera_images(ros) -> None:
 
 
 def test_label_info_reaches_a_late_subscriber(ros) -> None:
-    harness, node, driver = ros
+    harness, _, _ = ros
     late = harness.add(Node("late_listener", context=harness.context))
     got: list[LabelInfo] = []
     late.create_subscription(LabelInfo, LABEL_INFO_TOPIC, got.append, latched_qos(1))
     try:
         assert harness.spin_until(lambda: bool(got), 10), "transient-local label_info not delivered"
         msg = got[0]
-        assert [(lab.id, lab.name) for lab in msg.labels] == [(c.id, c.name) for c in CLASSES]
-        assert [tuple(int(v) for v in lab.color) for lab in msg.labels] == [c.rgb for c in CLASSES]
-        assert msg.model == node.pipeline.model_name == "scene_test"
+        # vision_msgs' fields: class_id is the value in semantic/labels, threshold 0 (arg-max, no cut).
+        assert [(c.class_id, c.class_name) for c in msg.class_map] == [(c.id, c.name) for c in CLASSES]
+        assert msg.threshold == 0.0
         harness.spin_for(0.3)
         assert len(got) == 1, "published once on activate, not per frame"
     finally:
@@ -369,7 +369,7 @@ def test_run_starts_scene_from_a_params_file_under_a_namespace(weights: Path, tm
         listener.create_subscription(LabelInfo, LABEL_INFO_TOPIC, info.append, latched_qos(1))
         listener.create_subscription(Image, "semantic/uncertainty", mi.append, 10)
         assert harness.spin_until(lambda: pub.get_subscription_count() > 0 and bool(info), 20)
-        assert len(info[0].labels) == len(CLASSES)
+        assert len(info[0].class_map) == len(CLASSES)
         # The publisher can see the node's reader before that reader has matched the publisher, and a
         # best-effort sample sent in that gap is dropped: resend (new stamps) until an output arrives.
         for i in range(20):

@@ -109,8 +109,16 @@ else
     ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD_DIR/CMakeCache.txt"; then
     rm -rf "$BUILD_DIR"
   fi
-  # Drop what a previous build generated, so a removed .msg leaves no stale module behind.
-  rm -rf "$GEN"
+  # Drop what a previous build generated and installed, so a removed .msg leaves no stale module, header or
+  # interface file behind: rosidl never deletes the outputs of a .msg that is gone, and the Python install
+  # step copies its whole output directory. So: every file the last install put into the venv (its
+  # manifest: site-packages, include/, share/, lib/), then the build dir itself (rebuilt from scratch).
+  if [[ -f "$BUILD_DIR/install_manifest.txt" ]]; then
+    while IFS= read -r installed; do
+      if [[ "$installed" == "$VENV"/* ]]; then rm -f -- "$installed"; fi
+    done <"$BUILD_DIR/install_manifest.txt"
+  fi
+  rm -rf "$GEN" "$BUILD_DIR"
   mkdir -p "$BUILD_DIR"
   BUILD_LOG="$BUILD_DIR/build.log"
   export AMENT_PREFIX_PATH="$VENV"
@@ -157,6 +165,6 @@ else
   pip_quiet install --no-deps -e .
 fi
 
-"$PY" -c 'from scene_perception.msg import LabelInfo, SemanticLabel' ||
+"$PY" -c 'from scene_perception.msg import LabelInfo, VisionClass' ||
   die "scene_perception.msg does not import; remove $STAMPS and re-run"
 log "done"

@@ -1,4 +1,4 @@
-"""Build the ROS messages scene_perception publishes (disparity, depth, point cloud, camera info).
+"""Build the ROS messages scene_perception publishes (disparity, depth, point cloud, camera info, label info).
 
 Kept apart from the nodes so tests, tools and the demo produce byte-identical messages without spinning a
 node, and so the field conventions (REP 118 depth, stereo_msgs invalid-disparity fill, PCL rgb packing) are
@@ -7,9 +7,11 @@ written down in one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
@@ -18,17 +20,37 @@ from scene_perception.geometry.stereo_camera import StereoCamera, camera_info_ma
 from scene_perception.ros.codec import numpy_to_image, to_byte_array
 
 __all__ = [
+    "LABEL_INFO_TYPE",
+    "VISION_CLASS_TYPE",
     "camera_info_pair_from_camera",
     "make_camera_info",
     "make_camera_info_pair",
     "make_depth_image",
     "make_disparity_image",
+    "make_label_info",
     "make_point_cloud",
     "pack_rgb",
     "point_cloud_to_numpy",
     "unpack_rgb",
     "valid_window",
 ]
+
+# vision_msgs/LabelInfo is the ROS standard for a segmentation model's label set (vision_msgs >= 4, used by
+# Isaac ROS and RViz plugins). It is not published on PyPI, so the pip environment falls back to our own
+# scene_perception/LabelInfo + VisionClass (msg/), a copy of vision_msgs' layout (same field names, types and
+# order; test_label_info_definition.py compares them), so one code path fills either and a consumer written
+# against vision_msgs reads ours unchanged. Only the ROS type name differs. The vision_msgs branch itself has
+# never run here (UNVERIFIED): vision_msgs is not installable in the pip environment.
+try:
+    from vision_msgs.msg import LabelInfo as _LabelInfo
+    from vision_msgs.msg import VisionClass as _VisionClass
+except ImportError:
+    from scene_perception.msg import LabelInfo as _LabelInfo
+    from scene_perception.msg import VisionClass as _VisionClass
+#: The message type published on semantic/label_info in this environment (vision_msgs' when installed).
+LABEL_INFO_TYPE: type = _LabelInfo
+#: Its element type (``class_map`` entries).
+VISION_CLASS_TYPE: type = _VisionClass
 
 # PointField datatype constants -> numpy element types.
 _POINTFIELD_DTYPES: dict[int, np.dtype] = {
@@ -232,6 +254,24 @@ def point_cloud_to_numpy(msg: PointCloud2) -> np.ndarray:
     # Last axis contiguous: viewing it as point_step-byte records is zero-copy even with row padding.
     cloud = raw[:, : w * point_step].view(dtype)
     return cloud.astype(native) if native != dtype else cloud
+
+
+def make_label_info(class_names: Sequence[str], stamp: Time | None = None, threshold: float = 0.0) -> Any:
+    """A :data:`LABEL_INFO_TYPE` for a segmentation model whose label image holds ``class_names``' indices.
+
+    ``class_map[i]`` is ``(class_id=i, class_name=class_names[i])``: the value ``i`` in the label image means
+    that class. ``threshold`` is the confidence cut the model applied (0: every pixel gets its arg-max
+    class). The header carries only ``stamp``: the label set belongs to the model, not to a camera frame.
+    No class colours: vision_msgs has no field for them.
+    """
+    if len(class_names) > 65535:  # 65535 is vision_msgs' UNLABELED id
+        raise ValueError(f"{len(class_names)} classes do not fit uint16 class ids below 65535")
+    msg = LABEL_INFO_TYPE()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.class_map = [VISION_CLASS_TYPE(class_id=i, class_name=str(n)) for i, n in enumerate(class_names)]
+    msg.threshold = float(threshold)
+    return msg
 
 
 def make_camera_info(

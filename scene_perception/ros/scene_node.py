@@ -9,8 +9,9 @@ Topics (all relative, remap as usual), every output stamped with the input's hea
        camera_info needed: the network sees pixels only)
   out: semantic/labels (mono8 class ids), semantic/color (rgb8: the image blended with the class colours,
        weight ``overlay_alpha``), semantic/label_info (vision_msgs/LabelInfo when vision_msgs is installed,
-       else scene_perception/LabelInfo: id, name, colour per class; transient-local depth 1, published on
-       activate, so a late subscriber still gets it),
+       else scene_perception/LabelInfo, the same fields: class_map of (class_id, class_name) per class,
+       threshold 0; transient-local depth 1, published on activate, so a late subscriber still gets it;
+       the class colours are not in it, they are the pipeline's palette used by semantic/color),
        instance/labels (16UC1, 0 = stuff), semantic/aleatoric (32FC1 expected softmax entropy, nats),
        semantic/uncertainty (32FC1 mutual information, nats: epistemic, only while ``mc_samples`` > 0),
        scene/depth (32FC1 m; REP 118: +inf beyond the model's max depth, e.g. sky, NaN invalid),
@@ -38,31 +39,20 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from scene_perception.msg import LabelInfo, SemanticLabel
 from scene_perception.ros import params as P
 from scene_perception.ros.codec import numpy_to_image
 from scene_perception.ros.diagnostics import WARN
 from scene_perception.ros.image_input import publish_counted
 from scene_perception.ros.image_node_base import INPUT_TOPIC, ImageNodeBase
+from scene_perception.ros.messages import LABEL_INFO_TYPE, make_label_info
 from scene_perception.ros.qos import latched_qos
 
 __all__ = [
     "INPUT_TOPIC", "LABEL_INFO_TOPIC", "LABEL_INFO_TYPE", "OUTPUTS", "SceneNode", "main", "overlay_labels"
 ]
 
-# vision_msgs/LabelInfo is the ROS standard for a segmentation model's label set (vision_msgs >= 4, used by
-# Isaac ROS and RViz plugins); it is not published on PyPI, so the pip environment falls back to our own
-# scene_perception/LabelInfo (msg/), which also carries each class's display colour. UNVERIFIED: the
-# vision_msgs branch is written against its message definition (header, VisionClass[] class_map with
-# uint16 class_id + string class_name, float32 threshold) but has never run here.
-try:
-    from vision_msgs.msg import LabelInfo as _VisionLabelInfo
-    from vision_msgs.msg import VisionClass as _VisionClass
-except ImportError:
-    _VisionLabelInfo = _VisionClass = None
-#: The message type published on semantic/label_info in this environment.
-LABEL_INFO_TYPE: type = LabelInfo if _VisionLabelInfo is None else _VisionLabelInfo
-
+# LABEL_INFO_TYPE (re-exported): vision_msgs/LabelInfo when vision_msgs is installed, else our
+# scene_perception/LabelInfo with the same fields (see scene_perception.ros.messages).
 LABEL_INFO_TOPIC = "semantic/label_info"
 
 #: Image outputs: key -> relative topic (all sensor_msgs/Image). ``uncertainty`` and ``depth_epistemic``
@@ -148,20 +138,11 @@ class SceneNode(ImageNodeBase):
     def label_info(self) -> Any:
         """The running model's label set (what each id in semantic/labels means): a LABEL_INFO_TYPE."""
         assert self.pipeline is not None
-        if _VisionLabelInfo is not None and _VisionClass is not None:
-            vmsg = _VisionLabelInfo()
-            vmsg.header.stamp = self.get_clock().now().to_msg()
-            names = self.pipeline.class_names
-            vmsg.class_map = [_VisionClass(class_id=i, class_name=str(n)) for i, n in enumerate(names)]
-            vmsg.threshold = 0.0  # every pixel gets its arg-max class; no confidence cut
-            return vmsg
-        msg = LabelInfo(model=str(self.pipeline.model_name))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.labels = [
-            SemanticLabel(id=i, name=str(name), color=np.asarray(self._palette[i], np.uint8))
-            for i, name in enumerate(self.pipeline.class_names)
-        ]
-        return msg
+        # threshold 0: every pixel gets its arg-max class, no confidence cut. The model's name is in
+        # /diagnostics (``model``), its colours in semantic/color: vision_msgs' layout has neither.
+        return make_label_info(
+            self.pipeline.class_names, stamp=self.get_clock().now().to_msg(), threshold=0.0
+        )
 
     def _publish_label_info(self) -> None:
         publish_counted({"label_info": self._label_info_pub}, {"label_info": self.label_info()}, self.health)
