@@ -69,7 +69,7 @@ def test_services_and_diagnostics_answer_while_a_frame_is_inferred(weights: Path
         harness.spin_for(1.0)  # discovery
 
         publish_all(driver.pubs, stereo_messages(left, right, camera, 1_000_000_000))
-        assert harness.spin_until(lambda: node._worker.busy and node.health.counters["stereo sets"] == 1, 10)
+        assert harness.spin_until(lambda: node._worker.processing, 10.0)
         started = time.monotonic()
         diag_before = len(driver.got["diag"])
         # Three more sets while the first is computed: the newest waits, the two before it are skipped.
@@ -100,7 +100,7 @@ def test_services_and_diagnostics_answer_while_a_frame_is_inferred(weights: Path
         assert np.isfinite(float(values["inference latency p50 (ms)"]))
         # Deactivate waits for a frame in progress instead of releasing the network under it.
         publish_all(driver.pubs, stereo_messages(left, right, camera, 5_000_000_000))
-        assert harness.spin_until(lambda: node._worker.busy, 10.0)
+        assert harness.spin_until(lambda: node._worker.processing, 10.0)
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert not node._worker.busy and node.health.counters["outputs"] == 3
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS

@@ -395,10 +395,7 @@ class Rectifier:
         if key == self._key:
             return
         # Validate before remembering the key, so a bad CameraInfo raises on every frame, not just the first.
-        needed = _needs(_calibration(info, self.side))
-        want = self.mode == "on" or (
-            needed and not (self.image_topic is not None and topic_is_rectified(self.image_topic))
-        )
+        want = self.mode == "on" or _needs(_calibration(info, self.side))
         self._maps = rectification_maps(info, self.side) if want else None
         if want:
             self.builds += 1
@@ -409,7 +406,11 @@ class Rectifier:
 
         Raises :class:`RectificationError` for an invalid CameraInfo or an image of another size.
         """
-        if self.mode == "off":
+        if self.mode == "off" or (
+            self.mode == "auto" and self.image_topic is not None and topic_is_rectified(self.image_topic)
+        ):
+            # Nothing to undo: the stereo model built from P checks what the matcher needs (a rectified
+            # stream's CameraInfo may leave width/height 0, which rectification itself could not accept).
             self.active = False
             return image
         self._update(info)

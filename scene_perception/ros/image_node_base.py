@@ -26,7 +26,6 @@ from scene_perception.ros.diagnostics import ERROR
 from scene_perception.ros.image_input import InputRejected, decode_rgb, publish_counted
 from scene_perception.ros.node_base import PerceptionNodeBase
 from scene_perception.ros.qos import qos_from_name
-from scene_perception.ros.worker import NewestWorker
 
 __all__ = ["INPUT_TOPIC", "ImageNodeBase"]
 
@@ -48,9 +47,6 @@ class ImageNodeBase(PerceptionNodeBase):
         self.pipeline: Any = None  # the node's pipeline once configured
         self.device = ""
         self._sub: Any = None
-        # Inference off the executor thread: services, parameters and diagnostics answer during a frame.
-        self._worker = NewestWorker(self._process_image, lambda: self.health.count("skipped (busy)"),
-                                    self._worker_failed, name=f"{node_name}_inference")
 
     # ------------------------------------------------------------------ subclass interface
     def _build_pipeline(self, device: str) -> Any:
@@ -143,9 +139,6 @@ class ImageNodeBase(PerceptionNodeBase):
         # The frame in progress finishes (and publishes) before deactivate/cleanup releases the pipeline.
         self._worker.stop()
 
-    def _worker_failed(self, exc: BaseException) -> None:
-        self.health.problem("inference_error", f"processing an image failed: {type(exc).__name__}: {exc}")
-
     # ------------------------------------------------------------------ processing
     def _on_image(self, msg: Image) -> None:
         """Subscription callback (executor thread): count the image and hand it to the worker."""
@@ -153,7 +146,7 @@ class ImageNodeBase(PerceptionNodeBase):
         if self.pipeline is not None:
             self._worker.submit((msg, time.perf_counter()))
 
-    def _process_image(self, item: tuple[Image, float]) -> None:
+    def _process_input(self, item: tuple[Image, float]) -> None:
         """Validate, infer and publish one image (worker thread)."""
         msg, t0 = item
         if self.pipeline is None:

@@ -22,6 +22,7 @@ from rclpy.parameter import Parameter
 from scene_perception.ros import params as P
 from scene_perception.ros.diagnostics import ERROR, Health, diagnostic_array
 from scene_perception.ros.image_input import StampGuard
+from scene_perception.ros.worker import NewestWorker
 
 __all__ = ["PerceptionNodeBase"]
 
@@ -93,6 +94,11 @@ class PerceptionNodeBase(LifecycleNode):
         self._pubs: dict[str, Any] = {}  # output key -> lifecycle publisher (created at configure)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
+        # Inference off the executor thread (ros/worker.py): services, parameters and diagnostics answer
+        # during a frame. Subclasses submit inputs from their callbacks and start / stop it with their
+        # subscriptions.
+        self._worker = NewestWorker(self._process_input, lambda: self.health.count("skipped (busy)"),
+                                    self._worker_failed, name=f"{node_name}_inference")
 
     # ------------------------------------------------------------------ subclass interface
     def _publish_diagnostics(self) -> None:
@@ -102,6 +108,19 @@ class PerceptionNodeBase(LifecycleNode):
     def _destroy_subscriptions(self) -> None:
         """Unsubscribe from every input (deactivate / cleanup)."""
         raise NotImplementedError
+
+    def _process_input(self, item: Any) -> None:
+        """Validate, compute and publish one input; runs on the worker thread."""
+        raise NotImplementedError
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self.health.problem("inference_error", f"processing an input failed: {type(exc).__name__}: {exc}")
+
+    def destroy_node(self) -> None:
+        """Also end the worker thread (a node destroyed without a lifecycle cleanup, e.g. at Ctrl-C):
+        a frame in progress gets a few seconds to finish, then the thread is left to end with it."""
+        self._worker.stop(timeout=5.0)
+        super().destroy_node()
 
     def _on_parameter_changed(self, change: Parameter) -> None:
         """Hook for live parameters a subclass applies itself (called after ``self.params`` is updated)."""

@@ -18,7 +18,9 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from scene_perception.geometry.rectification import RECTIFY_MODES
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,23 @@ _SYNC_QOS_PARAMS: tuple[ParamSpec, ...] = (
         "reliable",
         "QoS of the output publishers.",
         choices=("sensor_data", "reliable", "best_effort"),
+    ),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "How the images arrive: raw (sensor_msgs/Image on left/image_rect, right/image_rect) or compressed "
+        "(sensor_msgs/CompressedImage on <image topic>/compressed, as image_transport publishes and most "
+        "bags record; JPEG / PNG / TIFF).",
+        choices=tuple(IMAGE_TRANSPORTS),
+    ),
+    ParamSpec(
+        "rectify",
+        "auto",
+        "Rectify the images with their CameraInfo (D, K, R, P) as image_proc does: on = always (raw camera "
+        "images), off = never (already rectified), auto = when the CameraInfo says the image is not "
+        "rectified (D != 0, R != I or K != P) and the image topic is not an image_rect* topic (remap "
+        "left/image_rect to a raw topic to rectify in the node).",
+        choices=RECTIFY_MODES,
     ),
 )
 
@@ -298,9 +317,45 @@ _OUTPUT_HEALTH_PARAMS: tuple[ParamSpec, ...] = (
     ),
 )
 
+#: The range and size limits of the GC-Net node (pipelines/stereo_depth.py applies them).
+_RANGE_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "max_disparity",
+        0.0,
+        "The scene's largest disparity (px at the input resolution: near objects); 0 = the network's range "
+        "(lite, paper: 128, 192). Above the network's range the network runs on the pair shrunk to fit and "
+        "the disparity is scaled back and refined at full size. Pixels at the top of the searched range "
+        "(saturated) are invalid and counted ('saturated pixels'); no published disparity exceeds it.",
+        0.0,
+        4096.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "max_depth",
+        0.0,
+        "Pixels farther than this (m) are invalid in depth, points and disparity alike (a disparity floor "
+        "of f*B/max_depth). 0 = auto: disparities at or below 1 px are invalid (their error is as large as "
+        "the value: no phantom depths of hundreds of km). Set a large value (1e9) to keep everything.",
+        0.0,
+        1e9,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "max_network_pixels",
+        1280 * 720,
+        "The network runs on at most this many pixels: larger frames are shrunk for it and the disparity is "
+        "scaled back and refined at full size. Bounds memory on large frames (CPU, lite, default "
+        "refinement: ~0.75 GB per network megapixel; docs/memory in README). 0 = no limit.",
+        0,
+        1 << 28,
+        dynamic=True,
+    ),
+)
+
 STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_MODEL_PARAMS,
     *_SYNC_QOS_PARAMS,
+    *_RANGE_PARAMS,
     _MIN_DISPARITY,
     _MAX_UNCERTAINTY,
     _MIN_TEXTURE,

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from scene_perception.ros.runner import run_nodes
 
     argv = sys.argv if argv is None else argv
-    run_nodes([("sgbm_depth", SGBMDepthNode, {})], argv=argv)
+    raise SystemExit(run_nodes([("sgbm_depth", SGBMDepthNode, {})], argv=argv))
 
 
 if __name__ == "__main__":

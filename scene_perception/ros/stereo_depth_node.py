@@ -70,7 +70,8 @@ class StereoDepthNode(StereoNodeBase):
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
         if self.pipeline is not None and (
-            change.name in ("min_disparity", "max_uncertainty", "min_texture")
+            change.name in ("min_disparity", "max_uncertainty", "min_texture", "max_disparity", "max_depth",
+                            "max_network_pixels")
             or change.name.startswith("local_refinement.")
         ):
             self._apply_pipeline_params()
@@ -78,6 +79,9 @@ class StereoDepthNode(StereoNodeBase):
     def _apply_pipeline_params(self) -> None:
         assert self.pipeline is not None
         self.pipeline.min_disparity = float(self.params["min_disparity"])
+        self.pipeline.max_depth = float(self.params["max_depth"])
+        self.pipeline.max_disparity = float(self.params["max_disparity"]) or None
+        self.pipeline.max_network_pixels = int(self.params["max_network_pixels"])
         max_unc = float(self.params["max_uncertainty"])
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
         self.pipeline.min_texture = float(self.params["min_texture"])
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     from scene_perception.ros.runner import run_nodes
 
     argv = sys.argv if argv is None else argv
-    run_nodes([("stereo_depth", StereoDepthNode, {})], argv=argv)
+    raise SystemExit(run_nodes([("stereo_depth", StereoDepthNode, {})], argv=argv))
 
 
 if __name__ == "__main__":

@@ -24,17 +24,20 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
+from scene_perception.geometry.rectification import Rectifier
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.ros import params as P
 from scene_perception.ros.image_input import (
     INPUT_ENCODINGS,
     InputRejected,
-    check_image,
     decode_rgb,
+    image_message_type,
     publish_counted,
+    rectify_rgb,
+    transport_topic,
 )
 from scene_perception.ros.messages import make_depth_image, make_disparity_image, make_point_cloud
 from scene_perception.ros.node_base import PerceptionNodeBase
@@ -45,7 +48,6 @@ from scene_perception.ros.sync import (
     TimeSynchronizer,
     dropped_count,
 )
-from scene_perception.ros.worker import NewestWorker
 
 __all__ = ["INPUT_ENCODINGS", "INPUT_TOPICS", "DepthOutputs", "InputRejected", "StereoNodeBase"]
 
@@ -100,14 +102,12 @@ class StereoNodeBase(PerceptionNodeBase):
         super().__init__(node_name, **kwargs)
         self._max_disparity = 0.0
         self._subs: list[Subscriber] = []
+        self._rectifiers: list[Rectifier] = []
         self._sync: Any = None
         self._topic_counts: Counter[str] = Counter()
         self._last_check_counts: Counter[str] = Counter()
         self._last_check_sets = 0
         self._check_timer = self.create_timer(self.params["input_check_period"], self._check_inputs)
-        # Inference off the executor thread: services, parameters and diagnostics answer during a frame.
-        self._worker = NewestWorker(self._process_set, lambda: self.health.count("skipped (busy)"),
-                                    self._worker_failed, name=f"{node_name}_inference")
 
     @property
     def _last_stamp_ns(self) -> int | None:
@@ -155,12 +155,25 @@ class StereoNodeBase(PerceptionNodeBase):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
         in_qos = qos_from_name(p["input_qos"], depth=int(p["input_depth"]))
-        types = (Image, CameraInfo, Image, CameraInfo)
+        transport = str(p["image_transport"])
+        image_type = image_message_type(transport)
+        # image_transport's naming: the transport's topic hangs off the (remapped) base image topic.
+        topics = [
+            transport_topic(self.resolve_topic_name(t), transport)
+            if transport != "raw" and t.endswith("image_rect") else t
+            for t in INPUT_TOPICS
+        ]
+        types = (image_type, CameraInfo, image_type, CameraInfo)
         self._subs = [
-            Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, INPUT_TOPICS, strict=True)
+            Subscriber(self, t, name, qos_profile=in_qos) for t, name in zip(types, topics, strict=True)
         ]
         for sub, name in zip(self._subs, INPUT_TOPICS, strict=True):
             sub.registerCallback(self._count_topic, name)
+        # One rectifier per camera; `auto` leaves topics named image_rect* alone (already rectified).
+        self._rectifiers = [
+            Rectifier(str(p["rectify"]), side, self.resolve_topic_name(topic))
+            for side, topic in (("left", INPUT_TOPICS[0]), ("right", INPUT_TOPICS[2]))
+        ]
         if p["approximate_sync"]:
             self._sync = ApproximateTimeSynchronizer(
                 self._subs, p["queue_size"], p["approximate_sync_tolerance_seconds"]
@@ -173,7 +186,7 @@ class StereoNodeBase(PerceptionNodeBase):
         self._worker.start()
         self.get_logger().info(
             f"active: {'approximate' if p['approximate_sync'] else 'exact'} sync on "
-            + ", ".join(self.resolve_topic_name(t) for t in INPUT_TOPICS)
+            + ", ".join(self.resolve_topic_name(t) for t in topics) + f"; rectify {p['rectify']}"
         )
         return super().on_activate(state)
 
@@ -191,49 +204,37 @@ class StereoNodeBase(PerceptionNodeBase):
         # The frame in progress finishes (and publishes) before deactivate/cleanup releases the matcher.
         self._worker.stop()
 
-    def _worker_failed(self, exc: BaseException) -> None:
-        self.health.problem("inference_error", f"processing a stereo set failed: {type(exc).__name__}: {exc}")
-
     # ------------------------------------------------------------------ input handling
     def _count_topic(self, msg: Any, name: str) -> None:
         self._topic_counts[name] += 1
         self.health.count("input " + name)
 
-    def _check_image(self, side: str, msg: Image) -> None:
-        """Reject an image whose header does not describe its buffer (see :func:`image_input.check_image`)."""
-        check_image(side, msg, int(self.params["max_input_pixels"]))
-
     def _decode(
-        self, left_msg: Image, left_info: CameraInfo, right_msg: Image, right_info: CameraInfo
+        self, left_msg: Image | CompressedImage, left_info: CameraInfo, right_msg: Image | CompressedImage,
+        right_info: CameraInfo,
     ) -> tuple[np.ndarray, np.ndarray, StereoCamera]:
-        """Validate and convert one stereo set; raise InputRejected naming what is wrong."""
-        self._check_image("left", left_msg)
-        self._check_image("right", right_msg)
-        if (left_msg.width, left_msg.height) != (right_msg.width, right_msg.height):
-            raise InputRejected(
-                "size_mismatch",
-                f"left image is {left_msg.width}x{left_msg.height} but right is "
-                f"{right_msg.width}x{right_msg.height}",
-            )
-        for side, info in (("left", left_info), ("right", right_info)):
-            if (info.width, info.height) != (0, 0) and (info.width, info.height) != (
-                left_msg.width,
-                left_msg.height,
-            ):
-                raise InputRejected(
-                    "camera_info_mismatch",
-                    f"{side} camera_info is for {info.width}x{info.height} but images are "
-                    f"{left_msg.width}x{left_msg.height}",
-                )
+        """Validate, convert and (per ``rectify``) rectify one stereo set; InputRejected naming what is
+        wrong. Sizes are compared after decoding: a CompressedImage says its size only in its data."""
         max_pixels = int(self.params["max_input_pixels"])
         left = decode_rgb("left", left_msg, max_pixels)
         right = decode_rgb("right", right_msg, max_pixels)
+        (h, w), (hr, wr) = left.shape[:2], right.shape[:2]
+        if (w, h) != (wr, hr):
+            raise InputRejected("size_mismatch", f"left image is {w}x{h} but right is {wr}x{hr}")
+        for side, info in (("left", left_info), ("right", right_info)):
+            if (info.width, info.height) != (0, 0) and (info.width, info.height) != (w, h):
+                raise InputRejected(
+                    "camera_info_mismatch",
+                    f"{side} camera_info is for {info.width}x{info.height} but images are {w}x{h}",
+                )
+        left = rectify_rgb("left", left, left_info, self._rectifiers[0])
+        right = rectify_rgb("right", right, right_info, self._rectifiers[1])
         try:
             camera = StereoCamera.from_projection_matrices(
                 left_info.p,
                 right_info.p,
-                left_msg.width,
-                left_msg.height,
+                w,
+                h,
                 frame_id=left_msg.header.frame_id or left_info.header.frame_id,
             )
         except CameraModelError as exc:
@@ -249,7 +250,7 @@ class StereoNodeBase(PerceptionNodeBase):
         if self._ready():
             self._worker.submit((left_msg, left_info, right_msg, right_info, time.perf_counter()))
 
-    def _process_set(self, item: tuple[Image, CameraInfo, Image, CameraInfo, float]) -> None:
+    def _process_input(self, item: tuple[Image, CameraInfo, Image, CameraInfo, float]) -> None:
         """Validate, compute and publish one stereo set (worker thread)."""
         left_msg, left_info, right_msg, right_info, t0 = item
         if not self._ready():

@@ -54,6 +54,12 @@ class NewestWorker:
         return self._thread is not None
 
     @property
+    def processing(self) -> bool:
+        """True while ``process`` runs (an item taken from the queue, not yet finished)."""
+        with self._cv:
+            return self._busy
+
+    @property
     def busy(self) -> bool:
         """True while an item is being processed or waiting."""
         with self._cv:
