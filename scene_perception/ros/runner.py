@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -145,10 +146,34 @@ def run_nodes(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Callbacks already handed to the executor's threads finish BEFORE anything is destroyed: destroying
+        # a node (or the executor's guard condition) under a running callback made that callback raise
+        # InvalidHandle, printed at exit as "The following exception was never retrieved: cannot use
+        # Destroyable because destruction was requested" (issue 21, item 5).
+        _finish_callbacks(executor, log)
+        executor.shutdown()
         for node in nodes:
             executor.remove_node(node)
             node.destroy_node()
-        executor.shutdown()
         if context.ok():
             rclpy.shutdown(context=context)
     return code
+
+
+def _finish_callbacks(executor: MultiThreadedExecutor, log: Any, timeout_sec: float = 10.0) -> None:
+    """Wait (at most ``timeout_sec``) for the callbacks the executor's thread pool is running or has queued,
+    and log the exception of any that failed instead of leaving it to the "never retrieved" print at exit.
+
+    ``Executor.shutdown`` does not do this in rclpy 9 (Kilted): its wait for outstanding work is skipped (it
+    tests ``_is_shutdown`` after setting it), so it destroys its guard condition while callbacks still
+    run. The futures are the executor's own list (``_futures``, the ones ``spin_once`` submitted): no new
+    ones appear once the loop above stopped calling ``spin_once``. Another rclpy without the list: no-op.
+    """
+    futures = list(getattr(executor, "_futures", ()))
+    deadline = time.monotonic() + timeout_sec
+    for future in futures:
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for future in futures:
+        if future.done() and future.exception() is not None:
+            log.error(f"a callback failed during shutdown: {future.exception()!r}")
