@@ -180,8 +180,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _dataset_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` reader options (``resolution=Q``, ``split=train``, ``require_gt=false``) as a dict."""
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --dataset-option must look like KEY=VALUE, got {item!r}")
+        value: object = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif text.lstrip("-").isdigit():
+            value = int(text)
+        options[key.replace("-", "_")] = value
+    return options
+
+
+def cmd_eval_dataset(args: argparse.Namespace) -> int:
+    """Score the stereo pipeline (and SGBM with --baseline sgbm) on a public dataset: report + JSON."""
+    import json
+    import shlex
+
+    import cv2
+
+    from scene_perception.data.datasets import DatasetError, open_dataset
+    from scene_perception.engines.base import EngineError
+    from scene_perception.evaluation.dataset_eval import (
+        evaluate_dataset,
+        markdown_overall,
+        scenes_summary,
+        write_report,
+    )
+    from scene_perception.models.weights import ModelLoadError
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+
+    if not args.root:
+        raise SystemExit("error: --dataset needs --root DIR (the dataset's folder)")
+    try:
+        dataset = open_dataset(args.dataset, args.root, **_dataset_options(args.dataset_option))
+    except (DatasetError, TypeError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    dataset.subset(args.limit)
+    if args.threads > 0:
+        cv2.setNumThreads(args.threads)
+    refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
+    try:
+        setup = build_stereo_pipeline(
+            args.model, args.weights, backend=args.backend, device=args.device,
+            engine_cache_dir=args.engine_cache_dir, num_threads=args.threads, compute_points=False,
+            max_network_pixels=args.max_network_pixels, local_refinement=refinement,
+        )
+    except (ModelLoadError, EngineError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    info = setup.info
+    logging.getLogger(__name__).info("%s; inference: %s", dataset.describe(),
+                                     setup.pipeline.engine.describe())
+    settings = {
+        "reader": dataset.describe(), "model": info.name, "weights": str(info.weights_path or ""),
+        "trained": info.trained, "sha256": info.sha256, "backend": setup.choice.backend,
+        "device": str(setup.pipeline.device), "local_refinement": refinement is not None,
+        "baseline": None if args.baseline == "none" else args.baseline, "limit": args.limit,
+        "max_network_pixels": args.max_network_pixels, "threads": args.threads,
+    }
+    try:
+        ev = evaluate_dataset(dataset, setup.pipeline, baseline=settings["baseline"], worst=args.figures,
+                              settings=settings)
+    except (DatasetError, EngineError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if not ev.scenes:
+        raise SystemExit(f"error: no pair with GT in {dataset.describe()}: nothing to score")
+    command = "scene-perception " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = write_report(ev, args.out, command)
+    doc = ev.to_json()
+    json_path = Path(args.json) if args.json else Path(args.out) / "results.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    untrained = "" if info.trained else "  (UNTRAINED weights: meaningless numbers)"
+    print(f"# {ev.dataset}: {scenes_summary(ev.scenes)}{untrained}\n")
+    print(markdown_overall(ev))
+    print(f"\nreport: {report}\nresults: {json_path}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Replay a rosbag2 with ground truth through the live node; score, report."""
+    """Replay a rosbag2 with ground truth through the live node; score, report.  With ``--dataset``:
+    score the pipeline on a public dataset instead (:func:`cmd_eval_dataset`)."""
+    if args.dataset:
+        if args.bag:
+            raise SystemExit("error: --bag and --dataset are two modes; give one")
+        return cmd_eval_dataset(args)
+    if not args.bag:
+        raise SystemExit("error: eval needs --bag DIR (a rosbag2 with GT) or --dataset NAME --root DIR")
     from scene_perception.ros.bag_eval import evaluate_bag
 
     bag = Path(args.bag)
@@ -296,15 +386,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
 
     p = sub.add_parser(
-        "eval", help="replay a rosbag2 with GT through the live node; metrics, report, figures"
+        "eval", help="replay a rosbag2 with GT through the live node, or score a public dataset "
+        "(--dataset); metrics, report, figures"
     )
     p.add_argument(
-        "--bag", required=True, help="rosbag2 directory with stereo + /gt/* topics (e.g. from synth)"
+        "--bag", default=None, help="rosbag2 directory with stereo + /gt/* topics (e.g. from synth)"
     )
     p.add_argument("--out", default="out/eval", help="output folder (report.md, figures, recorded outputs)")
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    g = p.add_argument_group("dataset mode (instead of --bag; docs/benchmarks.md)")
+    g.add_argument("--dataset", default=None,
+                   choices=["middlebury", "eth3d", "kitti2012", "kitti2015", "sceneflow", "cityscapes"],
+                   help="score the stereo pipeline on this dataset's pairs with GT (needs --root)")
+    g.add_argument("--root", default=None, help="the dataset's folder (layouts: docs/benchmarks.md)")
+    g.add_argument("--baseline", default="none", choices=["none", "sgbm"],
+                   help="sgbm: also run OpenCV SGBM_3WAY (the notes' settings) on the same pairs and range")
+    g.add_argument("--limit", type=int, default=None, help="only the first N pairs (a quick look)")
+    g.add_argument("--json", default=None,
+                   help="write the results here (default: <out>/results.json): dataset, overall, methods, "
+                   "scenes; rates in %% of valid-GT pixels")
+    g.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option, repeatable: resolution=F|H|Q (middlebury), split=train|val|test, "
+                   "render_pass=clean|final (sceneflow)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch / onnxruntime / OpenCV threads (0 = default)")
+    g.add_argument("--no-local-refinement", action="store_true",
+                   help="score the network's own disparity, without the default local refinement")
+    g.add_argument("--max-network-pixels", type=int, default=0,
+                   help="run the network on at most this many pixels (the pair shrunk, the result scaled "
+                   "back and refined at full size); 0 = only the range decides")
+    g.add_argument("--figures", type=int, default=3, help="figures of the N worst scenes in report.md")
+    g.add_argument("--engine-cache-dir", default="~/.cache/scene_perception/engines",
+                   help="where onnxruntime/tensorrt backends cache exported graphs and engines")
     p.add_argument(
         "--scene-weights",
         default=None,
