@@ -3,26 +3,27 @@
     ros2 launch scene_perception perception.launch.py namespace:=stereo \
         config:=/path/to/perception.yaml autostart:=true rviz:=true
 
-``rviz:=true`` also starts rviz2 with ``rviz/perception.rviz`` (point cloud coloured by RGB, depth,
-depth uncertainty, the left image, and the scene node's semantic overlay and semantic uncertainty) in the
-same namespace and with the same remaps, so its relative topics find the nodes'. The ``scene`` node starts
-when the parameters file has a ``scene`` section (``config/perception.yaml`` has a commented one); the
-``left_image`` remap applies to it too. Likewise the ``pose`` node (PoseNet, ``pose`` topic and TF
-``map`` -> camera) with a ``pose`` section.
+One lifecycle node per node section of the parameters file (``config/perception.yaml`` starts
+``stereo_depth``; its commented ``sgbm_depth``, ``scene`` and ``pose`` sections start those nodes too), all
+with the same input remaps (``left_image:=...`` etc.). ``rviz:=true`` also starts rviz2 with
+``rviz/perception.rviz`` in the same namespace and with the same remaps, so its relative topics find the
+nodes'.
 
+A thin wrapper: what to start is decided by ``scene_perception.ros.launch_plan.plan_nodes`` (tested without
+``launch``, which is not on PyPI); this file only declares the arguments and builds the launch_ros actions.
 The pip environment has no ``launch``; there, ``scene-perception run --config config/perception.yaml``
 starts the same nodes with the same parameters file.
 """
 
 from pathlib import Path
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from launch import LaunchDescription
+from scene_perception.ros import launch_plan
 
 #: Node sections a parameters file may have -> their executables (as ``scene-perception run`` knows them).
 EXECUTABLES = {
@@ -32,53 +33,45 @@ EXECUTABLES = {
     "pose": "pose_node",
 }
 
-
-def _configured_nodes(config: str) -> list[str]:
-    """Node names with a section in the parameters file (``/**`` is shared); unknown names are an error."""
-    data = yaml.safe_load(Path(config).read_text()) or {}
-    names = [key.strip("/").split("/")[-1] for key in data]
-    names = [n for n in names if n != "**"]
-    unknown = sorted(set(names) - set(EXECUTABLES))
-    if unknown or not names:
-        raise RuntimeError(f"{config}: unknown or no node sections {unknown}; known: {sorted(EXECUTABLES)}")
-    return names
-
-
-def _truthy(context, name: str) -> bool:
-    return LaunchConfiguration(name).perform(context).lower() in ("1", "true", "yes")
+ARGUMENTS = (
+    "namespace",
+    "config",
+    "autostart",
+    "rviz",
+    "rviz_config",
+    "left_image",
+    "right_image",
+    "left_info",
+    "right_info",
+)
 
 
 def _nodes(context, *args, **kwargs):
-    config = LaunchConfiguration("config").perform(context)
-    autostart = _truthy(context, "autostart")
-    remappings = [
-        ("left/image_rect", LaunchConfiguration("left_image")),
-        ("right/image_rect", LaunchConfiguration("right_image")),
-        ("left/camera_info", LaunchConfiguration("left_info")),
-        ("right/camera_info", LaunchConfiguration("right_info")),
-    ]
-    actions = [
-        LifecycleNode(
-            package="scene_perception",
-            executable=EXECUTABLES[name],
-            name=name,
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[config],
-            arguments=[] if autostart else ["--no-autostart"],
-            remappings=remappings,
-            output="screen",
-        )
-        for name in _configured_nodes(config)
-    ]
-    if _truthy(context, "rviz"):
+    values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    actions = []
+    for node in launch_plan.plan_nodes(values, EXECUTABLES):
+        if node.package == "rviz2":
+            actions.append(
+                Node(
+                    package="rviz2",
+                    executable="rviz2",
+                    name=node.name,
+                    namespace=values["namespace"],
+                    arguments=["-d", values["rviz_config"]],
+                    remappings=list(node.remappings),
+                    output="screen",
+                )
+            )
+            continue
         actions.append(
-            Node(
-                package="rviz2",
-                executable="rviz2",
-                name="rviz2",
-                namespace=LaunchConfiguration("namespace"),
-                arguments=["-d", LaunchConfiguration("rviz_config").perform(context)],
-                remappings=remappings,
+            LifecycleNode(
+                package=node.package,
+                executable=node.executable,
+                name=node.name,
+                namespace=values["namespace"],
+                parameters=list(node.parameters),
+                arguments=list(node.arguments),
+                remappings=list(node.remappings),
                 output="screen",
             )
         )
@@ -93,7 +86,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "config",
                 default_value=str(share / "config" / "perception.yaml"),
-                description="ROS 2 parameters file",
+                description="ROS 2 parameters file; its node sections choose the nodes",
             ),
             DeclareLaunchArgument(
                 "autostart",
