@@ -55,7 +55,8 @@ _LOG = logging.getLogger(__name__)
 ENV_MODELS = "SCENE_PERCEPTION_MODELS"
 _WEIGHTS_SUFFIX = ".safetensors"
 _CARD_SUFFIX = ".json"
-_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+#: The package and its data directory under ``<prefix>/share`` (CMakeLists.txt installs ``models/`` there).
+_PACKAGE = "scene_perception"
 
 
 class ModelLoadError(RuntimeError):
@@ -85,20 +86,71 @@ def file_sha256(path: str | Path) -> str:
 def model_search_dirs() -> list[Path]:
     """Directories searched for ``<name>.safetensors``, in priority order.
 
-    ``$SCENE_PERCEPTION_MODELS`` (os.pathsep-separated) first so a deployment can override, then the
-    source tree's ``models/``, then the installed package share (only when ament_index is importable).
+    1. ``$SCENE_PERCEPTION_MODELS`` (os.pathsep-separated), so a deployment can override everything;
+    2. ``share/scene_perception/models`` of the installed package: first the install prefix this module
+       was imported from (``<prefix>/lib/pythonX.Y/site-packages/scene_perception/...``, found without
+       following symlinks, so a ``colcon build --symlink-install`` still names its install space), then
+       ament_index's (a sourced workspace; only when ament_index_python is importable);
+    3. the source tree's ``models/`` (the checkout this file really lives in, symlinks followed), for the
+       pip environment's editable install and as the last fallback.
+
+    An explicit weights path (the nodes' ``weights`` parameter, the CLI's ``--weights``) bypasses the search
+    altogether. Directories are listed whether or not they exist (error messages name them); one reached
+    twice (e.g. through a symlink) is listed once, at its first place.
     """
     dirs: list[Path] = []
     env = os.environ.get(ENV_MODELS, "")
     dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    dirs.append(_REPO_MODELS)
+    dirs += _installed_share_models()
+    source = _source_tree_models()
+    if source is not None:
+        dirs.append(source)
+    unique: list[Path] = []
+    seen: set[str] = set()
+    for d in dirs:
+        key = os.path.realpath(d)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def _prefix_share_models(module_file: str | os.PathLike[str]) -> Path | None:
+    """``<prefix>/share/scene_perception/models`` when ``module_file`` (this module's path, symlinks NOT
+    followed) lies in an install prefix's ``lib/pythonX.Y/{site,dist}-packages/scene_perception/models``."""
+    here = Path(os.path.abspath(module_file))
+    parents = here.parents
+    if len(parents) < 6 or parents[1].name != _PACKAGE:
+        return None
+    site, pyver, lib = parents[2], parents[3], parents[4]
+    if site.name not in ("site-packages", "dist-packages") or not pyver.name.startswith("python"):
+        return None
+    if lib.name not in ("lib", "lib64"):
+        return None
+    return parents[5] / "share" / _PACKAGE / "models"
+
+
+def _installed_share_models() -> list[Path]:
+    dirs: list[Path] = []
+    own = _prefix_share_models(__file__)
+    if own is not None:
+        dirs.append(own)
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        dirs.append(Path(get_package_share_directory("scene_perception")) / "models")
+        dirs.append(Path(get_package_share_directory(_PACKAGE)) / "models")
     except Exception:  # noqa: BLE001 - not installed / no ament index: simply not a search location
         pass
     return dirs
+
+
+def _source_tree_models() -> Path | None:
+    """``models/`` of the source checkout this file lives in (through symlinks), or None when this file is
+    not in a checkout (a plain install: site-packages has no package.xml next to the package)."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "package.xml").is_file() and (root / _PACKAGE / "__init__.py").is_file():
+        return root / "models"
+    return None
 
 
 def _read_card(path: Path) -> dict[str, Any]:
