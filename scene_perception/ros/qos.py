@@ -16,9 +16,14 @@ from rclpy.qos import (
 def qos_from_name(name: str, depth: int = 5) -> QoSProfile:
     """Return the QoS profile called ``name``.
 
-    ``sensor_data`` is best-effort, keep-last: the right default for camera inputs, where a late frame is
-    worth less than the next one.  ``reliable`` matches RViz's default subscriptions and stereo_image_proc's
-    publishers, so it is the output default.
+    ``reliable`` (keep-last ``depth``) is the shipped input default: it matches rclcpp's / image_transport's
+    default publishers (most camera drivers, image_proc, ``ros2 bag play``), and lost fragments of a
+    camera-sized frame are resent, which best-effort cannot do (docs/transport.md: on a host with Linux's
+    default ``net.core.rmem_max`` best-effort input kept 5-10 of 30 camera-sized stereo sets, reliable
+    30/30). It is also the output default (RViz's subscriptions, stereo_image_proc's publishers).
+    ``sensor_data`` (best-effort, keep-last) is for drivers that publish best-effort, which a reliable
+    reader does not match (rclpy then logs the incompatible RELIABILITY policy); ``best_effort`` is the
+    same policies as ``sensor_data``, built explicitly.
     """
     if name == "sensor_data":
         profile = copy.copy(qos_profile_sensor_data)
