@@ -27,6 +27,7 @@ from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
 from scene_perception.ros.allocator import tune_malloc
+from scene_perception.ros.dds import configure as configure_dds
 
 NodeSpec = tuple[str, type[Node], dict[str, Any]]
 
@@ -113,6 +114,8 @@ def run_nodes(
     log = rclpy.logging.get_logger("scene-perception")
     # Before any model is loaded: frame-sized buffers must go back to the OS (see ros/allocator.py).
     malloc_note = tune_malloc()
+    if stop is None:  # this call owns the process (as for the signal handlers): its Fast DDS transports
+        configure_dds(logger=log)  # docs/transport.md: UDP only, so drivers' frames are not lost in SHM
     context = Context()
     try:
         rclpy.init(args=["scene-perception", *ros_args], context=context)
