@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from scene_perception.data.datasets import (
     DatasetError,
@@ -346,3 +347,89 @@ def test_unknown_and_empty(tmp_path: Path) -> None:
             open_dataset(name, tmp_path)
     with pytest.raises(DatasetError, match="no left/right image folders"):
         open_dataset("kitti2015", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- training
+def test_dataset_specs() -> None:
+    from scene_perception.training.dataset_mix import DatasetSpec, parse_dataset_specs
+
+    assert parse_dataset_specs("kitti2015:/d/kitti:0.5, sceneflow:/d/sf;folder:C:/pairs") == [
+        DatasetSpec("kitti2015", "/d/kitti", 0.5), DatasetSpec("sceneflow", "/d/sf", 1.0),
+        DatasetSpec("folder", "C:/pairs", 1.0)]
+    assert parse_dataset_specs(None) == []
+    for bad in ("kitti2015", "nyu:/d", "kitti2015:/d:0", "kitti2015:/d:-1"):
+        with pytest.raises(ValueError):
+            parse_dataset_specs(bad)
+
+
+def _shifted_scene(d: Path, shift: int, w: int = 96, h: int = 40) -> None:
+    """A pair with left(x) = right(x - shift): GT = shift wherever x - shift is inside the right view."""
+    x = np.arange(w + shift)
+    texture = (128 + 100 * np.sin(x / 3.0) * np.cos(x / 7.0)).astype(np.uint8)
+    wide = np.repeat(np.repeat(texture[None, :, None], h, 0), 3, 2)
+    wide[:, :, 1] = np.roll(wide[:, :, 0], 5, axis=1)
+    left, right = wide[:, :w], wide[:, shift:shift + w]  # right(x - shift) = wide(x) = left(x)
+    _write_rgb(d / "im0.png", np.ascontiguousarray(left))
+    _write_rgb(d / "im1.png", np.ascontiguousarray(right))
+    gt = np.full((h, w), float(shift), np.float32)
+    gt[:, :shift] = np.inf  # not visible in the right view
+    write_pfm(d / "disp0GT.pfm", gt)
+
+
+def test_dataset_crops_keep_the_geometry(tmp_path: Path) -> None:
+    from scene_perception.training.dataset_mix import DatasetCrops
+
+    _shifted_scene(tmp_path / "S", 30)
+    reader = open_dataset("middlebury", tmp_path)
+    s = reader[0]
+    # The reader's pair really is left(x) = right(x - 30).
+    np.testing.assert_array_equal(s.left[:, 40], s.right[:, 10])
+    crops = DatasetCrops(reader, (16, 32), max_disparity=12.0, seed=3, length=5)
+    for i in range(len(crops)):
+        item = crops[i]
+        left, right = item["left"].numpy(), item["right"].numpy()
+        d, valid = item["disparity"][0].numpy(), item["valid"][0].numpy()
+        assert left.shape == (3, 16, 32) and d.shape == (16, 32) and not np.isnan(d).any()
+        # Shrunk by 12 / 30 to fit the range: GT 30 * (38 / 96) (the resized width ratio), same in both views.
+        assert np.allclose(d[valid], 30 * 38 / 96) and (d[~valid] == 0).all()
+        # Photometric check: the crop's left pixel matches the right pixel d to its left (same window).
+        dd = int(round(float(d[valid][0])))
+        ys, xs = np.nonzero(valid)
+        xs_ok = xs[xs >= dd]
+        if xs_ok.size:
+            err = np.abs(left[:, ys[0], xs_ok] - right[:, ys[0], xs_ok - dd]).mean()
+            assert err < 0.08
+    # Deterministic per index (resuming and DDP ranks see the same item).
+    for key in ("left", "disparity"):
+        assert torch.equal(crops[2][key], crops[2][key])
+    # Smaller than the crop: padded, the padding's GT invalid.
+    big = DatasetCrops(reader, (64, 128), max_disparity=64.0, seed=0)[0]
+    assert big["left"].shape == (3, 64, 128)
+    assert not big["valid"][0, 40:].any() and not big["valid"][0, :, 96:].any()
+
+
+def test_mixed_dataset_proportions_and_a_training_run(tmp_path: Path) -> None:
+    from scene_perception.training.dataset_mix import MixedStereoDataset
+    from scene_perception.training.stereo import TrainConfig, train_stereo
+
+    a = [{"k": torch.tensor(0)}] * 3
+    b = [{"k": torch.tensor(1)}] * 5
+    mix = MixedStereoDataset([(a, 1.0), (b, 3.0)], length=4000, seed=1)
+    picks = [mix.component_of(i) for i in range(4000)]
+    assert abs(np.mean(picks) - 0.75) < 0.03 and picks == [mix.component_of(i) for i in range(4000)]
+    assert int(mix[7]["k"]) == picks[7]
+
+    for i in range(2):
+        _shifted_scene(tmp_path / "data" / f"S{i}", 20 + 10 * i, w=160, h=72)
+    cfg = TrainConfig(model="lite", steps=2, batch_size=2, crop_height=64, crop_width=128, max_disparity=24.0,
+                      num_threads=1, progress=False, warmup_steps=0, out_dir=str(tmp_path / "run"),
+                      dataset=f"middlebury:{tmp_path / 'data'}:3", synthetic_weight=1.0, augment=True)
+    path = train_stereo(cfg)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert "middlebury:" in card["training"]["data"] and card["training"]["config"]["dataset"] == cfg.dataset
+    with pytest.raises(ValueError, match="crops_per_pair"):
+        TrainConfig(dataset=cfg.dataset, crops_per_pair=2, batch_size=2, image_height=512).validate()
+    with pytest.raises(ValueError, match="synthetic_weight"):
+        TrainConfig(synthetic_weight=0.0).validate()
+    with pytest.raises(ValueError, match="checkpoint .* was trained with dataset"):
+        train_stereo(TrainConfig(**{**cfg.__dict__, "steps": 3, "dataset": None}))

@@ -139,6 +139,18 @@ class TrainConfig:
     texture_dir: str | None = field(
         default=None, metadata={"help": "optional photo textures (never images with stereo ground truth)"}
     )
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "also train on downloaded datasets: NAME:ROOT[:WEIGHT] entries separated by commas "
+                          "(NAME: middlebury, eth3d, kitti2012, kitti2015, sceneflow, cityscapes, folder; "
+                          "WEIGHT: sampling proportion, default 1), mixed with the synthetic pairs at "
+                          "synthetic_weight; shift-free crops, pairs beyond max_disparity shrunk "
+                          "(training/dataset_mix.py)"},
+    )
+    synthetic_weight: float = field(
+        default=1.0, metadata={"help": "sampling proportion of the procedural pairs next to --dataset "
+                                       "(0: the datasets only)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of the weights init and of the data"})
     init_weights: str | None = field(
         default=None,
@@ -241,6 +253,15 @@ class TrainConfig:
             )
         if not 0.0 <= self.sky_probability <= 1.0:
             raise ValueError(f"sky_probability must be in [0, 1], got {self.sky_probability}")
+        if self.dataset or self.synthetic_weight != 1.0:
+            from scene_perception.training.dataset_mix import parse_dataset_specs
+
+            specs = parse_dataset_specs(self.dataset)
+            if self.synthetic_weight < 0 or (not specs and self.synthetic_weight == 0):
+                raise ValueError(f"synthetic_weight must be >= 0 (> 0 without --dataset), got "
+                                 f"{self.synthetic_weight}")
+            if specs and self.crops_per_pair > 1:
+                raise ValueError("crops_per_pair > 1 is for rendered pairs; with --dataset keep it 1")
         if self.max_disparity >= CONFIGS[self.model].max_disparity:
             raise ValueError(
                 f"max_disparity {self.max_disparity} must be below the {self.model!r} model's range "
@@ -281,7 +302,8 @@ def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torc
 def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, device: torch.device) -> tuple[int, list[float], dict[str, Any]]:
     """(step, recent EPE values, the whole state JSON) of a checkpoint restored into model and optimizer."""
-    check_resume_config(state_path, config, ("model", "mode"))
+    check_resume_config(state_path, config, ("model", "mode", "dataset", "synthetic_weight"),
+                        {"dataset": None, "synthetic_weight": 1.0})
     state = load_checkpoint(state_path, model, optimizer, device)
     return int(state["step"]), [float(v) for v in state.get("recent_epe", [])], state
 
@@ -426,6 +448,12 @@ def _make_loader(config: TrainConfig, start: int, end: int, rank: int, world: in
         scene=SceneConfig(sky_probability=config.sky_probability),
     )
     data: Dataset = dataset if k == 1 else MultiCropStereoDataset(dataset, k)
+    if config.dataset:
+        from scene_perception.training.dataset_mix import mixed_training_data, parse_dataset_specs
+
+        data = mixed_training_data(parse_dataset_specs(config.dataset), dataset, config.synthetic_weight,
+                                   (config.crop_height, config.crop_width), config.max_disparity, config.seed,
+                                   config.augment, len(dataset))
     indices = [(s * world + rank) * pairs_per_step + i
                for s in range(start, end) for i in range(pairs_per_step)]
     extra: dict[str, Any] = {}
@@ -738,7 +766,8 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                       "-" if samples_per_s is None else f"{samples_per_s:.1f}")
         training = {
             "config": asdict(config),
-            "data": DATA_DESCRIPTION,
+            "data": DATA_DESCRIPTION + (f" mixed with {config.dataset} (synthetic weight "
+                                        f"{config.synthetic_weight:g})" if config.dataset else ""),
             "mode": config.mode,
             "steps": step,
             "steps_planned": config.steps,
