@@ -11,6 +11,7 @@ fake install prefix whose share/ holds symlinks into the repo's models/ stands i
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,19 @@ def test_where_this_module_was_imported_from(monkeypatch: pytest.MonkeyPatch) ->
     assert model_search_dirs() == [d for d in (own_share, checkout) if d is not None]
     _, info = load_stereo_model("lite")
     assert info.weights_path == expected / "lite.safetensors" and info.trained
+
+
+def test_colcon_test_runs_against_the_install_space() -> None:
+    """Under ``colcon test`` (CMakeLists.txt sets SCENE_PERCEPTION_TEST_INSTALL_PREFIX), the package and its
+    generated messages are the installed ones, as in a sourced workspace, not the checkout."""
+    prefix = os.environ.get("SCENE_PERCEPTION_TEST_INSTALL_PREFIX")
+    if not prefix:
+        pytest.skip("not run by colcon test")
+    import scene_perception
+    import scene_perception.msg
+
+    for module in (scene_perception, scene_perception.msg, weights_mod):
+        assert Path(module.__file__).is_relative_to(prefix), f"{module.__name__} from {module.__file__}"
+    assert weights_mod._prefix_share_models(weights_mod.__file__) == (
+        Path(prefix) / "share" / "scene_perception" / "models"
+    )
