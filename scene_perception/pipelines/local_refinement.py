@@ -53,14 +53,18 @@ __all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locall
 def _box(x: Tensor, window: int) -> Tensor:
     """Mean over a window x window box per channel (border replicated).
 
-    A depthwise convolution in channels-last layout, not ``avg_pool2d``: on CPU (oneDNN) it is ~10x faster
-    for the 3 * K channels filtered here at once.
+    On CPU a depthwise convolution in channels-last layout, not ``avg_pool2d``: there (oneDNN) it is ~10x
+    faster for the 3 * K channels filtered here at once.
     """
     c = x.shape[1]
-    kernel = torch.full((c, 1, window, window), 1.0 / (window * window), dtype=x.dtype, device=x.device)
     r = window // 2
-    padded = F.pad(x, (r, r, r, r), mode="replicate").contiguous(memory_format=torch.channels_last)
-    return F.conv2d(padded, kernel, groups=c)
+    padded = F.pad(x, (r, r, r, r), mode="replicate")
+    if x.device.type != "cpu":
+        # Not a convolution off the CPU: cuDNN may run fp32 convs as TF32 (10-bit mantissa, torch's default
+        # on Ampere and later), and ZNCC from box sums (E[x^2] - E[x]^2) cannot afford that rounding.
+        return F.avg_pool2d(padded, window, stride=1)
+    kernel = torch.full((c, 1, window, window), 1.0 / (window * window), dtype=x.dtype, device=x.device)
+    return F.conv2d(padded.contiguous(memory_format=torch.channels_last), kernel, groups=c)
 
 
 def _sliding_max(x: Tensor, k: int, dim: int) -> Tensor:

@@ -56,6 +56,10 @@ class LocalRefinementConfig:
             cannot reach, while SGBM, sparse but rarely grossly wrong where it answers, often has the
             right value there (validation, 200 pairs: EPE 1.25 -> 0.99 px, AUSE 0.31 -> 0.25).  Costs one
             SGBM run on the CPU (about 25 ms at 512x256 and 22 ms at 320x240 on 2 cores).
+        sgbm_on_accelerator: also offer the SGBM candidate when the engine runs on a GPU. Off by default,
+            by the rule written before the first GPU run (docs/gpu.md: keep it only if the whole pipeline at
+            960x576, bf16 + CUDA graphs, reaches 30 fps with it): on an H200 it took 96 of the frame's 110 ms
+            (9 fps; 72 fps without it), since SGBM runs on the CPU. Turning it on buys the accuracy above.
     """
 
     radius: int = 3
@@ -69,6 +73,7 @@ class LocalRefinementConfig:
     uncertainty_scale: float = 0.25
     correction_std: float = 0.3
     sgbm_candidate: bool = True
+    sgbm_on_accelerator: bool = False
 
     def __post_init__(self) -> None:
         if self.radius < 0:

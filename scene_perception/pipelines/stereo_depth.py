@@ -230,7 +230,9 @@ class StereoDepthPipeline:
     @property
     def _wants_candidate(self) -> bool:
         cfg = self.local_refinement
-        return cfg is not None and cfg.sgbm_candidate
+        if cfg is None or not cfg.sgbm_candidate:
+            return False
+        return self.device.type == "cpu" or cfg.sgbm_on_accelerator
 
     def _sgbm_disparity(self, left: np.ndarray, right: np.ndarray, max_disparity: float | None) -> np.ndarray:
         """SGBM's disparity for the candidate (float32 (H, W), NaN = no answer), on the CPU.  Called from

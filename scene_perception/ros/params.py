@@ -263,6 +263,13 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         "errors; ~25 ms at 512x256, ~22 ms at 320x240 on 2 cores).",
         dynamic=True,
     ),
+    ParamSpec(
+        "local_refinement.sgbm_on_accelerator",
+        _REFINE.sgbm_on_accelerator,
+        "Also run the SGBM candidate when the network runs on a GPU (it is CPU OpenCV: on an H200 it took "
+        "96 of 110 ms per 960x576 frame, docs/gpu.md).",
+        dynamic=True,
+    ),
 )
 
 

@@ -458,8 +458,11 @@ def _make_loader(config: TrainConfig, start: int, end: int, rank: int, world: in
                for s in range(start, end) for i in range(pairs_per_step)]
     extra: dict[str, Any] = {}
     if num_workers > 0:
+        # forkserver, not fork: workers forked from a process whose OpenMP / OpenCV / CUDA threads are
+        # running can deadlock (seen on the H200: train stereo called inside a pytest process that had run
+        # CPU inference hung; the same run in a fresh process did not). A clean server forks them instead.
         extra = {"persistent_workers": True, "prefetch_factor": config.prefetch_factor,
-                 "worker_init_fn": _init_worker}
+                 "worker_init_fn": _init_worker, "multiprocessing_context": "forkserver"}
     return DataLoader(data, batch_size=pairs_per_step, sampler=indices, num_workers=num_workers,
                       pin_memory=device.type == "cuda", drop_last=False,
                       collate_fn=None if k == 1 else _collate_crops, **extra)
