@@ -17,7 +17,6 @@ from typing import Any
 
 import rclpy
 import rclpy.logging
-import yaml
 from rclpy.context import Context
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -28,6 +27,7 @@ from rclpy.utilities import remove_ros_args
 
 from scene_perception.ros.allocator import tune_malloc
 from scene_perception.ros.dds import configure as configure_dds
+from scene_perception.ros.launch_plan import configured_nodes
 
 NodeSpec = tuple[str, type[Node], dict[str, Any]]
 
@@ -48,27 +48,12 @@ def node_types() -> dict[str, type[Node]]:
 
 
 def nodes_from_config(path: str | Path) -> list[NodeSpec]:
-    """Read which nodes a parameters file configures; unknown names are an error, ``/**`` is shared."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a ROS 2 parameters file (a mapping of node names)")
+    """Read which nodes a parameters file configures; unknown names are an error, ``/**`` is shared.
+
+    The section rules live once, in :func:`~scene_perception.ros.launch_plan.configured_nodes`, which the
+    launch file uses too (without importing the nodes, i.e. torch)."""
     known = node_types()
-    specs: list[NodeSpec] = []
-    for key in data:
-        name = key.strip("/").split("/")[-1]
-        if name == "**":
-            continue
-        if name not in known:
-            raise ValueError(f"{path}: unknown node '{key}'; known nodes: {', '.join(sorted(known))}")
-        specs.append((name, known[name], {}))
-    if not specs:
-        raise ValueError(
-            f"{path}: no node sections found (expected e.g. 'stereo_depth: ros__parameters: ...')"
-        )
-    return specs
+    return [(name, known[name], {}) for name in configured_nodes(path, known)]
 
 
 def autostart_error(node: Node) -> str:
