@@ -45,6 +45,7 @@ _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))
 
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.evaluation.dataset_eval import json_safe  # noqa: E402
 from scene_perception.evaluation.metrics import (  # noqa: E402
     disparity_metrics,
     fill_holes_background,
@@ -398,17 +399,6 @@ def notes_table() -> str:
     return "\n".join(lines)
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 # ----------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print markdown, optionally write JSON; returns the results dict (for tests)."""
@@ -484,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nfigure: {args.figure}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_json_safe(results), indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8")
         print(f"results: {args.json}")
     if args.update_card is not None:
         update_card(args.update_card, results, argv if argv is not None else sys.argv[1:])
@@ -507,7 +497,7 @@ def update_card(card_path: Path, results: dict[str, Any], argv: list[str]) -> No
         if data:
             metrics[section] = [{k: r[k] for k in keep if k in r} for r in data["rows"]]
     metrics["goals"] = results.get("goals")
-    card["metrics"] = _json_safe(metrics)
+    card["metrics"] = json_safe(metrics)
     card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "disparity_range",
     "error_counts",
     "evaluate_dataset",
+    "json_safe",
     "markdown_overall",
     "rates",
     "write_report",
@@ -210,7 +211,7 @@ class DatasetEvaluation:
         return self.methods.get("ours", {})
 
     def to_json(self) -> dict[str, Any]:
-        return _json_safe({
+        return json_safe({
             "dataset": self.dataset,
             "root": self.root,
             "pairs": len(self.scenes),
@@ -222,16 +223,16 @@ class DatasetEvaluation:
         })
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf are not JSON: null."""
+def json_safe(obj: Any) -> Any:
+    """NaN / inf are not JSON: null (numpy scalars become Python numbers first); the benchmarks use it too."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     return obj
 
 
