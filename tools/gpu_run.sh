@@ -45,11 +45,12 @@ if [[ "$SMOKE" == 1 ]]; then
               --image-width 192 --max-disparity 32 --num-workers 1 --crops-per-pair 2 --log-every 1
               --checkpoint-every 2 --minutes 2 --no-progress)
 else
-  # Caps sum to 470 s: the whole run stays inside 8 minutes even if every phase hits its cap.
-  CAP_ENV=25 CAP_TESTS=75 CAP_TIMINGS=150 CAP_MC=30 CAP_TRAIN=190
-  TIMINGS_ARGS=(--device cuda --budget-s 115 --repeats 50 --warmup 5)
+  # Caps sum to 475 s: the whole run stays inside 8 minutes even if every phase hits its cap. (First run,
+  # 2026-12-04: tests needed more than 75 s, timings used 147 of 150, training 156 of 190.)
+  CAP_ENV=25 CAP_TESTS=150 CAP_TIMINGS=120 CAP_MC=30 CAP_TRAIN=150
+  TIMINGS_ARGS=(--device cuda --budget-s 90 --repeats 50 --warmup 5)
   MC_ARGS=(--device cuda --repeats 20 --warmup 3)
-  TRAIN_MINUTES="${GPU_RUN_TRAIN_MINUTES:-2.5}"
+  TRAIN_MINUTES="${GPU_RUN_TRAIN_MINUTES:-2.0}"
   # bf16 autocast, data rendered by 14 workers on the 16 cores, 4 random 256x512 crops (v8's frame size)
   # per rendered 384x768 pair: the renderer gives ~100 such pairs/s there, and lite would otherwise wait
   # for data; batch 16.
