@@ -92,6 +92,17 @@ class InputRejected(Exception):
         self.kind = kind
 
 
+def _check_pixels(side: str, what: str, width: int, height: int, max_pixels: int) -> None:
+    """``empty_image`` / ``image_too_large`` for a raw image's header or a compressed image's own header."""
+    if width == 0 or height == 0:
+        raise InputRejected("empty_image", f"{side} {what} is empty ({width}x{height})")
+    if width * height > max_pixels:
+        raise InputRejected(
+            "image_too_large",
+            f"{side} {what} {width}x{height} = {width * height} px exceeds max_input_pixels={max_pixels}",
+        )
+
+
 def check_image(side: str, msg: Image, max_pixels: int) -> None:
     """Reject an image whose header does not describe its buffer, naming the field and the values.
 
@@ -113,13 +124,7 @@ def check_image(side: str, msg: Image, max_pixels: int) -> None:
             "unsupported_encoding",
             f"{side} image encoding {encoding!r} is unknown; accepted: {', '.join(INPUT_ENCODINGS)}",
         )
-    if width == 0 or height == 0:
-        raise InputRejected("empty_image", f"{side} image is empty ({width}x{height})")
-    if width * height > max_pixels:
-        raise InputRejected(
-            "image_too_large",
-            f"{side} image {width}x{height} = {width * height} px exceeds max_input_pixels={max_pixels}",
-        )
+    _check_pixels(side, "image", width, height, max_pixels)
     row_bytes = width * ENCODINGS[encoding].bytes_per_pixel
     if step < row_bytes:
         raise InputRejected(
@@ -204,13 +209,7 @@ def decode_compressed_rgb(side: str, msg: CompressedImage, max_pixels: int) -> n
             f"{side} {what} data ({len(msg.data)} bytes) ends inside its {codec} header (truncated?)",
         )
     width, height = size
-    if width == 0 or height == 0:
-        raise InputRejected("empty_image", f"{side} {what} is empty ({width}x{height})")
-    if width * height > max_pixels:
-        raise InputRejected(
-            "image_too_large",
-            f"{side} {what} {width}x{height} = {width * height} px exceeds max_input_pixels={max_pixels}",
-        )
+    _check_pixels(side, what, width, height, max_pixels)
     if not compressed_is_complete(codec, msg.data):
         raise InputRejected(
             "image_data_truncated",
