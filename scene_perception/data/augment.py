@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["AugmentConfig", "augment_pair"]
+__all__ = ["CAMERA_EFFECTS", "AugmentConfig", "augment_pair"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,29 @@ class AugmentConfig:
     y_jitter_px: float = 1.0
     eraser: float = 0.5  # probability of 1-2 mean-coloured rectangles on the right view
     eraser_size: tuple[int, int] = (20, 60)
+    # Camera effects between the two views (issue 22), off by default so ``--augment`` keeps drawing
+    # exactly the transforms of earlier versions; ``CAMERA_EFFECTS`` turns them on
+    # (``train stereo --camera-effects``).
+    vignetting: float = 0.0  # probability; each view then gets its own radial fall-off
+    vignetting_strength: tuple[float, float] = (0.1, 0.45)  # brightness lost in the corners
+    white_balance: float = 0.0  # probability; each view then gets its own per-channel gains
+    white_balance_gain: tuple[float, float] = (0.85, 1.15)
+
+
+def _vignette(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Radial fall-off ``1 - s * r^2`` around a centre near the image centre (r = 1 at the corners)."""
+    h, w = img.shape[:2]
+    strength = float(rng.uniform(*cfg.vignetting_strength))
+    cy, cx = (h - 1) / 2 + rng.uniform(-0.1, 0.1) * h, (w - 1) / 2 + rng.uniform(-0.1, 0.1) * w
+    y, x = np.ogrid[0:h, 0:w]
+    r2 = ((x - cx) ** 2 + (y - cy) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    gain = (1.0 - strength * np.minimum(r2, 1.5)).astype(np.float32)
+    return np.clip(img.astype(np.float32) * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def _white_balance(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    gains = rng.uniform(*cfg.white_balance_gain, 3).astype(np.float32)
+    return np.clip(img.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
 
 
 def _colour_params(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[float, float]:
@@ -104,4 +127,13 @@ def augment_pair(
         right = _shift_y(right, float(rng.uniform(-cfg.y_jitter_px, cfg.y_jitter_px)))
     if rng.random() < cfg.eraser:
         right = _erase(rng, right, cfg)
+    # New transforms draw only when enabled, so the pairs of earlier configurations stay bit-identical.
+    if cfg.white_balance > 0 and rng.random() < cfg.white_balance:
+        left, right = _white_balance(rng, left, cfg), _white_balance(rng, right, cfg)
+    if cfg.vignetting > 0 and rng.random() < cfg.vignetting:
+        left, right = _vignette(rng, left, cfg), _vignette(rng, right, cfg)
     return np.ascontiguousarray(left), np.ascontiguousarray(right)
+
+
+# ``--augment`` plus per-view vignetting and white balance on half the pairs each.
+CAMERA_EFFECTS = AugmentConfig(vignetting=0.5, white_balance=0.5)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from scene_perception.data.augment import augment_pair
+from scene_perception.data.augment import AugmentConfig, augment_pair
 from scene_perception.geometry.stereo_camera import StereoCamera
 
 __all__ = [
+    "COVERAGE_REGIONS",
     "ProceduralStereoDataset",
     "SceneConfig",
     "StereoSample",
@@ -59,6 +60,8 @@ _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"
 # File-name prefixes of public images that ship with stereo / optical-flow ground truth (OpenCV samples,
 # Middlebury).  They are evaluation data: using them as textures would leak the test set into training.
 _EVALUATION_ONLY_PREFIXES = ("aloe", "rubberwhale", "basketball", "tsukuba", "teddy", "cones", "venus")
+# The phenomena a pair can be rendered with (SceneConfig.<name>_probability) and scored on separately.
+COVERAGE_REGIONS = ("sky", "thin", "textureless", "repetitive", "dark", "specular")
 
 
 @dataclass
@@ -77,6 +80,10 @@ class StereoSample:
     nonoccluded: np.ndarray  # (H, W) bool
     camera: StereoCamera
     disparity_right: np.ndarray  # (H, W) float32 px, right view (right x matches left x + d)
+    # Left-view masks of the pixels that show a phenomenon (keys of ``COVERAGE_REGIONS``: "sky", "thin",
+    # "textureless", "repetitive", "dark", "specular"), present only when the pair has such pixels; lets a
+    # benchmark score each phenomenon on its own pixels (``benchmarks/coverage.py``).
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def occluded(self) -> np.ndarray:
@@ -103,6 +110,23 @@ class SceneConfig:
     # horizontal horizon; 0 (default) renders exactly the pairs of earlier versions (separate RNG stream).
     sky_probability: float = 0.0
     sky_horizon: tuple[float, float] = (0.15, 0.6)  # horizon row as a fraction of the height
+    # What real scenes have and the base scenes lack (issue 22: "data that covers what real scenes have").
+    # Each is drawn from its own RNG stream (``_coverage_rng``) and only when its probability is > 0, so with
+    # all of them at 0 (default) a seed renders exactly the pair of earlier versions; with one of them on, the
+    # rest of the scene (layout, textures, shading) is still that pair's, only the phenomenon is added.
+    # Per pair: thin structures (poles, wires, branches) 1.5-5 px wide in front of the scene.
+    thin_probability: float = 0.0
+    thin_count: tuple[int, int] = (1, 6)
+    thin_width_px: tuple[float, float] = (1.5, 5.0)
+    # Per surface (object, background, ground): a flat colour (texture far below what can be matched) ...
+    textureless_probability: float = 0.0
+    # ... a fine periodic texture (stripes or a checkerboard with a period of 3-12 px: many equally good
+    # matches within the disparity range) ...
+    repetitive_probability: float = 0.0
+    # ... a dark surface (8-30 % of its light: little signal, sensor noise dominates) ...
+    dark_probability: float = 0.0
+    # ... or a glossy one (Phong highlight that moves with the view, so the two views disagree there).
+    specular_probability: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------- textures
@@ -211,6 +235,32 @@ def _procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def _flat_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A uniform colour with faint grain (std 0.2-0.8 % of the range): painted walls, road, water."""
+    colour = rng.uniform(0.1, 0.9, 3).astype(np.float32)
+    grain = rng.normal(0.0, float(rng.uniform(0.002, 0.008)), (size, size)).astype(np.float32)
+    return np.clip(colour[None, None, :] + grain[..., None], 0.0, 1.0)
+
+
+def _repetitive_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Stripes or a checkerboard with a period of 3-12 texels (integer frequencies keep the tile periodic):
+    fences, tiles, grilles, facades, where many disparities in range match equally well."""
+    k = rng.integers(size // 12, size // 3 + 1, size=2)
+    x = np.arange(size, dtype=np.float32)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    if rng.random() < 0.5:
+        kx, ky = int(k[0]) * int(rng.choice([-1, 1])), int(k[1]) if rng.random() < 0.3 else 0
+        wave = np.sin(2 * np.pi * (kx * x[None, :] + ky * x[:, None]) / size + phase[0])
+        pattern = 0.5 + 0.5 * np.tanh(3.0 * wave) / np.tanh(3.0)
+    else:
+        sx = np.sign(np.sin(2 * np.pi * int(k[0]) * x / size + phase[0]))
+        sy = np.sign(np.sin(2 * np.pi * int(k[1]) * x / size + phase[1]))
+        pattern = 0.5 + 0.5 * sy[:, None] * sx[None, :]
+    a, b = rng.uniform(0.05, 0.95, 3), rng.uniform(0.05, 0.95, 3)
+    tex = a[None, None, :] + (b - a)[None, None, :] * pattern[..., None]
+    return tex.astype(np.float32)
+
+
 def _load_photos(directory: str, mtime_ns: int) -> tuple[np.ndarray, ...]:
     """Photos from a user directory as float32 RGB, decoded once per process (datasets call this often).
 
@@ -456,16 +506,54 @@ class _Scene:
             self.groups += 1
             return
 
-    def assign_appearance(self, rng: np.random.Generator) -> None:
-        """Texture scale, mip constant and Lambertian shade per surface (all view independent)."""
+    def add_thin(self, rng: np.random.Generator, cfg: SceneConfig) -> list[_Plane]:
+        """Thin fronto-parallel strips (poles, wires, branches) in the object band, each its own group.
+
+        A strip is ``thin_width_px`` wide at its own depth and 0.3-1.2 image heights long, vertical (poles),
+        near horizontal (wires) or at any angle (branches).  Returns the planes added.
+        """
+        added = []
+        for _ in range(int(rng.integers(cfg.thin_count[0], cfg.thin_count[1] + 1))):
+            for _attempt in range(6):
+                centre, z = self._random_centre(rng, 0.0)
+                width = float(rng.uniform(*cfg.thin_width_px)) * z / self.cam.fx
+                length = float(rng.uniform(0.3, 1.2)) * self.cam.height * z / self.cam.fy
+                kind = rng.random()
+                if kind < 0.4:  # pole
+                    angle = math.pi / 2 + float(rng.uniform(-0.1, 0.1))
+                elif kind < 0.75:  # wire
+                    angle = float(rng.uniform(-0.3, 0.3))
+                else:  # branch
+                    angle = float(rng.uniform(0, math.pi))
+                e1 = np.array([math.cos(angle), math.sin(angle), 0.0])
+                e2 = np.array([-math.sin(angle), math.cos(angle), 0.0])
+                p = _Plane(origin=centre, e1=e1, e2=e2,
+                           bounds=(-length / 2, length / 2, -width / 2, width / 2),
+                           group=self.groups, ref_point=centre)
+                if self._fits(p.corners()):
+                    self.planes.append(p)
+                    added.append(p)
+                    self.groups += 1
+                    break
+        return added
+
+    def assign_appearance(self, rng: np.random.Generator, planes: list[_Plane] | None = None) -> None:
+        """Texture scale, mip constant and Lambertian shade per surface (all view independent).
+
+        The first call (``planes`` None) draws the light and does every surface; surfaces added later (thin
+        structures, from their own RNG stream) are passed in and share that light.
+        """
         cam = self.cam
-        light = rng.normal(size=3)
-        light[2] = -abs(light[2])  # light comes from the camera side
-        light /= np.linalg.norm(light)
-        ambient = float(rng.uniform(0.35, 0.8))
+        if planes is None:
+            light = rng.normal(size=3)
+            light[2] = -abs(light[2])  # light comes from the camera side
+            light /= np.linalg.norm(light)
+            self.light, self.ambient = light, float(rng.uniform(0.35, 0.8))
+            planes = self.planes
+        light, ambient = self.light, self.ambient
         group_texel: dict[int, float] = {}
         group_offset: dict[int, tuple[float, float]] = {}
-        for p in self.planes:
+        for p in planes:
             ref = p.ref_point if p.ref_point is not None else p.origin
             z_ref = max(float(ref[2]), self.z_near)
             # Texel size: a random number of pixels per texel at the object's typical depth (shared by the
@@ -709,6 +797,129 @@ def _add_sky(seed: int, cfg: SceneConfig, views: list[tuple[np.ndarray, np.ndarr
     return masks[0], masks[1]
 
 
+def _coverage_rng(seed: int) -> np.random.Generator:
+    """The RNG stream of the coverage phenomena: separate so that turning them on changes nothing else."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0FE]))
+
+
+@dataclass
+class _Coverage:
+    """Which surfaces (groups) of one pair show which phenomenon, and the glossy ones' Phong parameters."""
+
+    groups: dict[str, set[int]] = field(default_factory=dict)
+    # group -> (strength, shininess, unit direction to its light)
+    specular: dict[int, tuple[float, float, np.ndarray]] = field(default_factory=dict)
+
+
+def _add_coverage(seed: int, cfg: SceneConfig, sc: _Scene, tiles: list[np.ndarray]) -> _Coverage:
+    """Add thin structures (planes, tiles) and restyle surfaces per ``cfg``, drawing only from the coverage
+    stream; ``tiles`` (one per group) is extended and edited in place."""
+    cov = _Coverage()
+    if not any(getattr(cfg, f"{name}_probability") > 0 for name in COVERAGE_REGIONS if name != "sky"):
+        return cov
+    rng = _coverage_rng(seed)
+    if cfg.thin_probability > 0 and rng.random() < cfg.thin_probability:
+        first = sc.groups
+        thin = sc.add_thin(rng, cfg)
+        tiles.extend(_procedural_texture(rng, _TILE) for _ in range(sc.groups - first))
+        sc.assign_appearance(rng, thin)
+        cov.groups["thin"] = {p.group for p in thin}
+    for name in ("textureless", "repetitive", "dark", "specular"):
+        cov.groups.setdefault(name, set())
+    for group in range(sc.groups):
+        probability = {name: getattr(cfg, f"{name}_probability")
+                       for name in ("textureless", "repetitive", "dark", "specular")}
+        hit = {name: q > 0 and rng.random() < q for name, q in probability.items()}
+        if hit["textureless"]:
+            tiles[group] = _flat_texture(rng, _TILE)
+            cov.groups["textureless"].add(group)
+        elif hit["repetitive"]:
+            tiles[group] = _repetitive_texture(rng, _TILE)
+            cov.groups["repetitive"].add(group)
+        if hit["dark"]:
+            factor = float(rng.uniform(0.08, 0.3))
+            for p in sc.planes:
+                if p.group == group:
+                    p.shade *= factor
+            cov.groups["dark"].add(group)
+        if hit["specular"]:
+            cov.specular[group] = (float(rng.uniform(0.25, 0.7)), float(rng.uniform(8.0, 60.0)),
+                                   _highlight_light(rng, [p for p in sc.planes if p.group == group]))
+            cov.groups["specular"].add(group)
+    return cov
+
+
+def _highlight_light(rng: np.random.Generator, planes: list[_Plane]) -> np.ndarray:
+    """A light direction that puts the highlight near a visible point of the surface (a face centre, or
+    where the centre ray meets an open plane), as seen from the left camera: a random light direction would
+    mostly reflect away from both cameras and no highlight would show."""
+    p = planes[int(rng.integers(len(planes)))]
+    point = p.origin if p.bounded else (p.ref_point if p.ref_point is not None else p.origin)
+    view = -point / max(float(np.linalg.norm(point)), 1e-9)
+    n = p.normal / np.linalg.norm(p.normal)
+    n = n if float(n @ view) >= 0 else -n
+    light = 2.0 * float(n @ view) * n - view  # the mirror direction of the view: highlight centred here
+    light = light + rng.normal(0.0, 0.15, 3)  # ... give or take
+    return light / max(float(np.linalg.norm(light)), 1e-9)
+
+
+def _add_highlights(img: np.ndarray, planes: list[_Plane], pid: np.ndarray, cam: StereoCamera, cx: float,
+                    specular: dict[int, tuple[float, float, np.ndarray]]) -> np.ndarray | None:
+    """Phong highlights on the glossy surfaces of one view, in place; returns the highlight added (or None).
+
+    The highlight depends on the direction from the surface point to *this* view's centre, so unlike the
+    texture it is not a function of the 3-D point alone: the two views disagree there, as on real glossy
+    surfaces (the highlight's apparent disparity is not the surface's).
+    """
+    if not specular:
+        return None
+    added = np.zeros(pid.shape, np.float32)
+    for i, p in enumerate(planes):
+        if p.group not in specular:
+            continue
+        vs, us = np.nonzero(pid == i)
+        if vs.size == 0:
+            continue
+        strength, shininess, light = specular[p.group]
+        ray = np.stack([(us - cx) / cam.fx, (vs - cam.cy) / cam.fy, np.ones(us.size)], axis=1)
+        view = -ray / np.linalg.norm(ray, axis=1, keepdims=True)  # towards this camera's centre
+        n = p.normal / np.linalg.norm(p.normal)
+        n = n if float(n @ view.mean(axis=0)) >= 0 else -n  # the side facing the camera
+        nl = float(n @ light)
+        if nl <= 0:
+            continue  # lit from behind: no highlight
+        reflected = 2.0 * nl * n - light
+        spec = (strength * np.clip(view @ reflected, 0.0, 1.0) ** shininess).astype(np.float32)
+        img[vs, us] += spec[:, None]
+        added[vs, us] = spec
+    return added
+
+
+# A glossy pixel counts as "specular" where the left view's highlight adds at least this much (of 1.0).
+_HIGHLIGHT_MIN = 0.03
+
+
+def _region_masks(planes: list[_Plane], pid: np.ndarray, cov: _Coverage, sky: np.ndarray | None,
+                  highlight: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Left-view masks of each phenomenon present (sky pixels belong to the sky only; "specular" is where
+    a highlight is visible, not the whole glossy surface)."""
+    regions: dict[str, np.ndarray] = {}
+    if sky is not None and sky.any():
+        regions["sky"] = sky
+    if cov.groups:
+        group_of = np.array([p.group for p in planes] + [-1], np.int64)[pid]  # pid -1 -> the last entry
+        for name, groups in cov.groups.items():
+            if groups:
+                mask = np.isin(group_of, sorted(groups))
+                if name == "specular":
+                    mask &= highlight is not None and highlight >= _HIGHLIGHT_MIN
+                if sky is not None:
+                    mask &= ~sky
+                if mask.any():
+                    regions[name] = mask
+    return regions
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -763,12 +974,15 @@ def make_stereo_sample(
         else:
             tiles.append(_procedural_texture(rng, _TILE))
     sc.assign_appearance(rng)
+    cov = _add_coverage(seed, cfg, sc, tiles)
     atlas, x_offsets = _build_atlas(tiles)
 
-    views = []
+    views, highlights = [], []
     for centre_x, cx in ((0.0, cam.cx), (cam.baseline, cam.cx_right)):
         depth, pid, ca, cb = _render_view(sc.planes, cam, centre_x, cx)
-        views.append((depth, pid, _shade_view(sc.planes, atlas, x_offsets, depth, pid, ca, cb)))
+        img = _shade_view(sc.planes, atlas, x_offsets, depth, pid, ca, cb)
+        highlights.append(_add_highlights(img, sc.planes, pid, cam, cx, cov.specular))
+        views.append((depth, pid, img))
     # Visibility of the finite surfaces first (the sky, at infinity, never occludes anything).
     nonocc = _visible_in_right(sc.planes, cam, views[0][0], views[0][1])
     sky = _add_sky(seed, cfg, views)
@@ -784,7 +998,9 @@ def make_stereo_sample(
     disparity_right = (fb / depth_r - np.float32(cam.doffs)).astype(np.float32)
     return StereoSample(left=_to_uint8(img_l), right=_to_uint8(img_r), disparity=disparity,
                         depth=depth_l.astype(np.float32), nonoccluded=nonocc, camera=cam,
-                        disparity_right=disparity_right)
+                        disparity_right=disparity_right,
+                        regions=_region_masks(sc.planes, pid_l, cov, None if sky is None else sky[0],
+                                              highlights[0]))
 
 
 class ProceduralStereoDataset(Dataset):
@@ -813,7 +1029,7 @@ class ProceduralStereoDataset(Dataset):
         nuisance: bool = True,
         texture_dir: str | Path | None = None,
         scene: SceneConfig | None = None,
-        augment: bool = False,
+        augment: bool | AugmentConfig = False,
         **camera: Any,
     ) -> None:
         if length <= 0:
@@ -828,7 +1044,9 @@ class ProceduralStereoDataset(Dataset):
         self.nuisance = nuisance
         self.texture_dir = texture_dir
         self.scene = scene
-        self.augment = augment
+        self.augment = bool(augment)
+        # True: the default transforms; an AugmentConfig: those it sets (e.g. augment.CAMERA_EFFECTS).
+        self.augment_config = augment if isinstance(augment, AugmentConfig) else None
         self.camera_kwargs = camera
 
     def __len__(self) -> int:
@@ -858,7 +1076,7 @@ class ProceduralStereoDataset(Dataset):
             # Cropping both views with the same window keeps x_l - x_r unchanged, so GT needs no offset.
         if self.augment:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index), 2]))
-            left, right = augment_pair(rng, left, right)
+            left, right = augment_pair(rng, left, right, self.augment_config)
         valid = np.isfinite(disp) & (disp >= 0) & (disp <= self.max_disparity)
         return {
             "left": torch.from_numpy(np.ascontiguousarray(left.transpose(2, 0, 1))).float().div_(255.0),

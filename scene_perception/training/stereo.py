@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from scene_perception.data.augment import augment_pair
+from scene_perception.data.augment import CAMERA_EFFECTS, AugmentConfig, augment_pair
 from scene_perception.data.procedural import ProceduralStereoDataset, SceneConfig
 from scene_perception.losses.stereo import (
     cost_volume_cross_entropy,
@@ -131,10 +131,31 @@ class TrainConfig:
         metadata={"help": "share of pairs with sky (at infinity, disparity 0) above a horizon, so the "
                           "network learns that flat sky is far instead of guessing a few px"},
     )
+    thin_probability: float = field(
+        default=0.0, metadata={"help": "share of pairs with 1-6 thin structures (poles, wires, branches; "
+                                       "1.5-5 px wide)"},
+    )
+    textureless_probability: float = field(
+        default=0.0, metadata={"help": "share of surfaces with a flat colour (no matchable texture)"},
+    )
+    repetitive_probability: float = field(
+        default=0.0, metadata={"help": "share of surfaces with fine periodic stripes / checkerboards"},
+    )
+    dark_probability: float = field(
+        default=0.0, metadata={"help": "share of surfaces at 8-30 %% of their light (noise-dominated)"},
+    )
+    specular_probability: float = field(
+        default=0.0, metadata={"help": "share of surfaces with a view-dependent (Phong) highlight"},
+    )
     augment: bool = field(
         default=False,
         metadata={"help": "real-camera augmentation (asymmetric gamma/saturation, blur, JPEG, y-jitter, "
                           "eraser on the right view; scene_perception.data.augment)"},
+    )
+    camera_effects: bool = field(
+        default=False,
+        metadata={"help": "with --augment, also per-view vignetting and white balance "
+                          "(data.augment.CAMERA_EFFECTS)"},
     )
     texture_dir: str | None = field(
         default=None, metadata={"help": "optional photo textures (never images with stereo ground truth)"}
@@ -251,8 +272,12 @@ class TrainConfig:
             raise ValueError(
                 f"need 0 < min_disparity < max_disparity, got {self.min_disparity}, {self.max_disparity}"
             )
-        if not 0.0 <= self.sky_probability <= 1.0:
-            raise ValueError(f"sky_probability must be in [0, 1], got {self.sky_probability}")
+        for name in ("sky", "thin", "textureless", "repetitive", "dark", "specular"):
+            value = getattr(self, f"{name}_probability")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}_probability must be in [0, 1], got {value}")
+        if self.camera_effects and not self.augment:
+            raise ValueError("camera_effects needs augment (they are applied by the augmentation)")
         if self.dataset or self.synthetic_weight != 1.0:
             from scene_perception.training.dataset_mix import parse_dataset_specs
 
@@ -272,6 +297,23 @@ class TrainConfig:
     def render_size(self) -> tuple[int, int]:
         """(height, width) the pairs are rendered at before cropping."""
         return (self.image_height or self.crop_height, self.image_width or self.crop_width)
+
+    @property
+    def scene_config(self) -> SceneConfig:
+        """What the rendered scenes contain (sky and the coverage phenomena; all 0 = earlier versions)."""
+        return SceneConfig(sky_probability=self.sky_probability, thin_probability=self.thin_probability,
+                           textureless_probability=self.textureless_probability,
+                           repetitive_probability=self.repetitive_probability,
+                           dark_probability=self.dark_probability,
+                           specular_probability=self.specular_probability)
+
+    @property
+    def augment_config(self) -> AugmentConfig | bool:
+        """What ``ProceduralStereoDataset(augment=...)`` takes: off, the default transforms, or those plus
+        the camera effects."""
+        if not self.augment:
+            return False
+        return CAMERA_EFFECTS if self.camera_effects else True
 
     @property
     def final_name(self) -> str:
@@ -417,7 +459,7 @@ class MultiCropStereoDataset(Dataset):
             left, right = s.left[win], s.right[win]
             if base.augment:
                 aug_rng = np.random.default_rng(np.random.SeedSequence([base.seed, int(index), 2, c]))
-                left, right = augment_pair(aug_rng, left, right)
+                left, right = augment_pair(aug_rng, left, right, base.augment_config)
             items.append(_pair_tensors(left, right, s.disparity[win], s.nonoccluded[win], base.max_disparity))
         return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
@@ -444,8 +486,8 @@ def _make_loader(config: TrainConfig, start: int, end: int, rank: int, world: in
         length=max(1, config.steps * world * pairs_per_step), width=w, height=h,
         max_disparity=config.max_disparity, min_disparity=config.min_disparity, seed=config.seed,
         crop=(config.crop_height, config.crop_width), nuisance=config.nuisance,
-        texture_dir=config.texture_dir, augment=config.augment,
-        scene=SceneConfig(sky_probability=config.sky_probability),
+        texture_dir=config.texture_dir, augment=config.augment_config,
+        scene=config.scene_config,
     )
     data: Dataset = dataset if k == 1 else MultiCropStereoDataset(dataset, k)
     if config.dataset:
