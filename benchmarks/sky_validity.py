@@ -51,6 +51,7 @@ class Pixels:
     std: list[np.ndarray] = field(default_factory=list)  # disparity std, NaN where already invalid
     texture: list[np.ndarray] = field(default_factory=list)
     error: list[np.ndarray] = field(default_factory=list)  # |d - gt| (scene pixels only)
+    published: list[np.ndarray] = field(default_factory=list)  # disparity + doffs as published (sky only)
 
     def add(
         self, mask: np.ndarray, result: StereoDepthResult, texture: np.ndarray, gt: np.ndarray | None
@@ -63,6 +64,10 @@ class Pixels:
     def kept(self, min_texture: float, max_uncertainty: float) -> np.ndarray:
         std, tex = np.concatenate(self.std), np.concatenate(self.texture)
         return (std <= max_uncertainty) & (tex >= min_texture)  # NaN std compares False: stays invalid
+
+    def nearer_than(self, disparity: float) -> np.ndarray:
+        """Pixels published with a disparity above ``disparity`` (a surface nearer than its depth)."""
+        return np.concatenate(self.published) > disparity
 
 
 def texture_of(image: np.ndarray) -> np.ndarray:
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-uncertainty", nargs="+", type=float,
                         default=[0.5, 1.0, 1.5, 2.0, float("inf")])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--near-m", type=float, default=100.0,
+                        help="count sky published nearer than this (m) as a phantom surface")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 scene = frame.gt["nonoccluded"] & np.isfinite(gt) & (gt > 0)
                 texture = texture_of(frame.left)
                 sky.add(far, result, texture, None)
+                sky.published.append(result.disparity[far] + doffs)
                 street.add(scene, result, texture, gt)
                 sky_disparity.append(result.disparity[far & result.valid] + doffs)  # as published
                 focal_baseline = frame.camera.focal_baseline
@@ -122,16 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         fb = focal_baseline
         print(f"published sky disparity (no rule): median {p50:.1f} px (a surface at {fb / p50:.1f} m), "
               f"10-90 % {p10:.1f}-{p90:.1f} px ({fb / p90:.1f}-{fb / p10:.1f} m)")
-    print("\n| min_texture | max_uncertainty px | sky still valid % | street scene still valid % "
-          "| street EPE kept | validation scene still valid % | validation EPE kept |")
-    print("|---|---|---|---|---|---|---|")
+    # A sky pixel published with d > f*B / near_m is a phantom surface nearer than near_m (issue 22 item 4:
+    # "< 5 % of sky pixels published nearer than 100 m"); "still valid" alone cannot fall while d > 0.
+    near_d = focal_baseline / args.near_m
+    print(f"\nsky nearer than {args.near_m:g} m: published disparity > {near_d:.3f} px")
+    print(f"\n| min_texture | max_uncertainty px | sky still valid % | sky nearer than {args.near_m:g} m % "
+          "| street scene still valid % | street EPE kept | validation scene still valid % "
+          "| validation EPE kept |")
+    print("|---|---|---|---|---|---|---|---|")
     for t in args.min_texture:
         for u in args.max_uncertainty:
             cells = []
             if sky.std:
-                cells.append(f"{100 * sky.kept(t, u).mean():.1f}")
+                kept = sky.kept(t, u)
+                cells.append(f"{100 * kept.mean():.1f}")
+                cells.append(f"{100 * (kept & sky.nearer_than(near_d)).mean():.1f}")
             else:
-                cells.append("-")
+                cells += ["-", "-"]
             for data in (street, validation):
                 if not data.std:
                     cells += ["-", "-"]
