@@ -29,11 +29,10 @@ from tqdm import tqdm
 
 _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))
-sys.path.insert(0, str(_REPO / "benchmarks"))
 
-from stereo_accuracy import held_out_seeds  # noqa: E402
 
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.data.splits import held_out_seeds  # noqa: E402
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402

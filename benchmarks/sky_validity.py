@@ -26,12 +26,11 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stereo_accuracy import held_out_seeds  # noqa: E402
 
 from scene_perception.data.bag_io import read_stereo_bag  # noqa: E402
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.data.splits import held_out_seeds  # noqa: E402
 from scene_perception.data.synth import write_synthetic_bag  # noqa: E402
 from scene_perception.evaluation.stereo_bag_eval import at_infinity  # noqa: E402
 from scene_perception.models.weights import load_stereo_model  # noqa: E402

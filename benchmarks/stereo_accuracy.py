@@ -45,6 +45,12 @@ _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO))
 
 from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
+from scene_perception.data.splits import (  # noqa: E402, F401 - re-exported for the other benchmarks
+    HELD_OUT_SEED_START,
+    VALIDATION_SEED_START,
+    check_held_out,
+    held_out_seeds,
+)
 from scene_perception.evaluation.dataset_eval import json_safe  # noqa: E402
 from scene_perception.evaluation.metrics import (  # noqa: E402
     disparity_metrics,
@@ -55,11 +61,6 @@ from scene_perception.models.weights import load_stereo_model  # noqa: E402
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
 
-# First seed of the held-out synthetic set.  Training never passes raw seeds in this range (it uses
-# SeedSequence hashes of (data seed, index)); check_held_out() verifies there is no accidental overlap.
-HELD_OUT_SEED_START = 10_000_000
-# First seed of the validation set (model selection); disjoint from the held-out range above.
-VALIDATION_SEED_START = 20_000_000
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
 
 # Goals and baseline from the project notes (shared/notes/data-and-baselines.md).
@@ -127,25 +128,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def held_out_seeds(n: int, split: str = "test") -> list[int]:
-    """Seeds of the held-out (or validation) synthetic set: a fixed range, so every run scores the same
-    pairs."""
-    start = VALIDATION_SEED_START if split == "validation" else HELD_OUT_SEED_START
-    return [start + i for i in range(n)]
-
-
-def check_held_out(seeds: list[int], train_seed: int, train_samples: int) -> None:
-    """Fail loudly if a held-out seed is also a training item seed (same formula as the dataset)."""
-    wanted = set(seeds)
-    for index in range(train_samples):
-        item_seed = int(np.random.SeedSequence([train_seed, index]).generate_state(1)[0])
-        if item_seed in wanted:
-            raise RuntimeError(
-                f"held-out seed {item_seed} is training item {index} of data seed {train_seed}; "
-                "move HELD_OUT_SEED_START"
-            )
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     """(result, wall ms) of one call."""
     t0 = time.perf_counter()

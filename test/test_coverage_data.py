@@ -165,3 +165,52 @@ def test_train_config_plumbs_and_checks_coverage() -> None:
         TrainConfig(specular_probability=1.5).validate()
     with pytest.raises(ValueError, match="camera_effects needs augment"):
         TrainConfig(camera_effects=True).validate()
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coverage_benchmark_scores_each_phenomenon_on_its_pixels(tmp_path) -> None:
+    """benchmarks/coverage.py on the shipped lite, tiny: every row present, the sky scored against GT 0."""
+    import json
+
+    cov = _load_benchmark("coverage")
+    out = tmp_path / "cov.json"
+    assert cov.main(["--pairs", "2", "--width", "128", "--height", "64", "--max-disparity", "24",
+                     "--only", "plain", "sky", "thin", "textureless", "--json", str(out)]) == 0
+    rows = {r["phenomenon"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"plain", "sky", "thin", "textureless"}
+    for name in ("plain", "sky", "thin", "textureless"):
+        assert rows[name]["pixels"] > 0, name
+        assert np.isfinite(rows[name]["models"][0]["epe"])
+    assert rows["thin"]["pixels"] < rows["plain"]["pixels"]  # scored on the thin pixels only
+    # The same seeds' masks: a sky pixel's score is the disparity published there (GT 0).
+    s, _, _, scored = cov.render(cov.PHENOMENA[1], 20_000_000, 128, 64, 24.0)
+    assert np.all(s.disparity[scored] == 0) and scored.any()
+
+
+def test_coverage_ablation_smoke(tmp_path) -> None:
+    """The GPU run's ablation phase in CPU smoke mode: two 3-step probes, then the per-phenomenon scores
+    of the shipped weights and both probes."""
+    import json
+
+    abl = _load_benchmark("coverage_ablation")
+    out = tmp_path / "ablation.json"
+    assert abl.main(["--smoke", "--device", "cpu", "--probes", "control", "thin", "--minutes", "2",
+                     "--pairs", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["probes"]["control"]["rc"] == 0 and report["probes"]["thin"]["steps"] == 3
+    assert report["probes"]["thin"]["flags"] == ["--thin-probability", "0.6"]
+    rows = report["scores"]["rows"]
+    assert {r["phenomenon"] for r in rows} >= {"plain", "thin"}
+    assert all(len(r["models"]) == 3 for r in rows)  # shipped + two probes

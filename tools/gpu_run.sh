@@ -16,6 +16,10 @@
 #   mc_dropout.json    benchmarks/mc_dropout.py rows: scene pipeline vs MC-dropout samples
 #   train.json         the training log train_log.jsonl (JSON lines: loss, EPE, samples/s per log step)
 #   <name>.safetensors + <name>.json   the trained stereo weights and their model card
+#   ablation.json      (phase "ablation", not in the default list: run it as GPU_RUN_PHASES="env ablation")
+#                      benchmarks/coverage_ablation.py: one short lite fine-tune per rendered phenomenon
+#                      (sky, far, thin, textureless, repetitive, dark, specular, camera effects) and a
+#                      control, each scored per phenomenon on validation pairs (issue 22 item 2)
 #
 # Environment: OUT (default: $GPU_RUN_OUT, else a new temp dir), PYTHON (default python3), GPU_RUN_PHASES
 # (default "env tests timings mc train"), GPU_RUN_SMOKE=1, GPU_RUN_TRAIN_MODEL (lite: continue from the
@@ -37,7 +41,8 @@ trap 'rm -rf "$WORK"' EXIT
 
 if [[ "$SMOKE" == 1 ]]; then
   # Phase caps (s). Smoke: seconds on 2 CPU cores; the sizes below are what make it quick.
-  CAP_ENV=60 CAP_TESTS=120 CAP_TIMINGS=240 CAP_MC=120 CAP_TRAIN=240
+  CAP_ENV=60 CAP_TESTS=120 CAP_TIMINGS=240 CAP_MC=120 CAP_TRAIN=240 CAP_ABLATION=300
+  ABLATION_ARGS=(--smoke --device cpu --probes control thin --minutes 1 --pairs 2)
   TIMINGS_ARGS=(--device cpu --configs lite --sizes 64x128 --repeats 2 --warmup 1 --pipelines pipeline
                 --budget-s 60)
   MC_ARGS=(--device cpu --samples 0 2 --repeats 1 --warmup 0 --size 96x192)
@@ -48,6 +53,9 @@ else
   # Caps sum to 475 s: the whole run stays inside 8 minutes even if every phase hits its cap. (First run,
   # 2026-12-04: tests needed more than 75 s, timings used 147 of 150, training 156 of 190.)
   CAP_ENV=25 CAP_TESTS=150 CAP_TIMINGS=120 CAP_MC=30 CAP_TRAIN=150
+  # Ablation (its own run: env 25 + 420 s): 9 probes x (0.35 min + ~15 s start-up) + scoring ~40 s.
+  CAP_ABLATION=420
+  ABLATION_ARGS=(--device cuda --minutes 0.35 --pairs 24)
   TIMINGS_ARGS=(--device cuda --budget-s 90 --repeats 50 --warmup 5)
   MC_ARGS=(--device cuda --repeats 20 --warmup 3)
   TRAIN_MINUTES="${GPU_RUN_TRAIN_MINUTES:-2.0}"
@@ -162,5 +170,9 @@ if want train; then
     [[ -f "$f" ]] && cp "$f" "$OUT/"
   done
   [[ -f "$WORK/train/train_log.jsonl" ]] && cp "$WORK/train/train_log.jsonl" "$OUT/train.json"
+fi
+if want ablation; then
+  run_phase ablation "$CAP_ABLATION" "$OUT/run.log" "$PY" benchmarks/coverage_ablation.py "${ABLATION_ARGS[@]}" \
+    --json "$OUT/ablation.json"
 fi
 log "done: $(find "$OUT" -type f | wc -l) files in $OUT"
