@@ -208,6 +208,7 @@ def cmd_eval_dataset(args: argparse.Namespace) -> int:
     from scene_perception.evaluation.dataset_eval import (
         evaluate_dataset,
         markdown_overall,
+        markdown_semantics,
         scenes_summary,
         write_report,
     )
@@ -243,12 +244,22 @@ def cmd_eval_dataset(args: argparse.Namespace) -> int:
         "baseline": None if args.baseline == "none" else args.baseline, "limit": args.limit,
         "max_network_pixels": args.max_network_pixels, "threads": args.threads,
     }
+    scene = None
+    if args.dataset == "cityscapes" and not args.no_scene:
+        # Its gtFine labels score the scene network too (the one dataset here with semantic labels).
+        from scene_perception.pipelines.scene import ScenePipeline
+
+        try:
+            scene = ScenePipeline.from_weights(args.scene_weights, mc_samples=0)
+        except (ModelLoadError, ValueError) as exc:
+            raise SystemExit(f"error: scene weights: {exc}") from exc
+        settings["scene_weights"] = args.scene_weights or "models/scene.safetensors"
     try:
         ev = evaluate_dataset(dataset, setup.pipeline, baseline=settings["baseline"], worst=args.figures,
-                              settings=settings)
+                              settings=settings, scene_pipeline=scene)
     except (DatasetError, EngineError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    if not ev.scenes:
+    if not ev.scenes and ev.semantics is None:
         raise SystemExit(f"error: no pair with GT in {dataset.describe()}: nothing to score")
     command = "scene-perception " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = write_report(ev, args.out, command)
@@ -258,7 +269,10 @@ def cmd_eval_dataset(args: argparse.Namespace) -> int:
     json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     untrained = "" if info.trained else "  (UNTRAINED weights: meaningless numbers)"
     print(f"# {ev.dataset}: {scenes_summary(ev.scenes)}{untrained}\n")
-    print(markdown_overall(ev))
+    if ev.scenes:
+        print(markdown_overall(ev))
+    if ev.semantics is not None:
+        print("\nsemantics (scene network):\n" + markdown_semantics(ev.semantics))
     print(f"\nreport: {report}\nresults: {json_path}")
     return 0
 
@@ -425,9 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scene-weights",
         default=None,
         help="multi-task weights for the scene node (default: shipped models/scene.safetensors); the scene "
-        "node runs, and mIoU is reported, when the bag has /gt/semantic",
+        "node runs, and mIoU is reported, when the bag has /gt/semantic; with --dataset cityscapes its "
+        "semantics are scored on gtFine",
     )
-    p.add_argument("--no-scene", action="store_true", help="do not run the scene node (stereo metrics only)")
+    p.add_argument("--no-scene", action="store_true",
+                   help="do not run the scene node / network (stereo metrics only)")
     p.add_argument(
         "--pose-weights",
         default=None,

@@ -202,3 +202,85 @@ def test_cli_smoke_middlebury_aloe(tmp_path: Path) -> None:
     assert ours["bad2"] < 11.0 and ours["bad2"] < filled["bad2"]
     assert (out / "report.md").is_file() and (out / "figures" / "worst_1.png").is_file()
     assert "| ours (dense) |" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------- semantics
+def _cityscapes_frame(root: Path, stem: str, ids: np.ndarray, seed: int) -> None:
+    """One Cityscapes val frame in its layout (left, right, gtFine labelIds, camera; no disparity)."""
+    city = stem.split("_")[0]
+    rng = np.random.default_rng(seed)
+    h, w = ids.shape
+    for side in ("left", "right"):
+        path = root / f"{side}Img8bit" / "val" / city / f"{stem}_{side}Img8bit.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    path = root / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), ids)
+    cam = {"extrinsic": {"baseline": 0.2}, "intrinsic": {"fx": 200.0, "fy": 200.0, "u0": w / 2, "v0": h / 2}}
+    path = root / "camera" / "val" / city / f"{stem}_camera.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cam))
+
+
+@dataclass
+class _Labels:
+    labels: np.ndarray
+
+
+class _LabelPipeline:
+    """Predicts one fixed class everywhere: the pooled IoUs can then be computed by hand."""
+
+    def __init__(self, cls: int) -> None:
+        self.cls = cls
+        self.class_names: tuple[str, ...] = ()
+
+    def __call__(self, image: np.ndarray) -> _Labels:
+        return _Labels(np.full(image.shape[:2], self.cls, np.uint8))
+
+
+def test_semantics_pooled_by_hand(tmp_path: Path) -> None:
+    from scene_perception.data.datasets.cityscapes import map_cityscapes_labels
+
+    # Cityscapes labelIds 7 = road, 26 = car, 0 = unlabelled (ignored); two frames of 4x8.
+    a = np.full((4, 8), 7, np.uint8)
+    a[:, 6:] = 26
+    b = np.full((4, 8), 26, np.uint8)
+    b[0] = 0
+    _cityscapes_frame(tmp_path, "aachen_000000_000019", a, 0)
+    _cityscapes_frame(tmp_path, "aachen_000001_000019", b, 1)
+    ds = open_dataset("cityscapes", tmp_path)
+    road, car = (int(v) for v in map_cityscapes_labels(np.array([7, 26])))
+    assert ds[0].disparity is None and ds[0].semantic is not None
+
+    names = [f"c{i}" for i in range(max(road, car) + 1)]
+    labeller = _LabelPipeline(car)
+    labeller.class_names = tuple(names)
+    ev = evaluate_dataset(ds, _FakePipeline({}), progress=False, scene_pipeline=labeller)
+    sem = ev.semantics
+    assert ev.scenes == [] and ev.skipped_without_gt == 2  # no disparity GT: semantics only
+    assert sem["frames"] == 2
+    # Labelled pixels: road 24 (frame a), car 8 (a) + 24 (b, first row ignored) = 32; all predicted car.
+    assert sem["per_class_iou"][names[car]] == pytest.approx(100 * 32 / 56)
+    assert sem["per_class_iou"][names[road]] == 0.0
+    assert sem["miou"] == pytest.approx(100 * (32 / 56 + 0) / 2)
+    assert sem["pixel_accuracy"] == pytest.approx(100 * 32 / 56)
+    assert sem["scenes"][1]["miou"] == 100.0  # frame b: only car, all right
+    doc = json.loads(json.dumps(ev.to_json()))
+    assert doc["semantics"]["frames"] == 2
+    report = write_report(ev, tmp_path / "out").read_text()
+    assert "## Semantics" in report and "mIoU %" in report
+
+
+def test_cli_cityscapes_scores_the_shipped_scene_network(tmp_path: Path) -> None:
+    ids = np.full((64, 128), 7, np.uint8)  # road below, sky (23) above
+    ids[:24] = 23
+    _cityscapes_frame(tmp_path, "lindau_000000_000019", ids, 2)
+    proc = _cli("--dataset", "cityscapes", "--root", str(tmp_path), "--out", str(tmp_path / "out"),
+                "--device", "cpu", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    sem = doc["semantics"]
+    assert sem["frames"] == 1 and 0.0 <= sem["miou"] <= 100.0
+    assert set(sem["per_class_iou"]) >= {"road", "sky"} and "mIoU" in proc.stdout
+    assert doc["settings"]["scene_weights"] == "models/scene.safetensors"

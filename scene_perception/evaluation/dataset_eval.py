@@ -49,6 +49,7 @@ __all__ = [
     "evaluate_dataset",
     "json_safe",
     "markdown_overall",
+    "markdown_semantics",
     "rates",
     "write_report",
 ]
@@ -205,6 +206,9 @@ class DatasetEvaluation:
     settings: dict[str, Any]
     skipped_without_gt: int = 0
     worst: list[dict[str, Any]] = field(default_factory=list)  # figure payloads, worst first
+    # With a scene pipeline and labelled frames (Cityscapes gtFine): mIoU, pixel accuracy, per-class IoU
+    # over the frames, and per frame; None when nothing was scored for semantics.
+    semantics: dict[str, Any] | None = None
 
     @property
     def overall(self) -> dict[str, Any]:
@@ -220,6 +224,7 @@ class DatasetEvaluation:
             "methods": self.methods,
             "settings": self.settings,
             "scenes": self.scenes,
+            **({"semantics": self.semantics} if self.semantics is not None else {}),
         })
 
 
@@ -255,15 +260,22 @@ def evaluate_dataset(
     progress: bool = True,
     warmup: bool = True,
     settings: dict[str, Any] | None = None,
+    scene_pipeline: Any = None,
 ) -> DatasetEvaluation:
     """Run ``pipeline`` (a :class:`~scene_perception.pipelines.stereo_depth.StereoDepthPipeline`) on every
     pair of ``dataset`` with GT and score it; ``baseline="sgbm"`` also runs OpenCV SGBM_3WAY (the notes'
     settings, :mod:`scene_perception.pipelines.sgbm`) over the same range.  Pairs without GT are skipped
     and counted.  ``worst`` figures' data are kept for :func:`write_report`.  ``warmup`` runs the pipeline
     once on the first pair, untimed, so that one-off start-up costs (oneDNN kernel selection, engine
-    builds) do not land in the first pair's latency."""
+    builds) do not land in the first pair's latency.
+
+    ``scene_pipeline`` (a :class:`~scene_perception.pipelines.scene.ScenePipeline`) also scores semantics on
+    the samples that carry labels (``sample.semantic``, 255 = ignore): a confusion matrix pooled over the
+    frames gives mIoU (classes present in the labels), pixel accuracy and per-class IoU; a labelled frame
+    without disparity GT is scored for semantics only."""
     from tqdm import tqdm
 
+    from scene_perception.evaluation.scene_metrics import ConfusionMatrix
     from scene_perception.pipelines.sgbm import SGBMMatcher, num_disparities_for
 
     if baseline not in (None, "none", "sgbm"):
@@ -280,7 +292,21 @@ def evaluate_dataset(
     skipped = 0
     bar = tqdm(dataset, total=len(dataset), desc=f"eval {name}", unit="pair", disable=not progress,
                dynamic_ncols=True)
+    confusion = None
+    semantic_frames: list[dict[str, Any]] = []
+    if scene_pipeline is not None:
+        class_names = tuple(scene_pipeline.class_names)
+        confusion = ConfusionMatrix(len(class_names))
     for index, sample in enumerate(bar):
+        if confusion is not None and sample.semantic is not None:
+            t0 = time.perf_counter()
+            labels = scene_pipeline(sample.left).labels
+            frame = ConfusionMatrix(confusion.num_classes)
+            frame.update(labels, sample.semantic)
+            confusion.matrix += frame.matrix
+            semantic_frames.append({"name": sample.name, "miou": 100.0 * frame.miou(),
+                                    "pixel_accuracy": 100.0 * frame.pixel_accuracy(),
+                                    "ms": (time.perf_counter() - t0) * 1000.0})
         if sample.disparity is None:
             skipped += 1
             continue
@@ -351,12 +377,33 @@ def evaluate_dataset(
         if progress and key in scene:
             bar.set_postfix({key: f"{scene[key]:.2f}"})
     bar.close()
+    semantics = None
+    if confusion is not None and semantic_frames:
+        iou = confusion.iou()
+        semantics = {
+            "frames": len(semantic_frames), "miou": 100.0 * confusion.miou(),
+            "pixel_accuracy": 100.0 * confusion.pixel_accuracy(),
+            "per_class_iou": {c: 100.0 * float(v) for c, v in zip(class_names, iou, strict=True)},
+            "latency_ms_median": statistics.median(f["ms"] for f in semantic_frames),
+            "scenes": semantic_frames,
+        }
     return DatasetEvaluation(
         dataset=name, root=str(dataset.root),
         methods={k: m.summary() for k, m in methods.items()},
         scenes=scenes, settings=dict(settings or {}), skipped_without_gt=skipped,
-        worst=[p for _, _, p in sorted(heap, key=lambda t: (-t[0], t[1]))],
+        worst=[p for _, _, p in sorted(heap, key=lambda t: (-t[0], t[1]))], semantics=semantics,
     )
+
+
+def markdown_semantics(semantics: dict[str, Any]) -> str:
+    """The semantic scores as a markdown table: mIoU, pixel accuracy, then one column per class."""
+    names = list(semantics["per_class_iou"])
+    head = "| frames | mIoU % | pixel acc % | " + " | ".join(f"{n} IoU %" for n in names) + " |"
+    sep = "|---|---|---|" + "---|" * len(names)
+    row = (f"| {semantics['frames']} | {_fmt(semantics['miou'], 1)} | "
+           f"{_fmt(semantics['pixel_accuracy'], 1)} | "
+           + " | ".join(_fmt(semantics["per_class_iou"][n], 1) for n in names) + " |")
+    return "\n".join([head, sep, row])
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -456,6 +503,10 @@ def write_report(ev: DatasetEvaluation, out_dir: str | Path, command: str = "") 
     if ev.dataset == "cityscapes":
         lines += ["**Cityscapes' disparity is SGM output, not ground truth**: these numbers are agreement "
                   "with SGM.", ""]
+    if ev.semantics is not None:
+        lines += ["## Semantics (scene network on the left image)", "", markdown_semantics(ev.semantics), "",
+                  "IoU pooled over the frames' pixels (confusion matrix), labels mapped to this package's "
+                  "classes, unmapped labels ignored; mIoU over the classes present in the labels.", ""]
     table, note = _markdown_scenes(ev)
     lines += ["## Per scene" + (f" ({note})" if note else ""), "", table, ""]
     if ev.worst:
