@@ -36,7 +36,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,20 +45,16 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gcnet_cpu import parse_size  # noqa: E402  (same HxW parser and test pair as the CPU benchmark)
-from gcnet_cpu import random_texture_pair as texture_pair  # noqa: E402
-
-from scene_perception.engines.base import BackendUnavailable, EngineError, InferenceEngine  # noqa: E402
-from scene_perception.engines.cache import model_digest  # noqa: E402
-from scene_perception.engines.onnx_export import padded_size  # noqa: E402
-from scene_perception.engines.select import BackendChoice, create_engine, probe  # noqa: E402
-from scene_perception.engines.torch_engine import TorchEngine  # noqa: E402
-from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
-from scene_perception.models.weights import stereo_config  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
+from scene_perception.engines.base import BackendUnavailable, EngineError, InferenceEngine
+from scene_perception.engines.cache import model_digest
+from scene_perception.engines.onnx_export import padded_size
+from scene_perception.engines.select import BackendChoice, create_engine, probe
+from scene_perception.engines.torch_engine import TorchEngine
+from scene_perception.evaluation.benchmarking import PeakRSS, parse_size
+from scene_perception.evaluation.benchmarking import random_texture_pair as texture_pair
+from scene_perception.models.gcnet import CONFIGS, GCNet
+from scene_perception.models.weights import stereo_config
+from scene_perception.pipelines.image_tensor import image_to_tensor
 
 DEFAULT_SIZES = ["240x320", "480x640", "576x960"]
 #: Goal of issue 4 on 2 CPU cores: lite at 320x240 at or below this median latency.
@@ -85,57 +80,6 @@ def time_it(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[
 def p90(samples: list[float]) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class PeakRSS:
-    """Peak resident-set growth (MB) over a ``with`` block.
-
-    Linux: reset the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) and read ``VmHWM``
-    afterwards: exact, no sampling. Elsewhere (or if that is not permitted): poll RSS every 2 ms.
-    """
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self._thread: threading.Thread | None = None
-        self._use_hwm = False
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self._use_hwm = _status_kb("VmHWM") is not None
-        except OSError:
-            pass
-        self.base_kb = _status_kb("VmRSS") or 0
-        self.peak_kb = self.base_kb
-        if not self._use_hwm:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, _status_kb("VmRSS") or 0)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._use_hwm:
-            self.peak_kb = _status_kb("VmHWM") or self.peak_kb
-        elif self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-
-    @property
-    def delta_mb(self) -> float:
-        return max(0, self.peak_kb - self.base_kb) / 1024.0
 
 
 def backend_plan(args: argparse.Namespace) -> list[BackendChoice]:

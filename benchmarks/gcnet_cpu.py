@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -25,31 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scene_perception.models.gcnet import CONFIGS, GCNet  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 240x320 (HxW), got {text!r}") from exc
-    return h, w
-
-
-def random_texture_pair(h: int, w: int, disparity: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed random texture (something SGBM can match) and its copy shifted by ``disparity`` px."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 256, (h, w + disparity, 3), dtype=np.uint8)
-    tex = cv2.GaussianBlur(noise, (3, 3), 0)
-    left = np.ascontiguousarray(tex[:, :w])
-    right = np.ascontiguousarray(tex[:, disparity:])  # right(x) = tex(x + d), so left(x) = right(x - d)
-    return left, right
+from scene_perception.evaluation.benchmarking import parse_size, random_texture_pair
+from scene_perception.models.gcnet import CONFIGS, GCNet
+from scene_perception.pipelines.image_tensor import image_to_tensor
 
 
 def time_it(fn: Callable[[], object], repeats: int, warmup: int) -> tuple[float, float]:

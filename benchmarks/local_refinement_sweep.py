@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,22 +26,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-_REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_REPO))
-
-
-from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
-from scene_perception.data.splits import held_out_seeds  # noqa: E402
-from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
-from scene_perception.evaluation.uncertainty import ause  # noqa: E402
-from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
-from scene_perception.pipelines.local_refinement import (  # noqa: E402
+from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.data.splits import held_out_seeds
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
+from scene_perception.evaluation.uncertainty import ause
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.local_refinement import (
     LocalRefinementConfig,
     refine_disparity_locally,
 )
-from scene_perception.pipelines.sgbm import SGBMMatcher  # noqa: E402
-from scene_perception.pipelines.stereo_depth import StereoDepthPipeline  # noqa: E402
+from scene_perception.pipelines.sgbm import SGBMMatcher
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
 
 
 def _ints(text: str) -> list[int]:

@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
-from scene_perception.pipelines.scene import ScenePipeline  # noqa: E402
+from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.pipelines.scene import ScenePipeline
 
 
 def main(argv: list[str] | None = None) -> int:

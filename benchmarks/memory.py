@@ -20,14 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 CHILD = r"""
 import json, sys, time
-sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
 import numpy as np, torch, cv2
 torch.set_num_threads({threads}); cv2.setNumThreads({threads})
-from engines import PeakRSS, _status_kb
+from scene_perception.evaluation.benchmarking import PeakRSS, status_kb
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 h, w = {h}, {w}
@@ -45,13 +42,13 @@ with PeakRSS() as mem:
     seconds = time.perf_counter() - t0
 print(json.dumps({{"size": f"{{w}}x{{h}}", "megapixels": round(w * h / 1e6, 2), "scale": round(res.scale, 3),
                   "seconds": round(seconds, 2), "peak_growth_mb": round(mem.delta_mb),
-                  "process_peak_mb": round((_status_kb("VmHWM") or 0) / 1024),
+                  "process_peak_mb": round((status_kb("VmHWM") or 0) / 1024),
                   "valid": round(float(res.valid.mean()), 3)}}))
 """
 
 
 def measure(h: int, w: int, cap: int, threads: int, timeout: float) -> dict:
-    code = CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), h=h, w=w, cap=cap, threads=threads)
+    code = CHILD.format(h=h, w=w, cap=cap, threads=threads)
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from scene_perception.data.scene_frames import load_scene_frames, seed_range
+    from scene_perception.data.splits import HELDOUT_SEED_LIMIT
     from scene_perception.evaluation.scene_eval import evaluate_tasks
     from scene_perception.models.weights import load_scene_model
-    from scene_perception.training.multitask import HELDOUT_SEED_LIMIT
 
     given = dict(item.split("=", 1) for item in args.weights)
     unknown = set(given) - {r[0] for r in ROWS}

@@ -42,19 +42,16 @@ from typing import Any
 import numpy as np
 import torch
 
-_REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_REPO))
-
-from scene_perception.data.pose_frames import bag_synth_settings, load_pose_frames  # noqa: E402
-from scene_perception.evaluation.pose import (  # noqa: E402
+from scene_perception.data.pose_frames import bag_synth_settings, load_pose_frames
+from scene_perception.evaluation.pose import (
     fit_covariance_scale,
     format_metrics_table,
     pose_errors,
     pose_metrics,
 )
-from scene_perception.models.weights import load_pose_model  # noqa: E402
-from scene_perception.pipelines.pose import PosePipeline, pose_covariance  # noqa: E402
-from scene_perception.training.pose import predict  # noqa: E402
+from scene_perception.models.weights import load_pose_model
+from scene_perception.pipelines.pose import PosePipeline, pose_covariance
+from scene_perception.training.pose import predict
 
 _SAME_WORLD = ("seed", "world_length", "width", "height")
 _TRAJECTORY = ("trajectory_seed", "lateral_offset", "speed", "start_x", "sway", "fps")

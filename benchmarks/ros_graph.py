@@ -71,7 +71,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 #: --nodes name -> (node section in the parameters file, its parameters, output topics it publishes).
 NODE_TYPES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {

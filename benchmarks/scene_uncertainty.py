@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
 
     from scene_perception.data.scene_frames import SceneFrames, load_scene_frames, seed_range
+    from scene_perception.data.splits import HELDOUT_SEED_LIMIT
     from scene_perception.evaluation.scene_eval import evaluate_tasks, evaluate_uncertainty
     from scene_perception.pipelines.scene import ScenePipeline
-    from scene_perception.training.multitask import HELDOUT_SEED_LIMIT
 
     seeds = seed_range(args.heldout_seeds)
     if max(seeds) >= HELDOUT_SEED_LIMIT:

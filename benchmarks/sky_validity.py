@@ -16,7 +16,6 @@ non-occluded scene pixels still valid and the scene EPE on what is kept.  Exampl
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,18 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-from scene_perception.data.bag_io import read_stereo_bag  # noqa: E402
-from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
-from scene_perception.data.splits import held_out_seeds  # noqa: E402
-from scene_perception.data.synth import write_synthetic_bag  # noqa: E402
-from scene_perception.evaluation.stereo_bag_eval import at_infinity  # noqa: E402
-from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
-from scene_perception.pipelines.local_refinement import window_std  # noqa: E402
-from scene_perception.pipelines.stereo_depth import (  # noqa: E402
+from scene_perception.data.bag_io import read_stereo_bag
+from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.data.splits import held_out_seeds
+from scene_perception.data.synth import write_synthetic_bag
+from scene_perception.evaluation.stereo_bag_eval import at_infinity
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.local_refinement import window_std
+from scene_perception.pipelines.stereo_depth import (
     TEXTURE_WINDOW,
     StereoDepthPipeline,
     StereoDepthResult,

@@ -66,7 +66,6 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 #: Pass/fail bound on RSS growth from the end of warm-up to the end of the run (issue 8).
 RSS_GROWTH_LIMIT = 0.05

@@ -41,26 +41,19 @@ import cv2
 import numpy as np
 import torch
 
-_REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_REPO))
-
-from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
-from scene_perception.data.splits import (  # noqa: E402, F401 - re-exported for the other benchmarks
-    HELD_OUT_SEED_START,
-    VALIDATION_SEED_START,
-    check_held_out,
-    held_out_seeds,
-)
-from scene_perception.evaluation.dataset_eval import json_safe  # noqa: E402
-from scene_perception.evaluation.metrics import (  # noqa: E402
+from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.data.splits import check_held_out, held_out_seeds
+from scene_perception.evaluation.dataset_eval import json_safe
+from scene_perception.evaluation.metrics import (
     disparity_metrics,
     fill_holes_background,
     pool_metrics,
 )
-from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher  # noqa: E402
-from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher
+from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 
+_REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
 
 # Goals and baseline from the project notes (shared/notes/data-and-baselines.md).

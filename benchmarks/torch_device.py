@@ -34,7 +34,6 @@ import dataclasses
 import json
 import logging
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,17 +41,13 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gcnet_cpu import parse_size  # noqa: E402
-
-from scene_perception.data.procedural import make_stereo_sample  # noqa: E402
-from scene_perception.engines.onnx_export import padded_size  # noqa: E402
-from scene_perception.engines.torch_engine import TorchEngine  # noqa: E402
-from scene_perception.models.weights import load_stereo_model  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
-from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline  # noqa: E402
+from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.engines.onnx_export import padded_size
+from scene_perception.engines.torch_engine import TorchEngine
+from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 
 #: The camera sizes of the issue: a small robot camera, Isaac ROS ESS's 576x960, KITTI's 1242x375.
 DEFAULT_SIZES = ["240x320", "576x960", "375x1242"]

@@ -48,7 +48,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 #: Fast DDS transport configurations a process can have (see :func:`transport_env`).
 TRANSPORTS = ("default", "large_data", "shm32", "udp", "udp_small")

@@ -5,6 +5,13 @@ into the environment prefix, outside this source tree.  ``extend_path`` lets bot
 (our Python sources and the generated messages) live under one import name, as they do in a colcon build.
 """
 
+# Layers, lowest first; a module imports only its own layer and lower ones, and peers (same rank) do not
+# import each other.  test/test_layers.py enforces it (and that only ros/ imports ROS, nothing imports
+# benchmarks/):
+#   geometry < models < losses, engines < pipelines < data < training, evaluation < ros < cli
+# The label set is models/labels.py, the split seeds data/splits.py, benchmark helpers
+# evaluation/benchmarking.py.  This file sits below every layer and imports none of them.
+
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)

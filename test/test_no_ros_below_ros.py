@@ -213,8 +213,8 @@ def test_walk_found_the_package(blocked_run: dict) -> None:
 def test_no_blocked_import_attempts(blocked_run: dict) -> None:
     """No module (nor anything it imports) even tries a ROS package or rosbags while being imported.
 
-    Only import time is strict: at run time an optional lookup that tolerates absence (the weights search
-    asking ament_index for an installed share directory) is allowed, as long as the run succeeds.
+    Only import time is strict: at run time an optional lookup that tolerates absence is allowed, as long as
+    the run succeeds (``test/test_layers.py`` keeps ROS imports of any kind, lazy ones too, inside ``ros/``).
     """
     attempts = [a for a in blocked_run["attempts"] if a[0] not in ("pipeline", "cli --help")]
     assert not attempts, "ROS below ros/:\n" + "\n".join(

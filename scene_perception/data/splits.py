@@ -1,21 +1,34 @@
-"""The synthetic stereo splits: which procedural seeds are validation (model selection) and test (held out).
+"""The synthetic splits: which seeds are training, validation (model selection) and test (held out) data.
 
-One place for them because training, the accuracy benchmark, the coverage and sky benchmarks and the
-selection rules must all mean the same pairs.  Training never renders a raw seed: its items use
-``SeedSequence([data seed, index])`` hashes, and :func:`check_held_out` proves a training run does not
-touch these ranges.
+One place for them because training, the benchmarks, the evaluations and the selection rules must all mean
+the same data.
+
+* Stereo pairs (:mod:`scene_perception.data.procedural`): validation seeds start at
+  :data:`VALIDATION_SEED_START`, test seeds at :data:`HELD_OUT_SEED_START`.  Training never renders a raw
+  seed: its items use ``SeedSequence([data seed, index])`` hashes, and :func:`check_held_out` proves a
+  training run does not touch these ranges.
+* Street-world sequences (:mod:`scene_perception.data.world`, the scene network): world seeds below
+  :data:`HELDOUT_SEED_LIMIT` are evaluation data; scene training refuses them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HELD_OUT_SEED_START", "VALIDATION_SEED_START", "check_held_out", "held_out_seeds"]
+__all__ = [
+    "HELDOUT_SEED_LIMIT",
+    "HELD_OUT_SEED_START",
+    "VALIDATION_SEED_START",
+    "check_held_out",
+    "held_out_seeds",
+]
 
 #: First seed of the held-out (test) synthetic set: scored after a decision, never used to make one.
 HELD_OUT_SEED_START = 10_000_000
 #: First seed of the validation set (model selection); disjoint from the held-out range above.
 VALIDATION_SEED_START = 20_000_000
+#: Street-world seeds below this are the scene network's evaluation data and never trained on.
+HELDOUT_SEED_LIMIT = 100
 
 
 def held_out_seeds(n: int, split: str = "test") -> list[int]:

@@ -40,7 +40,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -65,6 +64,24 @@ from scene_perception.data.raycast import (
 )
 from scene_perception.geometry.stereo_camera import StereoCamera
 
+# The label set is defined in models/labels.py (the network, the pipelines and the evaluations share it);
+# these names stay importable from here, the world that renders them.
+from scene_perception.models.labels import (
+    BUILDING,
+    CAR,
+    CLASSES,
+    PERSON,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    TERRAIN,
+    THING_CLASSES,
+    VEGETATION,
+    SemanticClass,
+    colourise_semantic,
+)
+
 __all__ = [
     "BUILDING",
     "CAR",
@@ -87,40 +104,6 @@ __all__ = [
     "street_trajectory",
     "world_camera",
 ]
-
-
-class SemanticClass(NamedTuple):
-    """One semantic label: stable integer id, name, and display colour (RGB, Cityscapes palette)."""
-
-    id: int
-    name: str
-    rgb: tuple[int, int, int]
-
-
-SKY, ROAD, SIDEWALK, BUILDING, CAR, PERSON, POLE, VEGETATION, TERRAIN = range(9)
-# Ids are part of the data contract (bags and checkpoints store them): append, never renumber.
-CLASSES: tuple[SemanticClass, ...] = (
-    SemanticClass(SKY, "sky", (70, 130, 180)),
-    SemanticClass(ROAD, "road", (128, 64, 128)),
-    SemanticClass(SIDEWALK, "sidewalk", (244, 35, 232)),
-    SemanticClass(BUILDING, "building", (70, 70, 70)),
-    SemanticClass(CAR, "car", (0, 0, 142)),
-    SemanticClass(PERSON, "person", (220, 20, 60)),
-    SemanticClass(POLE, "pole", (153, 153, 153)),
-    SemanticClass(VEGETATION, "vegetation", (107, 142, 35)),
-    SemanticClass(TERRAIN, "terrain", (152, 251, 152)),
-)
-# Classes whose objects carry instance ids (all others have instance 0).
-THING_CLASSES: frozenset[int] = frozenset({CAR, PERSON, POLE})
-
-_PALETTE = np.zeros((256, 3), np.uint8)
-for _c in CLASSES:
-    _PALETTE[_c.id] = _c.rgb
-
-
-def colourise_semantic(semantic: np.ndarray) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 RGB with the :data:`CLASSES` colours (unknown ids black)."""
-    return _PALETTE[np.asarray(semantic, np.uint8)]
 
 
 @dataclass

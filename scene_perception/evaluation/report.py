@@ -48,7 +48,7 @@ def semantic_figure(path: Path, left: np.ndarray, gt: np.ndarray, pred: np.ndarr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scene_perception.data.world import colourise_semantic
+    from scene_perception.models.labels import colourise_semantic
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 9 * left.shape[0] / left.shape[1] + 0.6))
     panels = (

@@ -22,13 +22,13 @@ import torch
 from torch.nn import functional as F
 
 from scene_perception.data.bag_io import decode_image, iter_messages, read_stereo_bag
-from scene_perception.data.world import CLASSES
 from scene_perception.evaluation.scene_metrics import (
     ConfusionMatrix,
     expected_calibration_error,
     instance_matches,
     offset_error,
 )
+from scene_perception.models.labels import CLASSES
 from scene_perception.pipelines.instances import centroid_offsets
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Score the multi-task scene network on held-out synthetic frames: task accuracy (Table 1 of Kendall, Gal &
 Cipolla 2018) and uncertainty quality (AUSE, ECE, epistemic in- vs out-of-distribution).
 
-Held-out means world seeds below :data:`scene_perception.training.multitask.HELDOUT_SEED_LIMIT` (training
+Held-out means world seeds below :data:`scene_perception.data.splits.HELDOUT_SEED_LIMIT` (training
 refuses them).  Out-of-distribution inputs are things the street world never shows:
 
 * ``noise`` -- uniform RGB noise;
@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from scene_perception.data.scene_frames import SceneFrames
-from scene_perception.data.world import THING_CLASSES
 from scene_perception.evaluation.scene_metrics import (
     ConfusionMatrix,
     auroc,
@@ -30,6 +29,7 @@ from scene_perception.evaluation.scene_metrics import (
     offset_error,
 )
 from scene_perception.evaluation.uncertainty import ause
+from scene_perception.models.labels import THING_CLASSES
 from scene_perception.pipelines.instances import centroid_offsets, cluster_instances
 
 __all__ = ["OOD_KINDS", "evaluate_tasks", "evaluate_uncertainty", "ood_images"]

@@ -56,7 +56,7 @@ class MultiTaskConfig:
 
     Attributes:
         name: config name.
-        num_classes: semantic classes (data/world.py CLASSES has 9).
+        num_classes: semantic classes (models/labels.py CLASSES has 9).
         encoder_channels: width of the three stride-2 encoder stages (1/2, 1/4, 1/8 resolution).
         context_dilations: dilations of the 3x3 context convs at 1/8 resolution.
         decoder_channels: width of each decoder at 1/4 and at 1/2 resolution.

@@ -90,7 +90,7 @@ def model_search_dirs() -> list[Path]:
     2. ``share/scene_perception/models`` of the installed package: first the install prefix this module
        was imported from (``<prefix>/lib/pythonX.Y/site-packages/scene_perception/...``, found without
        following symlinks, so a ``colcon build --symlink-install`` still names its install space), then
-       ament_index's (a sourced workspace; only when ament_index_python is importable);
+       the ament index's (``$AMENT_PREFIX_PATH``: a sourced workspace);
     3. the source tree's ``models/`` (the checkout this file really lives in, symlinks followed), for the
        pip environment's editable install and as the last fallback.
 
@@ -135,13 +135,25 @@ def _installed_share_models() -> list[Path]:
     own = _prefix_share_models(__file__)
     if own is not None:
         dirs.append(own)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(_PACKAGE)) / "models")
-    except Exception:  # noqa: BLE001 - not installed / no ament index: simply not a search location
-        pass
+    share = _ament_index_share(_PACKAGE)
+    if share is not None:
+        dirs.append(share / "models")
     return dirs
+
+
+def _ament_index_share(package: str) -> Path | None:
+    """``<prefix>/share/<package>`` of the first ``$AMENT_PREFIX_PATH`` prefix whose ament resource index
+    registers ``package`` (``share/ament_index/resource_index/packages/<package>``), else None.
+
+    The lookup ``ament_index_python.packages.get_package_share_directory`` does, read from the file system
+    directly: ``models`` must not import a ROS package (layer rule, ``test/test_layers.py``).
+    """
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix and os.path.isfile(
+            os.path.join(prefix, "share", "ament_index", "resource_index", "packages", package)
+        ):
+            return Path(prefix) / "share" / package
+    return None
 
 
 def _source_tree_models() -> Path | None:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from scene_perception.data.world import CLASSES, THING_CLASSES
+from scene_perception.models.labels import CLASSES, THING_CLASSES
 from scene_perception.models.multitask import mc_dropout
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.instances import cluster_instances

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from scene_perception.data.scene_frames import SceneFrames, load_scene_frames, seed_range
+from scene_perception.data.splits import HELDOUT_SEED_LIMIT
 from scene_perception.losses.multitask import (
     INV_DEPTH_LOG_SCALE_RANGE,
     OFFSET_LOG_SCALE_RANGE,
@@ -63,7 +64,6 @@ __all__ = ["HELDOUT_SEED_LIMIT", "SceneTrainConfig", "make_batch", "main", "scen
 _LOG = logging.getLogger(__name__)
 
 DATA_DESCRIPTION = "synthetic street world (scene_perception.data.world), left views"
-HELDOUT_SEED_LIMIT = 100  # world seeds below this are evaluation data and never trained on
 _WINDOW = 50
 
 

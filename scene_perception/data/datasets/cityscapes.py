@@ -10,7 +10,7 @@ Layout (``<split>`` = train | val | test, one folder per city)::
 
 **The disparity is not ground truth**: Cityscapes computed it with semi-global matching, so scoring a
 matcher against it measures agreement with SGM (with SGM's holes and errors), not accuracy.  The labels are
-real annotations; :data:`CITYSCAPES_TO_CLASSES` maps them to :data:`scene_perception.data.world.CLASSES`.
+real annotations; :data:`CITYSCAPES_TO_CLASSES` maps them to :data:`scene_perception.models.labels.CLASSES`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,18 @@ from scene_perception.data.datasets.sample import (
     read_png_unchanged,
     read_rgb,
 )
-from scene_perception.data.world import BUILDING, CAR, PERSON, POLE, ROAD, SIDEWALK, SKY, TERRAIN, VEGETATION
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
+from scene_perception.models.labels import (
+    BUILDING,
+    CAR,
+    PERSON,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SKY,
+    TERRAIN,
+    VEGETATION,
+)
 
 __all__ = ["CITYSCAPES_TO_CLASSES", "CityscapesDataset", "map_cityscapes_labels", "read_cityscapes_disparity"]
 

@@ -13,7 +13,7 @@ Conventions (so the evaluation and the training code need no per-dataset cases):
   ``ndisp`` scaled by the width ratio; SceneFlow's customary 192); None when it gives none.
 * ``max_evaluated_disparity``: GT above this is not scored (SceneFlow's customary ``< 192`` protocol);
   None = every known pixel.
-* ``semantic``: (H, W) uint8 ids of :data:`scene_perception.data.world.CLASSES`, 255 = ignore (Cityscapes).
+* ``semantic``: (H, W) uint8 ids of :data:`scene_perception.models.labels.CLASSES`, 255 = ignore (Cityscapes).
 """
 
 from __future__ import annotations
