@@ -30,14 +30,13 @@ from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import held_out_seeds
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 from scene_perception.evaluation.uncertainty import ause
-from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import (
     LocalRefinementConfig,
     refine_disparity_locally,
 )
 from scene_perception.pipelines.sgbm import SGBMMatcher
-from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 
 def _ints(text: str) -> list[int]:
@@ -75,9 +74,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
-    model, info = load_stereo_model(args.model, args.weights)
-    pipeline = StereoDepthPipeline(model, compute_points=False, local_refinement=None)
-    sgbm = SGBMMatcher(float(model.max_disparity)) if any(args.sgbm_candidate) else None
+    setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
+                                  compute_points=False, local_refinement=None)
+    pipeline, info = setup.pipeline, setup.info
+    sgbm = SGBMMatcher(float(pipeline.model.max_disparity)) if any(args.sgbm_candidate) else None
     cached = []
     for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc="network", unit="pair"):
         s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)

@@ -29,14 +29,13 @@ from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import held_out_seeds
 from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.evaluation.stereo_bag_eval import at_infinity
-from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import window_std
 from scene_perception.pipelines.stereo_depth import (
     TEXTURE_WINDOW,
-    StereoDepthPipeline,
     StereoDepthResult,
 )
+from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 
 @dataclass
@@ -89,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model, info = load_stereo_model("lite", args.weights)
-    pipeline = StereoDepthPipeline(model, compute_points=False)  # rules applied here, on the raw values
+    # The rules below are applied here, on the raw values.
+    setup = build_stereo_pipeline("lite", args.weights, backend="torch", device="cpu", compute_points=False)
+    pipeline, info = setup.pipeline, setup.info
     sky, street, validation = Pixels(), Pixels(), Pixels()
     sky_disparity: list[np.ndarray] = []
     focal_baseline = float("nan")
