@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Real stereo evaluation data from Debian's opencv-doc package (no data set can be downloaded otherwise).
+# Real stereo from Debian's opencv-doc package (no data set can be downloaded otherwise): Aloe for evaluation,
+# the chessboard pairs as real unlabelled training data.
 #   .cache/eval/middlebury_aloe/  aloeL.jpg aloeR.jpg aloeGT.png  (Middlebury 2006 Aloe, 1282x1110; the GT
 #                                 PNG value is the disparity in px, 0 = unknown)
-#   .cache/eval/chessboard/       left01..14.jpg right01..14.jpg stereo_calib.xml (real, unlabelled stereo
-#                                 for calibration / CameraInfo / self-supervised checks)
-# These images are EVALUATION ONLY: never train on them, never use them as textures, never tune on them.
+#   .cache/eval/chessboard/       left01..14.jpg right01..14.jpg stereo_calib.xml (real, raw, unlabelled
+#                                 stereo, 640x480, 9x6-corner board; stereo_calib.xml is only the sample's
+#                                 image list)
+# Aloe has ground truth: it is EVALUATION ONLY (never train, tune or take textures from it).  The chessboard
+# pairs have no ground truth, so they may be trained on self-supervised (calibrate + rectify them first:
+# python -m scene_perception.data.datasets.chessboard .cache/eval/chessboard \
+#   .cache/real_unlabelled/chessboard_rectified --scale 0.5; then train stereo --mode mixed --dataset
+# folder:.cache/real_unlabelled/chessboard_rectified), besides calibration / CameraInfo checks.
 # Idempotent: files already in place are kept and nothing is downloaded when everything is there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
