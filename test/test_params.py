@@ -1,21 +1,69 @@
-"""The node's parameters are declared once (ros/params.py) and stay in sync with the README and config."""
+"""The node's parameters are declared once (ros/params.py) and stay in sync with the docs and config.
+
+docs/ros_interface.md's parameter tables are generated from params.py by tools/param_docs.py; a change to a
+ParamSpec without ``python tools/param_docs.py --write`` fails here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import yaml
 
 from scene_perception.ros.params import POSE_PARAMS, SCENE_PARAMS, SGBM_DEPTH_PARAMS, STEREO_DEPTH_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_SPECS = (*STEREO_DEPTH_PARAMS, *SGBM_DEPTH_PARAMS, *SCENE_PARAMS, *POSE_PARAMS)
+DOC = ROOT / "docs" / "ros_interface.md"
 
 
-def test_every_parameter_is_documented_in_readme() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in ALL_SPECS if f"`{s.name}`" not in readme]
-    assert not missing, f"parameters missing from the README table: {missing}"
+@pytest.fixture(scope="module")
+def param_docs() -> ModuleType:
+    """tools/param_docs.py (a script, not a package module), imported from its file."""
+    spec = importlib.util.spec_from_file_location("param_docs", ROOT / "tools" / "param_docs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("param_docs", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_parameter_tables_match_params_py(param_docs: ModuleType) -> None:
+    diff = param_docs.check(DOC)
+    assert not diff, f"docs/ros_interface.md is out of date: run python tools/param_docs.py --write\n{diff}"
+
+
+def test_every_parameter_is_documented_per_node(param_docs: ModuleType) -> None:
+    text = DOC.read_text()
+    regions = {m.group("node"): m.group("body") for m in param_docs._REGION.finditer(text)}
+    assert set(regions) == set(param_docs.NODES) == {"stereo_depth", "sgbm_depth", "scene", "pose"}
+    for node, specs in param_docs.NODES.items():
+        missing = [s.name for s in specs if f"| `{s.name}` |" not in regions[node]]
+        assert not missing, f"{node}: parameters missing from docs/ros_interface.md: {missing}"
+    assert set(param_docs.NODES["stereo_depth"]) == set(STEREO_DEPTH_PARAMS)
+
+
+def test_the_check_catches_drift(param_docs: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed default, a new parameter or a hand edit of a table each make the document stale."""
+    text = DOC.read_text()
+    assert param_docs.update(text) == text
+    specs = param_docs.NODES["sgbm_depth"]
+    changed = (dataclasses.replace(specs[0], default=specs[0].default + 16), *specs[1:])
+    monkeypatch.setitem(param_docs.NODES, "sgbm_depth", changed)
+    assert param_docs.update(text) != text
+    added = (*specs, dataclasses.replace(specs[0], name="new_one"))
+    monkeypatch.setitem(param_docs.NODES, "sgbm_depth", added)
+    assert "`new_one`" in param_docs.update(text)
+    monkeypatch.setitem(param_docs.NODES, "sgbm_depth", specs)
+    edited = text.replace("| `scale` | double |", "| `scale` | integer |")
+    assert edited != text and param_docs.update(edited) == text
+    with pytest.raises(ValueError, match="pose"):
+        param_docs.update(text.replace("<!-- BEGIN PARAMS pose -->", ""))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
