@@ -18,6 +18,7 @@ __all__ = [
     "disparity_smoothness",
     "laplace_nll",
     "left_right_consistency",
+    "left_right_visibility",
     "masked_mean",
     "photometric_loss",
     "smooth_l1_disparity",
@@ -195,6 +196,26 @@ def left_right_consistency(disp_left: Tensor, disp_right: Tensor) -> Tensor:
     right_in_left = warp_horizontal(disp_right, disp_left, -1.0)
     left_in_right = warp_horizontal(disp_left, disp_right, 1.0)
     return (disp_left - right_in_left).abs().mean() + (disp_right - left_in_right).abs().mean()
+
+
+def left_right_visibility(disp_left: Tensor, disp_right: Tensor, threshold: float = 1.0,
+                          relative: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Occlusion masks from the left-right check: bool (B, 1, H, W) per view, False where occluded.
+
+    A left pixel is taken as visible in the right view when the right view's disparity at its match
+    ``x - d_L`` agrees with ``d_L`` within ``max(threshold, relative * d_L)`` px; likewise a right pixel with
+    the left disparity at ``x + d_R``.  Where a surface is hidden in the other view its match lands on the
+    occluder, whose disparity differs, so the check fails there (and where either prediction is wrong).
+    :func:`photometric_loss` already leaves out pixels whose match falls outside the image; this mask is for
+    its ``mask`` argument, so occluded pixels, which have no correct match, do not pull the disparity towards
+    a wrong one.  Computed without gradients (a mask, not a loss).
+    """
+    with torch.no_grad():
+        right_in_left = warp_horizontal(disp_right, disp_left, -1.0)
+        left_in_right = warp_horizontal(disp_left, disp_right, 1.0)
+        ok_left = (disp_left - right_in_left).abs() <= (relative * disp_left.abs()).clamp(min=threshold)
+        ok_right = (disp_right - left_in_right).abs() <= (relative * disp_right.abs()).clamp(min=threshold)
+    return ok_left, ok_right
 
 
 def disparity_smoothness(disp: Tensor, image: Tensor, normalize: bool = True) -> Tensor:

@@ -24,6 +24,32 @@ Supervised objective: smooth-L1 on disparity + ``nll_weight`` * Laplace NLL for 
 Self-supervised objective (no labels): SSIM+L1 photometric reprojection in both views, edge-aware
 smoothness and left-right consistency, with the right view's disparity obtained from the same network on
 horizontally flipped, swapped images; the uncertainty head learns to predict the left-right disagreement.
+
+Mixed objective (``mode="mixed"``), for real stereo without ground truth next to labelled pairs: per sample,
+the supervised loss where the sample has GT (any valid pixel; ``volume_weight`` as in ``supervised``) and the
+self-supervised loss where it has none, weighted ``unlabelled_weight``: ``loss = (n_gt / B) * supervised +
+unlabelled_weight * (n_none / B) * self_supervised`` over a batch of B, so every sample counts alike and the
+``--dataset`` weights set the mix.  One forward per step: the batch plus the flipped, swapped views of the
+samples without GT.  Its photometric loss also leaves out the pixels that fail a left-right check
+(``occlusion_check_px``, :func:`~scene_perception.losses.stereo.left_right_visibility`): occluded pixels have
+no correct match.  :func:`~scene_perception.losses.stereo.photometric_loss` already left out the pixels whose
+match falls outside the other image, but not occluded ones; ``self_supervised`` keeps its loss as before
+unless ``occlusion_check_px`` is given.  The log has both parts: ``sup`` (``l1``, ``nll``, ``volume``) and
+``self_sup`` (``photo``, ``smooth``, ``lrc``, ``self_nll``, ``occluded``: the share of in-view pixels
+masked), each averaged over the steps that had such samples (null when none), and ``unlabelled`` (the share
+of samples without GT).  A batch with GT only is exactly ``supervised``'s step; one without any, with
+``occlusion_check_px 0``, exactly ``self_supervised``'s.  ``mixed`` without ``--dataset`` is refused (every
+synthetic pair has GT: that is ``supervised``); with datasets but no ``folder`` one it warns.  Meant for
+fine-tuning trained weights (``--init-weights``): from a random init most pixels fail the check.
+
+Real unlabelled pairs, e.g. the opencv-doc chessboard pairs rectified by
+``python -m scene_perception.data.datasets.chessboard ... --scale 0.5`` (320x240)::
+
+    scene-perception train stereo --mode mixed --init-weights models/lite.safetensors \\
+        --dataset folder:.cache/real_unlabelled/chessboard_rectified:0.25 --crop-height 192 --crop-width 320
+
+(crops no larger than the pairs: smaller pairs are padded by edge replication, which the photometric loss
+would see).
 """
 
 from __future__ import annotations
@@ -53,6 +79,7 @@ from scene_perception.losses.stereo import (
     disparity_smoothness,
     laplace_nll,
     left_right_consistency,
+    left_right_visibility,
     masked_mean,
     photometric_loss,
     smooth_l1_disparity,
@@ -73,6 +100,7 @@ from scene_perception.training.checkpoints import (
 
 __all__ = [
     "AMP_DTYPES",
+    "MODES",
     "MultiCropStereoDataset",
     "TrainConfig",
     "build_parser",
@@ -88,6 +116,8 @@ DATA_DESCRIPTION = "procedural synthetic (scene_perception.data.procedural)"
 _EPE_WINDOW = 50  # steps averaged for the reported "final train EPE"
 LOG_NAME = "train_log.jsonl"  # one JSON object per log interval, appended across resumes (rank 0)
 
+#: ``--mode`` values (see the module docstring).
+MODES = ("supervised", "self_supervised", "mixed")
 #: ``--amp`` choices -> the autocast dtype (None: no autocast, the fp32 path bit-identical to before).
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -97,7 +127,11 @@ class TrainConfig:
     """Everything that defines a training run; stored in checkpoints and in the model card."""
 
     model: str = field(default="lite", metadata={"help": "GC-Net config name (lite | paper)"})
-    mode: str = field(default="supervised", metadata={"help": "supervised | self_supervised"})
+    mode: str = field(
+        default="supervised",
+        metadata={"help": "supervised | self_supervised | mixed (supervised loss on samples with GT, "
+                          "self-supervised on those without, e.g. --dataset folder:DIR)"},
+    )
     steps: int = field(default=2000, metadata={"help": "total optimisation steps (resume counts on)"})
     batch_size: int = field(
         default=2, metadata={"help": "samples (crops) per step, per process under DDP; with crops_per_pair K "
@@ -123,6 +157,17 @@ class TrainConfig:
         default=1.0, metadata={"help": "self-supervised: left-right consistency (on disparity / width)"}
     )
     photometric_alpha: float = field(default=0.85, metadata={"help": "self-supervised: SSIM share"})
+    unlabelled_weight: float = field(
+        default=1.0,
+        metadata={"help": "mixed: weight of the self-supervised loss of the samples without GT, per sample, "
+                          "next to the supervised loss (weight 1) of those with GT"},
+    )
+    occlusion_check_px: float | None = field(
+        default=None,
+        metadata={"help": "self-supervised photometric loss: leave out pixels whose left and right "
+                          "disparities disagree by more than max(this, 5 %% of d) px (occluded); 0 off; "
+                          "default 1 in mixed, 0 in self_supervised (as before)"},
+    )
     max_disparity: float = field(default=96.0, metadata={"help": "largest disparity rendered (px)"})
     min_disparity: float = field(default=2.0, metadata={"help": "smallest disparity rendered (px)"})
     nuisance: bool = field(default=True, metadata={"help": "per-view gain/bias/noise on the rendered pairs"})
@@ -230,8 +275,12 @@ class TrainConfig:
         """Fail before any work with a message naming the bad field."""
         if self.model not in CONFIGS:
             raise ValueError(f"unknown model {self.model!r}; known: {sorted(CONFIGS)}")
-        if self.mode not in ("supervised", "self_supervised"):
-            raise ValueError(f"mode must be 'supervised' or 'self_supervised', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.unlabelled_weight < 0:
+            raise ValueError(f"unlabelled_weight must be >= 0, got {self.unlabelled_weight}")
+        if self.occlusion_check_px is not None and self.occlusion_check_px < 0:
+            raise ValueError(f"occlusion_check_px must be >= 0, got {self.occlusion_check_px}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
         if self.volume_weight < 0:
@@ -287,6 +336,16 @@ class TrainConfig:
                                  f"{self.synthetic_weight}")
             if specs and self.crops_per_pair > 1:
                 raise ValueError("crops_per_pair > 1 is for rendered pairs; with --dataset keep it 1")
+        if self.mode == "mixed":
+            from scene_perception.training.dataset_mix import parse_dataset_specs
+
+            specs = parse_dataset_specs(self.dataset)
+            if not specs:
+                raise ValueError("mode 'mixed' needs --dataset with pairs without ground truth (e.g. "
+                                 "folder:DIR): the synthetic pairs alone all have GT, which is 'supervised'")
+            if not any(spec.name == "folder" for spec in specs):
+                _LOG.warning("mode 'mixed' without a folder dataset: only pairs of %s that lack GT get the "
+                             "self-supervised loss", self.dataset)
         if self.max_disparity >= CONFIGS[self.model].max_disparity:
             raise ValueError(
                 f"max_disparity {self.max_disparity} must be below the {self.model!r} model's range "
@@ -318,6 +377,13 @@ class TrainConfig:
     @property
     def final_name(self) -> str:
         return self.output_name or self.model
+
+    @property
+    def occlusion_px(self) -> float:
+        """The left-right check's threshold in effect (0: no occlusion mask)."""
+        if self.occlusion_check_px is not None:
+            return self.occlusion_check_px
+        return 1.0 if self.mode == "mixed" else 0.0
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -558,14 +624,33 @@ def _self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tens
     (one forward per step keeps DDP's gradient bookkeeping simple and is faster).  ``forward`` runs the
     network (under autocast when asked) and returns fp32 outputs; the loss itself is computed in fp32.
     """
-    b, _, _, w = left.shape
+    b = left.shape[0]
     disp_all, logs_all = forward(torch.cat([left, _flip(right)]), torch.cat([right, _flip(left)]))
-    disp_l, disp_r_flipped = disp_all[:b], disp_all[b:]
-    log_scale_l = logs_all[:b]
+    disp_l = disp_all[:b]
+    loss, parts = _self_supervised_terms(config, left, right, disp_l, disp_all[b:], logs_all[:b],
+                                         config.occlusion_px)
+    return loss, disp_l, parts
+
+
+def _self_supervised_terms(config: TrainConfig, left: Tensor, right: Tensor, disp_l: Tensor,
+                           disp_r_flipped: Tensor, log_scale_l: Tensor, occlusion_px: float = 0.0
+                           ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The self-supervised loss of :func:`_self_supervised_loss` from the network's outputs: the left
+    disparity and log-scale of ``(left, right)`` and the disparity of ``(flip(right), flip(left))``.
+
+    With ``occlusion_px > 0`` the photometric terms leave out the pixels failing the left-right check
+    (:func:`left_right_visibility`) and the parts get ``occluded``, the share of the in-view pixels (whose
+    match lies inside the other image) so masked.
+    """
+    w = left.shape[3]
     disp_r = _flip(disp_r_flipped)
     alpha = config.photometric_alpha
-    photo_l, _ = photometric_loss(left, right, disp_l, alpha)
-    photo_r, _ = photometric_loss(_flip(right), _flip(left), disp_r_flipped, alpha)
+    masks: tuple[Tensor | None, Tensor | None] = (None, None)
+    if occlusion_px > 0:
+        visible_l, visible_r = left_right_visibility(disp_l.detach(), disp_r.detach(), occlusion_px)
+        masks = (visible_l, _flip(visible_r))
+    photo_l, _ = photometric_loss(left, right, disp_l, alpha, masks[0])
+    photo_r, _ = photometric_loss(_flip(right), _flip(left), disp_r_flipped, alpha, masks[1])
     smooth = disparity_smoothness(disp_l, left) + disparity_smoothness(disp_r_flipped, _flip(right))
     # On disparity / width (Godard et al.'s units) so the weight does not depend on the image size.
     lr_term = left_right_consistency(disp_l / w, disp_r / w)
@@ -576,7 +661,85 @@ def _self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tens
             + config.nll_weight * nll)
     parts = {"photo": (photo_l + photo_r).detach() / 2, "smooth": smooth.detach(), "lrc": lr_term.detach(),
              "nll": nll.detach()}
-    return loss, disp_l, parts
+    if occlusion_px > 0:
+        assert masks[0] is not None and masks[1] is not None
+        shares = _occluded_share(masks[0], disp_l) + _occluded_share(masks[1], disp_r_flipped)
+        parts["occluded"] = shares / 2
+    return loss, parts
+
+
+def _occluded_share(visible: Tensor, disp: Tensor) -> Tensor:
+    """Share of the pixels whose match is inside the other view (the ones the photometric loss would use
+    anyway) that the left-right check masks."""
+    with torch.no_grad():
+        w = disp.shape[3]
+        x = torch.arange(w, device=disp.device, dtype=disp.dtype).view(1, 1, 1, w) - disp
+        return masked_mean((~visible).to(disp.dtype), (x >= 0) & (x <= w - 1))
+
+
+def _mixed_loss(config: TrainConfig, forward: Callable[..., tuple[Tensor, ...]], left: Tensor, right: Tensor,
+                gt: Tensor, valid: Tensor, has_gt: Tensor, cost_stride: int
+                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """``mixed``: supervised on the samples with GT, self-supervised on the others (module docstring);
+    returns (loss, left disparity of the whole batch, parts).
+
+    ``has_gt`` is a (B,) bool tensor on the host (read from the batch before its copy to the device, so
+    choosing the samples costs no device sync).  One forward: the batch, plus ``(flip(right), flip(left))`` of
+    the samples without GT.  The supervised terms run over the outputs of the batch itself: samples without
+    GT have no valid pixel, so this is the pooled mean over the labelled pixels, as in ``supervised``.  A part
+    whose kind of sample is absent from the batch is NaN (see :class:`_StepMetrics`).
+    """
+    b = left.shape[0]
+    unlabelled = (~has_gt.cpu()).nonzero().flatten()
+    n_u = int(unlabelled.numel())
+    n_l = b - n_u
+    nan = torch.full((), math.nan, device=left.device)
+    if n_u:
+        idx = unlabelled.to(left.device)
+        left_u, right_u = left[idx], right[idx]
+        inputs = (torch.cat([left, _flip(right_u)]), torch.cat([right, _flip(left_u)]))
+    else:
+        inputs = (left, right)
+    volume_on = config.volume_weight > 0 and n_l > 0
+    out = forward(*inputs, return_cost=True) if volume_on else forward(*inputs)
+    disp_all, logs_all = out[0], out[1]
+    disp = disp_all[:b]
+    terms: list[Tensor] = []
+    sup_names = ["l1", "nll"] + (["volume"] if config.volume_weight > 0 else [])
+    if n_l:
+        sup, sup_parts = _supervised_loss(config, disp, logs_all[:b], gt, valid)
+        if volume_on:
+            volume = cost_volume_cross_entropy(out[2][:b], gt, valid, cost_stride)
+            sup = sup + config.volume_weight * volume
+            sup_parts["volume"] = volume.detach()
+        terms.append((n_l / b) * sup)
+        sup_parts = {"sup": sup.detach(), **sup_parts}
+    else:
+        sup_parts = {name: nan for name in ["sup", *sup_names]}
+    self_names = ["self_sup", "photo", "smooth", "lrc", "self_nll"]
+    if config.occlusion_px > 0:
+        self_names.append("occluded")
+    if n_u:
+        own, own_parts = _self_supervised_terms(config, left_u, right_u, disp[idx], disp_all[b:],
+                                                logs_all[:b][idx], config.occlusion_px)
+        terms.append((config.unlabelled_weight * n_u / b) * own)
+        own_parts["self_nll"] = own_parts.pop("nll")
+        self_parts = {"self_sup": own.detach(), **own_parts}
+    else:
+        self_parts = {name: nan for name in self_names}
+    loss = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    share = torch.full((), n_u / b, device=left.device)
+    return loss, disp, {**sup_parts, **{k: self_parts[k] for k in self_names}, "unlabelled": share}
+
+
+def _finite_mean(values: Sequence[float]) -> float | None:
+    """Mean of the finite values (NaN = absent at that step), None when there is none."""
+    kept = [v for v in values if math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 class _StepMetrics:
@@ -586,7 +749,9 @@ class _StepMetrics:
     while Python prepares the next launch.  Here a step only appends a stacked tensor; :meth:`flush` copies
     the interval's values in one transfer, checks the loss is finite (the error names the first bad step;
     a flush precedes every checkpoint, so none is written with a non-finite loss), extends the EPE window
-    stored in checkpoints, and writes one JSON line with the means and the throughput.
+    stored in checkpoints, and writes one JSON line with the means and the throughput.  A NaN other than the
+    loss marks a value absent at that step (``mixed``: no sample with / without GT in the batch): means are
+    over the steps that have it, null when none did.
     """
 
     def __init__(self, recent_epe: list[float], samples_per_step: int, crops_per_pair: int,
@@ -617,13 +782,14 @@ class _StepMetrics:
                 raise FloatingPointError(
                     f"loss became {row[0]} at step {first + i}; lower lr or check the data"
                 )
-        self.recent_epe[:] = (self.recent_epe + [row[1] for row in rows])[-_EPE_WINDOW:]
+        epes = [row[1] for row in rows if math.isfinite(row[1])]  # mixed: NaN at steps without GT
+        self.recent_epe[:] = (self.recent_epe + epes)[-_EPE_WINDOW:]
         now = time.monotonic()
         dt = max(now - self.t_last, 1e-9)
         sps = n * self.samples_per_step / dt
         out: dict[str, float] = {"step": step, "lr": lr}
         columns = zip(*rows, strict=True)
-        out.update({name: sum(col) / n for name, col in zip(self.names, columns, strict=True)})
+        out.update({name: _finite_mean(col) for name, col in zip(self.names, columns, strict=True)})
         out.update({"samples_per_s": sps, "pairs_per_s": sps / self.crops_per_pair,
                     "data_wait_frac": min(1.0, self.data_wait_s / dt), "elapsed_s": elapsed_s})
         self.t_last, self.data_wait_s = now, 0.0
@@ -721,6 +887,8 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                 if batch is None:
                     break
                 metrics.data_wait_s += time.monotonic() - t_wait
+                if config.mode == "mixed":  # on the host copy: no device sync
+                    has_gt = (batch["valid"] & (batch["disparity"] < model.max_disparity)).flatten(1).any(1)
                 left = batch["left"].to(device, non_blocking=True)
                 right = batch["right"].to(device, non_blocking=True)
                 gt = batch["disparity"].to(device, non_blocking=True)
@@ -739,6 +907,9 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                 elif config.mode == "supervised":
                     disp, log_scale = forward(left, right)
                     loss, parts = _supervised_loss(config, disp, log_scale, gt, valid)
+                elif config.mode == "mixed":
+                    loss, disp, parts = _mixed_loss(config, forward, left, right, gt, valid, has_gt,
+                                                    model.cost_stride)
                 else:
                     loss, disp, parts = _self_supervised_loss(config, forward, left, right)
                 optimizer.zero_grad(set_to_none=True)
@@ -753,6 +924,8 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                 with torch.no_grad():  # monitoring only: labels never enter the self-supervised loss
                     d = disp.detach()
                     epe = masked_mean((d - torch.where(valid, gt, d)).abs(), valid)
+                    if config.mode == "mixed":  # a batch without GT has no EPE (not 0)
+                        epe = torch.where(valid.any(), epe, torch.full_like(epe, math.nan))
                 metrics.add({"loss": loss.detach(), "epe": epe, **parts})
                 step += 1
                 bar.update(1)
@@ -778,8 +951,8 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                     row = metrics.flush(step, lr, now - t_begin)
                     if row is not None:
                         bar.set_postfix(
-                            loss=f"{row['loss']:.3f}", epe=f"{row['epe']:.2f}", lr=f"{lr:.1e}",
-                            **{k: f"{row[k]:.3f}" for k in parts},
+                            loss=f"{row['loss']:.3f}", epe=_fmt(row["epe"], ".2f"), lr=f"{lr:.1e}",
+                            **{k: _fmt(row[k], ".3f") for k in parts},
                             **{"samples/s": f"{row['samples_per_s']:.1f}"},
                         )
                 if rank == 0 and at_checkpoint:
