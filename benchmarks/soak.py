@@ -16,7 +16,7 @@ How it runs
   (``data.procedural.make_stereo_sample``) with CameraInfo at ``--rate`` Hz, stamped with the wall-clock
   send time, and a *monitor* that subscribes to ``depth`` and ``/diagnostics``.  Latency is
   receive time - header stamp (same clock, same machine): queueing + synchronisation + inference + publish.
-* Both processes set ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (images between processes, see the README)
+* Both processes set ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (images between processes: docs/transport.md)
   and share a private ``ROS_DOMAIN_ID`` and a namespace unique to the run (``/soak_<pid>_<hex>``): a random
   domain alone can collide with another test or benchmark on the machine, and a stray ``depth`` publisher
   would corrupt the counts and latencies.  ``/diagnostics`` is absolute, so the monitor keeps only the

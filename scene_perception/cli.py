@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-local-refinement",
         action="store_true",
-        help="write the network's own disparity, without the default local refinement (README)",
+        help="write the network's own disparity, without the default local refinement (docs/refinement.md)",
     )
 
     p = sub.add_parser("export-onnx", help="export GC-Net at one static size to ONNX (checked for TensorRT)")

@@ -17,7 +17,7 @@ class LocalRefinementConfig:
     """Settings of :func:`~scene_perception.pipelines.local_refinement.refine_disparity_locally`.
 
     The defaults are the pipeline's, chosen on 200 validation pairs by rules written before each sweep ran
-    (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, README "Local refinement"): the
+    (lowest EPE, then bad-2; ``benchmarks/local_refinement_sweep.py``, docs/refinement.md): the
     search settings over 216 without propagation, then propagation x iterations with them, then the
     uncertainty scale by AUSE; later the window shift (x window size), min ZNCC again, the border fill,
     and the scale with the correction floor (``correction_std``) by AUSE; last the SGBM candidate.
@@ -97,5 +97,5 @@ class LocalRefinementConfig:
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation
-#: split by ``benchmarks/local_refinement_sweep.py`` (README, "Local refinement").
+#: split by ``benchmarks/local_refinement_sweep.py`` (docs/refinement.md).
 DEFAULT_LOCAL_REFINEMENT = LocalRefinementConfig()

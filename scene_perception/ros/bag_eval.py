@@ -350,5 +350,5 @@ def evaluate_bag(
     print(f"report: {report}")
     print(f"figure: {out_dir / 'stereo.png'}")
     if not trained:
-        print("WARNING: the node ran UNTRAINED weights, so these numbers are meaningless; see README.")
+        print("WARNING: the node ran UNTRAINED weights, so numbers are meaningless; see models/lite.md.")
     return 0

@@ -352,7 +352,7 @@ _RANGE_PARAMS: tuple[ParamSpec, ...] = (
         1280 * 720,
         "The network runs on at most this many pixels: larger frames are shrunk for it and the disparity is "
         "scaled back and refined at full size. Bounds memory on large frames (CPU, lite, default "
-        "refinement: ~0.75 GB per network megapixel; docs/memory in README). 0 = no limit.",
+        "refinement: ~0.75 GB per network megapixel; docs/benchmarks.md). 0 = no limit.",
         0,
         1 << 28,
         dynamic=True,
