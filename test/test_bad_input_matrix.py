@@ -55,6 +55,8 @@ from scene_perception.ros.codec import numpy_to_image, to_byte_array
 from scene_perception.ros.qos import qos_from_name
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 H, W = 48, 96
 PER_KIND = 50
 VALID_EVERY = 5  # one valid set after every 5 bad ones

@@ -25,6 +25,8 @@ from scene_perception.ros.codec import image_to_numpy, numpy_to_compressed_image
 from scene_perception.ros.messages import camera_info_pair_from_camera
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
+pytestmark = pytest.mark.ros
+
 H, W = 96, 192
 SAMPLE = make_stereo_sample(31, width=W, height=H, max_disparity=24.0)
 CAMERA = SAMPLE.camera

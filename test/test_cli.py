@@ -21,6 +21,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "scene_perception.cli"]
 
 
@@ -132,6 +134,7 @@ def test_run_rejects_unknown_node(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "unknown node 'no_such_node'" in proc.stderr
 
 
+@pytest.mark.ros
 def test_run_starts_node_from_config_in_another_process(tmp_path: Path, weights: Path) -> None:
     """`scene-perception run` in a subprocess; this process publishes stereo over Fast DDS and gets depth."""
     cfg = tmp_path / "perception.yaml"

@@ -204,6 +204,7 @@ def _python(code: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_install_space_layout(built: tuple[Path, dict[str, str]]) -> None:
     workspace, _ = built
     prefix = workspace / "install" / PACKAGE
@@ -226,6 +227,7 @@ def test_install_space_layout(built: tuple[Path, dict[str, str]]) -> None:
         "the generated empty __init__.py replaced ours")
 
 
+@pytest.mark.slow
 def test_messages_import_from_the_install_space(built: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     workspace, env = built
     got = _python(
@@ -259,12 +261,15 @@ def _check_models_from_share(workspace: Path, env: dict[str, str], cwd: Path) ->
     return got
 
 
+@pytest.mark.slow
 def test_shipped_models_load_from_share(built: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     workspace, env = built
     got = _check_models_from_share(workspace, env, tmp_path)
     assert str(ROOT / "models") not in got["dirs"], "a plain install must not search the checkout"
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_installed_executable_starts_a_node(built: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     """``lib/scene_perception/sgbm_depth_node`` (what ``ros2 run`` starts) reaches 'active' and exits 0,
     without a stray traceback or "never retrieved" exception, on SIGINT."""
@@ -300,6 +305,7 @@ def test_installed_executable_starts_a_node(built: tuple[Path, dict[str, str]], 
     assert "never retrieved" not in output and "Traceback" not in output, output[-3000:]
 
 
+@pytest.mark.slow
 def test_launch_file_targets_exist_in_the_install_space(built: tuple[Path, dict[str, str]],
                                                        tmp_path: Path) -> None:
     workspace, env = built
@@ -321,6 +327,8 @@ def test_launch_file_targets_exist_in_the_install_space(built: tuple[Path, dict[
     assert got["plan"].startswith(str(prefix)), got["plan"]
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_colcon_test_runs_the_registered_suite(built: tuple[Path, dict[str, str]]) -> None:
     workspace, _ = built
     env = _base_env()
@@ -351,6 +359,7 @@ def test_colcon_test_runs_the_registered_suite(built: tuple[Path, dict[str, str]
     assert case and "<skipped" not in case.group(0) and "<failure" not in case.group(0), xml[-2000:]
 
 
+@pytest.mark.slow
 def test_symlink_install_resolves_models_from_share(tmp_path_factory: pytest.TempPathFactory) -> None:
     """--symlink-install: share/'s model files are symlinks into src/; share/ still comes before the
     checkout (which the symlinks lead to), and the path reported is the installed one."""

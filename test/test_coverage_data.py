@@ -180,6 +180,7 @@ def _load_benchmark(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_coverage_benchmark_scores_each_phenomenon_on_its_pixels(tmp_path) -> None:
     """benchmarks/coverage.py on the shipped lite, tiny: every row present, the sky scored against GT 0."""
     import json
@@ -199,6 +200,7 @@ def test_coverage_benchmark_scores_each_phenomenon_on_its_pixels(tmp_path) -> No
     assert np.all(s.disparity[scored] == 0) and scored.any()
 
 
+@pytest.mark.slow
 def test_coverage_ablation_smoke(tmp_path) -> None:
     """The GPU run's ablation phase in CPU smoke mode: two 3-step probes, then the per-phenomenon scores
     of the shipped weights and both probes."""

@@ -171,6 +171,7 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_cli_dataset_mode_errors(tmp_path: Path) -> None:
     proc = _cli("--dataset", "middlebury")
     assert proc.returncode != 0 and "needs --root" in proc.stderr
@@ -182,6 +183,7 @@ def test_cli_dataset_mode_errors(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "--bag DIR" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ALOE / "aloeGT.png").is_file(),
                     reason="Aloe not fetched (bash tools/fetch_eval_data.sh, Debian opencv-doc)")
 def test_cli_smoke_middlebury_aloe(tmp_path: Path) -> None:
@@ -272,6 +274,7 @@ def test_semantics_pooled_by_hand(tmp_path: Path) -> None:
     assert "## Semantics" in report and "mIoU %" in report
 
 
+@pytest.mark.slow
 def test_cli_cityscapes_scores_the_shipped_scene_network(tmp_path: Path) -> None:
     ids = np.full((64, 128), 7, np.uint8)  # road below, sky (23) above
     ids[:24] = 23

@@ -13,6 +13,8 @@ from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 from scene_perception.ros.demo import run_demo
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -18,6 +18,8 @@ from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.ros.codec import image_to_numpy
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 SAMPLE = make_stereo_sample(41, width=384, height=192, max_disparity=170.0, min_disparity=20.0)
 
 

@@ -152,6 +152,7 @@ def lite_ort(lite, cache_dir: Path) -> OnnxRuntimeEngine:
 
 
 # ------------------------------------------------------------------------------------------- ONNX export
+@pytest.mark.slow
 def test_exported_graph_is_static_and_uses_only_tensorrt_ops(lite_ort: OnnxRuntimeEngine) -> None:
     report = check_onnx(lite_ort.path)
     assert report.ok, report.problems
@@ -198,6 +199,7 @@ def test_export_rejects_sizes_that_are_not_multiples_of_size_divisor(lite, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- parity
+@pytest.mark.slow
 def test_ort_matches_torch_lite(lite, lite_ort: OnnxRuntimeEngine) -> None:
     model, _ = lite
     feeds = stereo_feeds(H, W, seed=1)
@@ -213,6 +215,7 @@ def test_ort_matches_torch_lite(lite, lite_ort: OnnxRuntimeEngine) -> None:
     np.testing.assert_array_equal(as_torch["disparity"].numpy(), got["disparity"])
 
 
+@pytest.mark.slow
 def test_ort_matches_torch_paper_tiny(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = randomize(GCNet("paper"), 1)
@@ -223,6 +226,7 @@ def test_ort_matches_torch_paper_tiny(tmp_path: Path) -> None:
         assert_parity(engine.infer(feeds), TorchEngine(model).infer(feeds), PAPER_TOL)
 
 
+@pytest.mark.slow
 def test_ort_matches_torch_with_a_regression_window(lite, tmp_path: Path) -> None:
     """The windowed soft arg-min (ArgMax + mask) exports, stays inside TensorRT's op set and matches."""
     model = GCNet(replace(lite[0].config, regression_window=2)).eval()
@@ -245,6 +249,7 @@ def test_ort_matches_torch_with_a_regression_window(lite, tmp_path: Path) -> Non
     assert float(np.abs(plain["disparity"] - want["disparity"]).max()) > 0.1  # the window changed something
 
 
+@pytest.mark.slow
 def test_pipeline_with_engine_matches_pipeline_with_module(lite, cache_dir: Path) -> None:
     """Odd frame sizes are padded, the per-resolution engine is built on demand and rebuilt on a change."""
     model, digest = lite
@@ -349,6 +354,7 @@ def test_cache_rebuilds_corrupt_stale_unverifiable_and_unloadable_artifacts(
     rebuilt_because("failed to load")
 
 
+@pytest.mark.slow
 def test_corrupt_cached_onnx_is_reexported(lite, cache_dir: Path, tmp_path: Path, caplog) -> None:
     model, digest = lite
     shutil.copytree(cache_dir, tmp_path / "c")
@@ -470,6 +476,7 @@ def test_per_resolution_engine_logs_switches_and_does_not_retry_failures(lite) -
         engine.prepare((40, 48))
 
 
+@pytest.mark.slow
 def test_static_engine_names_a_size_mismatch(lite_ort: OnnxRuntimeEngine) -> None:
     with pytest.raises(ValueError, match="static shapes"):
         lite_ort.prepare((64, 96))
@@ -518,6 +525,7 @@ def _node(harness: RosHarness, weights: Path, cache: Path, backend: str, name: s
     )
 
 
+@pytest.mark.ros
 def test_node_with_onnxruntime_matches_torch(lite_weights: Path, cache_dir: Path, lite_ort) -> None:
     harness = RosHarness()
     try:
@@ -543,6 +551,7 @@ def test_node_with_onnxruntime_matches_torch(lite_weights: Path, cache_dir: Path
         harness.shutdown()
 
 
+@pytest.mark.ros
 def test_node_fails_configure_cleanly_for_unusable_backend_or_cache(
     lite_weights: Path, tmp_path: Path
 ) -> None:
@@ -564,6 +573,7 @@ def test_node_fails_configure_cleanly_for_unusable_backend_or_cache(
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_cli_export_onnx_build_engine_and_depth_backends(
     lite_weights: Path, cache_dir: Path, tmp_path: Path, lite_ort
 ) -> None:

@@ -6,13 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 
+pytestmark = pytest.mark.slow
 
+
+@pytest.mark.ros
 def test_eval_command_writes_report_for_a_bag(tmp_path: Path) -> None:
     bag = write_synthetic_bag(tmp_path / "gt_bag", 2, width=128, height=64, seed=5, storage="sqlite3")
     torch.manual_seed(0)

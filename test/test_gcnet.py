@@ -230,6 +230,7 @@ def test_concat_cost_volume_semantics() -> None:
 
 
 # ----------------------------------------------------------------------------- ONNX
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_onnx_export_matches_torch(lite: GCNet, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")

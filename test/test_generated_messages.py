@@ -106,6 +106,7 @@ def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], time
         executor.spin_once(timeout_sec=0.05)
 
 
+@pytest.mark.ros
 def test_latched_label_info_reaches_late_subscriber(context: Context) -> None:
     # A unique namespace keeps parallel runs on the same machine (same ROS domain) apart.
     namespace = f"/test_{uuid.uuid4().hex[:12]}"

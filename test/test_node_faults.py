@@ -21,6 +21,8 @@ from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
+pytestmark = pytest.mark.ros
+
 H, W = 48, 96
 CAMERA = make_camera(W, H)
 LEFT, RIGHT = shifted_pair(H, W, 5, seed=21)
@@ -108,6 +110,7 @@ def test_bad_weights_leave_node_unconfigured_then_recover(weights: Path, tmp_pat
         harness.shutdown()
 
 
+@pytest.mark.slow
 def test_engine_cache_dir_is_validated_and_corrupt_onnx_rebuilt(weights: Path, tmp_path: Path, capfd) -> None:
     """onnxruntime backend: unsafe cache dirs fail configure; a corrupted cached graph is re-exported."""
     harness = RosHarness(private_domain_id())

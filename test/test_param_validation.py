@@ -121,6 +121,7 @@ def test_device_names_resolve_device_accepts_pass(device: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ start-up values
+@pytest.mark.ros
 def test_typo_in_params_file_leaves_node_unconfigured_with_error_diagnostic(tmp_path: Path) -> None:
     """``input_qos: sensor-data`` and ``approximate_synk``: no crash, one ERROR line naming the value, a WARN
     naming the closest parameter, configure refused, /diagnostics ERROR; a valid value then recovers."""
@@ -174,6 +175,7 @@ def test_typo_in_params_file_leaves_node_unconfigured_with_error_diagnostic(tmp_
         harness.shutdown()
 
 
+@pytest.mark.ros
 def test_out_of_range_and_wrong_type_overrides_do_not_raise() -> None:
     """rclpy raises InvalidParameterValueException / InvalidParameterTypeException at declare time for these;
     the node must be created anyway, unconfigurable, with every bad value named."""
@@ -196,6 +198,7 @@ def test_out_of_range_and_wrong_type_overrides_do_not_raise() -> None:
         harness.shutdown()
 
 
+@pytest.mark.ros
 def test_run_nodes_returns_1_promptly_naming_node_and_parameters(tmp_path: Path) -> None:
     """The runner with a params file and ``-p`` (both are overrides): returns 1 without a stop request."""
     cfg = tmp_path / "bad.yaml"
@@ -220,6 +223,8 @@ def _run_cli(cfg: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_cli_run_exits_nonzero_with_one_clear_line(tmp_path: Path) -> None:
     """``scene-perception run --config bad.yaml``: exit status 1, no traceback, the node and the reason."""
     cfg = tmp_path / "bad.yaml"
@@ -239,6 +244,7 @@ def test_cli_run_exits_nonzero_with_one_clear_line(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ live changes
+@pytest.mark.ros
 def test_configure_time_parameters_are_refused_while_configured_and_accepted_when_unconfigured() -> None:
     """``approximate_sync``, ``input_qos``, ``queue_size`` on an active node: refused with the reason, value
     unchanged; a dynamic parameter still applies live; after deactivate + cleanup the change is accepted and
@@ -282,6 +288,7 @@ def test_configure_time_parameters_are_refused_while_configured_and_accepted_whe
         harness.shutdown()
 
 
+@pytest.mark.ros
 def test_diagnostics_period_set_while_unconfigured_is_applied() -> None:
     """Not dynamic, but its timer runs in every state: accepted while unconfigured means applied at once."""
     harness = RosHarness(private_domain_id())
@@ -295,6 +302,7 @@ def test_diagnostics_period_set_while_unconfigured_is_applied() -> None:
         harness.shutdown()
 
 
+@pytest.mark.ros
 def test_invalid_device_is_refused_in_every_state() -> None:
     """``device: banana`` used to be accepted live; now refused with the reason, unconfigured, inactive and
     active alike, and a valid device is refused only while configured."""
@@ -334,6 +342,7 @@ class RaisingActivateNode(SGBMDepthNode):
         raise RuntimeError("subscription setup exploded")
 
 
+@pytest.mark.ros
 def test_exception_in_a_transition_is_logged_reported_and_cleaned_up() -> None:
     harness = RosHarness(private_domain_id())
     try:

@@ -14,6 +14,8 @@ from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.models.posenet import CONFIGS, PoseNet
 from scene_perception.models.weights import file_sha256, load_pose_model, save_model
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = {"world_length": 120.0}
 

@@ -69,6 +69,8 @@ def numpy_instance_error(offsets: np.ndarray, instance: np.ndarray) -> tuple[flo
     return total, count
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_eval_reports_pose_ece_and_instance_error(gt_bag: Path, tmp_path: Path) -> None:
     stereo_w, scene_w = untrained_weights(tmp_path)
     out = tmp_path / "eval"

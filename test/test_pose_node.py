@@ -95,6 +95,7 @@ def send(harness: RosHarness, driver: PoseDriver, msg: Image, timeout: float = 1
     return harness.spin_until(lambda: bool(driver.at(stamp)), timeout)
 
 
+@pytest.mark.ros
 def test_publishes_pose_with_covariance_in_the_map_frame_with_the_input_stamp(ros, weights: Path) -> None:
     harness, node, driver = ros
     rgb = image(1)
@@ -117,6 +118,7 @@ def test_publishes_pose_with_covariance_in_the_map_frame_with_the_input_stamp(ro
     assert (np.abs(np.log(np.diag(cov) / np.diag(offline.covariance))) < np.log(4.0)).all()
 
 
+@pytest.mark.ros
 def test_map_frame_and_mc_samples_apply_on_the_next_frame(ros) -> None:
     harness, node, driver = ros
     result = node.set_parameters([Parameter("map_frame", value="world"), Parameter("mc_samples", value=8)])
@@ -131,6 +133,7 @@ def test_map_frame_and_mc_samples_apply_on_the_next_frame(ros) -> None:
     assert not node.set_parameters([Parameter("mc_samples", value=1)])[0].successful  # range 2..512
 
 
+@pytest.mark.ros
 def test_bad_input_is_counted_and_the_node_keeps_working(ros) -> None:
     harness, node, driver = ros
     before = node.invalid_inputs
@@ -159,6 +162,7 @@ def test_bad_input_is_counted_and_the_node_keeps_working(ros) -> None:
     assert values["tf"] == expected_tf
 
 
+@pytest.mark.ros
 def test_publish_error_is_caught_counted_and_a_lifecycle_cycle_restores_it(ros) -> None:
     """A publisher whose handle is gone makes ``publish()`` raise: counted (publish_error), node lives on."""
     harness, node, driver = ros
@@ -174,6 +178,7 @@ def test_publish_error_is_caught_counted_and_a_lifecycle_cycle_restores_it(ros) 
     assert node.health.problems["publish_error"] == before + 1
 
 
+@pytest.mark.ros
 def test_missing_weights_leave_the_node_unconfigured(tmp_path: Path) -> None:
     harness = RosHarness(private_domain_id())
     try:
@@ -214,6 +219,8 @@ def test_runner_config_and_script_know_the_pose_node(tmp_path: Path) -> None:
     assert "scene_perception.ros.pose_node import main" in script.read_text()
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_shipped_weights_relocalise_a_held_out_frame_over_dds() -> None:
     """End to end: frames of a drive the shipped model never saw (same world as its training drive, per its
     card) go through DDS; the published poses are metres, not tens of metres, from the truth."""

@@ -30,6 +30,8 @@ from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 H, W = 48, 96
 FRAME_S = 3.0
 #: The issue's goal is 100 ms; the bound leaves room for a loaded 2-core CI machine. The measured

@@ -48,6 +48,8 @@ def test_argument_parsing() -> None:
         ros_graph.parse_rate("0")
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_smoke_run_both_node_kinds(tmp_path: Path) -> None:
     """Tiny real run: player/monitor here, each node in a `scene-perception run` process, over DDS."""
     out = tmp_path / "graph.json"

@@ -14,10 +14,13 @@ import gc
 import threading
 import time
 
+import pytest
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from scene_perception.ros.runner import run_nodes
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 class _Busy(Node):

@@ -65,6 +65,7 @@ def test_scoring_perfect_wrong_and_missing_frames(gt_bag: Path, tmp_path: Path) 
     assert ev.pixel_accuracy == pytest.approx(float(np.mean(frames[0].gt["semantic"] == 1)))
 
 
+@pytest.mark.ros
 def test_eval_reports_scene_miou_from_the_live_node(
     gt_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

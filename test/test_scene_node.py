@@ -118,6 +118,7 @@ def send(harness: RosHarness, driver: SceneDriver, msg: Image, keys=ALWAYS, time
     return harness.spin_until(lambda: all(driver.at(k, stamp) for k in keys), timeout)
 
 
+@pytest.mark.ros
 def test_outputs_match_offline_pipeline_with_input_header_and_size(ros, weights: Path) -> None:
     harness, node, driver = ros
     rgb = image(1)
@@ -144,6 +145,7 @@ def test_outputs_match_offline_pipeline_with_input_header_and_size(ros, weights:
     np.testing.assert_array_equal(image_to_numpy(out["color"]), expected.astype(np.uint8))
 
 
+@pytest.mark.ros
 def test_bgr_with_padded_rows_and_mono_are_read_as_camera_images(ros) -> None:
     harness, node, driver = ros
     rgb = image(2)
@@ -158,6 +160,7 @@ def test_bgr_with_padded_rows_and_mono_are_read_as_camera_images(ros) -> None:
     assert image_to_numpy(driver.at("color", mono_stamp)[-1]).shape == (H, W, 3)
 
 
+@pytest.mark.ros
 def test_label_info_reaches_a_late_subscriber(ros) -> None:
     harness, _, _ = ros
     late = harness.add(Node("late_listener", context=harness.context))
@@ -175,6 +178,7 @@ def test_label_info_reaches_a_late_subscriber(ros) -> None:
         harness.remove(late)
 
 
+@pytest.mark.ros
 def test_mc_samples_and_overlay_alpha_change_at_runtime(ros) -> None:
     harness, node, driver = ros
     rgb = image(3)
@@ -205,6 +209,7 @@ def test_mc_samples_and_overlay_alpha_change_at_runtime(ros) -> None:
     node.set_parameters([Parameter("overlay_alpha", value=0.5)])
 
 
+@pytest.mark.ros
 def test_bad_input_is_counted_and_node_keeps_running(ros) -> None:
     harness, node, driver = ros
     rgb = image(4)
@@ -252,6 +257,7 @@ def test_bad_input_is_counted_and_node_keeps_running(ros) -> None:
     assert values["model"] == "scene_test" and values["trained"] == "False"
 
 
+@pytest.mark.ros
 def test_publish_error_is_counted_and_other_topics_still_publish(ros) -> None:
     harness, node, driver = ros
     assert node.destroy_publisher(node._pubs["aleatoric"])
@@ -269,6 +275,7 @@ def test_publish_error_is_counted_and_other_topics_still_publish(ros) -> None:
     assert send(harness, driver, numpy_to_image(image(5), "rgb8", header(stamp + 1)))
 
 
+@pytest.mark.ros
 def test_missing_or_corrupt_weights_leave_node_unconfigured(weights: Path, tmp_path: Path) -> None:
     harness = RosHarness(private_domain_id())
     try:
@@ -348,6 +355,7 @@ def test_overlay_is_the_alpha_blend() -> None:
     np.testing.assert_array_equal(overlay_labels(rgb, labels, palette, 0.0), rgb)
 
 
+@pytest.mark.ros
 def test_run_starts_scene_from_a_params_file_under_a_namespace(weights: Path, tmp_path: Path) -> None:
     """``scene-perception run``'s code path: the ``/**/scene`` section's values reach the node (mc_samples
     from the file turns the epistemic output on), autostart activates it, remaps put it under /cam."""
@@ -397,6 +405,8 @@ def test_label_info_type_follows_vision_msgs_availability() -> None:
         assert LABEL_INFO_TYPE is VisionLabelInfo
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 @pytest.mark.parametrize(("depth", "expected"), [(1, [4]), (10, [0, 1, 2, 3, 4])])
 def test_input_depth_decides_between_newest_frame_and_every_frame(
     weights: Path, depth: int, expected: list[int]

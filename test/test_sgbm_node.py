@@ -65,6 +65,7 @@ def ros():
     harness.shutdown()
 
 
+@pytest.mark.ros
 def test_known_shift_gives_disparity_depth_and_points(ros) -> None:
     harness, node, driver = ros
     driver.clear()
@@ -100,6 +101,7 @@ def test_known_shift_gives_disparity_depth_and_points(ros) -> None:
     assert driver.count_publishers("depth/uncertainty") == 0
 
 
+@pytest.mark.ros
 def test_principal_point_offset_is_folded_into_published_disparity(ros) -> None:
     """With cx_right != cx, DisparityImage carries d + doffs so that Z = f*t/d holds, as for stereo_depth."""
     harness, node, driver = ros
@@ -115,6 +117,7 @@ def test_principal_point_offset_is_folded_into_published_disparity(ros) -> None:
     np.testing.assert_allclose(depth[valid], msg.f * msg.t / d[valid], rtol=1e-5)
 
 
+@pytest.mark.ros
 def test_bad_input_counted_and_diagnostics_over_dds(ros) -> None:
     harness, node, driver = ros
     camera = make_camera(W, H)
@@ -143,6 +146,7 @@ def test_bad_input_counted_and_diagnostics_over_dds(ros) -> None:
     assert values["uncertainty"].startswith("none")
 
 
+@pytest.mark.ros
 def test_too_narrow_image_is_rejected_not_a_crash(ros) -> None:
     """OpenCV's StereoSGBM segfaults on images no wider than its disparity range: refused with a problem."""
     harness, node, driver = ros

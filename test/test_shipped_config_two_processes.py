@@ -186,6 +186,8 @@ def shipped_input_qos() -> str:
     return str(section["ros__parameters"].get("input_qos", "sensor_data"))
 
 
+@pytest.mark.ros
+@pytest.mark.slow
 def test_shipped_config_gets_camera_sized_frames_from_another_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -329,6 +331,7 @@ def test_dds_configure_points_fast_dds_at_a_udp_profile_unless_the_user_chose(
     assert "net.core.rmem_max is 212992" in logged[-1][1]
 
 
+@pytest.mark.ros
 def test_dds_profile_gives_a_participant_udp_without_shared_memory(tmp_path: Path) -> None:
     """Fast DDS accepts the profile: a participant made with it maps no shared-memory segment (the one
     with Fast DDS's defaults does), so a driver with default transports must send to it over UDP."""

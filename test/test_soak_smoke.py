@@ -16,6 +16,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

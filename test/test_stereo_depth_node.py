@@ -39,6 +39,8 @@ from scene_perception.ros.params import LOCAL_REFINEMENT_PARAMS
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 from scene_perception.ros.sync import dropped_count
 
+pytestmark = pytest.mark.ros
+
 H, W = 48, 96
 
 

@@ -432,6 +432,7 @@ def image(seconds: float, side: str, index: int) -> Image:
     return msg
 
 
+@pytest.mark.ros
 def test_subscriber_wraps_rclpy_subscription(ros: tuple[Context, Node, Node, SingleThreadedExecutor]) -> None:
     _, _, sub_node, _ = ros
     group = MutuallyExclusiveCallbackGroup()
@@ -445,6 +446,7 @@ def test_subscriber_wraps_rclpy_subscription(ros: tuple[Context, Node, Node, Sin
     assert sub.sub is None and all(s.topic_name != "/sync_test/wrapped" for s in sub_node.subscriptions)
 
 
+@pytest.mark.ros
 def test_stereo_pairs_over_dds(ros: tuple[Context, Node, Node, SingleThreadedExecutor]) -> None:
     _, pub_node, sub_node, executor = ros
     n_pairs = 12

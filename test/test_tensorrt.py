@@ -198,6 +198,7 @@ def shipped_graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 # ----------------------------------------------------------------------------------- fp16 graph (GC-Net)
+@pytest.mark.slow
 def test_mixed_fp16_graph_types_convs_fp16_soft_argmin_and_io_fp32(shipped_graphs) -> None:
     fp32, fp16 = shipped_graphs
     report = check_onnx(fp16)  # still static and inside TensorRT's op set (Cast is in it)
@@ -218,6 +219,7 @@ def test_mixed_fp16_graph_types_convs_fp16_soft_argmin_and_io_fp32(shipped_graph
     assert read_onnx_metadata(fp16)["model_sha256"] == read_onnx_metadata(fp32)["model_sha256"]
 
 
+@pytest.mark.slow
 def test_mixed_fp16_graph_matches_fp32_graph_on_shipped_lite(shipped_graphs) -> None:
     fp32, fp16 = shipped_graphs
     reference = _session(fp32)
@@ -371,6 +373,7 @@ def test_calibration_pairs_to_npz(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- GPU (skipped here)
+@pytest.mark.slow
 @needs_trt
 def test_strongly_typed_fp16_engine_on_shipped_lite(shipped_graphs, tmp_path: Path) -> None:
     fp32, _ = shipped_graphs

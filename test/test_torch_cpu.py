@@ -46,7 +46,7 @@ def test_subpixel_refuses_other_transposed_convs() -> None:
         SubPixelDeconv3d(nn.ConvTranspose3d(2, 2, 4, stride=2, padding=1))
 
 
-@pytest.mark.parametrize("config", ["lite", "paper"])
+@pytest.mark.parametrize("config", ["lite", pytest.param("paper", marks=pytest.mark.slow)])
 def test_rewritten_gcnet_matches_eager(config: str) -> None:
     torch.manual_seed(0)
     model = GCNet(config).eval()

@@ -45,6 +45,7 @@ def _task_losses(model: MultiTaskNet, frames: SceneFrames) -> dict[str, float]:
         }
 
 
+@pytest.mark.slow
 def test_short_run_learns_checkpoints_and_resumes(tmp_path, frames) -> None:
     cfg = _config(tmp_path / "a")
     torch.manual_seed(cfg.seed)

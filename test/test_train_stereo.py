@@ -57,6 +57,7 @@ def _tiny(out_dir: Path, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_supervised_train_checkpoint_resume_and_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -170,6 +171,7 @@ def test_cli_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args[:-2] + ["--crop-height", "50"]) == 2
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_on_cpu_with_gloo(tmp_path: Path) -> None:
     """Two ranks under torchrun (gloo on CPU, the same code path as NCCL on GPUs): the run finishes, rank 0
     alone writes the checkpoints and a card that records world size 2, and the weights load as trained."""
@@ -293,6 +295,7 @@ def run_resume_across_devices(tmp_path: Path, first: str, second: str) -> None:
     assert card["training"]["steps"] == 4 and card["training"]["device"].startswith(second.split(":")[0])
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_on_cpu(tmp_path: Path) -> None:
     run_train_and_resume(tmp_path, device="cpu", amp="none")
 
@@ -302,12 +305,14 @@ def test_resume_is_bit_exact_on_cpu_with_bf16_autocast(tmp_path: Path) -> None:
     run_train_and_resume(tmp_path, device="cpu", amp="bf16", steps=4, batch_size=1)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_on_cpu_with_fp16_and_grad_scaler(tmp_path: Path) -> None:
     run_train_and_resume(tmp_path, device="cpu", amp="fp16", steps=4, batch_size=1)
     state = read_state(checkpoint_paths(tmp_path / "resumed", 2)["state"])
     assert state["grad_scaler"]["scale"] > 0  # the loss scale is checkpointed with the optimizer
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_workers_and_crops_per_pair(tmp_path: Path) -> None:
     """Loader workers (persistent, prefetching) and two crops per rendered pair keep resume exact."""
     run_train_and_resume(tmp_path, device="cpu", amp="none", steps=4, num_workers=1, prefetch_factor=2,
