@@ -107,6 +107,7 @@ def test_numeric_parameters_have_ranges_and_choices_are_valid() -> None:
             assert spec.default in spec.choices, spec.name
 
 
+@pytest.mark.ros  # starts rclpy
 def test_nested_params_file_sets_the_local_refinement(tmp_path: Path) -> None:
     """A nested `local_refinement:` in a params file (as config/perception.yaml has it) reaches the node."""
     import rclpy

@@ -55,6 +55,7 @@ def _same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+@pytest.mark.slow
 def test_mixed_run_logs_both_parts(tmp_path: Path, folder: Path) -> None:
     """3 steps of synthetic pairs (GT) and folder pairs (none): finite losses, both parts in the log, each
     where its kind of sample was in the batch; the card records the mode."""
