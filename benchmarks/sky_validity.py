@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     setup = build_stereo_pipeline("lite", args.weights, backend="torch", device="cpu", compute_points=False)
     pipeline, info = setup.pipeline, setup.info
     sky, street, validation = Pixels(), Pixels(), Pixels()
-    sky_disparity: list[np.ndarray] = []
     focal_baseline = float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -108,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
                 sky.add(far, result, texture, None)
                 sky.published.append(result.disparity[far] + doffs)
                 street.add(scene, result, texture, gt)
-                sky_disparity.append(result.disparity[far & result.valid] + doffs)  # as published
                 focal_baseline = frame.camera.focal_baseline
     for seed in tqdm(held_out_seeds(args.validation_pairs, "validation"), desc="validation", unit="pair"):
         s = make_stereo_sample(seed, width=args.width, height=args.height)
@@ -119,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nweights {info.weights_path} (sha256 {(info.sha256 or '?')[:12]}); street seeds {args.seeds} "
           f"({args.frames} frames {args.width}x{args.height} each), {args.validation_pairs} validation "
           f"pairs; min_texture over a {TEXTURE_WINDOW}x{TEXTURE_WINDOW} window")
-    published = np.concatenate(sky_disparity) if sky_disparity else np.zeros(0)
+    # The disparity the node publishes on the sky: the pipeline's valid pixels (no extra rule).
+    published = np.concatenate(sky.published)[sky.kept(0.0, float("inf"))] if sky.published else np.zeros(0)
     if published.size:
         p50, p10, p90 = np.percentile(published, [50, 10, 90])
         fb = focal_baseline

@@ -43,6 +43,7 @@ import torch
 
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
+from scene_perception.evaluation.benchmarking import parse_size
 from scene_perception.evaluation.dataset_eval import json_safe
 from scene_perception.evaluation.metrics import (
     disparity_metrics,
@@ -63,15 +64,6 @@ NOTES_SGBM = {
     "half": {"epe": 1.88, "bad2": 5.2, "density": 73.0, "bad2_filled": 17.2, "ms": "31-66"},
 }
 NOTES_SGBM_NUM_DISPARITIES = 224  # the notes' full-resolution range (half resolution: 112)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 256x512 (HxW), got {text!r}") from exc
-    return h, w
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

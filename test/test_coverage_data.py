@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from test_procedural import SMALL, _warp_error  # the GT-warp proof of the base renderer
 
 from scene_perception.data.augment import CAMERA_EFFECTS, AugmentConfig, augment_pair
 from scene_perception.data.procedural import (
@@ -19,17 +20,6 @@ from scene_perception.data.procedural import (
     make_stereo_sample,
 )
 from scene_perception.training.stereo import TrainConfig
-
-SMALL = {"width": 256, "height": 128, "max_disparity": 48.0}
-
-
-def _warp_error(sample) -> np.ndarray:
-    """Per-pixel mean absolute RGB difference (grey levels) between left and the GT-warped right image."""
-    h, w = sample.disparity.shape
-    xs = (np.arange(w, dtype=np.float32)[None, :] - sample.disparity).astype(np.float32)
-    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    warped = cv2.remap(sample.right.astype(np.float32), xs, ys, cv2.INTER_LINEAR)
-    return np.abs(warped - sample.left.astype(np.float32)).mean(axis=-1)
 
 
 def _local_std(img: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from scene_perception.data.augment import CAMERA_EFFECTS, AugmentConfig, augment_pair
-from scene_perception.data.procedural import ProceduralStereoDataset, SceneConfig
+from scene_perception.data.procedural import COVERAGE_REGIONS, ProceduralStereoDataset, SceneConfig
 from scene_perception.losses.stereo import (
     cost_volume_cross_entropy,
     disparity_smoothness,
@@ -321,7 +321,7 @@ class TrainConfig:
             raise ValueError(
                 f"need 0 < min_disparity < max_disparity, got {self.min_disparity}, {self.max_disparity}"
             )
-        for name in ("sky", "thin", "textureless", "repetitive", "dark", "specular"):
+        for name in COVERAGE_REGIONS:
             value = getattr(self, f"{name}_probability")
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}_probability must be in [0, 1], got {value}")
