@@ -70,7 +70,7 @@ def test_supervised_train_checkpoint_resume_and_load(
     assert state["step"] == 3 and state["seed"] == 0 and state["config"]["mode"] == "supervised"
 
     # Resume to 5 steps: must start from the step-3 checkpoint and do only 2 more steps.
-    with caplog.at_level(logging.INFO, logger="scene_perception.training.stereo"):
+    with caplog.at_level(logging.INFO, logger="scene_perception.training"):
         train_stereo(_tiny(out, steps=5))
     assert any("at step 3" in r.getMessage() for r in caplog.records)
     latest = find_latest_checkpoint(out)
@@ -168,6 +168,8 @@ def test_cli_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 0
     assert (tmp_path / "cli_lite.safetensors").is_file()
     assert str(tmp_path / "cli_lite.safetensors") in capsys.readouterr().out
+    card = json.loads((tmp_path / "cli_lite.json").read_text())
+    assert card["training"]["command"] == "scene-perception train stereo " + " ".join(args)
     assert main(args[:-2] + ["--crop-height", "50"]) == 2
 
 

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,15 +47,18 @@ from scene_perception.losses.multitask import (
 from scene_perception.models.multitask import CONFIGS, TASKS, MultiTaskNet
 from scene_perception.models.weights import save_scene_model
 from scene_perception.pipelines.instances import centroid_offsets
-from scene_perception.training.checkpoints import (
-    check_resume_config,
-    dataclass_parser,
-    find_latest_checkpoint,
-    load_checkpoint,
-    parse_cli,
-    save_checkpoint,
-    schedule_lr,
-    train_device,
+from scene_perception.training.checkpoints import dataclass_parser, parse_cli, save_checkpoint, train_device
+from scene_perception.training.loop import (
+    begin_run,
+    check_finite,
+    checkpoint_due,
+    learning_rate,
+    optimizer_step,
+    progress_bar,
+    resume,
+    run_record,
+    set_learning_rate,
+    validate_common,
 )
 
 __all__ = ["HELDOUT_SEED_LIMIT", "SceneTrainConfig", "make_batch", "main", "scene_losses", "train_scene"]
@@ -108,6 +110,7 @@ class SceneTrainConfig:
 
     def validate(self) -> None:
         """Fail before any work with a message naming the bad field."""
+        validate_common(self)
         if self.model not in CONFIGS:
             raise ValueError(f"unknown model {self.model!r}; known: {sorted(CONFIGS)}")
         if self.weighting not in WEIGHTINGS:
@@ -120,10 +123,7 @@ class SceneTrainConfig:
             raise ValueError(f"log_var_lr_scale must be > 0, got {self.log_var_lr_scale}")
         if self.class_balance not in ("none", "median_freq"):
             raise ValueError(f"class_balance must be none or median_freq, got {self.class_balance!r}")
-        if self.lr_schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
-        for name in ("steps", "batch_size", "height", "width", "frames_per_seed", "checkpoint_every",
-                     "keep_checkpoints"):
+        for name in ("height", "width", "frames_per_seed"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         div = CONFIGS[self.model].size_divisor
@@ -209,12 +209,8 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     ``frames`` overrides the rendered training set (tests pass tiny ones); otherwise they are rendered
     from ``config.train_seeds`` (or read from the cache).  ``command`` (the CLI line) goes into the card.
     """
-    config.validate()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    out_dir = begin_run(config)
     device = train_device(config.device)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if frames is None:
         frames = load_scene_frames(seed_range(config.train_seeds), config.frames_per_seed, config.height,
                                    config.width, cache_dir=config.cache_dir, spacing_m=config.spacing_m,
@@ -235,52 +231,39 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
         {"params": [weighting.log_vars], "weight_decay": 0.0, "lr_scale": config.log_var_lr_scale},
     ], lr=config.lr)
 
-    start, recent = 0, []
-    latest = find_latest_checkpoint(out_dir)
-    if latest is not None:
-        keys = ("model", "weighting", "task", "height", "width", "class_balance")
-        check_resume_config(latest, config, keys, defaults={"class_balance": "none"})
-        state = load_checkpoint(latest, both, optimizer, device)
-        start, recent = int(state["step"]), [dict(r) for r in state.get("recent", [])]
-        _LOG.info("resuming from %s at step %d", latest, start)
-    start = min(start, config.steps)
+    keys = ("model", "weighting", "task", "height", "width", "class_balance")
+    start, state = resume(out_dir, config, both, optimizer, keys, defaults={"class_balance": "none"})
+    recent = [dict(r) for r in (state or {}).get("recent", [])]
     sem_weights = None
     if config.class_balance == "median_freq":
         cw = class_weights(frames, model.num_classes)
         sem_weights = torch.tensor(cw, dtype=torch.float32, device=device)
         _LOG.info("median-frequency class weights: %s", ", ".join(f"{w:.2f}" for w in cw))
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
-               desc=f"train scene ({config.weighting}{'/' + config.task if config.task else ''})",
-               dynamic_ncols=True)
+    kind = config.weighting + (f"/{config.task}" if config.task else "")
+    bar = progress_bar(config, start, f"train scene ({kind})")
     both.train()
     step = start
     n = len(frames)
     while step < config.steps:
+        # Kept apart from the other loops (training/loop.py says why): this recipe defines the batches.
         rng = np.random.default_rng([config.seed, step])
         idx = rng.choice(n, size=min(config.batch_size, n), replace=False)
         flips = (rng.random(len(idx)) < 0.5) & config.flip
         torch.manual_seed(config.seed * 1_000_003 + step)
         batch = make_batch(frames, idx.tolist(), flips.tolist(), device)
-        lr = schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        lr = learning_rate(config, step)
+        set_learning_rate(optimizer, lr)
 
         out = model(batch["image"])
         task_losses, nlls = scene_losses(out, batch, config.tasks, config.logit_samples, sem_weights)
         loss = weighting(task_losses)
         if nlls:
             loss = loss + config.nll_weight * sum(nlls.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        # Clip the network's gradients only: the task log-variances have their own, larger rate.
+        optimizer_step(loss, optimizer, model.parameters(), config.grad_clip)
         value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}; lower lr or check the data")
+        check_finite(value, step)
         record = {"loss": value, **{k: v.item() for k, v in task_losses.items()},
                   **{f"nll_{k}": v.item() for k, v in nlls.items()}}
         recent = (recent + [record])[-_WINDOW:]
@@ -288,7 +271,7 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}",
                         **{k: f"{v.item():.3f}" for k, v in task_losses.items()})
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if checkpoint_due(step, config.checkpoint_every, config.steps):
             save_checkpoint(out_dir, step, both, optimizer, {"config": config.model},
                             {"seed": config.seed, "config": asdict(config), "recent": recent},
                             config.keep_checkpoints)
@@ -296,20 +279,12 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
 
     means = {k: float(np.mean([r[k] for r in recent if k in r])) for k in (recent[-1] if recent else {})}
     final_path = out_dir / f"{config.final_name}.safetensors"
-    training = {
-        "config": asdict(config),
-        "command": command,
-        "data": DATA_DESCRIPTION,
-        "train_seeds": config.train_seeds,
-        "frames": len(frames),
-        "steps": step,
-        "device": str(device),
-        "torch": torch.__version__,
-        "task_sigmas": weighting.sigmas(),
-        "task_weights": weighting.weights(),
-        "task_kinds": {t: TASK_KINDS[t] for t in config.tasks},
-        "class_weights": None if sem_weights is None else [round(float(w), 4) for w in sem_weights],
-    }
+    training = run_record(
+        config, device, step, command, data=DATA_DESCRIPTION, train_seeds=config.train_seeds,
+        frames=len(frames), task_sigmas=weighting.sigmas(), task_weights=weighting.weights(),
+        task_kinds={t: TASK_KINDS[t] for t in config.tasks},
+        class_weights=None if sem_weights is None else [round(float(w), 4) for w in sem_weights],
+    )
     card = {"name": config.final_name, "trained": True, "input_size": [config.height, config.width],
             "tasks": list(config.tasks), "training": training,
             "metrics": {f"train_{k}_last{len(recent)}": v for k, v in means.items()}}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -48,15 +47,18 @@ from scene_perception.geometry.rotations import mean_quaternion, quaternion_angl
 from scene_perception.losses.pose import HomoscedasticPoseLoss, reprojection_loss
 from scene_perception.models.posenet import CONFIGS, PoseNet
 from scene_perception.models.weights import save_model
-from scene_perception.training.checkpoints import (
-    check_resume_config,
-    dataclass_parser,
-    find_latest_checkpoint,
-    load_checkpoint,
-    parse_cli,
-    save_checkpoint,
-    schedule_lr,
-    train_device,
+from scene_perception.training.checkpoints import dataclass_parser, parse_cli, save_checkpoint, train_device
+from scene_perception.training.loop import (
+    begin_run,
+    check_finite,
+    checkpoint_due,
+    learning_rate,
+    optimizer_step,
+    progress_bar,
+    resume,
+    run_record,
+    set_learning_rate,
+    validate_common,
 )
 
 __all__ = ["PoseTrainConfig", "build_parser", "main", "predict", "train_pose"]
@@ -101,24 +103,13 @@ class PoseTrainConfig:
         """Fail before any work with a message naming the bad field."""
         if not self.bag:
             raise ValueError("--bag is required")
+        validate_common(self)
         if self.model not in CONFIGS:
             raise ValueError(f"unknown model {self.model!r}; known: {sorted(CONFIGS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.lr_schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loss == "reprojection" and self.points_per_frame < 1:
             raise ValueError("the reprojection loss needs points_per_frame >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-
-
-def learning_rate(config: PoseTrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine to 2 % (or x0.5 at 50 % and 75 %); a pure function of the step."""
-    return schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
 
 
 def _augment(images: Tensor, rng: np.random.Generator) -> Tensor:
@@ -183,12 +174,8 @@ def _training_errors(model: PoseNet, frames: PoseFrames) -> dict[str, float]:
 
 def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     """Train (or resume) and return the final ``.safetensors`` path (model card beside it)."""
-    config.validate()
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
+    out_dir = begin_run(config)
     device = train_device(config.device)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = CONFIGS[config.model]
     t_load = time.perf_counter()
     frames = load_pose_frames(config.bag, (cfg.input_height, cfg.input_width), config.points_per_frame,
@@ -200,27 +187,19 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     criterion = HomoscedasticPoseLoss().to(device)
     trainable = nn.ModuleDict({"net": model, "loss": criterion})  # sx, sq are trained and checkpointed
     optimizer = torch.optim.Adam(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start, recent = 0, []
-    latest = find_latest_checkpoint(out_dir)
-    if latest is not None:
-        keys = ("bag", "loss", "model", "seed", "batch_size", "max_frames", "dropout")
-        check_resume_config(latest, config, keys)
-        state = load_checkpoint(latest, trainable, optimizer, device)
-        start, recent = int(state["step"]), [float(v) for v in state.get("recent_loss", [])]
-        _LOG.info("resuming from %s at step %d", latest, start)
-    start = min(start, config.steps)
+    keys = ("bag", "loss", "model", "seed", "batch_size", "max_frames", "dropout")
+    start, state = resume(out_dir, config, trainable, optimizer, keys)
+    recent = [float(v) for v in (state or {}).get("recent_loss", [])]
 
     intrinsics = torch.from_numpy(frames.intrinsics).float().to(device)
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
-               desc=f"train pose ({config.loss})")
+    bar = progress_bar(config, start, f"train pose ({config.loss})")
     trainable.train()
     n = len(frames)
     step = start
     switch = config.reprojection_warmup_steps if config.loss == "reprojection" else None
     t0 = time.perf_counter()
     for step in range(start, config.steps):
+        # Kept apart from the other loops (training/loop.py says why): this recipe defines the batches.
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, step, 0x9053]))
         torch.manual_seed(int(rng.integers(2**62)))  # dropout masks too: a resumed run is the same run
         idx = rng.choice(n, size=config.batch_size, replace=n < config.batch_size)
@@ -234,27 +213,21 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
                 optimizer.state.clear()
             if step >= switch and config.warmup_steps > 0:
                 lr *= min(1.0, (step - switch + 1) / config.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         position, quaternion = model(image)
         if config.loss == "reprojection" and step >= config.reprojection_warmup_steps:
             loss, parts = reprojection_loss(position, quaternion, batch["position"], batch["quaternion"],
                                             batch["points"], intrinsics, batch["valid"], config.clip_px)
         else:
             loss, parts = criterion(position, quaternion, batch["position"], batch["quaternion"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable.parameters(), config.grad_clip)
-        optimizer.step()
+        optimizer_step(loss, optimizer, trainable.parameters(), config.grad_clip)
         value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}; lower lr or check the data")
+        check_finite(value, step)
         recent = (recent + [value])[-_WINDOW:]
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}", **{k: f"{v:.3f}" for k, v in parts.items()})
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        if checkpoint_due(done, config.checkpoint_every, config.steps):
             extra = {"config": asdict(config), "recent_loss": recent, "sx": criterion.sx.item(),
                      "sq": criterion.sq.item()}
             save_checkpoint(out_dir, done, trainable, optimizer, {"config": config.model}, extra,
@@ -266,19 +239,13 @@ def train_pose(config: PoseTrainConfig, command: str | None = None) -> Path:
     final_path = out_dir / f"{config.output_name}.safetensors"
     metrics = {"train_loss_window_mean": float(np.mean(recent)) if recent else float("nan"),
                **_training_errors(model, frames)}
-    training = {
-        "command": command or "scene-perception train pose " + " ".join(_as_argv(config)),
-        "config": asdict(config),
-        "data": {"bag": str(config.bag), "frames": len(frames), "synth": frames.settings,
-                 "intrinsics_fx_fy_cx_cy": [float(v) for v in frames.intrinsics]},
-        "loss": config.loss,
-        "steps": step,
-        "learned_sx": criterion.sx.item(),
-        "learned_sq": criterion.sq.item(),
-        "seconds_this_session": round(train_seconds, 1),
-        "device": str(device),
-        "torch": torch.__version__,
-    }
+    training = run_record(
+        config, device, step, command or "scene-perception train pose " + " ".join(_as_argv(config)),
+        data={"bag": str(config.bag), "frames": len(frames), "synth": frames.settings,
+              "intrinsics_fx_fy_cx_cy": [float(v) for v in frames.intrinsics]},
+        loss=config.loss, learned_sx=criterion.sx.item(), learned_sq=criterion.sq.item(),
+        seconds_this_session=round(train_seconds, 1),
+    )
     card = {"name": config.output_name, "architecture": "posenet", "trained": True, "training": training,
             "metrics": metrics}
     save_model(model, final_path, card)

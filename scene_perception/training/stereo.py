@@ -88,14 +88,23 @@ from scene_perception.losses.stereo import (
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import save_stereo_model
 from scene_perception.training.checkpoints import (
-    check_resume_config,
     dataclass_parser,
     find_latest_checkpoint,
-    load_checkpoint,
     parse_cli,
     save_checkpoint,
-    schedule_lr,
+    train_device,
     warm_start,
+)
+from scene_perception.training.loop import (
+    begin_run,
+    checkpoint_due,
+    learning_rate,
+    optimizer_step,
+    progress_bar,
+    resume,
+    run_record,
+    set_learning_rate,
+    validate_common,
 )
 
 __all__ = [
@@ -106,6 +115,7 @@ __all__ = [
     "build_parser",
     "default_num_workers",
     "find_latest_checkpoint",
+    "learning_rate",
     "main",
     "train_stereo",
 ]
@@ -281,14 +291,12 @@ class TrainConfig:
             raise ValueError(f"unlabelled_weight must be >= 0, got {self.unlabelled_weight}")
         if self.occlusion_check_px is not None and self.occlusion_check_px < 0:
             raise ValueError(f"occlusion_check_px must be >= 0, got {self.occlusion_check_px}")
-        if self.lr_schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"lr_schedule must be cosine, step or constant, got {self.lr_schedule!r}")
+        validate_common(self)
         if self.volume_weight < 0:
             raise ValueError(f"volume_weight must be >= 0, got {self.volume_weight}")
         if self.amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {self.amp!r}")
-        for name in ("steps", "batch_size", "crop_height", "crop_width", "checkpoint_every",
-                     "keep_checkpoints", "prefetch_factor", "crops_per_pair", "log_every"):
+        for name in ("crop_height", "crop_width", "prefetch_factor", "crops_per_pair", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("minutes", "stop_at"):
@@ -387,14 +395,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Learning rate at ``step``: linear warm-up, then cosine down to 2 % (or x0.5 at 50 % and 75 %).
-
-    A pure function of the step (instead of a scheduler object) so resuming needs no scheduler state.
-    """
-    return schedule_lr(config.lr, step, config.steps, config.warmup_steps, config.lr_schedule)
-
-
 def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                      config: TrainConfig, recent_epe: list[float], keep: int,
                      scaler: torch.amp.GradScaler) -> Path:
@@ -407,22 +407,10 @@ def _save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: torc
     return save_checkpoint(out_dir, step, model, optimizer, {"config": config.model}, extra, keep)
 
 
-def _load_checkpoint(state_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     config: TrainConfig, device: torch.device) -> tuple[int, list[float], dict[str, Any]]:
-    """(step, recent EPE values, the whole state JSON) of a checkpoint restored into model and optimizer."""
-    check_resume_config(state_path, config, ("model", "mode", "dataset", "synthetic_weight"),
-                        {"dataset": None, "synthetic_weight": 1.0})
-    state = load_checkpoint(state_path, model, optimizer, device)
-    return int(state["step"]), [float(v) for v in state.get("recent_epe", [])], state
-
-
 def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
     """(rank, world_size, device); initialises the process group under torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
+    device = train_device(config.device)
     if world <= 1:
         return 0, 1, device
     import torch.distributed as dist
@@ -800,52 +788,43 @@ class _StepMetrics:
 
 
 # ------------------------------------------------------------------------------------------- training
-def train_stereo(config: TrainConfig) -> Path:
+def train_stereo(config: TrainConfig, command: str | None = None) -> Path:
     """Train (or resume) and return the path of the final ``.safetensors`` weights (with model card).
 
     Resumes from the newest complete checkpoint in ``config.out_dir/checkpoints`` when there is one; a
     run whose checkpoint already reached ``config.steps`` (or ``stop_at``) only (re)writes the final weights.
     The programmatic entry point: a GPU run script builds a :class:`TrainConfig` and calls this, no CLI.
-    ``minutes`` counts from this call's start (setup, resume and worker start-up included).
+    ``minutes`` counts from this call's start (setup, resume and worker start-up included).  ``command``
+    (the CLI line) goes into the model card.
     """
     t_begin = time.monotonic()
     benchmark = torch.backends.cudnn.benchmark
     try:
-        return _train_stereo(config, t_begin)
+        return _train_stereo(config, t_begin, command)
     finally:  # a process-wide flag: leave it as found for whatever runs next in this process (tests)
         torch.backends.cudnn.benchmark = benchmark
 
 
-def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
+def _train_stereo(config: TrainConfig, t_begin: float, command: str | None) -> Path:
     """:func:`train_stereo`'s body; ``t_begin`` is when the call started (``time.monotonic``)."""
-    config.validate()
-    if config.num_threads > 0:
-        import cv2
-
-        torch.set_num_threads(config.num_threads)
-        cv2.setNumThreads(config.num_threads)
+    out_dir = begin_run(config, make_out_dir=False, opencv_threads=True)
     rank, world, device = _setup_distributed(config)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
-    out_dir = Path(config.out_dir)
-    if rank == 0:
+    if rank == 0:  # the only rank that writes
         out_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
     model = GCNet(CONFIGS[config.model]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    start, recent_epe = 0, []
-    latest = find_latest_checkpoint(out_dir)
-    if latest is not None:
-        start, recent_epe, state = _load_checkpoint(latest, model, optimizer, config, device)
-        if scaler.is_enabled() and "grad_scaler" in state:
-            scaler.load_state_dict(state["grad_scaler"])
-        if rank == 0:
-            _LOG.info("resuming from %s at step %d", latest, start)
-    elif config.init_weights:
+    start, state = resume(out_dir, config, model, optimizer, ("model", "mode", "dataset", "synthetic_weight"),
+                          {"dataset": None, "synthetic_weight": 1.0}, log=rank == 0)
+    recent_epe = [float(v) for v in (state or {}).get("recent_epe", [])]
+    if state is not None and scaler.is_enabled() and "grad_scaler" in state:
+        scaler.load_state_dict(state["grad_scaler"])
+    elif state is None and config.init_weights:
         warm_start(model, Path(config.init_weights), log=rank == 0)
-    start = min(start, config.steps)
     end = max(start, min(config.steps, config.stop_at) if config.stop_at else config.steps)
 
     net: nn.Module = model
@@ -865,10 +844,7 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
     per_step = config.batch_size * world
     budget_s = config.minutes * 60.0
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.steps, initial=start, disable=not config.progress or rank != 0,
-               desc=f"train {config.model} ({config.mode})", dynamic_ncols=True)
+    bar = progress_bar(config, start, f"train {config.model} ({config.mode})", enabled=rank == 0)
     log_file = (out_dir / LOG_NAME).open("a", encoding="utf-8") if rank == 0 and end > start else None
     metrics = _StepMetrics(recent_epe, per_step, config.crops_per_pair, log_file)
     net.train()
@@ -894,8 +870,7 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                 gt = batch["disparity"].to(device, non_blocking=True)
                 valid = batch["valid"].to(device, non_blocking=True) & (gt < model.max_disparity)
                 lr = learning_rate(config, step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                set_learning_rate(optimizer, lr)
 
                 parts: dict[str, Tensor]
                 if config.mode == "supervised" and config.volume_weight > 0:
@@ -912,14 +887,8 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                                                     model.cost_stride)
                 else:
                     loss, disp, parts = _self_supervised_loss(config, forward, left, right)
-                optimizer.zero_grad(set_to_none=True)
-                # A disabled scaler (amp none / bf16) passes these calls straight through.
-                scaler.scale(loss).backward()
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)  # fp16: skips the step (and lowers the scale) on inf/NaN gradients
-                scaler.update()
+                # A disabled scaler (amp none / bf16) passes its calls straight through.
+                optimizer_step(loss, optimizer, model.parameters(), config.grad_clip, scaler)
 
                 with torch.no_grad():  # monitoring only: labels never enter the self-supervised loss
                     d = disp.detach()
@@ -946,7 +915,7 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                     if world > 1:
                         out_of_time = _any_rank(out_of_time, device)
                     stopped_early = out_of_time and step < end
-                at_checkpoint = step % config.checkpoint_every == 0 or step == end or stopped_early
+                at_checkpoint = checkpoint_due(step, config.checkpoint_every, end) or stopped_early
                 if at_log or at_checkpoint:  # the same steps on every rank
                     row = metrics.flush(step, lr, now - t_begin)
                     if row is not None:
@@ -978,28 +947,19 @@ def _train_stereo(config: TrainConfig, t_begin: float) -> Path:
                      if t_first is not None and step - start > 1 and t_end > t_first else None)
     final_path = out_dir / f"{config.final_name}.safetensors"
     if rank == 0:
-        if latest is None or step > start:
+        if state is None or step > start:
             _LOG.info("trained %d steps; mean train EPE over the last %d steps: %.3f px; %s samples/s",
                       step - start, len(recent_epe), final_epe,
                       "-" if samples_per_s is None else f"{samples_per_s:.1f}")
-        training = {
-            "config": asdict(config),
-            "data": DATA_DESCRIPTION + (f" mixed with {config.dataset} (synthetic weight "
-                                        f"{config.synthetic_weight:g})" if config.dataset else ""),
-            "mode": config.mode,
-            "steps": step,
-            "steps_planned": config.steps,
-            "steps_this_run": step - start,
-            "minutes_budget": config.minutes or None,
-            "stopped_by_budget": stopped_early,
-            "wall_s_this_run": round(t_end - t_begin, 2),
-            "amp": config.amp,
-            "num_workers": num_workers,
-            "crops_per_pair": config.crops_per_pair,
-            "world_size": world,
-            "device": str(device),
-            "torch": torch.__version__,
-        }
+        training = run_record(
+            config, device, step, command,
+            data=DATA_DESCRIPTION + (f" mixed with {config.dataset} (synthetic weight "
+                                     f"{config.synthetic_weight:g})" if config.dataset else ""),
+            mode=config.mode, steps_planned=config.steps, steps_this_run=step - start,
+            minutes_budget=config.minutes or None, stopped_by_budget=stopped_early,
+            wall_s_this_run=round(t_end - t_begin, 2), amp=config.amp, num_workers=num_workers,
+            crops_per_pair=config.crops_per_pair, world_size=world,
+        )
         card_metrics = {"train_epe_px": final_epe, "train_epe_window_steps": len(recent_epe),
                         "samples_per_s": samples_per_s}
         card = {"name": config.final_name, "trained": True, "training": training, "metrics": card_metrics}
@@ -1021,10 +981,11 @@ def build_parser(prog: str = "scene-perception train stereo") -> argparse.Argume
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``scene-perception train stereo ...`` delegates here); returns the exit code."""
-    ns = parse_cli(build_parser(), sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = parse_cli(build_parser(), args)
     config = TrainConfig(**ns)
     try:
-        path = train_stereo(config)
+        path = train_stereo(config, command="scene-perception train stereo " + " ".join(args))
     except (ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
