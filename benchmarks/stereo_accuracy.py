@@ -50,9 +50,9 @@ from scene_perception.evaluation.metrics import (
     fill_holes_background,
     pool_metrics,
 )
-from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
+from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
@@ -375,13 +375,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cv2.setNumThreads(args.threads)
 
     torch.manual_seed(0)  # untrained weights (pipeline checks) are then the same in every run
-    model, info = load_stereo_model(args.model, args.weights)
-    if args.regression_window is not None:
-        # Same weights, other inference setting (the forward reads it from the config).
-        model.config = dataclasses.replace(model.config, regression_window=args.regression_window)
     refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
-    pipeline = StereoDepthPipeline(model, device=args.device, compute_points=False,
-                                   local_refinement=refinement)
+    setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device=args.device,
+                                  regression_window=args.regression_window, compute_points=False,
+                                  local_refinement=refinement)
+    pipeline, info = setup.pipeline, setup.info
+    model = pipeline.model
+    assert model is not None  # the torch backend keeps the network
     c = SGBMConfig()
     results: dict[str, Any] = {
         "model": {"name": info.name, "config": info.config_name, "trained": info.trained,

@@ -3,10 +3,13 @@
 Why one factory: the ROS node, ``scene-perception depth``, the evaluations and the benchmarks must run the
 same construction (weights checks, backend resolution and its logged reasons, engine cache, model digest);
 when each spelled it out, a fix in one (a cache path a torch node must not need) missed the others.
+Two benchmarks build engines themselves on purpose: ``benchmarks/engines.py`` and ``torch_device.py`` time
+several engines / devices on one network, which is what they measure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +40,16 @@ def build_stereo_pipeline(
     device: str = "cpu",
     engine_cache_dir: str | Path | None = None,
     num_threads: int = 0,
+    regression_window: int | None = None,
     logger: Any = None,
     **pipeline_options: Any,
 ) -> StereoSetup:
     """Load ``model`` (``weights``, or the shipped ones), resolve ``backend`` on ``device``, create the
     engine and wrap it in a :class:`StereoDepthPipeline` with ``pipeline_options`` (its keyword arguments).
 
-    ``num_threads`` > 0 sets torch's intra-op threads (process-wide). ``logger`` (``info``/``warning``)
+    ``num_threads`` > 0 sets torch's intra-op threads (process-wide). ``regression_window`` overrides the
+    card's soft-argmin window (an inference setting of the same weights; the benchmarks compare them, and
+    the engine cache key follows it). ``logger`` (``info``/``warning``)
     receives the backend choice and engine build lines. The engine cache directory is prepared only for the
     backends that write to it: a torch pipeline must not fail on a bad cache path.
 
@@ -61,6 +67,8 @@ def build_stereo_pipeline(
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
     net, info = load_stereo_model(model, weights or None)
+    if regression_window is not None:  # the forward reads it from the config
+        net.config = dataclasses.replace(net.config, regression_window=int(regression_window))
     choice = choose_backend(backend, device, log=None if logger is None else logger.info)
     cache_dir = None
     if choice.backend != "torch":
