@@ -88,10 +88,9 @@ class FrameQuality:
     """One frame's GT-free quality (NaN = unknown).
 
     Attributes:
-        photometric_p50: median photometric residual over the scored pixels (valid, in view, and -- where
-            a right-view disparity was given -- left-right consistent, i.e. not occluded).
-        lr_consistent: share (0..1) of the valid in-view pixels the right view confirms; NaN without a
-            right-view disparity.
+        photometric_p50: median photometric residual over the scored pixels (valid, in view of the right
+            image, not occluded according to the disparity itself).
+        lr_consistent: share (0..1) of the valid in-view pixels the right view's disparity confirms.
         vertical_offset_px: estimated vertical misalignment (see the module's sign convention).
         scored_pixels: how many pixels the photometric median is over.
         confidence: (H, W) per-pixel confidence in 0..1 on the device (0 where invalid), or None when not
@@ -223,8 +222,10 @@ def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor
     count = keep.sum(dim=(1, 2, 3)).to(residual.dtype)
     cost = torch.where(keep, residual, torch.zeros_like(residual)).sum(dim=(1, 2, 3)) / count.clamp(min=1)
     cost = cost.view(k, b).t()  # (B, K)
-    best = cost.argmin(dim=1).clamp(1, k - 2) if k >= 3 else cost.argmin(dim=1)
-    offset = torch.tensor(shifts, device=left.device, dtype=cost.dtype)[best]
+    raw = cost.argmin(dim=1)
+    values = torch.tensor(shifts, device=left.device, dtype=cost.dtype)
+    best = raw.clamp(1, k - 2) if k >= 3 else raw
+    offset = values[best]
     if k >= 3:
         c_minus = cost.gather(1, (best - 1)[:, None])[:, 0]
         c_zero = cost.gather(1, best[:, None])[:, 0]
@@ -233,6 +234,8 @@ def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor
         step = torch.where(curvature > 0, 0.5 * (c_minus - c_plus) / curvature.clamp(min=1e-12),
                            torch.zeros_like(curvature))
         offset = (offset + step.clamp(-1.0, 1.0)).clamp(-float(range_px), float(range_px))
+        # A minimum at the end of the range says "this far or further": report the end, not a fit.
+        offset = torch.where((raw == 0) | (raw == k - 1), values[raw], offset)
     no_pixels = count.view(k, b)[0] < 1
     return torch.where(no_pixels, torch.full_like(offset, float("nan")), offset), cost
 
@@ -265,14 +268,16 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
     Args:
         left, right: (B, 3, H, W) images in [0, 1] on the device.
         disparity: (B, 1, H, W) the published left disparity (px); ``valid`` (B, 1, H, W) its validity.
-        right_disparity: the right view's disparity (:func:`right_disparity_from_flipped` of a second forward
-            pass, or :func:`right_disparity_by_uniqueness`); None skips the left-right check.
+        right_disparity: the right view's disparity for the left-right check
+            (:func:`right_disparity_from_flipped` of a second forward pass); None:
+            :func:`right_disparity_by_uniqueness` of ``disparity`` (the uniqueness check, ~1 ms).
         want_confidence: also build the per-pixel map (the node publishes it only when asked).
         want_vertical: also estimate the vertical offset (the costliest part: 2R+1 warps).
 
-    Scored pixels: valid, finite, in view of the right image, and left-right consistent when a right-view
-    disparity is given (an occluded pixel has no correct match, so its residual says nothing about the
-    disparity).  Fewer than ``config.min_pixels`` make the frame unknown.
+    Photometric scored pixels: valid, finite, in view of the right image and not occluded by the
+    disparity's own geometry (the uniqueness check: an occluded pixel has no correct match, so its residual
+    says nothing about the disparity).  The consistent share is over the valid in-view pixels.  Fewer
+    than ``config.min_pixels`` scored pixels make the frame unknown.
     """
     config = config or QualityConfig()
     # image_to_tensor's (permuted, channels-last) layout makes every pool and warp ~20x slower on CPU.
@@ -281,17 +286,20 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
         valid = valid & torch.isfinite(disparity)
         residual, in_view = photometric_residual(left, right, disparity, config.alpha)
         base = valid & in_view
-        lr_diff = None
-        consistent = base
-        lr_rate = torch.full((left.shape[0],), float("nan"), device=left.device)
+        # Occlusion by the published disparity's own geometry (z-buffer): the photometric error is scored
+        # only where the match is not hidden by a nearer surface.  Not the network check's inconsistency:
+        # that also removes the wrong pixels, and a bad frame would then score only its good ones.
+        unique_diff, visible = left_right_check(disparity, right_disparity_by_uniqueness(disparity, valid),
+                                                config.lr_threshold_px, config.lr_relative)
+        lr_diff, consistent = unique_diff, visible
         if right_disparity is not None:
-            lr_diff, ok = left_right_check(disparity, right_disparity, config.lr_threshold_px,
-                                           config.lr_relative)
-            consistent = base & ok
-            n_base = base.sum(dim=(1, 2, 3)).float()
-            lr_rate = torch.where(n_base > 0, consistent.sum(dim=(1, 2, 3)).float() / n_base.clamp(min=1),
-                                  torch.full_like(n_base, float("nan")))
-        scored = consistent
+            lr_diff, consistent = left_right_check(disparity, right_disparity, config.lr_threshold_px,
+                                                   config.lr_relative)
+        n_base = base.sum(dim=(1, 2, 3)).float()
+        n_consistent = (base & consistent).sum(dim=(1, 2, 3)).float()
+        lr_rate = torch.where(n_base > 0, n_consistent / n_base.clamp(min=1),
+                              torch.full_like(n_base, float("nan")))
+        scored = base & visible
         count = scored.sum(dim=(1, 2, 3))
         p50 = _masked_median(residual, scored)
         vertical = torch.full_like(p50, float("nan"))
@@ -330,10 +338,7 @@ def assess_arrays(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, va
     left_t = image_to_tensor(left, device)
     right_t = image_to_tensor(right, device)
     d, v = to_device(disparity, np.float32), to_device(valid, bool)
-    if right_disparity is None:
-        d_right = right_disparity_by_uniqueness(d, v)
-    else:
-        d_right = to_device(right_disparity, np.float32)
+    d_right = None if right_disparity is None else to_device(right_disparity, np.float32)
     return assess(left_t, right_t, d, v, d_right, config, want_confidence, want_vertical)[0]
 
 

@@ -1,0 +1,234 @@
+"""GT-free live quality (pipelines/quality.py): pairs rendered with a known disparity, then broken on purpose.
+
+The pairs are a smooth random texture and its copy shifted by a known disparity field (a constant one and a
+two-plane one with a real occlusion), so every expected value follows from the construction, not from a
+previous run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.quality import (
+    FrameQuality,
+    QualityConfig,
+    QualityWindow,
+    assess,
+    assess_arrays,
+    confidence_map,
+    flipped_pair,
+    left_right_check,
+    photometric_residual,
+    right_disparity_by_uniqueness,
+    right_disparity_from_flipped,
+    shift_rows,
+    vertical_offset,
+)
+
+H, W, D = 96, 160, 8
+
+
+def texture(h: int, w: int, seed: int) -> np.ndarray:
+    """Smoothed RGB noise: textured at every scale the 3x3 SSIM and the row shifts look at."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (5, 5), 1.2)
+
+
+def constant_pair(seed: int = 0, d: int = D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """left(x) = right(x - d) everywhere: right(x) = tex(x + d), left(x) = tex(x)."""
+    tex = texture(H, W + d, seed)
+    left, right = np.ascontiguousarray(tex[:, :W]), np.ascontiguousarray(tex[:, d:])
+    return left, right, np.full((H, W), float(d), np.float32)
+
+
+def shift_down(image: np.ndarray, dy: float) -> np.ndarray:
+    """The image content moved ``dy`` px down (bilinear for fractions): out(y) = image(y - dy)."""
+    m = np.float32([[1, 0, 0], [0, 1, dy]])
+    return cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def tensors(left: np.ndarray, right: np.ndarray, disparity: np.ndarray) -> tuple[torch.Tensor, ...]:
+    d = torch.from_numpy(disparity)[None, None]
+    return (image_to_tensor(left).contiguous(), image_to_tensor(right).contiguous(), d,
+            torch.isfinite(d) & (d > 0))
+
+
+def test_true_disparity_warps_with_low_error_and_a_wrong_one_does_not() -> None:
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    residual, in_view = photometric_residual(lt, rt, d)
+    assert in_view[..., D:].all() and not in_view[..., : D - 1].any()  # x - d < 0 has no source
+    good = residual[in_view].median().item()
+    wrong = photometric_residual(lt, rt, d + 3.0)[0][in_view].median().item()
+    assert good < 0.01, good  # only uint8 rounding differs
+    assert wrong > 10 * good and wrong > 0.02, (good, wrong)
+    q_good = assess(lt, rt, d, valid)[0]
+    q_wrong = assess(lt, rt, d + 3.0, valid)[0]  # a consistent wrong plane: only the photometry sees it
+    assert q_good.photometric_p50 == pytest.approx(good, rel=0.05, abs=1e-4)
+    assert q_wrong.photometric_p50 > 10 * q_good.photometric_p50
+
+
+@pytest.mark.parametrize("dy", [0.0, 0.5, 1.0, -1.0, 2.0])
+def test_vertical_offset_recovers_a_shifted_right_image_with_its_sign(dy: float) -> None:
+    left, right, gt = constant_pair(seed=1)
+    lt, rt, d, valid = tensors(left, shift_down(right, dy), gt)
+    offset, cost = vertical_offset(lt, rt, d, valid, range_px=3)
+    assert cost.shape == (1, 7)
+    assert offset.item() == pytest.approx(dy, abs=0.15), cost
+    # The same through assess (the node's path), whose default range is 2 px.
+    assert assess(lt, rt, d, valid)[0].vertical_offset_px == pytest.approx(dy, abs=0.15)
+
+
+def test_vertical_offset_is_clamped_to_its_range() -> None:
+    left, right, gt = constant_pair(seed=2)
+    lt, rt, d, valid = tensors(left, shift_down(right, 4.0), gt)
+    assert vertical_offset(lt, rt, d, valid, range_px=2)[0].item() == pytest.approx(2.0, abs=0.5)
+
+
+def test_shift_rows_is_an_exact_integer_shift() -> None:
+    x = torch.arange(12.0).view(1, 1, 4, 3)
+    assert torch.equal(shift_rows(x, 1)[0, 0, :3], x[0, 0, 1:])
+    assert torch.equal(shift_rows(x, -1)[0, 0, 1:], x[0, 0, :3])
+    assert shift_rows(x, 0) is x
+
+
+def two_planes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A background at disparity 4 and a foreground square at 14 in front of it; returns left, right, the
+    left disparity and the non-occluded mask (background pixels the square hides in the right view)."""
+    bg, fg = 4, 14
+    tex_bg, tex_fg = texture(H, W + 40, 3), texture(H, W + 40, 4)
+    ys, xs = np.mgrid[0:H, 0:W]
+    square = (ys >= 30) & (ys < 70) & (xs >= 60) & (xs < 100)
+    disparity = np.where(square, fg, bg).astype(np.float32)
+    # Left x shows column x + d of its plane's texture, right x' column x' + 2d: left(x) = right(x - d).
+    left = np.where(square[..., None], tex_fg[ys, xs + fg], tex_bg[ys, xs + bg]).astype(np.uint8)
+    square_r = (ys >= 30) & (ys < 70) & (xs >= 60 - fg) & (xs < 100 - fg)
+    right = np.where(square_r[..., None], tex_fg[ys, xs + 2 * fg], tex_bg[ys, xs + 2 * bg]).astype(np.uint8)
+    # A background left pixel x is hidden in the right view when x - bg lands on the shifted square.
+    target = xs - bg
+    occluded = ~square & (ys >= 30) & (ys < 70) & (target >= 60 - fg) & (target < 100 - fg)
+    return left, right, disparity, ~occluded
+
+
+def test_consistency_is_full_for_the_true_disparity_and_flags_its_occlusion() -> None:
+    left, right, gt, nonoccluded = two_planes()
+    assert (~nonoccluded).sum() > 100  # the construction has an occluded band
+    lt, rt, d, valid = tensors(left, right, gt)
+    _, ok = left_right_check(d, right_disparity_by_uniqueness(d, valid))
+    in_view = valid & (torch.arange(W).view(1, 1, 1, W) >= d)
+    nonocc = torch.from_numpy(nonoccluded)[None, None]
+    rate_visible = (ok & in_view & nonocc).sum() / (in_view & nonocc).sum()
+    rate_occluded = (ok & in_view & ~nonocc).sum() / (in_view & ~nonocc).sum()
+    assert rate_visible.item() > 0.99
+    assert rate_occluded.item() < 0.1
+    # Constant disparity: nothing occluded, everything in view is consistent.
+    lt, rt, d, valid = tensors(*constant_pair())
+    q = assess(lt, rt, d, valid, right_disparity_by_uniqueness(d, valid))[0]
+    assert q.lr_consistent == pytest.approx(1.0, abs=1e-6)
+
+
+def test_consistency_is_low_for_a_wrong_disparity() -> None:
+    """Against the true right view's disparity (what the network check provides), a disparity that is
+    wrong by noise of several px is mostly inconsistent; the uniqueness check catches the crossings."""
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    rng = np.random.default_rng(0)
+    noisy = d + torch.from_numpy(rng.uniform(-6, 6, gt.shape).astype(np.float32))[None, None]
+    q_true_right = assess(lt, rt, noisy, valid, d.clone())[0]  # right-view GT = d (constant)
+    assert q_true_right.lr_consistent < 0.3
+    q_unique = assess(lt, rt, noisy, valid)[0]
+    assert q_unique.lr_consistent < 0.7
+    # The photometric error is still scored where the wrong disparities are not self-occluded.
+    assert q_unique.known and q_unique.photometric_p50 > 0.05
+
+
+def test_flipped_pair_gives_the_right_views_disparity() -> None:
+    left, right, gt = constant_pair()
+    fl, fr = flipped_pair(left, right)
+    # In the mirrored, swapped pair the same constant shift holds: fl(x) = fr(x - d).
+    lt, rt, d, _ = tensors(fl, fr, gt)
+    residual, in_view = photometric_residual(lt, rt, d)
+    assert residual[in_view].median().item() < 0.01
+    back = right_disparity_from_flipped(torch.arange(W, dtype=torch.float32).view(1, 1, 1, W))
+    assert back[0, 0, 0, 0].item() == W - 1
+
+
+def test_confidence_is_in_unit_range_high_where_right_and_zero_where_invalid() -> None:
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    valid[..., :20] = False
+    d_bad = d.clone()
+    d_bad[..., 80:] += 4.0
+    q = assess(lt, rt, d_bad, valid, d.clone(), want_confidence=True)[0]
+    conf = q.confidence
+    assert conf is not None and conf.shape == (H, W)
+    assert conf.min().item() >= 0.0 and conf.max().item() <= 1.0
+    assert conf[:, :20].abs().max().item() == 0.0
+    assert conf[:, 30:70].median().item() > 0.8 > conf[:, 90:].median().item() * 2
+    residual, _ = photometric_residual(lt, rt, d)
+    assert confidence_map(residual, None, valid, QualityConfig()).shape == (1, 1, H, W)
+
+
+def test_nan_disparity_and_no_valid_pixels_are_unknown_not_zero() -> None:
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    nan = torch.full_like(d, float("nan"))
+    for disparity, mask in ((nan, torch.ones_like(valid)), (d, torch.zeros_like(valid))):
+        q = assess(lt, rt, disparity, mask, right_disparity_by_uniqueness(disparity, mask),
+                   want_confidence=True)[0]
+        assert not q.known
+        assert math.isnan(q.photometric_p50) and math.isnan(q.lr_consistent)
+        assert math.isnan(q.vertical_offset_px)
+        assert q.scored_pixels == 0
+        assert q.confidence is not None and q.confidence.abs().max().item() == 0.0
+    # Partly NaN (a block: the 3x3 SSIM of its border pixels sees the block): the rest is still scored
+    # and the NaNs never reach a statistic.
+    partial = d.clone()
+    partial[..., 20:60, 60:100] = float("nan")
+    q = assess(lt, rt, partial, valid, right_disparity_by_uniqueness(partial, valid))[0]
+    assert q.known and q.photometric_p50 < 0.01 and math.isfinite(q.vertical_offset_px)
+
+
+def test_assess_batches_items_independently() -> None:
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    rt_shifted = image_to_tensor(shift_down(right, 1.0)).contiguous()
+    batch = assess(torch.cat([lt, lt]), torch.cat([rt, rt_shifted]), torch.cat([d, d]),
+                   torch.cat([valid, valid]))
+    single = assess(lt, rt_shifted, d, valid)[0]
+    assert batch[0].vertical_offset_px == pytest.approx(0.0, abs=0.15)
+    assert batch[1].vertical_offset_px == pytest.approx(single.vertical_offset_px, abs=1e-4)
+    assert batch[1].photometric_p50 == pytest.approx(single.photometric_p50, rel=1e-4)
+
+
+def test_assess_arrays_matches_the_tensor_path() -> None:
+    left, right, gt = constant_pair()
+    valid = np.ones_like(gt, dtype=bool)
+    q = assess_arrays(left, right, gt, valid)
+    lt, rt, d, v = tensors(left, right, gt)
+    expected = assess(lt, rt, d, v, right_disparity_by_uniqueness(d, v))[0]
+    assert q.photometric_p50 == pytest.approx(expected.photometric_p50)
+    assert q.lr_consistent == pytest.approx(expected.lr_consistent)
+
+
+def test_window_summarises_known_frames_only() -> None:
+    window = QualityWindow(3)
+    nan = float("nan")
+    assert math.isnan(window.photometric_p50()) and math.isnan(window.lr_consistent())
+    for p, lr, v in ((0.1, 0.9, 0.0), (nan, nan, nan), (0.3, 0.7, 1.0), (0.2, 0.8, 2.0)):
+        window.add(FrameQuality(p, lr, v, 0 if math.isnan(p) else 100))
+    # The oldest frame (0.1) left the 3-frame window; the unknown one is counted, not averaged.
+    assert len(window.frames) == 3 and window.unknown_frames == 1
+    assert window.photometric_p50() == pytest.approx(0.25)
+    assert window.lr_consistent() == pytest.approx(0.75)
+    assert window.vertical_offset_px() == pytest.approx(1.5)
+    window.resize(1)
+    assert window.photometric_p50() == pytest.approx(0.2)
