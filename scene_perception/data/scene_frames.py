@@ -10,6 +10,11 @@ Targets per frame (left view): ``semantic`` uint8 class ids, ``instance`` uint16
 ``inv_depth`` float32 1/m (0 for the sky at infinity, so every pixel has a target).  Centroid offsets are
 derived from ``instance`` on the fly (:func:`scene_perception.pipelines.instances.centroid_offsets`), so a
 horizontal flip stays exact.
+
+Frames of a downloaded dataset (:func:`dataset_scene_frames`, Cityscapes for ``train scene --dataset``) use
+the same arrays with two unknown markers the synthetic frames never contain: ``semantic`` 255 (ignored
+label) and ``inv_depth`` NaN (no depth: a hole of the dataset's disparity, or no disparity at all); their
+``seeds`` are -1.  The loss masks those pixels out.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["SceneFrames", "load_scene_frames", "render_scene_frames", "seed_range"]
+__all__ = ["SceneFrames", "concat_scene_frames", "dataset_scene_frames", "load_scene_frames",
+           "render_scene_frames", "seed_range"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -109,21 +116,131 @@ def load_scene_frames(seeds: Sequence[int], frames_per_seed: int, height: int, w
         lo, hi = min(key["seeds"]), max(key["seeds"])
         name = f"world_{lo}-{hi}_{len(seeds)}x{frames_per_seed}_{height}x{width}_{digest}.safetensors"
         path = Path(cache_dir) / name
-        if path.is_file():
-            from safetensors.numpy import load_file
-
-            z = load_file(str(path))
-            return SceneFrames(z["images"], z["semantic"], z["instance"], z["inv_depth"], z["seeds"])
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
     frames = render_scene_frames(seeds, frames_per_seed, height, width, spacing_m=spacing_m,
                                  nuisance=nuisance, texture_dir=texture_dir, progress=progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from safetensors.numpy import save_file
-
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"images": frames.images, "semantic": frames.semantic, "instance": frames.instance,
-                   "inv_depth": frames.inv_depth, "seeds": frames.seeds}, str(tmp),
-                  metadata={"key": json.dumps(key, sort_keys=True)})
-        tmp.replace(path)
-        _LOG.info("cached %d frames in %s", len(frames), path)
+    _write_cache(path, frames, key)
     return frames
+
+
+def _cache_path(cache_dir: str | Path | None, prefix: str, key: dict[str, Any]) -> Path | None:
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{prefix}_{digest}.safetensors"
+
+
+def _read_cache(path: Path | None) -> SceneFrames | None:
+    if path is None or not path.is_file():
+        return None
+    from safetensors.numpy import load_file
+
+    z = load_file(str(path))
+    return SceneFrames(z["images"], z["semantic"], z["instance"], z["inv_depth"], z["seeds"])
+
+
+def _write_cache(path: Path | None, frames: SceneFrames, key: dict[str, Any]) -> None:
+    if path is None:
+        return
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"images": frames.images, "semantic": frames.semantic, "instance": frames.instance,
+               "inv_depth": frames.inv_depth, "seeds": frames.seeds}, str(tmp),
+              metadata={"key": json.dumps(key, sort_keys=True)})
+    tmp.replace(path)
+    _LOG.info("cached %d frames in %s", len(frames), path)
+
+
+def _centre_crop(shape: tuple[int, int], height: int, width: int) -> tuple[slice, slice]:
+    """The largest centred window of ``shape`` with the aspect ratio ``width / height``: resizing it to the
+    training size then scales both axes alike (no stretched objects)."""
+    h, w = shape
+    if w * height > h * width:  # too wide: cut the sides
+        cw = max(1, round(h * width / height))
+        x0 = (w - cw) // 2
+        return slice(0, h), slice(x0, x0 + cw)
+    ch = max(1, round(w * height / width))
+    y0 = (h - ch) // 2
+    return slice(y0, y0 + ch), slice(0, w)
+
+
+def scene_targets(sample: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """(image, semantic, instance, inv_depth) of one :class:`~scene_perception.data.datasets.DatasetSample`
+    at ``height`` x ``width``: centre-cropped to that aspect ratio, image resized with area averaging, labels
+    and inverse depth with nearest neighbours (a blend of two classes or of a depth edge is neither).
+
+    Inverse depth is ``d / (fx * baseline)`` (1/m) from the sample's disparity and camera, NaN where either
+    is unknown, except sky pixels (semantic sky) without a disparity, which get 0 (at infinity) as in the
+    synthetic frames.  No labels: semantic all 255; no instances: instance 0 (no object target).
+    """
+    import cv2
+
+    from scene_perception.data.datasets.sample import IGNORE_LABEL
+    from scene_perception.models.labels import SKY
+
+    rows, cols = _centre_crop(sample.left.shape[:2], height, width)
+    size = (width, height)
+    image = cv2.resize(np.ascontiguousarray(sample.left[rows, cols]), size, interpolation=cv2.INTER_AREA)
+    h0, w0 = sample.left.shape[:2]
+    semantic = (sample.semantic if sample.semantic is not None
+                else np.full((h0, w0), IGNORE_LABEL, np.uint8))
+    instance = sample.instance if sample.instance is not None else np.zeros((h0, w0), np.uint16)
+    inv = np.full((h0, w0), np.nan, np.float32)
+    if sample.disparity is not None and sample.camera is not None:
+        scale = float(sample.camera.fx) * float(sample.camera.baseline)
+        with np.errstate(invalid="ignore"):
+            d = np.where(sample.disparity >= 0, sample.disparity, np.nan)
+        inv = (d / scale).astype(np.float32)
+    inv[np.isnan(inv) & (semantic == SKY)] = 0.0
+
+    def nearest(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.ascontiguousarray(a[rows, cols]), size, interpolation=cv2.INTER_NEAREST)
+
+    return image, nearest(semantic), nearest(instance), nearest(inv)
+
+
+def dataset_scene_frames(dataset: Any, height: int, width: int, *, cache_dir: str | Path | None = None,
+                         progress: bool = False) -> SceneFrames:
+    """Every sample of ``dataset`` (a :class:`~scene_perception.data.datasets.StereoDataset`) as scene
+    training frames (:func:`scene_targets`), read from / written to ``cache_dir`` (None: no cache).
+
+    The cache key holds the dataset's name, resolved root, split and item names and the size, so another
+    download, split or size never reuses a file; reading 2975 Cityscapes frames at 2048x1024 takes minutes,
+    the 96x192 cache a second.
+    """
+    names = [dataset.item_name(i) for i in range(len(dataset))]
+    key = {"dataset": dataset.name, "root": str(Path(dataset.root).resolve()),
+           "split": getattr(dataset, "split", None), "size": [int(height), int(width)],
+           "items": hashlib.sha256("\n".join(names).encode()).hexdigest(), "count": len(names), "format": 1}
+    path = _cache_path(cache_dir, f"{dataset.name}_{len(names)}_{height}x{width}", key)
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
+    n = len(names)
+    images = np.zeros((n, height, width, 3), np.uint8)
+    semantic = np.zeros((n, height, width), np.uint8)
+    instance = np.zeros((n, height, width), np.uint16)
+    inv_depth = np.zeros((n, height, width), np.float32)
+    from tqdm import tqdm
+
+    for i in tqdm(range(n), disable=not progress, desc=f"read {dataset.name}", dynamic_ncols=True):
+        images[i], semantic[i], instance[i], inv_depth[i] = scene_targets(dataset[i], height, width)
+    frames = SceneFrames(images, semantic, instance, inv_depth, np.full(n, -1, np.int64))
+    _write_cache(path, frames, key)
+    return frames
+
+
+def concat_scene_frames(parts: Sequence[SceneFrames]) -> SceneFrames:
+    """One :class:`SceneFrames` of several sets of the same size (frame ``i`` of part ``k`` at
+    ``sum(len(parts[:k])) + i``)."""
+    if not parts:
+        raise ValueError("no frames to concatenate")
+    if len({p.size for p in parts}) != 1:
+        raise ValueError(f"frame sets differ in size: {[p.size for p in parts]}")
+    return SceneFrames(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("images", "semantic", "instance", "inv_depth", "seeds")))

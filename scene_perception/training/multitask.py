@@ -5,6 +5,14 @@
 * Data: frames rendered by :mod:`scene_perception.data.world` from the *training* world seeds (1000 and
   up by default; the benchmarks hold out seeds 1..99 and the config refuses training seeds below 100),
   cached once as safetensors (:mod:`scene_perception.data.scene_frames`).
+* Real labelled frames (``--dataset cityscapes:ROOT[:WEIGHT]``): the dataset's ``dataset_split`` is read once
+  at the training size (:func:`~scene_perception.data.scene_frames.dataset_scene_frames`, cached) and mixed
+  with the synthetic frames, each sample drawn from a set with probability proportional to its weight
+  (``synthetic_weight`` for the synthetic world; 0 trains on the dataset alone).  Its unknowns are masked
+  out of the loss: ignored labels (255) from the cross-entropy, pixels without depth (the holes of
+  Cityscapes' SGM disparity) from the inverse-depth terms; objects of a thing class without an instance
+  annotation (Cityscapes poles) give no offset target.  Without ``--dataset`` the batches (and so the
+  trained weights) are exactly those of earlier versions.
 * Batches: step ``k`` draws its frames and flips from an RNG seeded by ``(seed, k)``, and re-seeds torch
   (dropout, logit noise) the same way, so a run resumed from a checkpoint follows the same trajectory
   without any data-loader state.
@@ -31,7 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scene_perception.data.scene_frames import SceneFrames, load_scene_frames, seed_range
+from scene_perception.data.datasets.sample import IGNORE_LABEL
+from scene_perception.data.scene_frames import (
+    SceneFrames,
+    concat_scene_frames,
+    dataset_scene_frames,
+    load_scene_frames,
+    seed_range,
+)
 from scene_perception.data.splits import HELDOUT_SEED_LIMIT
 from scene_perception.losses.multitask import (
     INV_DEPTH_LOG_SCALE_RANGE,
@@ -48,6 +63,7 @@ from scene_perception.models.multitask import CONFIGS, TASKS, MultiTaskNet
 from scene_perception.models.weights import save_scene_model
 from scene_perception.pipelines.instances import centroid_offsets
 from scene_perception.training.checkpoints import dataclass_parser, parse_cli, save_checkpoint, train_device
+from scene_perception.training.dataset_mix import DatasetSpec, parse_dataset_specs
 from scene_perception.training.loop import (
     begin_run,
     check_finite,
@@ -66,6 +82,8 @@ __all__ = ["HELDOUT_SEED_LIMIT", "SceneTrainConfig", "make_batch", "main", "scen
 _LOG = logging.getLogger(__name__)
 
 DATA_DESCRIPTION = "synthetic street world (scene_perception.data.world), left views"
+#: The datasets ``train scene --dataset`` takes: those with semantic labels.
+SCENE_DATASETS = ("cityscapes",)
 _WINDOW = 50
 
 
@@ -87,6 +105,13 @@ class SceneTrainConfig:
     nuisance: bool = field(default=True, metadata={"help": "gain/bias/noise on the rendered images"})
     texture_dir: str | None = field(default=None, metadata={"help": "photo textures for the world"})
     cache_dir: str = field(default="runs/scene_data", metadata={"help": "rendered-frame cache (safetensors)"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "also train on labelled real frames: cityscapes:ROOT[:WEIGHT] (ROOT holds leftImg8bit/; "
+                "WEIGHT: sampling proportion, default 1), mixed with the synthetic frames at "
+                "synthetic_weight"})
+    dataset_split: str = field(default="train", metadata={"help": "the --dataset split trained on"})
+    synthetic_weight: float = field(default=1.0, metadata={
+        "help": "sampling proportion of the synthetic frames next to --dataset (0: the dataset only)"})
     lr: float = field(default=2e-3, metadata={"help": "peak Adam learning rate"})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine | step | constant"})
     warmup_steps: int = field(default=50, metadata={"help": "linear learning-rate warm-up steps"})
@@ -136,6 +161,19 @@ class SceneTrainConfig:
             raise ValueError(
                 f"train_seeds must be >= {HELDOUT_SEED_LIMIT}: seeds below are held out for evaluation"
             )
+        specs = self.dataset_specs
+        if self.synthetic_weight < 0 or (not specs and self.synthetic_weight == 0):
+            raise ValueError(f"synthetic_weight must be >= 0 (> 0 without --dataset), got "
+                             f"{self.synthetic_weight}")
+        for spec in specs:
+            if spec.name not in SCENE_DATASETS:
+                raise ValueError(f"dataset {spec.name!r} has no semantic labels to train the scene network "
+                                 f"on; train scene takes {', '.join(SCENE_DATASETS)}")
+
+    @property
+    def dataset_specs(self) -> list[DatasetSpec]:
+        """The parsed ``--dataset`` entries (empty without)."""
+        return parse_dataset_specs(self.dataset)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -160,13 +198,21 @@ def make_batch(frames: SceneFrames, indices: Sequence[int], flips: Sequence[bool
         offs.append(off)
         masks.append(mask)
         invs.append(np.ascontiguousarray(inv))
-    return {
+    sem, inv = np.stack(sems), np.stack(invs)
+    batch = {
         "image": torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255.0).to(device),
-        "semantic": torch.from_numpy(np.stack(sems)).long().to(device),
+        "semantic": torch.from_numpy(sem).long().to(device),
         "offsets": torch.from_numpy(np.stack(offs)).to(device),
         "instance_mask": torch.from_numpy(np.stack(masks))[:, None].to(device),
-        "inv_depth": torch.from_numpy(np.stack(invs))[:, None].to(device),
+        "inv_depth": torch.from_numpy(inv)[:, None].to(device),
     }
+    # Masks only where a frame has unknowns (dataset frames): a batch of synthetic frames keeps the unmasked
+    # losses, so runs without --dataset train exactly as before.
+    if (sem == IGNORE_LABEL).any():
+        batch["semantic_mask"] = torch.from_numpy(sem != IGNORE_LABEL).to(device)
+    if np.isnan(inv).any():
+        batch["depth_mask"] = torch.from_numpy(np.isfinite(inv))[:, None].to(device)
+    return batch
 
 
 def class_weights(frames: SceneFrames, num_classes: int) -> list[float]:
@@ -189,17 +235,57 @@ def scene_losses(out: Any, batch: dict[str, Tensor], tasks: Sequence[str], logit
     if "semantic" in tasks:
         task_losses["semantic"] = sampled_logit_cross_entropy(
             out.semantic_logits, out.semantic_log_var, batch["semantic"], samples=logit_samples,
-            class_weights=weights)
+            mask=batch.get("semantic_mask"), class_weights=weights)
     if "instance" in tasks:
         mask = batch["instance_mask"]
         task_losses["instance"] = masked_l1(out.offsets, batch["offsets"], mask)
         nlls["instance"] = heteroscedastic_nll(out.offsets.detach(), out.offset_log_scale, batch["offsets"],
                                                mask, log_scale_range=OFFSET_LOG_SCALE_RANGE)
     if "depth" in tasks:
-        task_losses["depth"] = masked_l1(out.inv_depth, batch["inv_depth"])
+        depth_mask = batch.get("depth_mask")
+        task_losses["depth"] = masked_l1(out.inv_depth, batch["inv_depth"], depth_mask)
         nlls["depth"] = heteroscedastic_nll(out.inv_depth.detach(), out.inv_depth_log_scale,
-                                            batch["inv_depth"], log_scale_range=INV_DEPTH_LOG_SCALE_RANGE)
+                                            batch["inv_depth"], depth_mask,
+                                            log_scale_range=INV_DEPTH_LOG_SCALE_RANGE)
     return task_losses, nlls
+
+
+def training_sets(config: SceneTrainConfig, frames: SceneFrames | None = None
+                  ) -> list[tuple[str, SceneFrames, float]]:
+    """(name, frames, sampling weight) of each training set: the synthetic world (unless
+    ``synthetic_weight`` is 0; ``frames`` replaces its rendering) and each ``--dataset``."""
+    from scene_perception.data.datasets import open_dataset
+
+    sets: list[tuple[str, SceneFrames, float]] = []
+    specs = config.dataset_specs
+    if config.synthetic_weight > 0:
+        if frames is None:
+            frames = load_scene_frames(seed_range(config.train_seeds), config.frames_per_seed, config.height,
+                                       config.width, cache_dir=config.cache_dir, spacing_m=config.spacing_m,
+                                       nuisance=config.nuisance, texture_dir=config.texture_dir,
+                                       progress=config.progress)
+        sets.append(("synthetic", frames, config.synthetic_weight))
+    for spec in specs:
+        reader = open_dataset(spec.name, spec.root, split=config.dataset_split)
+        sets.append((f"{spec.name}:{spec.root}",
+                     dataset_scene_frames(reader, config.height, config.width, cache_dir=config.cache_dir,
+                                          progress=config.progress), spec.weight))
+    for name, part, _ in sets:
+        if part.size != (config.height, config.width):
+            raise ValueError(f"{name} frames are {part.size}, config asks for "
+                             f"{(config.height, config.width)}")
+    return sets
+
+
+def draw_mixed(rng: np.random.Generator, sizes: Sequence[int], weights: Sequence[float], batch_size: int
+               ) -> np.ndarray:
+    """Indices into the concatenated sets: each sample's set drawn with probability proportional to its
+    weight, then a frame of that set uniformly (with replacement: a small set may be drawn more than once)."""
+    probs = np.asarray(weights, np.float64) / float(np.sum(weights))
+    which = rng.choice(len(sizes), size=batch_size, p=probs)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    within = np.floor(rng.random(batch_size) * np.asarray(sizes)[which]).astype(np.int64)
+    return offsets[which] + within
 
 
 def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, command: str | None = None
@@ -211,13 +297,10 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     """
     out_dir = begin_run(config)
     device = train_device(config.device)
-    if frames is None:
-        frames = load_scene_frames(seed_range(config.train_seeds), config.frames_per_seed, config.height,
-                                   config.width, cache_dir=config.cache_dir, spacing_m=config.spacing_m,
-                                   nuisance=config.nuisance, texture_dir=config.texture_dir,
-                                   progress=config.progress)
-    if frames.size != (config.height, config.width):
-        raise ValueError(f"frames are {frames.size}, config asks for {(config.height, config.width)}")
+    sets = training_sets(config, frames)
+    mixed = bool(config.dataset_specs)
+    frames = sets[0][1] if len(sets) == 1 else concat_scene_frames([part for _, part, _ in sets])
+    sizes, weights = [len(part) for _, part, _ in sets], [w for _, _, w in sets]
 
     torch.manual_seed(config.seed)
     model = MultiTaskNet(CONFIGS[config.model]).to(device)
@@ -231,8 +314,9 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
         {"params": [weighting.log_vars], "weight_decay": 0.0, "lr_scale": config.log_var_lr_scale},
     ], lr=config.lr)
 
-    keys = ("model", "weighting", "task", "height", "width", "class_balance")
-    start, state = resume(out_dir, config, both, optimizer, keys, defaults={"class_balance": "none"})
+    keys = ("model", "weighting", "task", "height", "width", "class_balance", "dataset", "synthetic_weight")
+    start, state = resume(out_dir, config, both, optimizer, keys,
+                          defaults={"class_balance": "none", "dataset": None, "synthetic_weight": 1.0})
     recent = [dict(r) for r in (state or {}).get("recent", [])]
     sem_weights = None
     if config.class_balance == "median_freq":
@@ -248,7 +332,8 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
     while step < config.steps:
         # Kept apart from the other loops (training/loop.py says why): this recipe defines the batches.
         rng = np.random.default_rng([config.seed, step])
-        idx = rng.choice(n, size=min(config.batch_size, n), replace=False)
+        idx = (draw_mixed(rng, sizes, weights, config.batch_size) if mixed
+               else rng.choice(n, size=min(config.batch_size, n), replace=False))
         flips = (rng.random(len(idx)) < 0.5) & config.flip
         torch.manual_seed(config.seed * 1_000_003 + step)
         batch = make_batch(frames, idx.tolist(), flips.tolist(), device)
@@ -279,8 +364,11 @@ def train_scene(config: SceneTrainConfig, frames: SceneFrames | None = None, com
 
     means = {k: float(np.mean([r[k] for r in recent if k in r])) for k in (recent[-1] if recent else {})}
     final_path = out_dir / f"{config.final_name}.safetensors"
+    data = DATA_DESCRIPTION if not mixed else "; ".join(
+        f"{name} ({len(part)} frames{', split ' + config.dataset_split if name != 'synthetic' else ''}, "
+        f"weight {w:g})" for name, part, w in sets)
     training = run_record(
-        config, device, step, command, data=DATA_DESCRIPTION, train_seeds=config.train_seeds,
+        config, device, step, command, data=data, train_seeds=config.train_seeds,
         frames=len(frames), task_sigmas=weighting.sigmas(), task_weights=weighting.weights(),
         task_kinds={t: TASK_KINDS[t] for t in config.tasks},
         class_weights=None if sem_weights is None else [round(float(w), 4) for w in sem_weights],

@@ -7,6 +7,7 @@ Layout (``<split>`` = train | val | test, one folder per city)::
     disparity/<split>/<city>/<city>_<seq>_<frame>_disparity.png   uint16, d = (v - 1) / 256, 0 = unknown
     camera/<split>/<city>/<city>_<seq>_<frame>_camera.json        extrinsic.baseline (m), intrinsic fx..v0
     gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+    gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png   (optional) labelId * 1000 + k
 
 **The disparity is not ground truth**: Cityscapes computed it with semi-global matching, so scoring a
 matcher against it measures agreement with SGM (with SGM's holes and errors), not accuracy.  The labels are
@@ -40,10 +41,12 @@ from scene_perception.models.labels import (
     SIDEWALK,
     SKY,
     TERRAIN,
+    THING_CLASSES,
     VEGETATION,
 )
 
-__all__ = ["CITYSCAPES_TO_CLASSES", "CityscapesDataset", "map_cityscapes_labels", "read_cityscapes_disparity"]
+__all__ = ["CITYSCAPES_TO_CLASSES", "CityscapesDataset", "map_cityscapes_instances", "map_cityscapes_labels",
+           "read_cityscapes_disparity"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,26 @@ def map_cityscapes_labels(label_ids: np.ndarray) -> np.ndarray:
     return _LUT[ids]
 
 
+def map_cityscapes_instances(instance_ids: np.ndarray) -> np.ndarray:
+    """(H, W) Cityscapes instanceIds -> (H, W) uint16 object ids 1..K, 0 elsewhere.
+
+    Cityscapes stores ``labelId * 1000 + k`` on pixels of an annotated object and the bare ``labelId``
+    elsewhere (stuff, and crowds such as a car group).  An object is kept when its label maps to one of our
+    *thing* classes (car, person; poles have no instances in Cityscapes, so pole pixels are 0 = no target,
+    never "stuff"); ids are renumbered 1..K in order of first appearance in raster order.
+    """
+    ids = np.asarray(instance_ids).astype(np.int64)
+    labels = np.where(ids >= 1000, ids // 1000, 0)
+    mapped = _LUT[np.clip(labels, 0, 255)]
+    keep = (ids >= 1000) & np.isin(mapped, sorted(THING_CLASSES))
+    out = np.zeros(ids.shape, np.uint16)
+    if keep.any():
+        _, first, inverse = np.unique(ids[keep], return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first))  # value index -> its order of first appearance
+        out[keep] = (rank[inverse.ravel()] + 1).astype(np.uint16)
+    return out
+
+
 def read_cityscapes_disparity(path: str | Path) -> np.ndarray:
     """float32 px from a Cityscapes disparity PNG: ``(v - 1) / 256`` for v > 0, NaN for v = 0."""
     raw = read_png_unchanged(path)
@@ -87,6 +110,7 @@ class _Frame(NamedTuple):
     disparity: Path | None
     camera: Path | None
     labels: Path | None
+    instances: Path | None
 
 
 class CityscapesDataset(StereoDataset):
@@ -113,7 +137,8 @@ class CityscapesDataset(StereoDataset):
             if right is None:
                 continue
             frame = _Frame(stem, city, left, right, path("disparity", "disparity.png"),
-                           path("camera", "camera.json"), path("gtFine", "gtFine_labelIds.png"))
+                           path("camera", "camera.json"), path("gtFine", "gtFine_labelIds.png"),
+                           path("gtFine", "gtFine_instanceIds.png"))
             if require_gt and frame.disparity is None and frame.labels is None:
                 continue
             frames.append(frame)
@@ -132,6 +157,10 @@ class CityscapesDataset(StereoDataset):
         if frame.labels is not None:
             ids = read_png_unchanged(frame.labels)
             semantic = map_cityscapes_labels(ids if ids.ndim == 2 else ids[:, :, 0])
+        instance = None
+        if frame.instances is not None:
+            raw = read_png_unchanged(frame.instances)
+            instance = map_cityscapes_instances(raw if raw.ndim == 2 else raw[:, :, 0])
         camera = None
         if frame.camera is not None:
             try:
@@ -142,4 +171,5 @@ class CityscapesDataset(StereoDataset):
                                       baseline=float(extr["baseline"]))
             except (KeyError, ValueError, TypeError, CameraModelError) as exc:
                 log.warning("%s: camera unusable (%s)", frame.camera, exc)
-        return DatasetSample(self._name(frame), left, right, disparity, None, camera, semantic=semantic)
+        return DatasetSample(self._name(frame), left, right, disparity, None, camera, semantic=semantic,
+                             instance=instance)

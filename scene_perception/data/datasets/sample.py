@@ -14,6 +14,8 @@ Conventions (so the evaluation and the training code need no per-dataset cases):
 * ``max_evaluated_disparity``: GT above this is not scored (SceneFlow's customary ``< 192`` protocol);
   None = every known pixel.
 * ``semantic``: (H, W) uint8 ids of :data:`scene_perception.models.labels.CLASSES`, 255 = ignore (Cityscapes).
+* ``instance``: (H, W) uint16 object ids 1..K of the *thing* classes
+  (:data:`~scene_perception.models.labels.THING_CLASSES`), 0 = stuff or no annotated object (Cityscapes).
 """
 
 from __future__ import annotations
@@ -61,13 +63,14 @@ class DatasetSample:
     max_disparity: float | None = None
     max_evaluated_disparity: float | None = None
     semantic: np.ndarray | None = None
+    instance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.left.shape != self.right.shape:
             raise DatasetError(f"{self.name}: left image is {self.left.shape} but right is "
                                f"{self.right.shape}")
         size = self.left.shape[:2]
-        for field in ("disparity", "nonoccluded", "semantic"):
+        for field in ("disparity", "nonoccluded", "semantic", "instance"):
             value = getattr(self, field)
             if value is not None and value.shape != size:
                 raise DatasetError(f"{self.name}: {field} is {value.shape[:2]} but the images are {size}")
