@@ -178,31 +178,46 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
 
     h, w = args.size
     seeds = held_out_seeds(args.pairs, args.split)
-    store: dict[str, list[np.ndarray]] = {k: [] for k in ("gt", "d_net", "std_net", "d_ref", "changed")}
+    # Above the network's range the pipeline shrinks the pair and refines twice (network scale, then full
+    # size): no probe re-application then, each setting is a real pipeline call (and no fit).
+    shrink = args.max_disparity > pipe.network_max_disparity
+    if shrink and args.fit_refinement_std:
+        raise SystemExit("error: --fit-refinement-std needs --max-disparity within the network's range")
+    scored_cfg = dataclasses.replace(default, uncertainty_scale=scored[0], correction_std=scored[1])
+    keys = ("gt", "d_net", "std_net", "d_ref", "std_pub", "changed")
+    store: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     check: dict[str, float] = {}
     t0 = time.perf_counter()
     for i, seed in enumerate(seeds):
         s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
         mask = s.nonoccluded & np.isfinite(s.disparity)
+        pipe.max_disparity = args.max_disparity if shrink else None
         pipe.local_refinement = None
         r = pipe(s.left, s.right)
-        pipe.local_refinement = probe
-        d_ref, std_probe = pipe.refine(s.left, s.right, r.disparity, r.disparity_std)
-        changed = std_probe < 0.75 * r.disparity_std
-        if i == 0:  # the numpy re-application must be the pipeline's own update
-            pipe.local_refinement = default
-            d_def, std_def = pipe.refine(s.left, s.right, r.disparity, r.disparity_std)
-            mine = refined_std(r.disparity_std, changed, d_ref - r.disparity, default.uncertainty_scale,
-                               default.correction_std)
-            check = {"max_rel_std_diff": float(np.nanmax(np.abs(mine - std_def) / np.maximum(std_def, 1e-6))),
-                     "max_disparity_diff": float(np.nanmax(np.abs(d_def - d_ref)))}
+        if shrink:
+            pipe.local_refinement = scored_cfg
+            rp = pipe(s.left, s.right)
+            d_ref, std_pub = rp.disparity, rp.disparity_std
+            changed = np.zeros(d_ref.shape, bool)  # unknown here (two refinements); not used
+        else:
+            pipe.local_refinement = probe
+            d_ref, std_probe = pipe.refine(s.left, s.right, r.disparity, r.disparity_std)
+            changed = std_probe < 0.75 * r.disparity_std
+            std_pub = refined_std(r.disparity_std, changed, d_ref - r.disparity, *scored)
+            if i == 0:  # the numpy re-application must be the pipeline's own update
+                pipe.local_refinement = scored_cfg
+                d_def, std_def = pipe.refine(s.left, s.right, r.disparity, r.disparity_std)
+                rel = np.abs(std_pub - std_def) / np.maximum(std_def, 1e-6)
+                check = {"max_rel_std_diff": float(np.nanmax(rel)),
+                         "max_disparity_diff": float(np.nanmax(np.abs(d_def - d_ref)))}
         for key, arr in (("gt", s.disparity), ("d_net", r.disparity), ("std_net", r.disparity_std),
-                         ("d_ref", d_ref), ("changed", changed)):
+                         ("d_ref", d_ref), ("std_pub", std_pub), ("changed", changed)):
             store[key].append(np.asarray(arr)[mask])
+    pipe.max_disparity = None
     elapsed = time.perf_counter() - t0
     a = {k: np.concatenate(v) for k, v in store.items()}
     err_net, err_ref = a["d_net"] - a["gt"], a["d_ref"] - a["gt"]
-    std_pipe = refined_std(a["std_net"], a["changed"], a["d_ref"] - a["d_net"], *scored)
+    std_pipe = a["std_pub"]
 
     # Depth: nominal camera (doffs = 0), so |Z err| / Z std = |d err| / d std x d / d_gt, camera-free.
     cam = StereoCamera(width=w, height=h, fx=float(w), fy=float(w), cx=w / 2, cy=h / 2, cx_right=w / 2,
@@ -216,7 +231,8 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     synthetic = {
         "split": args.split, "pairs": len(seeds), "seeds": [seeds[0], seeds[-1]] if seeds else [],
         "size": [h, w], "max_disparity": args.max_disparity, "mask": "nonoccluded", "seconds": elapsed,
-        "changed_fraction": float(a["changed"].mean()) if a["changed"].size else float("nan"),
+        "refinements": 2 if shrink else 1,
+        "changed_fraction": None if shrink else float(a["changed"].mean()),
         "std_update_check": check,
         "network": summarise(err_net, a["std_net"], "laplace", args.bins),
         "pipeline": summarise(err_ref, std_pipe, "laplace", args.bins),
@@ -266,8 +282,16 @@ def fit_refinement_std(a: dict[str, np.ndarray], err_ref: np.ndarray, default: t
 
 
 def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, Any] | None:
-    """Aloe at full input (range from the width; the pipeline shrinks the pair for the network), network
-    alone and with ``refinement``; every pixel with known GT (PNG value 0 = unknown)."""
+    """Aloe, network alone and with ``refinement``, every pixel with known GT (PNG value 0 = unknown), at the
+    two inputs of ``stereo_accuracy.py`` (range from the width alone, never from the GT):
+
+    * ``full``: 1282x1110, range 256 px: the pipeline shrinks the pair to the network's 128 px, scales the
+      result back and refines it a second time at full size (so the std update applies twice);
+    * ``half``: 641x555 (INTER_AREA), range 128 px: network and one refinement at that size; disparity and
+      std scaled x2 (bilinear, as the pipeline's own upsampling) and scored at full resolution.
+    """
+    import cv2
+
     from scene_perception.data.datasets.sample import read_png_unchanged, read_rgb
 
     d = args.aloe_dir
@@ -277,13 +301,31 @@ def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, 
     gt = read_png_unchanged(d / "aloeGT.png").astype(np.float32)
     gt[gt == 0] = np.nan
     h, w = gt.shape
-    rng = max(16, 16 * round(args.range_fraction * w / 16))  # stereo_accuracy.py's width rule
-    pipe.max_disparity = float(rng)
-    out: dict[str, Any] = {"size": [h, w], "range": rng, "pixels": "known GT"}
-    for key, cfg in (("network", None), ("pipeline", refinement)):
-        pipe.local_refinement = cfg
-        r = pipe(left, right)
-        out[key] = summarise(r.disparity - gt, r.disparity_std, "laplace", args.bins)
+    hw, hh = round(w / 2), round(h / 2)
+
+    def width_range(width: int) -> int:  # stereo_accuracy.py's rule, rounded to SGBM's 16 px
+        return max(16, 16 * round(args.range_fraction * width / 16))
+
+    inputs = {
+        "full": (left, right, width_range(w)),
+        "half": (cv2.resize(left, (hw, hh), interpolation=cv2.INTER_AREA),
+                 cv2.resize(right, (hw, hh), interpolation=cv2.INTER_AREA), width_range(hw)),
+    }
+    out: dict[str, Any] = {"size": [h, w], "pixels": "known GT, scored at full resolution"}
+    for name, (lt, rt, rng) in inputs.items():
+        pipe.max_disparity = float(rng)
+        block: dict[str, Any] = {"input": [lt.shape[0], lt.shape[1]], "range": rng,
+                                 "refinements": 2 if rng > pipe.network_max_disparity else 1}
+        for key, cfg in (("network", None), ("pipeline", refinement)):
+            pipe.local_refinement = cfg
+            r = pipe(lt, rt)
+            disp, std = r.disparity, r.disparity_std
+            if disp.shape != gt.shape:
+                f = np.float32(w / disp.shape[1])
+                disp = cv2.resize(disp, (w, h), interpolation=cv2.INTER_LINEAR) * f
+                std = cv2.resize(std, (w, h), interpolation=cv2.INTER_LINEAR) * f
+            block[key] = summarise(disp - gt, std, "laplace", args.bins)
+        out[name] = block
     pipe.max_disparity = None
     return out
 
@@ -320,17 +362,18 @@ def run_scene(args: argparse.Namespace) -> dict[str, Any]:
             keep = np.isfinite(gt_depth) & np.isfinite(r.depth)
             if key == "single":
                 continue
-            dep["err"].append((r.depth - gt_depth)[keep])
+            dep["err"].append(r.depth[keep] - gt_depth[keep])
             dep["var_a"].append(r.depth_variance[keep])
             dep["var_e"].append(r.depth_epistemic[keep])
             # The head's own quantity: inverse depth with std sqrt(var_Z) / Z^2 (the delta method undone).
-            dep["inv_err"].append((r.inv_depth - inv_gt)[keep])
+            dep["inv_err"].append(r.inv_depth[keep] - inv_gt[keep])
             dep["inv_std"].append(np.sqrt(r.depth_variance[keep]) / r.depth[keep] ** 2)
     elapsed = time.perf_counter() - t0
     semantic = {}
     for key, v in sem.items():
         ece = expected_calibration_error(np.concatenate(v["conf"]), np.concatenate(v["ok"]), 15)
-        semantic[key] = {**ece, "accuracy": float(np.concatenate(v["ok"]).mean()),
+        # ECE's "accuracy" / "confidence" are the per-bin lists of the reliability diagram.
+        semantic[key] = {**ece, "pixel_accuracy": float(np.concatenate(v["ok"]).mean()),
                          "mean_confidence": float(np.concatenate(v["conf"]).mean())}
     d = {k: np.concatenate(v) for k, v in dep.items()}
     # Depth is scored on the MC run (what the node publishes with mc_samples > 0): its mean depth against
@@ -371,7 +414,9 @@ def run_pose(args: argparse.Namespace) -> dict[str, Any] | None:
         covs.append(r.covariance)
     raw = np.asarray(covs)
     _, _, e = pose_errors(np.asarray(pos), np.asarray(quat), frames.positions, frames.quaternions)
-    out: dict[str, Any] = {"bag": str(args.pose_bag), "synth": bag_synth_settings(args.pose_bag),
+    bag = args.pose_bag.resolve()
+    shown = bag.relative_to(_REPO) if bag.is_relative_to(_REPO) else bag
+    out: dict[str, Any] = {"bag": str(shown), "synth": bag_synth_settings(args.pose_bag),
                            "frames": len(frames), "mc_samples": args.pose_mc_samples,
                            "distribution": "gaussian (6x6 covariance, ROS PoseWithCovariance layout)",
                            "card_covariance_scale": card_scale.tolist()}
@@ -417,10 +462,15 @@ def markdown(results: dict[str, Any]) -> str:
                   coverage_row("depth, pipeline (published)", syn["depth_pipeline"]), ""]
         if "aloe" in disp:
             al = disp["aloe"]
-            lines += [f"## Disparity std (Laplace), Middlebury Aloe {al['size'][1]}x{al['size'][0]}, range "
-                      f"{al['range']} px, known-GT pixels", "", COVERAGE_HEADER,
-                      coverage_row("disparity, network alone", al["network"]),
-                      coverage_row("disparity, pipeline (published)", al["pipeline"]), ""]
+            lines += [f"## Disparity std (Laplace), Middlebury Aloe {al['size'][1]}x{al['size'][0]}, "
+                      "known-GT pixels scored at full resolution", "", COVERAGE_HEADER]
+            for name in ("full", "half"):
+                blk = al[name]
+                desc = (f"{blk['input'][1]}x{blk['input'][0]} input, range {blk['range']}, "
+                        f"{blk['refinements']} refinement(s)")
+                lines += [coverage_row(f"network alone, {desc}", blk["network"]),
+                          coverage_row(f"pipeline (published), {desc}", blk["pipeline"])]
+            lines.append("")
         if "fit" in disp:
             fit = disp["fit"]
             lines += ["## Fit of the refinement's std update (validation)", "",
@@ -440,7 +490,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "| pass | ECE (15 bins) | MCE | accuracy % | mean confidence % |", "|---|---|---|---|---|"]
         for key, name in (("single", "single pass"), ("mc", f"MC dropout, {sem['mc_samples']} samples")):
             s = sem[key]
-            lines.append(f"| {name} | {s['ece']:.4f} | {s['mce']:.3f} | {pct(s['accuracy'])} | "
+            lines.append(f"| {name} | {s['ece']:.4f} | {s['mce']:.3f} | {pct(s['pixel_accuracy'])} | "
                          f"{pct(s['mean_confidence'])} |")
         lines.append("")
     sd = results.get("scene_depth")
@@ -509,8 +559,10 @@ def save_figures(directory: Path, results: dict[str, Any]) -> list[str]:
         syn = disp["synthetic"]
         series = [("synthetic, network", syn["network"]), ("synthetic, pipeline", syn["pipeline"])]
         if "aloe" in disp:
-            aloe = disp["aloe"]
-            series += [("Aloe, network", aloe["network"]), ("Aloe, pipeline", aloe["pipeline"])]
+            for name in ("full", "half"):
+                blk = disp["aloe"][name]
+                series += [(f"Aloe {name}, network", blk["network"]),
+                           (f"Aloe {name}, pipeline", blk["pipeline"])]
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         interval_panel(axes[0], series, "disparity std (Laplace)")
         binned_panel(axes[1], series, "disparity: RMS error vs predicted std", "px")
@@ -576,14 +628,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["seconds"] = time.perf_counter() - t0
     print(markdown(results))
     if args.figures is not None:
+        # Write the numbers first: a figure that fails must not lose a run of minutes.
+        write_json(args.json, results)
         results["figures"] = save_figures(args.figures, results)
-    if args.json is not None:
+    write_json(args.json, results)
+    return results
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    """``results`` as JSON (NaN / inf as null) at ``path``; nothing when None."""
+    if path is not None:
         from scene_perception.evaluation.dataset_eval import json_safe
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(results), indent=1) + "\n", encoding="utf-8")
-        print(f"results: {args.json}")
-    return results
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(json_safe(results), indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
