@@ -286,6 +286,92 @@ def local_refinement_config(values: dict[str, Any]) -> LocalRefinementConfig | N
     return LocalRefinementConfig(**fields)
 
 
+#: The stereo node's GT-free live quality (pipelines/quality.py, issue 26; docs/live_quality.md): an aid
+#: with measured limits, not a guarantee.  All live.  ``quality.lr_check`` choices are
+#: ``pipelines.quality.LR_CHECKS`` (spelled out here so this table does not import torch).
+QUALITY_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "quality.enabled",
+        False,
+        "Compute the GT-free quality of each published disparity (photometric reprojection error of the "
+        "right image warped by it, left-right consistency, vertical misalignment of the rectified pair) and "
+        "report it in /diagnostics ('photometric error p50', 'left-right consistent %', 'vertical offset "
+        "(px)'). Off by default: on 2 CPU cores it adds ~10 % to a 512x256 frame "
+        "(benchmarks/live_quality.py).",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.window",
+        30,
+        "Frames the diagnostics summarise (median photometric error and vertical offset, mean consistent "
+        "share over the last N assessed frames).",
+        1,
+        10000,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.every",
+        1,
+        "Assess every n-th published frame (1 = all): the quality drifts over seconds, not frames, so a "
+        "slow CPU can spread the cost.",
+        1,
+        1000,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.lr_check",
+        "uniqueness",
+        "Where the right view's disparity comes from: uniqueness = forward-warp the published disparity "
+        "(z-buffer; ~1 ms; flags occlusions and geometrically impossible disparities only), network = run "
+        "the network again on the mirrored, swapped pair (the exact check; doubles the frame time).",
+        choices=("uniqueness", "network"),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.photometric_warn",
+        0.08,
+        "WARN in /diagnostics when the window's photometric error p50 (0.85 (1 - SSIM) / 2 + 0.15 L1, "
+        "intensities 0..1) exceeds this; 0 = never.",
+        0.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.lr_consistent_warn",
+        70.0,
+        "WARN when the window's left-right consistent share (%) falls below this; 0 = never.",
+        0.0,
+        100.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.vertical_offset_warn",
+        0.5,
+        "WARN when the estimated vertical misalignment of the rectified views (|px|, window median) exceeds "
+        "this: the rig has lost its calibration; 0 = never.",
+        0.0,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.vertical_range",
+        2,
+        "Row shifts -R..R tried by the vertical offset estimate (2R+1 warps per assessed frame; larger "
+        "offsets read as +-R).",
+        1,
+        8,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "quality.publish_confidence",
+        False,
+        "Publish depth/confidence (32FC1, 0..1 per pixel, 0 where invalid: exp(-photometric residual / 0.1) "
+        "x exp(-left-right disagreement / 2 px)). Assesses every frame while on, whatever quality.every.",
+        dynamic=True,
+    ),
+)
+
+
 #: Output and health parameters shared by every stereo-input node.
 _OUTPUT_HEALTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -367,6 +453,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _MAX_UNCERTAINTY,
     _MIN_TEXTURE,
     *LOCAL_REFINEMENT_PARAMS,
+    *QUALITY_PARAMS,
     *_OUTPUT_HEALTH_PARAMS,
 )
 

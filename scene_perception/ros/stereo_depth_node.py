@@ -10,7 +10,12 @@ Input validation, synchronization, publishing and diagnostics are shared with th
 Topics (all relative, remap as usual), following stereo_image_proc / Isaac ROS:
   in:  left/image_rect, left/camera_info, right/image_rect, right/camera_info
   out: disparity (stereo_msgs/DisparityImage), depth (32FC1 m, NaN invalid, REP 118),
-       depth/uncertainty (32FC1 std-dev m), points (organized PointCloud2 xyz+rgb), /diagnostics
+       depth/uncertainty (32FC1 std-dev m), points (organized PointCloud2 xyz+rgb), /diagnostics,
+       depth/confidence (32FC1 0..1, only with ``quality.publish_confidence``)
+
+Live quality (``quality.*``, off by default; :mod:`scene_perception.pipelines.quality`, docs/live_quality.md):
+the GT-free photometric reprojection error, left-right consistency and vertical misalignment of each assessed
+frame, summarised over a window in /diagnostics with WARN thresholds.  An aid with measured limits.
 
 Lifecycle: configure loads the model and sets up the inference backend (a missing or corrupt weights file,
 an unavailable backend or an unusable engine cache directory fails the transition and leaves the node
@@ -29,6 +34,7 @@ import collections
 import dataclasses
 import math
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +44,12 @@ from sensor_msgs.msg import Image
 from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
+from scene_perception.pipelines.quality import (
+    QualityConfig,
+    QualityWindow,
+    assess_arrays,
+    flipped_pair,
+)
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
 from scene_perception.ros.diagnostics import ERROR, WARN
@@ -57,7 +69,8 @@ class StereoDepthNode(StereoNodeBase):
     """GC-Net stereo depth as a managed (lifecycle) node."""
 
     PARAM_SPECS = P.STEREO_DEPTH_PARAMS
-    OUTPUTS = {**BASE_OUTPUTS, "uncertainty": (Image, "depth/uncertainty")}
+    OUTPUTS = {**BASE_OUTPUTS, "uncertainty": (Image, "depth/uncertainty"),
+               "confidence": (Image, "depth/confidence")}
     DESCRIPTION = "stereo depth"
 
     def __init__(self, node_name: str = "stereo_depth", **kwargs: Any) -> None:
@@ -66,9 +79,14 @@ class StereoDepthNode(StereoNodeBase):
         self.model_info: Any = None
         self.backend_choice: Any = None
         self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
+        self._quality = QualityWindow(int(self.params["quality.window"]))
+        self._quality_ms: collections.deque[float] = collections.deque(maxlen=100)
+        self._quality_frames = 0  # frames offered to the live quality (for quality.every)
 
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
+        if change.name == "quality.window":
+            self._quality.resize(int(change.value))
         if self.pipeline is not None and (
             change.name in ("min_disparity", "max_uncertainty", "min_texture", "max_disparity", "max_depth",
                             "max_network_pixels")
@@ -155,6 +173,91 @@ class StereoDepthNode(StereoNodeBase):
             self.health.problem("inference_error", f"pipeline failed on frame {self._last_stamp_ns}: {exc}")
         return None
 
+    # ------------------------------------------------------------------ live quality
+    def _quality_active(self) -> bool:
+        return bool(self.params["quality.enabled"]) or bool(self.params["quality.publish_confidence"])
+
+    def _extra_images(
+        self, left: np.ndarray, right: np.ndarray, result: StereoDepthResult
+    ) -> dict[str, np.ndarray]:
+        """The frame's live quality (when on): added to the window, and the confidence image when asked."""
+        p = self.params
+        publish = bool(p["quality.publish_confidence"])
+        if self.pipeline is None or not self._quality_active():
+            return {}
+        self._quality_frames += 1
+        if not publish and (self._quality_frames - 1) % int(p["quality.every"]):
+            return {}
+        t0 = time.perf_counter()
+        try:
+            network_check = p["quality.lr_check"] == "network"
+            right_disparity = self._right_disparity(left, right) if network_check else None
+            config = QualityConfig(vertical_range_px=int(p["quality.vertical_range"]))
+            quality = assess_arrays(left, right, result.disparity, result.valid, self.pipeline.device,
+                                    right_disparity, config, want_confidence=publish)
+        except (RuntimeError, ValueError) as exc:
+            self.health.problem("quality_error", f"live quality failed on frame {self._last_stamp_ns}: {exc}")
+            return {}
+        self._quality_ms.append((time.perf_counter() - t0) * 1e3)
+        self._quality.add(quality)
+        if not quality.known:
+            # Not a problem of the node (a blank or saturated view has nothing to score): counted, and said
+            # once in a while, never averaged in as a perfect 0.
+            self.health.count("quality unknown frames")
+            self.get_logger().warning(
+                f"live quality unknown for frame {self._last_stamp_ns}: only {quality.scored_pixels} pixels "
+                "to score (valid, finite disparity, in view of the right image, left-right consistent)",
+                throttle_duration_sec=max(float(p["log_throttle_seconds"]), 1e-3),
+            )
+        if publish and quality.confidence is not None:
+            return {"confidence": quality.confidence.cpu().numpy()}
+        return {}
+
+    def _right_disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The right view's disparity from a second pass on the mirrored, swapped pair (NaN where invalid)."""
+        assert self.pipeline is not None
+        wanted_points = self.pipeline.compute_points
+        try:
+            self.pipeline.compute_points = False
+            mirrored = self.pipeline(*flipped_pair(left, right))
+        finally:
+            self.pipeline.compute_points = wanted_points
+        return np.where(mirrored.valid, mirrored.disparity, np.float32(np.nan))[:, ::-1]
+
+    def _quality_status(self) -> tuple[dict[str, str], str]:
+        """The quality keys for /diagnostics and the WARN message ("" when within every threshold)."""
+        p = self.params
+        keys = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+        if not self._quality_active():
+            return {"live quality": "off (quality.enabled)", **dict.fromkeys(keys, "off")}, ""
+        window = self._quality
+        photometric, consistent = window.photometric_p50(), window.lr_consistent() * 100.0
+        vertical = window.vertical_offset_px()
+
+        def shown(value: float, spec: str) -> str:
+            return format(value, spec) if math.isfinite(value) else "unknown"
+
+        values = {
+            "live quality": f"on ({p['quality.lr_check']} left-right check, every {p['quality.every']} "
+                            f"frame(s), window {p['quality.window']})",
+            keys[0]: shown(photometric, ".4f"),
+            keys[1]: shown(consistent, ".1f"),
+            keys[2]: shown(vertical, "+.2f"),
+            "quality frames": f"{len(window.frames)} ({window.unknown_frames} unknown)",
+        }
+        if self._quality_ms:
+            values["quality p50 (ms)"] = f"{float(np.median(self._quality_ms)):.1f}"
+        reasons = []
+        warn_p, warn_lr = float(p["quality.photometric_warn"]), float(p["quality.lr_consistent_warn"])
+        warn_v = float(p["quality.vertical_offset_warn"])
+        if warn_p > 0 and photometric > warn_p:
+            reasons.append(f"photometric error p50 {photometric:.3f} > {warn_p:g}")
+        if warn_lr > 0 and consistent < warn_lr:
+            reasons.append(f"left-right consistent {consistent:.1f} % < {warn_lr:g} %")
+        if warn_v > 0 and abs(vertical) > warn_v:
+            reasons.append(f"vertical offset {vertical:+.2f} px (|.| > {warn_v:g}): check the calibration")
+        return values, ("depth quality degraded: " + "; ".join(reasons)) if reasons else ""
+
     # ------------------------------------------------------------------ health
     def _backend_status(self) -> str:
         """Resolved backend/device/precision and the engine's shapes, or the request when unconfigured."""
@@ -174,11 +277,15 @@ class StereoDepthNode(StereoNodeBase):
         }
         if self._refinement_ms:
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
+        quality_values, quality_warning = self._quality_status()
+        extra.update(quality_values)
         level, message = None, ""
         if self.pipeline is None and self.health.problems["model_load_failed"]:
             level, message = ERROR, "model failed to load: " + self.health.last_error
         elif info is not None and not info.trained:
             level, message = WARN, "UNTRAINED weights: outputs are meaningless"
+        elif quality_warning:
+            level, message = WARN, quality_warning
         return extra, level, message
 
 

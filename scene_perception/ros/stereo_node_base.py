@@ -30,6 +30,7 @@ from stereo_msgs.msg import DisparityImage
 from scene_perception.geometry.rectification import Rectifier
 from scene_perception.geometry.stereo_camera import CameraModelError, StereoCamera
 from scene_perception.ros import params as P
+from scene_perception.ros.codec import numpy_to_image
 from scene_perception.ros.image_input import (
     INPUT_ENCODINGS,
     InputRejected,
@@ -136,6 +137,13 @@ class StereoNodeBase(PerceptionNodeBase):
     def _backend_status(self) -> str:
         """What computes the disparity, for the ``backend`` diagnostic key."""
         raise NotImplementedError
+
+    def _extra_images(
+        self, left: np.ndarray, right: np.ndarray, result: DepthOutputs
+    ) -> dict[str, np.ndarray]:
+        """Extra (H, W) float32 images to publish with this frame, by ``OUTPUTS`` key (32FC1, values as
+        given: e.g. ``confidence``); called after :meth:`_compute` on the worker thread.  None by default."""
+        return {}
 
     def _diagnostic_extra(self) -> tuple[dict[str, str], Any, str]:
         """Extra key/values, a forced level (or None) and its message for the DiagnosticStatus."""
@@ -272,7 +280,8 @@ class StereoNodeBase(PerceptionNodeBase):
         result = self._compute(left, right, camera, want_points)
         if result is None:
             return
-        self._publish(result, left_msg, camera, left if want_points else None)
+        extra = self._extra_images(left, right, result)
+        self._publish(result, left_msg, camera, left if want_points else None, extra)
         saturated = int(getattr(result, "saturated", 0))
         if saturated:
             # Near surfaces beyond the searched range: invalid, not published farther than they are.
@@ -283,7 +292,8 @@ class StereoNodeBase(PerceptionNodeBase):
         self.health.latency((time.perf_counter() - t0) * 1e3)
 
     def _publish(
-        self, result: DepthOutputs, left_msg: Image, camera: StereoCamera, rgb: np.ndarray | None
+        self, result: DepthOutputs, left_msg: Image, camera: StereoCamera, rgb: np.ndarray | None,
+        extra: dict[str, np.ndarray] | None = None,
     ) -> None:
         header = left_msg.header
         if not header.frame_id:
@@ -307,6 +317,9 @@ class StereoNodeBase(PerceptionNodeBase):
             messages["uncertainty"] = make_depth_image(result.depth_std, header)
         if rgb is not None and result.points is not None:
             messages["points"] = make_point_cloud(result.points, rgb, header)
+        for key, image in (extra or {}).items():
+            if key in self._pubs:
+                messages[key] = numpy_to_image(np.ascontiguousarray(image, dtype=np.float32), "32FC1", header)
         publish_counted(self._pubs, messages, self.health)
 
     # ------------------------------------------------------------------ health
