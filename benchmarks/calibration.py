@@ -466,10 +466,11 @@ def markdown(results: dict[str, Any]) -> str:
                       "known-GT pixels scored at full resolution", "", COVERAGE_HEADER]
             for name in ("full", "half"):
                 blk = al[name]
-                desc = (f"{blk['input'][1]}x{blk['input'][0]} input, range {blk['range']}, "
-                        f"{blk['refinements']} refinement(s)")
+                desc = f"{blk['input'][1]}x{blk['input'][0]} input, range {blk['range']}"
+                n_ref = blk["refinements"]
+                refinements = "1 refinement" if n_ref == 1 else f"{n_ref} refinements"
                 lines += [coverage_row(f"network alone, {desc}", blk["network"]),
-                          coverage_row(f"pipeline (published), {desc}", blk["pipeline"])]
+                          coverage_row(f"pipeline (published), {desc}, {refinements}", blk["pipeline"])]
             lines.append("")
         if "fit" in disp:
             fit = disp["fit"]
