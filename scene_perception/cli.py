@@ -463,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         "synth", help="render a synthetic stereo sequence with GT into a rosbag2", add_help=False
     )
 
+    p = sub.add_parser(
+        "adapt", help="adapt the stereo network to a recording, self-supervised (adapt --help)",
+        add_help=False,
+    )
+
     p = sub.add_parser("train", help="train a model (train stereo|pose --help)", add_help=False)
     p.add_argument("task", choices=["stereo", "pose", "scene"])
     return parser
@@ -481,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "train":
         return cmd_train(args, rest)
+    if args.command == "adapt":
+        from scene_perception.training.adapt import main as adapt_main
+
+        return int(adapt_main(rest))
     if args.command == "synth":
         from scene_perception.data.synth import synth_main
 

@@ -117,6 +117,7 @@ __all__ = [
     "find_latest_checkpoint",
     "learning_rate",
     "main",
+    "self_supervised_loss",
     "train_stereo",
 ]
 
@@ -603,7 +604,7 @@ def _supervised_loss(config: TrainConfig, disp: Tensor, log_scale: Tensor, gt: T
     return l1 + config.nll_weight * nll, {"l1": l1.detach(), "nll": nll.detach()}
 
 
-def _self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tensor, ...]], left: Tensor,
+def self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tensor, ...]], left: Tensor,
                           right: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Photometric + smoothness + left-right consistency; returns (loss, left disparity, parts).
 
@@ -623,7 +624,7 @@ def _self_supervised_loss(config: TrainConfig, forward: Callable[..., tuple[Tens
 def _self_supervised_terms(config: TrainConfig, left: Tensor, right: Tensor, disp_l: Tensor,
                            disp_r_flipped: Tensor, log_scale_l: Tensor, occlusion_px: float = 0.0
                            ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The self-supervised loss of :func:`_self_supervised_loss` from the network's outputs: the left
+    """The self-supervised loss of :func:`self_supervised_loss` from the network's outputs: the left
     disparity and log-scale of ``(left, right)`` and the disparity of ``(flip(right), flip(left))``.
 
     With ``occlusion_px > 0`` the photometric terms leave out the pixels failing the left-right check
@@ -886,7 +887,7 @@ def _train_stereo(config: TrainConfig, t_begin: float, command: str | None) -> P
                     loss, disp, parts = _mixed_loss(config, forward, left, right, gt, valid, has_gt,
                                                     model.cost_stride)
                 else:
-                    loss, disp, parts = _self_supervised_loss(config, forward, left, right)
+                    loss, disp, parts = self_supervised_loss(config, forward, left, right)
                 # A disabled scaler (amp none / bf16) passes its calls straight through.
                 optimizer_step(loss, optimizer, model.parameters(), config.grad_clip, scaler)
 

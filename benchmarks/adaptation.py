@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Does online self-supervised adaptation help on a domain the network never saw, and is it safe?
+
+The shifted domain: procedural pairs with surfaces the shipped weights were not trained on (textureless,
+dark, glossy and repetitive ones: ``SceneConfig`` probabilities below) seen through another camera (the
+real-camera augmentation with vignetting and white balance: asymmetric colour, blur, JPEG, ...).
+
+* The stream the adapter trains on (no labels used): seeds from 30,000,000 (neither the validation nor the
+  test range).  The adapter (``scene_perception.training.adapt.OnlineAdapter``) holds out every 4th frame
+  and accepts a round only when that held-out photometric error drops.
+* The evaluation: other pairs of the same shifted domain from the **test** split (seeds 10,000,000+), never
+  offered to the adapter; EPE / bad-2 of the network alone (the part adaptation changes) and the median
+  photometric p50 (the GT-free number the node publishes), before and after ``--minutes`` of adaptation.
+* The bad stream: black frames and pairs with one camera covered (the right view at 5 % brightness) fed to
+  a fresh adapter for the same number of rounds: it must refuse every frame and leave the weights as they
+  were.
+
+    python benchmarks/adaptation.py --minutes 10 --json out/adaptation.json
+    python benchmarks/adaptation.py --quick      # a smoke run (< 1 min)
+
+Prints markdown tables; ``--json`` writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scene_perception.data.augment import CAMERA_EFFECTS, augment_pair
+from scene_perception.data.procedural import SceneConfig, make_stereo_sample
+from scene_perception.data.splits import held_out_seeds
+from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.metrics import disparity_metrics
+from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.quality import assess
+from scene_perception.training.adapt import AdaptConfig, OnlineAdapter
+
+#: What the shipped weights never trained on (their cards: sky and small disparities only): surfaces ...
+SHIFTED_SURFACES = SceneConfig(textureless_probability=0.3, dark_probability=0.3, specular_probability=0.3,
+                               repetitive_probability=0.2)
+#: Periodic surfaces alone (stripes, checkerboards on 60 % of the surfaces): the shift where the shipped
+#: weights lose most (EPE 2.3 -> 8.2 px) *and* their photometric error is far above that of the GT disparity
+#: (p50 0.127 vs 0.071 on 8 test pairs), i.e. where the self-supervised signal can see the errors.  On
+#: textureless or dark surfaces the network is worse too, but the GT disparity warps hardly better.
+REPETITIVE = SceneConfig(repetitive_probability=0.6)
+#: ``--shift``: ``repetitive``; ``surfaces`` (textureless, dark, glossy and repetitive ones); ``camera`` (the
+#: real-camera augmentation with vignetting and white balance); ``both`` (surfaces and camera).
+SHIFTS = ("repetitive", "surfaces", "camera", "both")
+STREAM_SEED_START = 30_000_000
+
+
+def shifted_pair(seed: int, size: tuple[int, int], max_disparity: float, shift: str = "both"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left, right, GT disparity) of the shifted domain; the camera effects are seeded by the pair."""
+    h, w = size
+    scene = {"surfaces": SHIFTED_SURFACES, "both": SHIFTED_SURFACES, "repetitive": REPETITIVE}.get(shift)
+    s = make_stereo_sample(seed, width=w, height=h, max_disparity=max_disparity, nuisance=True, scene=scene)
+    left, right = s.left, s.right
+    if shift in ("camera", "both"):
+        left, right = augment_pair(np.random.default_rng([seed, 7]), left, right, CAMERA_EFFECTS)
+    return left, right, s.disparity
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)[None]
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Network-alone EPE / bad-2 (valid GT) and median photometric p50 over ``pairs``."""
+    model.eval()
+    epe, bad2, photo = [], [], []
+    for left, right, gt in pairs:
+        lt, rt = _tensor(left), _tensor(right)
+        disp, _ = model(lt, rt)
+        m = disparity_metrics(disp[0, 0].numpy(), gt)
+        epe.append(m["epe"])
+        bad2.append(m["bad2"])
+        q = assess(lt, rt, disp, torch.isfinite(disp), want_vertical=False)[0]
+        if q.known:
+            photo.append(q.photometric_p50)
+    return {"epe": float(np.mean(epe)), "bad2": float(np.mean(bad2)),
+            "photometric_p50": float(np.median(photo)) if photo else float("nan")}
+
+
+def _weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def run_adapter(adapter: OnlineAdapter, frames: list[tuple[np.ndarray, np.ndarray]], minutes: float,
+                max_rounds: int, progress: bool) -> list[dict[str, Any]]:
+    """Offer the stream (cycling), run rounds until the time or round budget is spent."""
+    t_end = time.monotonic() + minutes * 60.0
+    rounds: list[dict[str, Any]] = []
+    i = 0
+    bar = tqdm(total=max_rounds, disable=not progress, desc="adapt", dynamic_ncols=True)
+    while len(rounds) < max_rounds and time.monotonic() < t_end:
+        for _ in range(4):  # a few frames between rounds, as from a live stream
+            adapter.offer(*frames[i % len(frames)])
+            i += 1
+        if adapter.ready():
+            r = adapter.run_round()
+            rounds.append({"accepted": r.accepted, "before": r.holdout_before, "after": r.holdout_after,
+                           "seconds": round(r.seconds, 2)})
+            bar.update(1)
+        elif i > 4 * len(frames) + 8:
+            break  # the stream never makes the adapter ready (e.g. every frame refused)
+    bar.close()
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default=None, help="stereo weights (default: the shipped lite)")
+    parser.add_argument("--size", default="192x384", help="HxW of the rendered pairs")
+    parser.add_argument("--max-disparity", type=float, default=64.0)
+    parser.add_argument("--stream-frames", type=int, default=48)
+    parser.add_argument("--eval-pairs", type=int, default=16)
+    parser.add_argument("--minutes", type=float, default=10.0, help="adaptation budget (wall clock)")
+    parser.add_argument("--max-rounds", type=int, default=1000)
+    parser.add_argument("--steps-per-round", type=int, default=AdaptConfig.steps_per_round)
+    parser.add_argument("--lr", type=float, default=AdaptConfig.lr)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out-dir", default="runs/adaptation_benchmark", help="accepted versions go here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 rounds")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.stream_frames, args.eval_pairs, args.max_rounds = "96x192", 8, 2, 2
+        args.steps_per_round, args.max_disparity = 2, 32.0
+    torch.set_num_threads(args.threads)
+    size = parse_size(args.size)
+    crop = (min(128, size[0]), min(256, size[1]))
+    model, info = load_stereo_model("lite", args.weights)
+    stream = [shifted_pair(STREAM_SEED_START + i, size, args.max_disparity)[:2]
+              for i in range(args.stream_frames)]
+    evaluation = [shifted_pair(seed, size, args.max_disparity) for seed in held_out_seeds(args.eval_pairs)]
+    config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
+                         lr=args.lr, out_dir=args.out_dir)
+
+    before = score(model, evaluation)
+    adapter = OnlineAdapter(model, config, base={"name": info.name, "sha256": info.sha256})
+    t0 = time.monotonic()
+    rounds = run_adapter(adapter, stream, args.minutes, args.max_rounds, progress=True)
+    spent = time.monotonic() - t0
+    after = score(adapter.published_model(), evaluation)
+
+    # The bad stream: black frames and one covered camera.
+    h, w = size
+    black = (np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8))
+    covered = [(left, (right * 0.05).astype(np.uint8)) for left, right in stream[:8]]
+    bad_adapter = OnlineAdapter(model, AdaptConfig(crop_height=crop[0], crop_width=crop[1],
+                                                   steps_per_round=args.steps_per_round,
+                                                   out_dir=str(Path(args.out_dir) / "bad_stream")))
+    bad_rounds = run_adapter(bad_adapter, [black, *covered], args.minutes, args.max_rounds, progress=False)
+    bad_unchanged = _weights_equal(bad_adapter.published_model(), model)
+
+    accepted = sum(r["accepted"] for r in rounds)
+    sha = info.sha256[:12] if info.sha256 else "-"
+    print(f"# Online adaptation on a shifted domain ({info.name}, {sha}; {args.threads} threads)\n")
+    print(f"{len(rounds)} rounds of {args.steps_per_round} steps in {spent / 60:.1f} min, {accepted} "
+          f"accepted; stream {args.stream_frames} frames {size[0]}x{size[1]}, evaluation "
+          f"{args.eval_pairs} test-split pairs of the same domain\n")
+    print("| weights | EPE px | bad-2 % | photometric p50 |")
+    print("|---|---|---|---|")
+    for name, m in (("before (shipped)", before), ("after adaptation", after)):
+        print(f"| {name} | {m['epe']:.3f} | {m['bad2']:.2f} | {m['photometric_p50']:.4f} |")
+    reasons = ", ".join(f"{k}: {v}" for k, v in bad_adapter.counters.reasons.items())
+    print(f"\nBad stream (black frames, right camera covered): {bad_adapter.counters.rejected} of "
+          f"{bad_adapter.counters.offered} frames refused ({reasons}); {len(bad_rounds)} rounds; weights "
+          f"{'unchanged' if bad_unchanged else 'CHANGED'}")
+    results = {"model": {"name": info.name, "sha256": info.sha256}, "size": list(size),
+               "config": vars(args), "adapt_config": {k: getattr(config, k) for k in vars(config)},
+               "before": before, "after": after, "rounds": rounds, "minutes_spent": spent / 60,
+               "bad_stream": {"offered": bad_adapter.counters.offered,
+                              "rejected": bad_adapter.counters.rejected,
+                              "reasons": bad_adapter.counters.reasons, "rounds": len(bad_rounds),
+                              "weights_unchanged": bad_unchanged}}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
