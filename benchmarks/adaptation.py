@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Does online self-supervised adaptation help on a domain the network never saw, and is it safe?
 
-The shifted domain: procedural pairs with surfaces the shipped weights were not trained on (textureless,
-dark, glossy and repetitive ones: ``SceneConfig`` probabilities below) seen through another camera (the
-real-camera augmentation with vignetting and white balance: asymmetric colour, blur, JPEG, ...).
+The shifted domain (``--shift``, see :data:`SHIFTS`): procedural pairs with surfaces the shipped weights were
+not trained on (by default periodic ones; or textureless, dark, glossy and periodic ones), and/or seen through
+another camera (the real-camera augmentation with vignetting and white balance: asymmetric colour, blur,
+JPEG, ...).
 
 * The stream the adapter trains on (no labels used): seeds from 30,000,000 (neither the validation nor the
   test range).  The adapter (``scene_perception.training.adapt.OnlineAdapter``) holds out every 4th frame
@@ -15,7 +16,7 @@ real-camera augmentation with vignetting and white balance: asymmetric colour, b
   a fresh adapter for the same number of rounds: it must refuse every frame and leave the weights as they
   were.
 
-    python benchmarks/adaptation.py --minutes 10 --json out/adaptation.json
+    python benchmarks/adaptation.py --shift repetitive --minutes 10 --json out/adaptation.json
     python benchmarks/adaptation.py --quick      # a smoke run (< 1 min)
 
 Prints markdown tables; ``--json`` writes the numbers.
@@ -120,6 +121,7 @@ def run_adapter(adapter: OnlineAdapter, frames: list[tuple[np.ndarray, np.ndarra
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="stereo weights (default: the shipped lite)")
+    parser.add_argument("--shift", choices=SHIFTS, default="repetitive", help="the unseen domain (SHIFTS)")
     parser.add_argument("--size", default="192x384", help="HxW of the rendered pairs")
     parser.add_argument("--max-disparity", type=float, default=64.0)
     parser.add_argument("--stream-frames", type=int, default=48)
@@ -140,9 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = parse_size(args.size)
     crop = (min(128, size[0]), min(256, size[1]))
     model, info = load_stereo_model("lite", args.weights)
-    stream = [shifted_pair(STREAM_SEED_START + i, size, args.max_disparity)[:2]
+    stream = [shifted_pair(STREAM_SEED_START + i, size, args.max_disparity, args.shift)[:2]
               for i in range(args.stream_frames)]
-    evaluation = [shifted_pair(seed, size, args.max_disparity) for seed in held_out_seeds(args.eval_pairs)]
+    evaluation = [shifted_pair(seed, size, args.max_disparity, args.shift)
+                  for seed in held_out_seeds(args.eval_pairs)]
     config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
                          lr=args.lr, out_dir=args.out_dir)
 
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     accepted = sum(r["accepted"] for r in rounds)
     sha = info.sha256[:12] if info.sha256 else "-"
-    print(f"# Online adaptation on a shifted domain ({info.name}, {sha}; {args.threads} threads)\n")
+    print(f"# Online adaptation on a shifted domain: {args.shift} ({info.name}, {sha}; {args.threads} "
+          "threads)\n")
     print(f"{len(rounds)} rounds of {args.steps_per_round} steps in {spent / 60:.1f} min, {accepted} "
           f"accepted; stream {args.stream_frames} frames {size[0]}x{size[1]}, evaluation "
           f"{args.eval_pairs} test-split pairs of the same domain\n")
