@@ -83,13 +83,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="score the pipeline with uncertainty_scale,correction_std instead of the default")
     p.add_argument("--fit-refinement-std", action="store_true",
                    help="validation split: grid the refinement's std update and apply the written rule")
+    p.add_argument("--two-pass", action="store_true",
+                   help="score the two-refinement path (pairs beyond the network's range, "
+                        "--two-pass-ranges): published std with factor 1 (old) and the scored factor")
+    p.add_argument("--fit-two-pass", action="store_true",
+                   help="validation split: fit the two-refinement path's std by the rule of "
+                        "calibration_two_pass_rule.md (implies --two-pass)")
+    p.add_argument("--two-pass-ranges", default="192,256",
+                   help="max disparities of the --two-pass pairs (--pairs of each, consecutive seeds)")
+    p.add_argument("--two-pass-std-factor", type=float, default=None, metavar="F",
+                   help="score the pipeline with this two_pass_std_factor instead of the default (1 = old)")
     p.add_argument("--scene-seeds", default=None, help="street world seeds (default: 1:21 test, 21:31 val)")
+    p.add_argument("--fit-scene", action="store_true",
+                   help="validation split: fit the semantic temperatures and the depth std scale by "
+                        "calibration_scene_rule.md")
+    p.add_argument("--write-scene-card", type=Path, default=None, metavar="CARD",
+                   help="with --fit-scene: write the fitted values (1 where the rule keeps today's) into "
+                        "this card's calibration (e.g. models/scene.json)")
     p.add_argument("--scene-frames-per-seed", type=int, default=4)
     p.add_argument("--scene-mc-samples", type=int, default=16)
     p.add_argument("--scene-cache-dir", default="runs/scene_data")
     p.add_argument("--pose-bag", type=Path, default=None,
                    help="drive to score (default runs/calib/bags/pose_heldout, or pose_val for validation; "
                         "made with the commands of models/posenet.md)")
+    p.add_argument("--fit-pose", action="store_true",
+                   help="validation split: fit the pose covariance by calibration_pose_rule.md on the "
+                        "validation drive, check it on --pose-check-bag")
+    p.add_argument("--pose-check-bag", type=Path, default=_REPO / "runs" / "calib" / "bags" / "pose_check",
+                   help="the third drive of --fit-pose (command in calibration_pose_rule.md)")
+    p.add_argument("--write-pose-card", type=Path, default=None, metavar="CARD",
+                   help="with --fit-pose: if the winner is card-expressible and holds on the check drive, "
+                        "write it into this card's config.covariance_scale (e.g. models/posenet.json)")
     p.add_argument("--pose-mc-samples", type=int, default=32)
     p.add_argument("--pose-max-frames", type=int, default=None)
     p.add_argument("--bins", type=int, default=10, help="std bins of the RMSE-vs-RMV diagram")
@@ -106,6 +130,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown sections {sorted(unknown)}; known: {SECTIONS}")
     if args.fit_refinement_std and args.split != "validation":
         p.error("--fit-refinement-std fits on the validation split only (add --split validation)")
+    if args.fit_scene and args.split != "validation":
+        p.error("--fit-scene fits on the validation split only (add --split validation)")
+    if args.fit_pose and args.split != "validation":
+        p.error("--fit-pose fits on the validation split only (add --split validation)")
+    if args.fit_two_pass and args.split != "validation":
+        p.error("--fit-two-pass fits on the validation split only (add --split validation)")
+    args.two_pass = args.two_pass or args.fit_two_pass
+    args.two_pass_ranges = [float(v) for v in str(args.two_pass_ranges).split(",") if v.strip()]
     if args.refinement_std is not None:
         try:
             scale, floor = (float(v) for v in args.refinement_std.split(","))
@@ -119,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.pose_mc_samples, args.pose_max_frames = 4, args.pose_max_frames or 6
         args.aloe_dir = Path("")
     if args.scene_seeds is None:
-        args.scene_seeds = "1:21" if args.split == "test" else "21:31"
+        args.scene_seeds = "1:21" if args.split == "test" else "21:41"
     if args.pose_bag is None:
         args.pose_bag = DEFAULT_POSE_BAGS[args.split]
     if args.split == "validation":
@@ -183,7 +215,9 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     shrink = args.max_disparity > pipe.network_max_disparity
     if shrink and args.fit_refinement_std:
         raise SystemExit("error: --fit-refinement-std needs --max-disparity within the network's range")
-    scored_cfg = dataclasses.replace(default, uncertainty_scale=scored[0], correction_std=scored[1])
+    factor = default.two_pass_std_factor if args.two_pass_std_factor is None else args.two_pass_std_factor
+    scored_cfg = dataclasses.replace(default, uncertainty_scale=scored[0], correction_std=scored[1],
+                                     two_pass_std_factor=factor)
     keys = ("gt", "d_net", "std_net", "d_ref", "std_pub", "changed")
     store: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     check: dict[str, float] = {}
@@ -243,13 +277,15 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"name": info.name, "sha256": info.sha256, "trained": info.trained},
         "distribution": "laplace (std = sqrt(2) b)",
         "refinement_std": {"uncertainty_scale": scored[0], "correction_std": scored[1],
-                           "is_default": scored == (default.uncertainty_scale, default.correction_std)},
+                           "two_pass_std_factor": factor,
+                           "is_default": scored_cfg == default},
         "synthetic": synthetic,
     }
     if args.fit_refinement_std:
         out["fit"] = fit_refinement_std(a, err_ref, (default.uncertainty_scale, default.correction_std))
-    aloe = run_aloe(args, pipe, dataclasses.replace(default, uncertainty_scale=scored[0],
-                                                    correction_std=scored[1]))
+    if args.two_pass:
+        out["two_pass"] = run_two_pass(args, pipe, scored_cfg)
+    aloe = run_aloe(args, pipe, scored_cfg)
     if aloe is not None:
         out["aloe"] = aloe
     return out
@@ -279,6 +315,158 @@ def fit_refinement_std(a: dict[str, np.ndarray], err_ref: np.ndarray, default: t
               and best["coverage_gap"] <= base["coverage_gap"] - 0.01)
     return {"rows": rows, "default": base, "chosen": best, "chosen_meets_goals": bool(meets),
             "change_default": bool(change)}
+
+
+#: Grids of --fit-two-pass (calibration_two_pass_rule.md, written before the fit ran).
+TWO_PASS_FACTORS = tuple(round(1.0 + 0.05 * i, 2) for i in range(61))
+TWO_PASS_SECOND_SCALES = (0.5, 1.0)
+
+
+def _second_pass_scale(pipe: Any, s2: float) -> Any:
+    """Wrap ``pipe._refine`` (on this instance) so that every second call uses ``uncertainty_scale`` s2:
+    the two-refinement path calls it twice per frame (network scale, then full size), so the wrapper
+    implements candidate B of the rule without a pipeline option.  Returns the call counter to reset per
+    frame."""
+    original = type(pipe)._refine.__get__(pipe)
+    calls = [0]
+
+    def _refine(*a: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        if calls[0] % 2 == 1:
+            return original(*a, **kw)
+        cfg = pipe.local_refinement
+        pipe.local_refinement = dataclasses.replace(cfg, uncertainty_scale=s2)
+        try:
+            return original(*a, **kw)
+        finally:
+            pipe.local_refinement = cfg
+
+    pipe._refine = _refine
+    return calls
+
+
+def _two_pass_row(e: np.ndarray, s: np.ndarray, ause_value: float, **setting: float) -> dict[str, Any]:
+    cov = coverage(e, s)
+    gap = sum(abs(o - x) for o, x in zip(cov["observed"], cov["expected"], strict=True))
+    return {**setting, "coverage": cov["observed"], "coverage_gap": float(gap), "ause": ause_value,
+            "pixels": int(e.size)}
+
+
+def _meets_goals(cov: list[float]) -> bool:
+    """Issue 25 item 3: 2-std share in [90, 97] %, 1-std share within 10 points of the Laplace's 75.7 %."""
+    return bool(0.90 <= cov[1] <= 0.97 and abs(cov[0] - expected_coverage(1.0, "laplace")) <= 0.10)
+
+
+def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[str, Any]:
+    """The two-refinement path: ``--pairs`` synthetic pairs per range of ``--two-pass-ranges`` (consecutive
+    seeds of the split), the pipeline's ``max_disparity`` set to the range, non-occluded pixels.
+
+    The pipeline runs with factor 1 (the old published std, ``old``) and the scored factor is re-applied in
+    numpy (a uniform multiplication of the std map, checked against the pipeline on the first pair); with
+    ``--fit-two-pass`` also with a second-pass scale s2 (candidate B) and the rule's grid is scored."""
+    from scene_perception.data.procedural import make_stereo_sample
+    from scene_perception.data.splits import held_out_seeds
+
+    h, w = args.size
+    ranges = args.two_pass_ranges
+    if any(r <= pipe.network_max_disparity for r in ranges):
+        raise SystemExit(f"error: --two-pass-ranges must exceed the network's range, "
+                         f"{pipe.network_max_disparity} px")
+    seeds = held_out_seeds(args.pairs * len(ranges), args.split)
+    base = dataclasses.replace(scored_cfg, two_pass_std_factor=1.0)
+    s2_values = (scored_cfg.uncertainty_scale, *(TWO_PASS_SECOND_SCALES if args.fit_two_pass else ()))
+    err: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
+    std: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
+    which: list[np.ndarray] = []
+    check: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for j, rng in enumerate(ranges):
+        pipe.max_disparity = rng
+        for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
+            s = make_stereo_sample(seed, width=w, height=h, max_disparity=rng)
+            mask = s.nonoccluded & np.isfinite(s.disparity)
+            which.append(np.full(int(mask.sum()), j, np.int8))
+            for s2 in s2_values:
+                pipe.local_refinement = base
+                calls = _second_pass_scale(pipe, s2)
+                calls[0] = 0
+                r = pipe(s.left, s.right)
+                del pipe._refine  # back to the class's method
+                err[s2].append((r.disparity - s.disparity)[mask])
+                std[s2].append(r.disparity_std[mask])
+                if not check and s2 == scored_cfg.uncertainty_scale:
+                    probe = 1.5 if scored_cfg.two_pass_std_factor == 1.0 else scored_cfg.two_pass_std_factor
+                    pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=probe)
+                    rf = pipe(s.left, s.right)
+                    want = probe * r.disparity_std
+                    rel = np.abs(rf.disparity_std - want) / np.maximum(want, 1e-6)
+                    check = {"factor": probe, "max_rel_std_diff": float(np.nanmax(rel)),
+                             "max_disparity_diff": float(np.nanmax(np.abs(rf.disparity - r.disparity)))}
+    pipe.max_disparity = None
+    pipe.local_refinement = scored_cfg
+    elapsed = time.perf_counter() - t0
+    part = np.concatenate(which)
+    e = {s2: np.abs(np.concatenate(v)).astype(np.float64) for s2, v in err.items()}
+    sd = {s2: np.concatenate(v).astype(np.float64) for s2, v in std.items()}
+    today = scored_cfg.uncertainty_scale
+    factor = scored_cfg.two_pass_std_factor
+    out: dict[str, Any] = {
+        "split": args.split, "size": [h, w], "ranges": ranges, "pairs_per_range": args.pairs,
+        "seeds": [seeds[0], seeds[-1]], "mask": "nonoccluded", "seconds": elapsed, "factor_check": check,
+        "scored_factor": factor,
+        # Pooled and per range: the old published std (factor 1) and the scored factor.
+        "old": summarise(e[today], sd[today], "laplace", args.bins),
+        "scored": summarise(e[today], sd[today] * factor, "laplace", args.bins),
+        "by_range": {},
+    }
+    for j, rng in enumerate(ranges):
+        sel = part == j
+        out["by_range"][str(int(rng))] = {
+            "old": summarise(e[today][sel], sd[today][sel], "laplace", args.bins),
+            "scored": summarise(e[today][sel], sd[today][sel] * factor, "laplace", args.bins)}
+    if args.fit_two_pass:
+        out["fit"] = fit_two_pass(e, sd, today, part, ranges)
+    return out
+
+
+def fit_two_pass(e: dict[float, np.ndarray], sd: dict[float, np.ndarray], today: float, part: np.ndarray,
+                 ranges: list[float]) -> dict[str, Any]:
+    """The grid and choice of ``calibration_two_pass_rule.md`` on these (validation) pixels.
+
+    Candidates: A (factor f, s2 = today's), B (s2, f = 1), A+B.  AUSE depends only on the order of the
+    stds, which a uniform factor keeps, so it is computed once per s2 (and checked at one f)."""
+    rows = []
+    ause_of = {s2: ause(e[s2], sd[s2])["ause"] for s2 in e}
+    for s2 in e:
+        for f in TWO_PASS_FACTORS:
+            if s2 == today:
+                kind = "today" if f == 1.0 else "A"
+            else:
+                kind = "B" if f == 1.0 else "A+B"
+            row = _two_pass_row(e[s2], sd[s2] * f, ause_of[s2], second_pass_scale=s2, factor=f)
+            row["candidate"] = kind
+            row["meets_goals"] = _meets_goals(row["coverage"])
+            rows.append(row)
+    base = next(r for r in rows if r["candidate"] == "today")
+    allowed = [r for r in rows if r["ause"] <= 1.01 * base["ause"]]
+    pool = [r for r in allowed if r["meets_goals"]] or allowed
+    lowest = min(r["coverage_gap"] for r in pool)
+    order = {"today": 0, "A": 1, "B": 2, "A+B": 3}
+    ties = [r for r in pool if r["coverage_gap"] <= lowest + 0.005]
+    best = min(ties, key=lambda r: (order[r["candidate"]],
+                                    abs(r["factor"] - 1.0) + abs(r["second_pass_scale"] - today),
+                                    r["coverage_gap"]))
+    s2, f = best["second_pass_scale"], best["factor"]
+    ause_check = ause(e[s2], sd[s2] * f)["ause"]
+    by_range = {}
+    for j, rng in enumerate(ranges):
+        sel = part == j
+        by_range[str(int(rng))] = {"today": coverage(e[today][sel], sd[today][sel])["observed"],
+                                   "chosen": coverage(e[s2][sel], sd[s2][sel] * f)["observed"]}
+    change = best is not base and best["coverage_gap"] <= base["coverage_gap"] - 0.01
+    return {"rows": rows, "today": base, "chosen": best, "chosen_ause_recomputed": float(ause_check),
+            "chosen_meets_goals": best["meets_goals"], "change_default": bool(change),
+            "by_range": by_range}
 
 
 def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, Any] | None:
@@ -389,6 +577,131 @@ def run_scene(args: argparse.Namespace) -> dict[str, Any]:
     return {"semantic": {**info, **semantic}, "scene_depth": {**info, **scene_depth}}
 
 
+#: Grids of --fit-scene (calibration_scene_rule.md, written before the fit ran).
+SCENE_TEMPERATURES = tuple(round(0.5 + 0.05 * i, 2) for i in range(21))
+SCENE_DEPTH_SCALES = tuple(round(0.5 + 0.05 * i, 2) for i in range(21))
+
+
+def run_scene_fit(args: argparse.Namespace) -> dict[str, Any]:
+    """calibration_scene_rule.md on validation street frames: ECE of the tempered softmax per T (single pass
+    and MC mean, from one forward pass per frame and mode, the pipeline's own ``_sampled_softmax``) and
+    coverage of the scaled single-pass depth std per c; checked against the pipeline on the first frame."""
+    import torch
+
+    from scene_perception.data.scene_frames import load_scene_frames, seed_range
+    from scene_perception.data.splits import HELDOUT_SEED_LIMIT
+    from scene_perception.models.multitask import mc_dropout
+    from scene_perception.pipelines.image_tensor import image_to_tensor
+    from scene_perception.pipelines.scene import ScenePipeline
+
+    seeds = seed_range(args.scene_seeds)
+    if max(seeds) >= HELDOUT_SEED_LIMIT or min(seeds) <= 20:
+        raise SystemExit("error: --fit-scene needs validation world seeds in 21..99 "
+                         "(1-20 are the test frames)")
+    pipe = ScenePipeline.from_weights(None, mc_samples=0, semantic_temperature=1.0,
+                                      mc_semantic_temperature=1.0, depth_std_scale=1.0)
+    h, w = pipe.input_size
+    frames = load_scene_frames(seeds, args.scene_frames_per_seed, h, w, cache_dir=args.scene_cache_dir)
+    modes = {"single": 0, "mc": args.scene_mc_samples}
+    conf = {m: {t: [] for t in SCENE_TEMPERATURES} for m in modes}
+    ok = {m: {t: [] for t in SCENE_TEMPERATURES} for m in modes}
+    dep: dict[str, dict[str, list[np.ndarray]]] = {m: {"err": [], "var": []} for m in modes}
+    check: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(len(frames)):
+        img, gt_sem, inv_gt = frames.images[i], frames.semantic[i], frames.inv_depth[i]
+        gt_depth = np.where(inv_gt > 0, 1.0 / np.maximum(inv_gt, 1e-12), np.inf)
+        x = image_to_tensor(img, pipe.device)
+        for mode, n_mc in modes.items():
+            torch.manual_seed(args.seed * 1_000_003 + i)
+            with torch.inference_mode():
+                if n_mc > 0:
+                    with mc_dropout(pipe.model):
+                        out = pipe.model(x.expand(n_mc, -1, -1, -1).contiguous())
+                else:
+                    out = pipe.model(x)
+                for t in SCENE_TEMPERATURES:
+                    mean_p = pipe._sampled_softmax(out.semantic_logits, out.semantic_log_var, t).mean(0)
+                    c, lab = mean_p.max(0)
+                    conf[mode][t].append(c.numpy().ravel().astype(np.float32))
+                    ok[mode][t].append((lab.numpy().astype(np.uint8) == gt_sem).ravel())
+            # Depth and variance as published (the pipeline itself, scale 1), same dropout masks.
+            torch.manual_seed(args.seed * 1_000_003 + i)
+            pipe.mc_samples = n_mc
+            r = pipe(img)
+            keep = np.isfinite(gt_depth) & np.isfinite(r.depth)
+            dep[mode]["err"].append(r.depth[keep] - gt_depth[keep])
+            dep[mode]["var"].append(r.depth_variance[keep])
+            if i == 0:  # the recomputed softmax must be the pipeline's own, at a temperature != 1
+                torch.manual_seed(args.seed * 1_000_003 + i)
+                attr = "mc_semantic_temperature" if n_mc else "semantic_temperature"
+                setattr(pipe, attr, 0.8)
+                rt = pipe(img)
+                setattr(pipe, attr, 1.0)
+                with torch.inference_mode():
+                    mine = pipe._sampled_softmax(out.semantic_logits, out.semantic_log_var, 0.8).mean(0)
+                check[f"{mode}_max_prob_diff_T0.8"] = float(np.abs(rt.probabilities - mine.numpy()).max())
+    elapsed = time.perf_counter() - t0
+    result: dict[str, Any] = {"seeds": args.scene_seeds, "frames": len(frames), "size": [h, w],
+                              "mc_samples": args.scene_mc_samples, "seconds": elapsed, "check": check}
+    for mode in modes:
+        rows = []
+        for t in SCENE_TEMPERATURES:
+            cf, cr = np.concatenate(conf[mode][t]), np.concatenate(ok[mode][t])
+            e = expected_calibration_error(cf, cr, 15)
+            rows.append({"temperature": t, "ece": e["ece"], "mce": e["mce"],
+                         "pixel_accuracy": float(cr.mean()), "mean_confidence": float(cf.mean())})
+        base = next(r for r in rows if r["temperature"] == 1.0)
+        lowest = min(r["ece"] for r in rows)
+        best = min((r for r in rows if r["ece"] <= lowest + 0.001), key=lambda r: abs(r["temperature"] - 1.0))
+        ship = (best["ece"] <= base["ece"] - 0.005
+                and best["pixel_accuracy"] >= base["pixel_accuracy"] - 0.001)
+        result[f"temperature_{mode}"] = {"rows": rows, "today": base, "chosen": best, "ship": bool(ship),
+                                         "value": best["temperature"] if ship else 1.0}
+    depth_rows = {}
+    for mode in modes:
+        e = np.abs(np.concatenate(dep[mode]["err"])).astype(np.float64)
+        sd = np.sqrt(np.concatenate(dep[mode]["var"]).astype(np.float64))
+        a = ause(e, sd)["ause"]
+        rows = []
+        for c in SCENE_DEPTH_SCALES:
+            cov = coverage(e, sd * c)
+            gap = sum(abs(o - x) for o, x in zip(cov["observed"], cov["expected"], strict=True))
+            rows.append({"scale": c, "coverage": cov["observed"], "coverage_gap": float(gap), "ause": a})
+        depth_rows[mode] = rows
+    rows = depth_rows["single"]
+    base = next(r for r in rows if r["scale"] == 1.0)
+    lowest = min(r["coverage_gap"] for r in rows)
+    best = min((r for r in rows if r["coverage_gap"] <= lowest + 0.005), key=lambda r: abs(r["scale"] - 1.0))
+    ship = best["coverage_gap"] <= base["coverage_gap"] - 0.01
+    value = best["scale"] if ship else 1.0
+    result["depth_std_scale"] = {"rows": rows, "mc_rows": depth_rows["mc"], "today": base, "chosen": best,
+                                 "ship": bool(ship), "value": value,
+                                 "mc_at_value": next(r for r in depth_rows["mc"] if r["scale"] == value)}
+    if args.write_scene_card is not None:
+        card_path = args.write_scene_card
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        src = (f"validation street frames, world seeds {args.scene_seeds} x {args.scene_frames_per_seed} "
+               f"({len(frames)} frames {w}x{h}); rule "
+               "benchmarks/results/2026-12-05_cpu/calibration_scene_rule.md")
+        cmd = ("python benchmarks/calibration.py --split validation --sections semantic,scene_depth "
+               f"--scene-seeds {args.scene_seeds} --fit-scene --write-scene-card {card_path} --threads 1")
+        tt, tm, ds = result["temperature_single"], result["temperature_mc"], result["depth_std_scale"]
+        card["calibration"] = {
+            "semantic_temperature": {"value": tt["value"], "ece_validation": [tt["today"]["ece"],
+                                                                              tt["chosen"]["ece"]]},
+            "mc_semantic_temperature": {"value": tm["value"], "mc_samples": args.scene_mc_samples,
+                                        "ece_validation": [tm["today"]["ece"], tm["chosen"]["ece"]]},
+            "depth_std_scale": {"value": ds["value"], "coverage_validation": [ds["today"]["coverage"],
+                                                                              ds["chosen"]["coverage"]]},
+            "note": "ece_validation / coverage_validation: [today (1), fitted choice]; value 1 where the "
+                    "rule kept today's",
+            "fitted_on": src, "measured_by": cmd}
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        result["card_written"] = str(card_path)
+    return result
+
+
 # ----------------------------------------------------------------------------------------- pose
 def run_pose(args: argparse.Namespace) -> dict[str, Any] | None:
     """Pose covariance: raw MC dropout and as published (the card's per-axis scale), Gaussian."""
@@ -426,6 +739,133 @@ def run_pose(args: argparse.Namespace) -> dict[str, Any] | None:
             block[part] = {"coverage": ellipsoid_coverage(e[:, sl], cov[:, sl, sl]),
                            "nees": nees_consistency(e[:, sl], cov[:, sl, sl])}
         out[name] = block
+    return out
+
+
+def _raw_pose(pipe: Any, bag: Path, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """6-D errors and raw (unscaled) MC-dropout covariances of every frame of ``bag``, torch seed fixed."""
+    import torch
+
+    from scene_perception.data.pose_frames import load_pose_frames
+    from scene_perception.evaluation.pose import pose_errors
+
+    frames = load_pose_frames(bag, pipe.input_size, points_per_frame=0, max_frames=args.pose_max_frames)
+    torch.manual_seed(args.seed)
+    pos, quat, covs = [], [], []
+    for img in frames.images:
+        r = pipe(img)
+        pos.append(r.position)
+        quat.append(r.quaternion)
+        covs.append(r.covariance)
+    _, _, e = pose_errors(np.asarray(pos), np.asarray(quat), frames.positions, frames.quaternions)
+    return e, np.asarray(covs)
+
+
+#: Candidates of calibration_pose_rule.md: name -> (parameters, card-expressible).
+POSE_CANDIDATES = {"P0_per_axis": (6, True), "P1_per_block": (2, True), "P2_per_axis_then_block": (8, True),
+                   "P3_additive_floor": (2, False)}
+
+
+def _pose_fit(name: str, e: np.ndarray, cov: np.ndarray) -> dict[str, Any]:
+    """Fit candidate ``name`` on (errors, raw covariances); returns its parameters."""
+    from scene_perception.evaluation.pose import fit_additive_floor, fit_block_scale, fit_covariance_scale
+
+    if name == "P0_per_axis":
+        return {"scale": fit_covariance_scale(e, cov)}
+    if name == "P1_per_block":
+        return {"scale": fit_block_scale(e, cov)}
+    if name == "P2_per_axis_then_block":
+        s = fit_covariance_scale(e, cov)
+        return {"scale": s * fit_block_scale(e, cov * np.outer(s, s))}
+    return {"floor": fit_additive_floor(e, cov)}
+
+
+def _pose_apply(fit: dict[str, Any], cov: np.ndarray) -> np.ndarray:
+    from scene_perception.evaluation.pose import apply_additive_floor
+
+    if "scale" in fit:
+        return cov * np.outer(fit["scale"], fit["scale"])
+    return apply_additive_floor(cov, fit["floor"])
+
+
+def _pose_blocks(e: np.ndarray, cov: np.ndarray) -> dict[str, Any]:
+    return {part: {"coverage": ellipsoid_coverage(e[:, sl], cov[:, sl, sl]),
+                   "nees": nees_consistency(e[:, sl], cov[:, sl, sl])}
+            for part, sl in (("translation", slice(0, 3)), ("rotation", slice(3, 6)), ("pose", slice(0, 6)))}
+
+
+def _two_sigma_miss(blocks: dict[str, Any]) -> float:
+    """|cov_t - 0.9545| + |cov_r - 0.9545| of the 2-sigma ellipsoids."""
+    return sum(abs(blocks[p]["coverage"]["observed"][1] - blocks[p]["coverage"]["expected"][1])
+               for p in ("translation", "rotation"))
+
+
+def run_pose_fit(args: argparse.Namespace) -> dict[str, Any]:
+    """calibration_pose_rule.md: 2-fold choice on the validation drive, refit, acceptance on the check
+    drive (the third drive)."""
+    from scene_perception.pipelines.pose import PosePipeline
+
+    for bag in (args.pose_bag, args.pose_check_bag):
+        if not (bag / "metadata.yaml").is_file():
+            raise SystemExit(f"error: no drive at {bag} (commands: calibration_pose_rule.md)")
+    pipe = PosePipeline.from_weights(None, mc_samples=args.pose_mc_samples)
+    card_scale = np.asarray(pipe.covariance_scale, np.float64)
+    pipe.covariance_scale = np.ones(6)
+    t0 = time.perf_counter()
+    e_val, c_val = _raw_pose(pipe, args.pose_bag, args)
+    e_chk, c_chk = _raw_pose(pipe, args.pose_check_bag, args)
+    n = len(e_val)
+    halves = (np.arange(n) < (n + 1) // 2, np.arange(n) >= (n + 1) // 2)
+    rows: dict[str, Any] = {}
+    for name, (n_params, expressible) in POSE_CANDIDATES.items():
+        folds = []
+        for fit_on, score_on in (halves, halves[::-1]):
+            fit = _pose_fit(name, e_val[fit_on], c_val[fit_on])
+            folds.append(_two_sigma_miss(_pose_blocks(e_val[score_on], _pose_apply(fit, c_val[score_on]))))
+        fit = _pose_fit(name, e_val, c_val)
+        rows[name] = {"parameters": n_params, "card_expressible": expressible,
+                      "cv_score": float(np.mean(folds)),
+                      "cv_folds": folds, "fit": {k: v.tolist() for k, v in fit.items()},
+                      "validation": _pose_blocks(e_val, _pose_apply(fit, c_val)),
+                      "check": _pose_blocks(e_chk, _pose_apply(fit, c_chk))}
+    today = {"validation": _pose_blocks(e_val, c_val * np.outer(card_scale, card_scale)),
+             "check": _pose_blocks(e_chk, c_chk * np.outer(card_scale, card_scale))}
+    eligible = [k for k, r in rows.items() if r["card_expressible"]]
+    lowest = min(rows[k]["cv_score"] for k in eligible)
+    winner = min((k for k in eligible if rows[k]["cv_score"] <= lowest + 0.05),
+                 key=lambda k: (rows[k]["parameters"], rows[k]["cv_score"]))
+
+    def holds(blocks: dict[str, Any]) -> bool:
+        return all(0.85 <= blocks[p]["coverage"]["observed"][1] <= 0.99 for p in ("translation", "rotation"))
+
+    accepted = holds(rows[winner]["check"])
+    def shown(bag: Path) -> str:
+        bag = bag.resolve()
+        return str(bag.relative_to(_REPO) if bag.is_relative_to(_REPO) else bag)
+
+    out: dict[str, Any] = {
+        "validation_bag": shown(args.pose_bag), "check_bag": shown(args.pose_check_bag),
+        "frames": {"validation": n, "check": len(e_chk)}, "mc_samples": args.pose_mc_samples,
+        "seconds": time.perf_counter() - t0, "card_scale_before": card_scale.tolist(), "today": today,
+        "candidates": rows, "winner": winner, "accepted": bool(accepted),
+        "holds_on_check": {k: holds(r["check"]) for k, r in rows.items()},
+    }
+    if args.write_pose_card is not None and accepted:
+        card_path = args.write_pose_card
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        scale = rows[winner]["fit"]["scale"]
+        card["config"]["covariance_scale"] = [float(v) for v in scale]
+        card["covariance_calibration"] = {
+            "method": winner, "rule": "benchmarks/results/2026-12-05_cpu/calibration_pose_rule.md",
+            "fitted_on": f"{args.pose_bag.name} ({n} frames, {args.pose_mc_samples} MC samples)",
+            "checked_on": f"{args.pose_check_bag.name} ({len(e_chk)} frames): 2-sigma translation "
+                          f"{rows[winner]['check']['translation']['coverage']['observed'][1]:.3f}, rotation "
+                          f"{rows[winner]['check']['rotation']['coverage']['observed'][1]:.3f}",
+            "previous_covariance_scale": card_scale.tolist(),
+            "measured_by": "python benchmarks/calibration.py --split validation --sections pose --fit-pose "
+                           "--write-pose-card models/posenet.json --threads 1"}
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        out["card_written"] = str(card_path)
     return out
 
 
@@ -472,6 +912,49 @@ def markdown(results: dict[str, Any]) -> str:
                 lines += [coverage_row(f"network alone, {desc}", blk["network"]),
                           coverage_row(f"pipeline (published), {desc}, {refinements}", blk["pipeline"])]
             lines.append("")
+        if "two_pass" in disp:
+            tp = disp["two_pass"]
+            rngs = ", ".join(str(int(r)) for r in tp["ranges"])
+            lines += [f"## Disparity std on the two-refinement path, synthetic {tp['split']}: "
+                      f"{tp['pairs_per_range']} pairs per max disparity {rngs} "
+                      f"({tp['size'][1]}x{tp['size'][0]}, seeds "
+                      f"{tp['seeds'][0]}..{tp['seeds'][1]}), non-occluded", "", COVERAGE_HEADER,
+                      coverage_row("pooled, old (factor 1)", tp["old"]),
+                      coverage_row(f"pooled, factor {tp['scored_factor']}", tp["scored"])]
+            for rng, blk in tp["by_range"].items():
+                lines += [coverage_row(f"max disparity {rng}, old (factor 1)", blk["old"]),
+                          coverage_row(f"max disparity {rng}, factor {tp['scored_factor']}", blk["scored"])]
+            lines.append("")
+            if "fit" in tp:
+                fit = tp["fit"]
+                lines += ["### Fit of the two-refinement path's std (validation): today, the chosen row, "
+                          "each candidate's lowest gap, a few factors (full grid in the JSON)", "",
+                          "| candidate | s2 | factor | within 1 / 2 / 3 std % | gap | AUSE | meets goals |",
+                          "|---|---|---|---|---|---|---|"]
+                shown = [fit["today"], fit["chosen"]]
+                for kind in ("A", "B", "A+B"):
+                    rows = [r for r in fit["rows"] if r["candidate"] == kind]
+                    if rows:
+                        shown.append(min(rows, key=lambda r: r["coverage_gap"]))
+                shown += [r for r in fit["rows"] if r["factor"] in (1.0, 1.5, 2.0, 3.0)]
+                seen: set[int] = set()
+                for r in shown:
+                    if id(r) in seen:
+                        continue
+                    seen.add(id(r))
+                    lines.append(f"| {r['candidate']} | {r['second_pass_scale']} | {r['factor']} | "
+                                 f"{' / '.join(pct(v) for v in r['coverage'])} | {r['coverage_gap']:.3f} | "
+                                 f"{r['ause']:.4f} | {'yes' if r['meets_goals'] else 'no'} |")
+                c = fit["chosen"]
+                lines += ["", f"chosen: candidate {c['candidate']}, s2 {c['second_pass_scale']}, factor "
+                          f"{c['factor']} (AUSE recomputed at that factor: "
+                          f"{fit['chosen_ause_recomputed']:.4f}); "
+                          f"meets the goals on validation: {fit['chosen_meets_goals']}; change the default: "
+                          f"{fit['change_default']}", ""]
+                for rng, v in fit["by_range"].items():
+                    lines.append(f"- max disparity {rng}: today {' / '.join(pct(x) for x in v['today'])} %, "
+                                 f"chosen {' / '.join(pct(x) for x in v['chosen'])} %")
+                lines.append("")
         if "fit" in disp:
             fit = disp["fit"]
             lines += ["## Fit of the refinement's std update (validation)", "",
@@ -501,6 +984,61 @@ def markdown(results: dict[str, Any]) -> str:
                   coverage_row("depth, aleatoric (published variance)", sd["aleatoric"]),
                   coverage_row("depth, aleatoric + MC (epistemic)", sd["total"]),
                   coverage_row("inverse depth, head's own std", sd["inverse_depth_head"]), ""]
+    sf = results.get("scene_fit")
+    if sf:
+        lines += [f"## Scene fit (calibration_scene_rule.md): world seeds {sf['seeds']}, {sf['frames']} "
+                  f"frames {sf['size'][1]}x{sf['size'][0]}, MC {sf['mc_samples']}", "",
+                  "| mode | T | ECE | MCE | accuracy % | mean confidence % |", "|---|---|---|---|---|---|"]
+        for mode in ("single", "mc"):
+            fit = sf[f"temperature_{mode}"]
+            for r in fit["rows"]:
+                if r["temperature"] in (0.5, 0.7, 0.8, 0.9, 1.0, 1.2) or r is fit["chosen"]:
+                    mark = " (chosen)" if r is fit["chosen"] else ""
+                    lines.append(f"| {mode} | {r['temperature']}{mark} | {r['ece']:.4f} | {r['mce']:.3f} | "
+                                 f"{pct(r['pixel_accuracy'])} | {pct(r['mean_confidence'])} |")
+        lines += ["", f"ship: single T {sf['temperature_single']['value']} "
+                  f"({sf['temperature_single']['ship']}), MC T {sf['temperature_mc']['value']} "
+                  f"({sf['temperature_mc']['ship']})", "",
+                  "| depth std scale c | single pass within 1 / 2 / 3 std % | gap | "
+                  "MC run within 1 / 2 / 3 std % | AUSE (single) |", "|---|---|---|---|---|"]
+        ds = sf["depth_std_scale"]
+        for r, rm in zip(ds["rows"], ds["mc_rows"], strict=True):
+            if r["scale"] in (0.5, 0.7, 0.8, 0.9, 1.0, 1.2) or r is ds["chosen"]:
+                mark = " (chosen)" if r is ds["chosen"] else ""
+                lines.append(f"| {r['scale']}{mark} | {' / '.join(pct(v) for v in r['coverage'])} | "
+                             f"{r['coverage_gap']:.3f} | {' / '.join(pct(v) for v in rm['coverage'])} | "
+                             f"{r['ause']:.3f} |")
+        lines += ["", f"ship depth std scale: {ds['ship']} (value {ds['value']}); card written: "
+                  f"{sf.get('card_written', 'no')}", ""]
+    pf = results.get("pose_fit")
+    if pf:
+        lines += [f"## Pose covariance fit (calibration_pose_rule.md): fitted on {pf['validation_bag']} "
+                  f"({pf['frames']['validation']} frames), checked on {pf['check_bag']} "
+                  f"({pf['frames']['check']} frames), {pf['mc_samples']} MC samples", "",
+                  "| candidate | params | 2-fold CV score | validation t / R in 1/2/3-sigma % | "
+                  "check drive t / R in 1/2/3-sigma % | check NEES t / R | holds on check |",
+                  "|---|---|---|---|---|---|---|"]
+
+        def cov3(blocks: dict[str, Any]) -> str:
+            return " ; ".join(" / ".join(pct(v) for v in blocks[p]["coverage"]["observed"])
+                              for p in ("translation", "rotation"))
+
+        t = pf["today"]
+        lines.append(f"| today (card {', '.join(f'{v:.2f}' for v in pf['card_scale_before'])}) | 6 | - | "
+                     f"{cov3(t['validation'])} | {cov3(t['check'])} | "
+                     f"{t['check']['translation']['nees']['mean_nees']:.3g}"
+                     f" / {t['check']['rotation']['nees']['mean_nees']:.3g} | - |")
+        for name, r in pf["candidates"].items():
+            params = ", ".join(f"{k} " + ", ".join(f"{v:.3g}" for v in vals) for k, vals in r["fit"].items())
+            note = "" if r["card_expressible"] else " [needs a pipeline change]"
+            lines.append(f"| {name} ({params}){note} | "
+                         f"{r['parameters']} | {r['cv_score']:.3f} | {cov3(r['validation'])} | "
+                         f"{cov3(r['check'])}"
+                         f" | {r['check']['translation']['nees']['mean_nees']:.3g} / "
+                         f"{r['check']['rotation']['nees']['mean_nees']:.3g} | "
+                         f"{'yes' if pf['holds_on_check'][name] else 'no'} |")
+        lines += ["", f"winner (validation CV): {pf['winner']}; holds on the check drive (2-sigma 85-99 % "
+                  f"for t and R): {pf['accepted']}; card written: {pf.get('card_written', 'no')}", ""]
     pose = results.get("pose")
     if pose:
         lines += [f"## Pose covariance (Gaussian), {pose['frames']} frames of {pose['bag']}, "
@@ -615,11 +1153,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if "disparity" in args.sections:
         results["disparity"] = run_disparity(args)
+    if args.fit_scene:
+        results["scene_fit"] = run_scene_fit(args)
     if "semantic" in args.sections or "scene_depth" in args.sections:
         scene = run_scene(args)
         for key in ("semantic", "scene_depth"):
             if key in args.sections:
                 results[key] = scene[key]
+    if "pose" in args.sections and args.fit_pose:
+        results["pose_fit"] = run_pose_fit(args)
     if "pose" in args.sections:
         pose = run_pose(args)
         if pose is None:

@@ -27,6 +27,9 @@ __all__ = [
     "CHI2_2SIGMA_3DOF",
     "CHI2_2SIGMA_6DOF",
     "TWO_SIGMA_MASS",
+    "apply_additive_floor",
+    "fit_additive_floor",
+    "fit_block_scale",
     "fit_covariance_scale",
     "format_metrics_table",
     "inside_fraction",
@@ -89,6 +92,76 @@ def fit_covariance_scale(errors: np.ndarray, covariances: np.ndarray) -> np.ndar
     sigma = np.sqrt(np.maximum(np.diagonal(np.asarray(covariances, np.float64), axis1=1, axis2=2), 1e-24))
     z = np.abs(np.asarray(errors, np.float64)) / sigma
     return np.maximum(np.quantile(z, TWO_SIGMA_MASS, axis=0) / 2.0, 1e-6)
+
+
+#: The two 3-DoF blocks of the 6x6 pose covariance (translation, rotation).
+BLOCKS = (slice(0, 3), slice(3, 6))
+
+
+def _ellipsoid_quantile(errors: np.ndarray, covariances: np.ndarray, mass: float) -> float:
+    """The ``mass`` quantile of the squared Mahalanobis distance of 3-DoF ``errors``."""
+    return float(np.quantile(mahalanobis_sq(errors, covariances), mass))
+
+
+def fit_block_scale(errors: np.ndarray, covariances: np.ndarray, mass: float = TWO_SIGMA_MASS
+                    ) -> np.ndarray:
+    """One std multiplier per 3-DoF block (translation, rotation), as a per-axis (6,) vector, such that on
+    *these* errors ``mass`` of the frames fall inside each block's 2-sigma ellipsoid:
+    ``c = sqrt(q_mass(m^2) / chi2_3^-1(mass))``.
+
+    Why per block instead of per axis: the goal counts frames inside the 3-D ellipsoid, and per-axis 1-D
+    quantiles (:func:`fit_covariance_scale`) ignore how the axes combine (and the correlations), so they
+    can hit 95 % on every axis and still leave a 3-D ellipsoid that holds far fewer frames.  The vector is
+    what the pipeline and the card already apply (``cov * outer(s, s)``).
+    """
+    errors = np.asarray(errors, np.float64)
+    cov = np.asarray(covariances, np.float64)
+    threshold = _THRESHOLDS[3] if math.isclose(mass, TWO_SIGMA_MASS) else None
+    if threshold is None:
+        from scene_perception.evaluation.calibration import chi2_quantile
+
+        threshold = chi2_quantile(mass, 3)
+    out = np.ones(6)
+    for sl in BLOCKS:
+        q = _ellipsoid_quantile(errors[:, sl], cov[:, sl, sl], mass)
+        out[sl] = max(math.sqrt(q / threshold), 1e-6)
+    return out
+
+
+def apply_additive_floor(covariances: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``cov + diag(a_t^2 I_3, a_r^2 I_3)`` for ``floor = (a_t, a_r)`` (m, rad): an error MC dropout never
+    sees (the along-track bias of a relocaliser) does not scale with its spread, so a constant may bound it
+    where a multiplier cannot."""
+    cov = np.array(covariances, np.float64, copy=True)
+    add = np.repeat(np.asarray(floor, np.float64) ** 2, 3)
+    idx = np.arange(6)
+    cov[:, idx, idx] += add
+    return cov
+
+
+def fit_additive_floor(errors: np.ndarray, covariances: np.ndarray, mass: float = TWO_SIGMA_MASS
+                       ) -> np.ndarray:
+    """``(a_t, a_r)`` of :func:`apply_additive_floor` such that ``mass`` of *these* frames fall inside each
+    block's 2-sigma ellipsoid (bisection; the share inside grows with ``a``).  0 where the raw covariance
+    already holds ``mass``."""
+    errors = np.asarray(errors, np.float64)
+    cov = np.asarray(covariances, np.float64)
+    out = np.zeros(2)
+    eye = np.eye(3)
+    for b, sl in enumerate(BLOCKS):
+        e, c = errors[:, sl], cov[:, sl, sl]
+
+        def share(a: float, e: np.ndarray = e, c: np.ndarray = c) -> float:
+            return float(np.mean(mahalanobis_sq(e, c + a * a * eye) <= _THRESHOLDS[3]))
+
+        if share(0.0) >= mass:
+            continue
+        lo, hi = 0.0, max(float(np.max(np.abs(e))), 1e-9) * 10.0
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if share(mid) >= mass else (mid, hi)
+        out[b] = hi
+    return out
 
 
 def pose_metrics(pred_position: np.ndarray, pred_quaternion: np.ndarray, covariance: np.ndarray | None,

@@ -48,6 +48,16 @@ class LocalRefinementConfig:
             border fill) is at least ``correction_std * |delta|``: a large correction means the network
             and the matching disagreed, and either may be wrong (0 = off; fitted with the scale, by AUSE).
             Disparities do not depend on it.
+        two_pass_std_factor: when the scene needs more range than the network's and the pipeline refines
+            twice (at network scale, then at full size), the whole published std map of the frame is
+            multiplied by this after the second refinement.  Why: each refinement applies
+            ``uncertainty_scale`` to the pixels it changed, so most pixels get it squared and the std
+            became over-confident (validation above the range: 2-std coverage 83 %, Aloe at full size
+            54 %).  A uniform factor keeps the order of the stds (AUSE unchanged) and only fixes their
+            size; fitted on the validation split by a rule written first
+            (``benchmarks/results/2026-12-05_cpu/calibration_two_pass_rule.md``; 60 pairs with max disparity
+            192 and 256: within 1 / 2 / 3 std 68.7 / 84.3 / 90.4 % -> 78.5 / 90.4 / 94.2 % at 1.5, AUSE
+            0.164 either way).  The one-refinement path never uses it.  Disparities do not depend on it.
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -72,6 +82,7 @@ class LocalRefinementConfig:
     fill_border: bool = True
     uncertainty_scale: float = 0.25
     correction_std: float = 0.3
+    two_pass_std_factor: float = 1.5
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -94,6 +105,8 @@ class LocalRefinementConfig:
             raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
         if self.correction_std < 0:
             raise ValueError(f"correction_std must be >= 0, got {self.correction_std}")
+        if not 0.0 < self.two_pass_std_factor < float("inf"):
+            raise ValueError(f"two_pass_std_factor must be finite and > 0, got {self.two_pass_std_factor}")
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation

@@ -36,7 +36,8 @@ from scene_perception.models.multitask import mc_dropout
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.instances import cluster_instances
 
-__all__ = ["MAX_MC_SAMPLES", "SceneResult", "ScenePipeline", "entropy"]
+__all__ = ["CARD_CALIBRATION_KEYS", "MAX_MC_SAMPLES", "SceneResult", "ScenePipeline", "card_calibration",
+           "entropy"]
 
 MAX_MC_SAMPLES = 64
 _LOGIT_SAMPLES = 8  # noise draws per forward pass for the sampled-logit softmax
@@ -77,11 +78,20 @@ class ScenePipeline:
             None: the image size rounded to the model's size divisor.
         max_depth: metres; a smaller predicted inverse depth is reported as ``+inf`` (sky).
         model_name: shown in logs / diagnostics (default: the model's config name).
+        semantic_temperature: every pass's sampled logits are divided by this before the softmax when
+            ``mc_samples`` is 0; probabilities, labels and the expected entropy all come from that tempered
+            softmax.  1 = none.  :meth:`from_weights` takes it from the card's ``calibration`` (fitted on
+            validation street frames, ``benchmarks/results/2026-12-05_cpu/calibration_scene_rule.md``).
+        mc_semantic_temperature: the same for ``mc_samples`` > 0: averaging MC-dropout passes flattens the
+            mean softmax (under-confident), so the MC mean needs its own temperature.
+        depth_std_scale: the published aleatoric depth std is multiplied by this (the variance by its
+            square): a uniform correction of the head's Laplace scale, fitted like the temperature.
     """
 
     def __init__(self, model: nn.Module, *, mc_samples: int = 0, device: str = "cpu",
                  input_size: tuple[int, int] | None = None, max_depth: float = 200.0,
-                 model_name: str | None = None, trained: bool = True) -> None:
+                 model_name: str | None = None, trained: bool = True, semantic_temperature: float = 1.0,
+                 mc_semantic_temperature: float = 1.0, depth_std_scale: float = 1.0) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -99,6 +109,14 @@ class ScenePipeline:
         if max_depth <= 0:
             raise ValueError(f"max_depth must be > 0, got {max_depth}")
         self.max_depth = float(max_depth)
+        for name, value in (("semantic_temperature", semantic_temperature),
+                            ("mc_semantic_temperature", mc_semantic_temperature),
+                            ("depth_std_scale", depth_std_scale)):
+            if not 0.0 < float(value) < float("inf"):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+        self.semantic_temperature = float(semantic_temperature)
+        self.mc_semantic_temperature = float(mc_semantic_temperature)
+        self.depth_std_scale = float(depth_std_scale)
         self.model_name = model_name or str(getattr(config, "name", type(model).__name__))
         self.trained = bool(trained)
         self.class_names: tuple[str, ...] = tuple(c.name for c in CLASSES)
@@ -112,12 +130,15 @@ class ScenePipeline:
     @classmethod
     def from_weights(cls, path: str | Path | None = None, **kwargs: Any) -> ScenePipeline:
         """Load weights + card (None: the shipped ``models/scene.safetensors``); the card's training
-        resolution becomes ``input_size`` unless one is given.  Raises ModelLoadError on bad weights."""
+        resolution becomes ``input_size`` and its ``calibration`` (temperatures, depth std scale) the
+        defaults, unless given.  Raises ModelLoadError on bad weights."""
         from scene_perception.models.weights import load_scene_model
 
         model, info = load_scene_model("scene", path)
         if kwargs.get("input_size") is None:
             kwargs["input_size"] = _card_input_size(info.weights_path)
+        for key, value in card_calibration(info.weights_path).items():
+            kwargs.setdefault(key, value)
         kwargs.setdefault("model_name", info.name)
         kwargs.setdefault("trained", info.trained)
         return cls(model, **kwargs)
@@ -157,13 +178,16 @@ class ScenePipeline:
                     out = self.model(x.expand(n_mc, -1, -1, -1).contiguous())
             else:
                 out = self.model(x)
-            probs = self._sampled_softmax(out.semantic_logits, out.semantic_log_var)  # (S, C, h, w)
+            temperature = self.mc_semantic_temperature if n_mc > 0 else self.semantic_temperature
+            probs = self._sampled_softmax(out.semantic_logits, out.semantic_log_var, temperature)  # (S,C,h,w)
             mean_p = probs.mean(0)
             aleatoric = entropy(probs, 1).mean(0)
             epistemic = (entropy(mean_p, 0) - aleatoric).clamp_min(0.0) if n_mc > 0 else None
             inv = out.inv_depth[:, 0]  # (S, h, w)
             inv_mean = inv.mean(0)
             var_inv = (2.0 * torch.exp(2.0 * out.inv_depth_log_scale[:, 0])).mean(0)
+            if self.depth_std_scale != 1.0:
+                var_inv = var_inv * self.depth_std_scale**2
             depth_samples_var = None
             if n_mc > 0:
                 depth_samples_var = (1.0 / inv.clamp_min(1.0 / self.max_depth)).var(0, unbiased=False)
@@ -213,15 +237,17 @@ class ScenePipeline:
             offsets=f32(offsets_up),
         )
 
-    def _sampled_softmax(self, logits: Tensor, log_var: Tensor) -> Tensor:
-        """``E_eps softmax(f + sigma * eps)`` over fixed noise draws: draw ``k`` adds ``sigma`` times a fixed
-        per-class vector ``eps_k`` (the same at every pixel), so the same image gives the same output."""
+    def _sampled_softmax(self, logits: Tensor, log_var: Tensor, temperature: float = 1.0) -> Tensor:
+        """``E_eps softmax((f + sigma * eps) / T)`` over fixed noise draws: draw ``k`` adds ``sigma`` times a
+        fixed per-class vector ``eps_k`` (the same at every pixel), so the same image gives the same output.
+        T = 1 computes exactly what it did before temperatures existed (no division)."""
         sigma = torch.exp(0.5 * log_var)
         c = logits.shape[1]
         acc = torch.zeros_like(logits)
         for k in range(_LOGIT_SAMPLES):
             pattern = self._class_pattern(k, c, logits.device, logits.dtype)
-            acc += torch.softmax(logits + sigma * pattern, dim=1)
+            sampled = logits + sigma * pattern
+            acc += torch.softmax(sampled if temperature == 1.0 else sampled / temperature, dim=1)
         return acc / _LOGIT_SAMPLES
 
     def _class_pattern(self, k: int, c: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -231,6 +257,34 @@ class ScenePipeline:
             gen = torch.Generator().manual_seed(1000 + k)
             cache[key] = torch.randn(c, generator=gen).to(device=device, dtype=dtype).view(1, c, 1, 1)
         return cache[key]
+
+
+#: Keys of a scene card's ``calibration`` object and the ScenePipeline arguments they set.
+CARD_CALIBRATION_KEYS = ("semantic_temperature", "mc_semantic_temperature", "depth_std_scale")
+
+
+def card_calibration(weights_path: Path | None) -> dict[str, float]:
+    """The calibration a scene card records (``calibration``: any of :data:`CARD_CALIBRATION_KEYS`, each a
+    number or ``{"value": number, ...}`` with the fit's provenance); empty without a card or the field, so
+    older cards keep the uncalibrated behaviour."""
+    if weights_path is None:
+        return {}
+    import json
+
+    try:
+        data = json.loads(weights_path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    cal = data.get("calibration") if isinstance(data, dict) else None
+    out: dict[str, float] = {}
+    if isinstance(cal, dict):
+        for key in CARD_CALIBRATION_KEYS:
+            value = cal.get(key)
+            if isinstance(value, dict):
+                value = value.get("value")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = float(value)
+    return out
 
 
 def _card_input_size(weights_path: Path | None) -> tuple[int, int] | None:

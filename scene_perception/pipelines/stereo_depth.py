@@ -282,6 +282,18 @@ class StereoDepthPipeline:
             log_scale = torch.maximum(log_scale, torch.log(floor / math.sqrt(2.0)))
         return refined, log_scale
 
+    def _two_pass_std(self, log_scale: torch.Tensor) -> torch.Tensor:
+        """The frame's log-scale after the second refinement, times ``two_pass_std_factor`` (in log).
+
+        Only the two-refinement path (network below full scale) calls this: each refinement shrinks the
+        std of the pixels it changed, so there most pixels get ``uncertainty_scale`` twice and the std is
+        over-confident; one factor for the whole map restores its size without reordering it (AUSE and
+        Spearman unchanged).  Factor 1 returns the input itself (no arithmetic)."""
+        cfg = self.local_refinement
+        if cfg is None or cfg.two_pass_std_factor == 1.0:
+            return log_scale
+        return log_scale + math.log(cfg.two_pass_std_factor)
+
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
         max_disparity: float | None = None,
@@ -372,6 +384,7 @@ class StereoDepthPipeline:
                     candidate = self._candidate(left, right, searched_max)
                     disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                             candidate)
+                    log_scale_t = self._two_pass_std(log_scale_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,
