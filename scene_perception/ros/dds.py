@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,38 @@ USER_PROFILE_FILES = ("DEFAULT_FASTDDS_PROFILES.xml", "DEFAULT_FASTRTPS_PROFILES
 DEFAULT_SHM_SEGMENT_BYTES = 32 * 1024 * 1024
 
 
+def _profile_xml(transports: Sequence[tuple[str, str, dict[str, int]]]) -> str:
+    """A Fast DDS XML file whose default participant profile uses exactly ``transports``: (id, type, extra
+    descriptor elements) each, in order, instead of the built-in ones."""
+    descriptors = "".join(
+        "      <transport_descriptor>\n"
+        f"        <transport_id>{tid}</transport_id>\n"
+        f"        <type>{kind}</type>\n"
+        + "".join(f"        <{tag}>{int(value)}</{tag}>\n" for tag, value in extra.items())
+        + "      </transport_descriptor>\n"
+        for tid, kind, extra in transports
+    )
+    ids = "".join(f"          <transport_id>{tid}</transport_id>\n" for tid, _, _ in transports)
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n'
+        '<dds xmlns="http://www.eprosima.com">\n'
+        "  <profiles>\n"
+        "    <transport_descriptors>\n"
+        f"{descriptors}"
+        "    </transport_descriptors>\n"
+        '    <participant profile_name="scene_perception_participant" is_default_profile="true">\n'
+        "      <rtps>\n"
+        "        <useBuiltinTransports>false</useBuiltinTransports>\n"
+        "        <userTransports>\n"
+        f"{ids}"
+        "        </userTransports>\n"
+        "      </rtps>\n"
+        "    </participant>\n"
+        "  </profiles>\n"
+        "</dds>\n"
+    )
+
+
 def shm_profile_xml(segment_bytes: int = DEFAULT_SHM_SEGMENT_BYTES) -> str:
     """A Fast DDS XML profile: the default transports (shared memory + UDPv4), with a larger SHM segment.
 
@@ -37,32 +69,8 @@ def shm_profile_xml(segment_bytes: int = DEFAULT_SHM_SEGMENT_BYTES) -> str:
     """
     if segment_bytes <= 0:
         raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>scene_perception_shm</transport_id>
-        <type>SHM</type>
-        <segment_size>{int(segment_bytes)}</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>scene_perception_udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="scene_perception_participant" is_default_profile="true">
-      <rtps>
-        <useBuiltinTransports>false</useBuiltinTransports>
-        <userTransports>
-          <transport_id>scene_perception_shm</transport_id>
-          <transport_id>scene_perception_udp</transport_id>
-        </userTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+    return _profile_xml([("scene_perception_shm", "SHM", {"segment_size": segment_bytes}),
+                         ("scene_perception_udp", "UDPv4", {})])
 
 
 def udp_profile_xml(receive_buffer_bytes: int = 32 * 1024 * 1024) -> str:
@@ -70,27 +78,7 @@ def udp_profile_xml(receive_buffer_bytes: int = 32 * 1024 * 1024) -> str:
 
     Linux caps the buffer at ``net.core.rmem_max`` (and doubles what it grants); Fast DDS accepts the cap.
     """
-    return f"""<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>scene_perception_udp</transport_id>
-        <type>UDPv4</type>
-        <receiveBufferSize>{int(receive_buffer_bytes)}</receiveBufferSize>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="scene_perception_participant" is_default_profile="true">
-      <rtps>
-        <useBuiltinTransports>false</useBuiltinTransports>
-        <userTransports>
-          <transport_id>scene_perception_udp</transport_id>
-        </userTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+    return _profile_xml([("scene_perception_udp", "UDPv4", {"receiveBufferSize": receive_buffer_bytes})])
 
 
 def write_profile(xml: str, directory: str | Path | None = None) -> Path:
