@@ -811,6 +811,10 @@ class _Coverage:
     specular: dict[int, tuple[float, float, np.ndarray]] = field(default_factory=dict)
 
 
+#: The coverage phenomena that restyle a whole surface group (the others add geometry: thin, sky).
+_SURFACE_STYLES = ("textureless", "repetitive", "dark", "specular")
+
+
 def _add_coverage(seed: int, cfg: SceneConfig, sc: _Scene, tiles: list[np.ndarray]) -> _Coverage:
     """Add thin structures (planes, tiles) and restyle surfaces per ``cfg``, drawing only from the coverage
     stream; ``tiles`` (one per group) is extended and edited in place."""
@@ -824,11 +828,11 @@ def _add_coverage(seed: int, cfg: SceneConfig, sc: _Scene, tiles: list[np.ndarra
         tiles.extend(_procedural_texture(rng, _TILE) for _ in range(sc.groups - first))
         sc.assign_appearance(rng, thin)
         cov.groups["thin"] = {p.group for p in thin}
-    for name in ("textureless", "repetitive", "dark", "specular"):
+    # Per surface group, in this order (the draw order is part of the data: each pair must stay the same).
+    probability = {name: getattr(cfg, f"{name}_probability") for name in _SURFACE_STYLES}
+    for name in _SURFACE_STYLES:
         cov.groups.setdefault(name, set())
     for group in range(sc.groups):
-        probability = {name: getattr(cfg, f"{name}_probability")
-                       for name in ("textureless", "repetitive", "dark", "specular")}
         hit = {name: q > 0 and rng.random() < q for name, q in probability.items()}
         if hit["textureless"]:
             tiles[group] = _flat_texture(rng, _TILE)
