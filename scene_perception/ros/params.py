@@ -329,17 +329,20 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "quality.photometric_warn",
-        0.08,
+        0.25,
         "WARN in /diagnostics when the window's photometric error p50 (0.85 (1 - SSIM) / 2 + 0.15 L1, "
-        "intensities 0..1) exceeds this; 0 = never.",
+        "intensities 0..1) exceeds this; 0 = never. The default (twice the 95th percentile of clean "
+        "validation frames with camera noise) is permissive: set about twice your rig's clean value.",
         0.0,
         1.0,
         dynamic=True,
     ),
     ParamSpec(
         "quality.lr_consistent_warn",
-        70.0,
-        "WARN when the window's left-right consistent share (%) falls below this; 0 = never.",
+        55.0,
+        "WARN when the window's left-right consistent share (%) falls below this; 0 = never. Chosen for the "
+        "network check (clean validation 5th percentile minus 10 points); the uniqueness check's share is "
+        "about 100 % minus the occluded share and rarely falls this low.",
         0.0,
         100.0,
         dynamic=True,
