@@ -392,12 +392,14 @@ class QualityWindow:
                                         quality.vertical_offset_px, quality.scored_pixels))
 
     def _values(self, name: str) -> np.ndarray:
-        values = np.array([getattr(f, name) for f in self.frames], dtype=np.float64)
+        # tuple() copies the deque in one step: the node appends from its worker thread while the
+        # diagnostics timer reads, and iterating a deque that changes raises.
+        values = np.array([getattr(f, name) for f in tuple(self.frames)], dtype=np.float64)
         return values[np.isfinite(values)]
 
     @property
     def unknown_frames(self) -> int:
-        return sum(1 for f in self.frames if not f.known)
+        return sum(1 for f in tuple(self.frames) if not f.known)
 
     def photometric_p50(self) -> float:
         v = self._values("photometric_p50")
