@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--write-scene-card", type=Path, default=None, metavar="CARD",
                    help="with --fit-scene: write the fitted values (1 where the rule keeps today's) into "
                         "this card's calibration (e.g. models/scene.json)")
+    p.add_argument("--scene-uncalibrated", action="store_true",
+                   help="score the scene network without the card's calibration (temperatures and depth std "
+                        "scale 1: the behaviour before issue 25 item 2)")
     p.add_argument("--scene-frames-per-seed", type=int, default=4)
     p.add_argument("--scene-mc-samples", type=int, default=16)
     p.add_argument("--scene-cache-dir", default="runs/scene_data")
@@ -531,13 +534,16 @@ def run_scene(args: argparse.Namespace) -> dict[str, Any]:
     if max(seeds) >= HELDOUT_SEED_LIMIT:
         raise SystemExit(f"error: scene seeds must be < {HELDOUT_SEED_LIMIT} (training uses the others)")
     torch.manual_seed(args.seed)
-    pipe = ScenePipeline.from_weights(None, mc_samples=0)
+    uncalibrated = ({"semantic_temperature": 1.0, "mc_semantic_temperature": 1.0, "depth_std_scale": 1.0}
+                    if args.scene_uncalibrated else {})
+    pipe = ScenePipeline.from_weights(None, mc_samples=0, **uncalibrated)
     if pipe.input_size is None:
         raise SystemExit("error: the scene card records no input_size")
     h, w = pipe.input_size
     frames = load_scene_frames(seeds, args.scene_frames_per_seed, h, w, cache_dir=args.scene_cache_dir)
     sem: dict[str, dict[str, list[np.ndarray]]] = {k: {"conf": [], "ok": []} for k in ("single", "mc")}
-    dep: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "var_a", "var_e", "inv_err", "inv_std")}
+    dep: dict[str, list[np.ndarray]] = {k: [] for k in ("err", "var_a", "var_e", "inv_err", "inv_std",
+                                                         "err_single", "var_single")}
     t0 = time.perf_counter()
     for i in range(len(frames)):
         img, gt_sem, inv_gt = frames.images[i], frames.semantic[i], frames.inv_depth[i]
@@ -548,7 +554,9 @@ def run_scene(args: argparse.Namespace) -> dict[str, Any]:
             sem[key]["conf"].append(r.probabilities.max(0).ravel())
             sem[key]["ok"].append((r.labels == gt_sem).ravel())
             keep = np.isfinite(gt_depth) & np.isfinite(r.depth)
-            if key == "single":
+            if key == "single":  # what the node publishes by default (mc_samples 0)
+                dep["err_single"].append(r.depth[keep] - gt_depth[keep])
+                dep["var_single"].append(r.depth_variance[keep])
                 continue
             dep["err"].append(r.depth[keep] - gt_depth[keep])
             dep["var_a"].append(r.depth_variance[keep])
@@ -569,11 +577,15 @@ def run_scene(args: argparse.Namespace) -> dict[str, Any]:
     scene_depth = {
         "distribution": "laplace on inverse depth (std = sqrt(2) b), delta method to depth",
         "aleatoric": summarise(d["err"], np.sqrt(d["var_a"]), "laplace", args.bins),
+        "single_pass": summarise(d["err_single"], np.sqrt(d["var_single"]), "laplace", args.bins),
         "total": summarise(d["err"], np.sqrt(d["var_a"] + d["var_e"]), "laplace", args.bins),
         "inverse_depth_head": summarise(d["inv_err"], d["inv_std"], "laplace", args.bins),
     }
     info = {"seeds": args.scene_seeds, "frames": len(frames), "size": [h, w],
-            "mc_samples": args.scene_mc_samples, "seconds": elapsed}
+            "mc_samples": args.scene_mc_samples, "seconds": elapsed,
+            "calibration": {"semantic_temperature": pipe.semantic_temperature,
+                            "mc_semantic_temperature": pipe.mc_semantic_temperature,
+                            "depth_std_scale": pipe.depth_std_scale}}
     return {"semantic": {**info, **semantic}, "scene_depth": {**info, **scene_depth}}
 
 
@@ -969,8 +981,10 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{fit['change_default']}", ""]
     sem = results.get("semantic")
     if sem:
+        cal = sem.get("calibration", {})
         lines += [f"## Semantic probabilities, held-out street frames (seeds {sem['seeds']}, {sem['frames']} "
-                  f"frames {sem['size'][1]}x{sem['size'][0]})", "",
+                  f"frames {sem['size'][1]}x{sem['size'][0]}); temperature single "
+                  f"{cal.get('semantic_temperature', 1.0)}, MC {cal.get('mc_semantic_temperature', 1.0)}", "",
                   "| pass | ECE (15 bins) | MCE | accuracy % | mean confidence % |", "|---|---|---|---|---|"]
         for key, name in (("single", "single pass"), ("mc", f"MC dropout, {sem['mc_samples']} samples")):
             s = sem[key]
@@ -979,8 +993,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     sd = results.get("scene_depth")
     if sd:
-        lines += [f"## Scene depth std (Laplace on inverse depth), same frames, MC {sd['mc_samples']}", "",
+        cal = sd.get("calibration", {})
+        lines += [f"## Scene depth std (Laplace on inverse depth), same frames, MC {sd['mc_samples']}"
+                  f"; depth std scale {cal.get('depth_std_scale', 1.0)}", "",
                   COVERAGE_HEADER,
+                  coverage_row("depth, single pass (node default), published variance", sd["single_pass"])
+                  if "single_pass" in sd else "",
                   coverage_row("depth, aleatoric (published variance)", sd["aleatoric"]),
                   coverage_row("depth, aleatoric + MC (epistemic)", sd["total"]),
                   coverage_row("inverse depth, head's own std", sd["inverse_depth_head"]), ""]
