@@ -18,8 +18,9 @@ Calibration: fraction of held-out errors inside the predicted 2-sigma-equivalent
 Mahalanobis distance <= chi-square quantile at 0.9545 (3 DoF: 8.02 for position or rotation alone; 6 DoF:
 12.85 for the full pose); 0.954 is calibrated, lower over-confident (``evaluation/pose.py``).
 
-``--calibration-bag`` (a third drive, checked to be neither the training nor the held-out path): per-axis
-std multipliers are fitted on it (``fit_covariance_scale``) and the held-out rows are scored again with
+``--calibration-bag`` (a third drive, checked to be neither the training nor the held-out path): one std
+multiplier per 3-DoF block (translation, rotation) is fitted on it (``fit_block_scale``, the method that
+made the shipped card's scales: ``models/posenet.md``) and the held-out rows are scored again with
 them ("<NAME> calibrated"); ``--update-card`` then stores them in the card's ``config.covariance_scale``,
 which the pipeline (and so the node) applies.  Nothing is fitted on the held-out drive.
 
@@ -44,7 +45,7 @@ import torch
 
 from scene_perception.data.pose_frames import bag_synth_settings, load_pose_frames
 from scene_perception.evaluation.pose import (
-    fit_covariance_scale,
+    fit_block_scale,
     format_metrics_table,
     pose_errors,
     pose_metrics,
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             val = load_pose_frames(args.calibration_bag, (cfg.input_height, cfg.input_width),
                                    points_per_frame=0)
             vp, vq, vc, _ = run_pipeline(pipeline, val.images, args.seed + 1)
-            scale = fit_covariance_scale(pose_errors(vp, vq, val.positions, val.quaternions)[2], vc)
+            scale = fit_block_scale(pose_errors(vp, vq, val.positions, val.quaternions)[2], vc)
             source = f"fitted on {args.calibration_bag} ({len(val)} frames)"
         elif not np.allclose(card_scale, 1.0):
             scale, source = card_scale, "from the model card"
