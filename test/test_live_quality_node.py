@@ -157,3 +157,19 @@ def test_no_valid_pixel_is_unknown_not_zero_and_off_is_off(ros) -> None:
     assert harness.spin_until(lambda: last_status(driver) is not None, 5)
     values = {kv.key: kv.value for kv in last_status(driver).values}
     assert values["live quality"].startswith("off") and all(values[k] == "off" for k in KEYS), values
+
+
+def test_every_nth_frame_is_assessed(ros) -> None:
+    harness, node, driver = ros
+    assert node.set_parameters([Parameter("quality.enabled", value=True),
+                                Parameter("quality.publish_confidence", value=False),
+                                Parameter("quality.window", value=20),
+                                Parameter("quality.every", value=2)])[0].successful
+    try:
+        before = len(node._quality.frames)
+        left, right = shifted_pair(H, W, D, seed=6)
+        send_frames(harness, driver, left, right, 5_000_000_000, n=4)
+        values, _ = values_after(harness, driver, before + 2)  # 4 frames, every 2nd assessed
+        assert values["quality frames"].startswith(f"{before + 2} ")
+    finally:
+        node.set_parameters([Parameter("quality.every", value=1), Parameter("quality.window", value=3)])
