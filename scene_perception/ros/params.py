@@ -22,6 +22,13 @@ from scene_perception.geometry.rectification import RECTIFY_MODES
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
+#: Why the code default (sensor_data) differs from config/perception.yaml (reliable).
+_INPUT_QOS_WHY = (
+    "The default, sensor_data (best effort), matches every publisher; the shipped config/perception.yaml "
+    "sets reliable, which delivers camera-sized frames from reliable publishers (most drivers) far more "
+    "completely but does not match a best-effort publisher (docs/transport.md)."
+)
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -112,7 +119,7 @@ _SYNC_QOS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "input_qos",
         "sensor_data",
-        "QoS of the four input subscriptions.",
+        "QoS of the four input subscriptions. " + _INPUT_QOS_WHY,
         choices=("sensor_data", "reliable", "best_effort"),
     ),
     INPUT_DEPTH,
@@ -252,6 +259,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         "Where the refinement moved the disparity by delta px, its std is at least this times |delta| "
         "(the network and the matching disagreed; 0 = off).",
         0.0,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_std_factor",
+        _REFINE.two_pass_std_factor,
+        "When the scene needs more disparity range than the network's and the pipeline refines twice, the "
+        "frame's published disparity std is multiplied by this (fitted on validation pairs: "
+        "docs/calibration.md).",
+        0.1,
         10.0,
         dynamic=True,
     ),
@@ -525,7 +542,8 @@ SCENE_PARAMS: tuple[ParamSpec, ...] = (
         1.0,
         dynamic=True,
     ),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription. " + _INPUT_QOS_WHY,
+              choices=_QOS_CHOICES),
     INPUT_DEPTH,
     ParamSpec("output_qos", "reliable", "QoS of the image outputs.", choices=_QOS_CHOICES),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
@@ -579,7 +597,8 @@ POSE_PARAMS: tuple[ParamSpec, ...] = (
         "pip environment logs that once and publishes only the pose topic).",
         dynamic=True,
     ),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription.", choices=_QOS_CHOICES),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image subscription. " + _INPUT_QOS_WHY,
+              choices=_QOS_CHOICES),
     INPUT_DEPTH,
     ParamSpec("output_qos", "reliable", "QoS of the pose publisher.", choices=_QOS_CHOICES),
     ParamSpec("num_threads", 0, "Torch intra-op threads; 0 keeps torch's default.", 0, 256),
