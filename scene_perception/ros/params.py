@@ -465,6 +465,38 @@ _RANGE_PARAMS: tuple[ParamSpec, ...] = (
     ),
 )
 
+#: Online self-supervised adaptation of the stereo network (training/adapt.py, issue 26; docs/adaptation.md):
+#: off by default; measured so far to be safe but not to help.  Read on configure, except ``adapt.every``
+#: and ``adapt.serve``.  The defaults of the others are those of ``training.adapt.AdaptConfig``.
+ADAPT_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "adapt.enabled",
+        False,
+        "Fine-tune the stereo network on the incoming frames with the self-supervised loss, in a background "
+        "process at the lowest priority (never delays the outputs); an accepted version (held-out "
+        "photometric error lower by adapt.min_improvement) is saved with a model card in adapt.out_dir and "
+        "served. Needs trained weights from a file; the adapter trains on the CPU.",
+    ),
+    ParamSpec("adapt.out_dir", "adapt", "Where accepted versions (adapted_vNNNN.safetensors + card) go."),
+    ParamSpec("adapt.every", 5, "Offer every Nth frame to the adapter.", 1, 1000, dynamic=True),
+    ParamSpec("adapt.steps_per_round", 20, "Training steps per round (2 crops each).", 1, 10000),
+    ParamSpec("adapt.lr", 2e-5, "Adam learning rate of the rounds.", 1e-8, 1e-2),
+    ParamSpec(
+        "adapt.min_improvement",
+        0.02,
+        "Relative drop of the held-out photometric error a round needs to be accepted.",
+        0.0,
+        1.0,
+    ),
+    ParamSpec(
+        "adapt.serve",
+        True,
+        "Serve each accepted version (swapped in between two frames); false keeps the configured weights "
+        "and only saves the versions.",
+        dynamic=True,
+    ),
+)
+
 STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_MODEL_PARAMS,
     *_SYNC_QOS_PARAMS,
@@ -474,6 +506,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _MIN_TEXTURE,
     *LOCAL_REFINEMENT_PARAMS,
     *QUALITY_PARAMS,
+    *ADAPT_PARAMS,
     *_OUTPUT_HEALTH_PARAMS,
 )
 

@@ -17,6 +17,10 @@ Live quality (``quality.*``, off by default; :mod:`scene_perception.pipelines.qu
 the GT-free photometric reprojection error, left-right consistency and vertical misalignment of each assessed
 frame, summarised over a window in /diagnostics with WARN thresholds.  An aid with measured limits.
 
+Online adaptation (``adapt.*``, off by default; :mod:`scene_perception.ros.adaptation`, docs/adaptation.md):
+the network keeps training on every Nth frame in a background process; accepted versions are saved and
+swapped in between two frames.  Measured so far to be safe but not to help.
+
 Lifecycle: configure loads the model and sets up the inference backend (a missing or corrupt weights file,
 an unavailable backend or an unusable engine cache directory fails the transition and leaves the node
 unconfigured, with the reason in the log); activate subscribes; deactivate unsubscribes.
@@ -82,11 +86,16 @@ class StereoDepthNode(StereoNodeBase):
         self._quality = QualityWindow(int(self.params["quality.window"]))
         self._quality_ms: collections.deque[float] = collections.deque(maxlen=100)
         self._quality_frames = 0  # frames offered to the live quality (for quality.every)
+        self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
 
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
         if change.name == "quality.window":
             self._quality.resize(int(change.value))
+        if self._adapt is not None and change.name == "adapt.every":
+            self._adapt.every = int(change.value)
+        if self._adapt is not None and change.name == "adapt.serve":
+            self._adapt.serve = bool(change.value)
         if self.pipeline is not None and (
             change.name in ("min_disparity", "max_uncertainty", "min_texture", "max_disparity", "max_depth",
                             "max_network_pixels")
@@ -110,16 +119,11 @@ class StereoDepthNode(StereoNodeBase):
         """Load the model and set up the inference backend; False (logged, counted) when that fails."""
         # Imported here so that a broken torch install fails the transition with a message, not the import.
         from scene_perception.models.weights import ModelLoadError
-        from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
         p = self.params
         log = self.get_logger()
         try:
-            setup = build_stereo_pipeline(
-                p["model"], p["weights"] or None, backend=str(p["backend"]), device=str(p["device"]),
-                engine_cache_dir=p["engine_cache_dir"], num_threads=int(p["num_threads"]), logger=log,
-                compute_points=True,
-            )
+            setup = self._build_pipeline(p["weights"] or None)
         except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
             # EngineError / BackendUnavailable are RuntimeErrors: same clear failure, node unconfigured.
             log.error(f"configure failed, node stays unconfigured: {exc}")
@@ -144,9 +148,63 @@ class StereoDepthNode(StereoNodeBase):
             self.get_logger().info(
                 f"model '{info.name}' from {info.weights_path} (sha256 {str(info.sha256)[:12]})"
             )
+        if p["adapt.enabled"]:
+            self._start_adaptation()
         return True
 
+    def _build_pipeline(self, weights: str | None) -> Any:
+        """The one factory call (configure and every adapted version): checks, backend, engine, pipeline."""
+        from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+
+        p = self.params
+        return build_stereo_pipeline(
+            p["model"], weights, backend=str(p["backend"]), device=str(p["device"]),
+            engine_cache_dir=p["engine_cache_dir"], num_threads=int(p["num_threads"]),
+            logger=self.get_logger(), compute_points=True,
+        )
+
+    def _start_adaptation(self) -> None:
+        """Start the background adapter from the weights just loaded (refused, with the reason, without a
+        trained weights file: there is nothing to adapt from or to compare against)."""
+        from scene_perception.ros.adaptation import NodeAdaptation
+        from scene_perception.training.adapt import AdaptConfig
+
+        p, info = self.params, self.model_info
+        if info is None or not info.trained or info.weights_path is None:
+            self.get_logger().error(
+                "adapt.enabled but no trained weights file is loaded: adaptation stays off"
+            )
+            self.health.problem("adaptation_failed", "adaptation needs trained weights from a file")
+            return
+        config = AdaptConfig(steps_per_round=int(p["adapt.steps_per_round"]), lr=float(p["adapt.lr"]),
+                             min_improvement=float(p["adapt.min_improvement"]),
+                             out_dir=str(p["adapt.out_dir"]))
+        self._adapt = NodeAdaptation(info.weights_path, config, int(p["adapt.every"]),
+                                     lambda path: self._build_pipeline(path).pipeline, bool(p["adapt.serve"]))
+        self.get_logger().info(
+            f"online adaptation on: every {p['adapt.every']} frame(s), versions to {p['adapt.out_dir']}"
+        )
+
+    def _swap_adapted(self) -> None:
+        """Serve a newly accepted version, if one finished loading (between two frames: no frame sees a
+        half-swapped pipeline)."""
+        ready = self._adapt.poll()
+        if self._adapt.last_error:
+            self.health.problem("adaptation_failed", self._adapt.last_error)
+            self._adapt.last_error = ""
+        if ready is None:
+            return
+        pipeline, path = ready
+        old, self.pipeline = self.pipeline, pipeline
+        self._apply_pipeline_params()
+        if old is not None:
+            old.engine.close()
+        self.get_logger().info(f"online adaptation: now serving {path}")
+
     def _release_backend(self) -> None:
+        if self._adapt is not None:
+            self._adapt.close()
+            self._adapt = None
         if self.pipeline is not None:
             self.pipeline.engine.close()
         self.pipeline = None
@@ -160,11 +218,15 @@ class StereoDepthNode(StereoNodeBase):
     def _compute(
         self, left: np.ndarray, right: np.ndarray, camera: StereoCamera, want_points: bool
     ) -> StereoDepthResult | None:
+        if self._adapt is not None:
+            self._swap_adapted()
         assert self.pipeline is not None
         self.pipeline.compute_points = want_points
         try:
             result = self.pipeline(left, right, camera)
             self._refinement_ms.append(result.refinement_ms)
+            if self._adapt is not None:
+                self._adapt.offer(left, right)
             return result
         except EngineError as exc:
             # Building the engine for this frame size failed; the pipeline will not retry this size.
@@ -279,6 +341,10 @@ class StereoDepthNode(StereoNodeBase):
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
         quality_values, quality_warning = self._quality_status()
         extra.update(quality_values)
+        if self._adapt is not None:
+            extra.update(self._adapt.status())
+        else:
+            extra["adaptation"] = "off (adapt.enabled)"
         level, message = None, ""
         if self.pipeline is None and self.health.problems["model_load_failed"]:
             level, message = ERROR, "model failed to load: " + self.health.last_error
@@ -286,6 +352,8 @@ class StereoDepthNode(StereoNodeBase):
             level, message = WARN, "UNTRAINED weights: outputs are meaningless"
         elif quality_warning:
             level, message = WARN, quality_warning
+        elif self._adapt is not None and not self._adapt.alive:
+            level, message = WARN, "online adaptation stopped: its process exited (see the log)"
         return extra, level, message
 
 
