@@ -74,14 +74,15 @@ def _tensor(img: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+          device: str = "cpu") -> dict[str, float]:
     """Network-alone EPE / bad-2 (valid GT) and median photometric p50 over ``pairs``."""
-    model.eval()
+    model = model.to(device).eval()
     epe, bad2, photo = [], [], []
     for left, right, gt in pairs:
-        lt, rt = _tensor(left), _tensor(right)
+        lt, rt = _tensor(left).to(device), _tensor(right).to(device)
         disp, _ = model(lt, rt)
-        m = disparity_metrics(disp[0, 0].numpy(), gt)
+        m = disparity_metrics(disp[0, 0].cpu().numpy(), gt)
         epe.append(m["epe"])
         bad2.append(m["bad2"])
         q = assess(lt, rt, disp, torch.isfinite(disp), want_vertical=False)[0]
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps-per-round", type=int, default=AdaptConfig.steps_per_round)
     parser.add_argument("--lr", type=float, default=AdaptConfig.lr)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the adapter trains and the scoring runs")
     parser.add_argument("--out-dir", default="runs/adaptation_benchmark", help="accepted versions go here")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 rounds")
     parser.add_argument("--json", default=None)
@@ -149,27 +151,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
                          lr=args.lr, out_dir=args.out_dir)
 
-    before = score(model, evaluation)
-    adapter = OnlineAdapter(model, config, base={"name": info.name, "sha256": info.sha256})
+    before = score(model, evaluation, args.device)
+    adapter = OnlineAdapter(model, config, args.device, base={"name": info.name, "sha256": info.sha256})
     t0 = time.monotonic()
     rounds = run_adapter(adapter, stream, args.minutes, args.max_rounds, progress=True)
     spent = time.monotonic() - t0
-    after = score(adapter.published_model(), evaluation)
+    after = score(adapter.published_model(), evaluation, args.device)
 
     # The bad stream: black frames and one covered camera.
     h, w = size
     black = (np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8))
     covered = [(left, (right * 0.05).astype(np.uint8)) for left, right in stream[:8]]
-    bad_adapter = OnlineAdapter(model, AdaptConfig(crop_height=crop[0], crop_width=crop[1],
-                                                   steps_per_round=args.steps_per_round,
-                                                   out_dir=str(Path(args.out_dir) / "bad_stream")))
+    bad_config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
+                             out_dir=str(Path(args.out_dir) / "bad_stream"))
+    bad_adapter = OnlineAdapter(model, bad_config, args.device)
     bad_rounds = run_adapter(bad_adapter, [black, *covered], args.minutes, args.max_rounds, progress=False)
-    bad_unchanged = _weights_equal(bad_adapter.published_model(), model)
+    bad_unchanged = _weights_equal(bad_adapter.published_model(), model.cpu())
 
     accepted = sum(r["accepted"] for r in rounds)
     sha = info.sha256[:12] if info.sha256 else "-"
-    print(f"# Online adaptation on a shifted domain: {args.shift} ({info.name}, {sha}; {args.threads} "
-          "threads)\n")
+    print(f"# Online adaptation on a shifted domain: {args.shift} ({info.name}, {sha}; {args.device}, "
+          f"{args.threads} threads)\n")
     print(f"{len(rounds)} rounds of {args.steps_per_round} steps in {spent / 60:.1f} min, {accepted} "
           f"accepted; stream {args.stream_frames} frames {size[0]}x{size[1]}, evaluation "
           f"{args.eval_pairs} test-split pairs of the same domain\n")

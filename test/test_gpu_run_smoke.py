@@ -50,3 +50,18 @@ def test_gpu_run_smoke_mode_runs_every_phase(tmp_path: Path) -> None:
     assert info.trained and card["training"]["steps"] == 4 and card["training"]["crops_per_pair"] == 2
     log = [json.loads(line) for line in (out / "train.json").read_text().splitlines()]
     assert log and all("samples_per_s" in row for row in log)
+
+
+def test_gpu_run_adapt_phase_in_smoke_mode(tmp_path: Path) -> None:
+    """The optional phase ``adapt`` (GPU_RUN_PHASES="env adapt") brings back the adaptation benchmark."""
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_RUN_SMOKE": "1", "GPU_RUN_PHASES": "env adapt", "OUT": str(out),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "gpu_run.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    phases = json.loads((out / "summary.json").read_text())["phases"]
+    assert set(phases) == {"env", "adapt"} and phases["adapt"]["status"] == "ok", phases
+    result = json.loads((out / "adaptation.json").read_text())
+    assert result["bad_stream"]["weights_unchanged"] and result["bad_stream"]["rejected"] == 48
+    assert result["rounds"] and all(r["before"] > 0 for r in result["rounds"])

@@ -20,6 +20,9 @@
 #                      benchmarks/coverage_ablation.py: one short lite fine-tune per rendered phenomenon
 #                      (sky, far, thin, textureless, repetitive, dark, specular, camera effects) and a
 #                      control, each scored per phenomenon on validation pairs (issue 22 item 2)
+#   adaptation.json    (phase "adapt", not in the default list: GPU_RUN_PHASES="env adapt")
+#                      benchmarks/adaptation.py on CUDA: online self-supervised adaptation on the shifted
+#                      domain, before/after EPE and photometric error, and the bad stream (issue 26 item 3)
 #
 # Environment: OUT (default: $GPU_RUN_OUT, else a new temp dir), PYTHON (default python3), GPU_RUN_PHASES
 # (default "env tests timings mc train"), GPU_RUN_SMOKE=1, GPU_RUN_TRAIN_MODEL (lite: continue from the
@@ -41,8 +44,9 @@ trap 'rm -rf "$WORK"' EXIT
 
 if [[ "$SMOKE" == 1 ]]; then
   # Phase caps (s). Smoke: seconds on 2 CPU cores; the sizes below are what make it quick.
-  CAP_ENV=60 CAP_TESTS=120 CAP_TIMINGS=240 CAP_MC=120 CAP_TRAIN=240 CAP_ABLATION=300
+  CAP_ENV=60 CAP_TESTS=120 CAP_TIMINGS=240 CAP_MC=120 CAP_TRAIN=240 CAP_ABLATION=300 CAP_ADAPT=120
   ABLATION_ARGS=(--smoke --device cpu --probes control thin --minutes 1 --pairs 2)
+  ADAPT_ARGS=(--quick --device cpu)
   TIMINGS_ARGS=(--device cpu --configs lite --sizes 64x128 --repeats 2 --warmup 1 --pipelines pipeline
                 --budget-s 60)
   MC_ARGS=(--device cpu --samples 0 2 --repeats 1 --warmup 0 --size 96x192)
@@ -55,6 +59,9 @@ else
   CAP_ENV=25 CAP_TESTS=150 CAP_TIMINGS=120 CAP_MC=30 CAP_TRAIN=150
   # Ablation (its own run: env 25 + 420 s): 9 probes x (0.35 min + ~15 s start-up) + scoring ~40 s.
   CAP_ABLATION=420
+  # Adaptation (its own run too): 5 minutes of rounds at 20 steps, then the scoring and the bad stream.
+  CAP_ADAPT=420
+  ADAPT_ARGS=(--device cuda --minutes 5 --stream-frames 96 --eval-pairs 32 --threads 4)
   ABLATION_ARGS=(--device cuda --minutes 0.35 --pairs 24)
   TIMINGS_ARGS=(--device cuda --budget-s 90 --repeats 50 --warmup 5)
   MC_ARGS=(--device cuda --repeats 20 --warmup 3)
@@ -177,5 +184,9 @@ fi
 if want ablation; then
   run_phase ablation "$CAP_ABLATION" "$OUT/run.log" "$PY" benchmarks/coverage_ablation.py "${ABLATION_ARGS[@]}" \
     --json "$OUT/ablation.json"
+fi
+if want adapt; then
+  run_phase adapt "$CAP_ADAPT" "$OUT/run.log" "$PY" benchmarks/adaptation.py "${ADAPT_ARGS[@]}" \
+    --out-dir "$WORK/adapt" --json "$OUT/adaptation.json"
 fi
 log "done: $(find "$OUT" -type f | wc -l) files in $OUT"
