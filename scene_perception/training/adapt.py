@@ -16,8 +16,8 @@ what this module is about:
 * **Bad frames never enter.**  :func:`frame_problem` refuses black or covered views, textureless ones and
   pairs whose two cameras differ grossly in brightness (one camera covered or failing): on those the
   photometric loss has a trivial or wrong minimum.  A stream of only such frames leaves the model as it was.
-* **Bounded.**  The buffers hold at most ``buffer_frames`` + ``holdout_frames`` frames; a round costs
-  ``steps_per_round`` training steps of ``batch_size`` crops plus two forward passes over the held-out set.
+* **Bounded.**  The buffers hold at most ``buffer_frames`` + ``holdout_frames`` frames (as bytes); a round
+  costs ``steps_per_round`` training steps of ``batch_size`` crops plus two passes over the held-out set.
 * **Every accepted version is kept** as safetensors + model card (``adapted_vNNNN``, the newest
   ``keep_versions``) through :func:`~scene_perception.models.weights.save_stereo_model`, so a version can be
   loaded (with the usual sha256 checks), compared or rolled back to by hand.
@@ -151,7 +151,13 @@ class _Counters:
 
 
 def _to_tensor(img: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+    """(H, W, 3) uint8 -> (3, H, W) uint8: the buffers keep bytes (a quarter of float32's memory: 40 pairs
+    of 640x480 are 74 MB, not 295), converted per batch by :func:`_as_float`."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def _as_float(batch: Tensor, device: torch.device) -> Tensor:
+    return batch.to(device).float().div_(255.0)
 
 
 class OnlineAdapter:
@@ -227,8 +233,8 @@ class OnlineAdapter:
         try:
             values = []
             for left, right in self.holdout:
-                lt = self._centre(left)[None].to(self.device)
-                rt = self._centre(right)[None].to(self.device)
+                lt = _as_float(self._centre(left)[None], self.device)
+                rt = _as_float(self._centre(right)[None], self.device)
                 disp, _ = self.candidate(lt, rt)
                 valid = torch.isfinite(disp) & (disp >= 0)
                 q = assess(lt, rt, disp, valid, want_vertical=False)[0]
@@ -261,7 +267,7 @@ class OnlineAdapter:
             win = (slice(None), slice(y0, y0 + c.crop_height), slice(x0, x0 + c.crop_width))
             lefts.append(left[win])
             rights.append(right[win])
-        return torch.stack(lefts).to(self.device), torch.stack(rights).to(self.device)
+        return _as_float(torch.stack(lefts), self.device), _as_float(torch.stack(rights), self.device)
 
     def run_round(self) -> RoundResult:
         """Train the candidate ``steps_per_round`` steps, then accept or roll back (module docstring)."""
