@@ -61,15 +61,17 @@ def pose_errors(pred_position: np.ndarray, pred_quaternion: np.ndarray, gt_posit
 def mahalanobis_sq(errors: np.ndarray, covariances: np.ndarray, rel_floor: float = 1e-9) -> np.ndarray:
     """``e^T Sigma^-1 e`` per row of ``errors (N, d)`` with ``covariances (N, d, d)``.
 
-    A tiny ridge (``rel_floor`` x the trace, at least 1e-12) keeps rank-deficient sample covariances
-    (fewer MC samples than dimensions, a collapsed dropout) invertible; it does not change a
-    well-conditioned covariance measurably.
+    A tiny ridge keeps rank-deficient sample covariances (fewer MC samples than dimensions, a collapsed
+    dropout) invertible: ``rel_floor`` x each variance on the diagonal (at least 1e-12).  Per variance, not
+    a share of the trace: a pose covariance mixes m^2 and rad^2, and with the calibrated per-block scales the
+    translation variances (~700 m^2) exceed the rotation ones (~1e-7 rad^2) by 1e10, so a trace-relative
+    ridge outweighed the smallest eigenvalues and moved frames inside the ellipsoid.
     """
     errors = np.asarray(errors, np.float64)
     cov = np.asarray(covariances, np.float64)
     d = errors.shape[1]
-    trace = np.trace(cov, axis1=1, axis2=2)
-    ridge = np.maximum(trace * rel_floor, 1e-12)[:, None, None] * np.eye(d)
+    diagonal = np.diagonal(cov, axis1=1, axis2=2)
+    ridge = np.maximum(np.abs(diagonal) * rel_floor, 1e-12)[:, :, None] * np.eye(d)
     solved = np.linalg.solve(cov + ridge, errors[..., None])[..., 0]
     return np.einsum("nd,nd->n", errors, solved)
 
