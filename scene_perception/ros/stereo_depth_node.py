@@ -19,7 +19,7 @@ frame, summarised over a window in /diagnostics with WARN thresholds.  An aid wi
 
 Online adaptation (``adapt.*``, off by default; :mod:`scene_perception.ros.adaptation`, docs/adaptation.md):
 the network keeps training on every Nth frame in a background process; accepted versions are saved and
-swapped in between two frames.  Measured so far to be safe but not to help.
+swapped in between two frames.  Measured so far not to help.
 
 Lifecycle: configure loads the model and sets up the inference backend (a missing or corrupt weights file,
 an unavailable backend or an unusable engine cache directory fails the transition and leaves the node
