@@ -25,6 +25,7 @@ Prints markdown tables; ``--json`` writes the numbers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -40,8 +41,9 @@ from scene_perception.data.splits import held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
 from scene_perception.evaluation.metrics import disparity_metrics
 from scene_perception.models.weights import load_stereo_model
+from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.quality import assess
-from scene_perception.training.adapt import AdaptConfig, OnlineAdapter
+from scene_perception.training.adapt import AdaptConfig, OnlineAdapter, adapt_stream
 
 #: What the shipped weights never trained on (their cards: sky and small disparities only): surfaces ...
 SHIFTED_SURFACES = SceneConfig(textureless_probability=0.3, dark_probability=0.3, specular_probability=0.3,
@@ -69,10 +71,6 @@ def shifted_pair(seed: int, size: tuple[int, int], max_disparity: float, shift: 
     return left, right, s.disparity
 
 
-def _tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)[None]
-
-
 @torch.no_grad()
 def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
           device: str = "cpu") -> dict[str, float]:
@@ -80,7 +78,7 @@ def score(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray, np.n
     model = model.to(device).eval()
     epe, bad2, photo = [], [], []
     for left, right, gt in pairs:
-        lt, rt = _tensor(left).to(device), _tensor(right).to(device)
+        lt, rt = image_to_tensor(left, device), image_to_tensor(right, device)
         disp, _ = model(lt, rt)
         m = disparity_metrics(disp[0, 0].cpu().numpy(), gt)
         epe.append(m["epe"])
@@ -99,24 +97,14 @@ def _weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def run_adapter(adapter: OnlineAdapter, frames: list[tuple[np.ndarray, np.ndarray]], minutes: float,
                 max_rounds: int, progress: bool) -> list[dict[str, Any]]:
-    """Offer the stream (cycling), run rounds until the time or round budget is spent."""
-    t_end = time.monotonic() + minutes * 60.0
-    rounds: list[dict[str, Any]] = []
-    i = 0
+    """Offer the stream (cycling), run rounds until the time or round budget is spent, or give up after
+    ``4 * len(frames) + 8`` frames if the adapter never gets ready (e.g. every frame refused)."""
     bar = tqdm(total=max_rounds, disable=not progress, desc="adapt", dynamic_ncols=True)
-    while len(rounds) < max_rounds and time.monotonic() < t_end:
-        for _ in range(4):  # a few frames between rounds, as from a live stream
-            adapter.offer(*frames[i % len(frames)])
-            i += 1
-        if adapter.ready():
-            r = adapter.run_round()
-            rounds.append({"accepted": r.accepted, "before": r.holdout_before, "after": r.holdout_after,
-                           "seconds": round(r.seconds, 2)})
-            bar.update(1)
-        elif i > 4 * len(frames) + 8:
-            break  # the stream never makes the adapter ready (e.g. every frame refused)
+    rounds, _ = adapt_stream(adapter, itertools.cycle(frames), minutes, max_rounds, 4 * len(frames) + 8,
+                             on_round=lambda _: bar.update(1))
     bar.close()
-    return rounds
+    return [{"accepted": r.accepted, "before": r.holdout_before, "after": r.holdout_after,
+             "seconds": round(r.seconds, 2)} for r in rounds]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ from scene_perception.pipelines.quality import assess
 from scene_perception.training.loop import optimizer_step
 from scene_perception.training.stereo import TrainConfig, self_supervised_loss
 
-__all__ = ["AdaptConfig", "AdaptationProcess", "OnlineAdapter", "RoundResult", "frame_problem"]
+__all__ = ["AdaptConfig", "AdaptationProcess", "OnlineAdapter", "RoundResult", "adapt_stream",
+           "frame_problem"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -310,8 +312,7 @@ class OnlineAdapter:
         self.version += 1
         out = Path(self.config.out_dir)
         path = out / f"adapted_v{self.version:04d}.safetensors"
-        model = copy.deepcopy(self.candidate).cpu().eval()
-        model.load_state_dict({k: v.cpu() for k, v in self.published.items()})
+        model = self.published_model()
         card = {"name": path.stem, "trained": True, "training": {
             "kind": "online self-supervised adaptation (scene_perception.training.adapt)",
             "adapted_from": self.base, "version": self.version, "config": asdict(self.config),
@@ -334,6 +335,30 @@ class OnlineAdapter:
         model = copy.deepcopy(self.candidate).cpu().eval()
         model.load_state_dict({k: v.cpu() for k, v in self.published.items()})
         return model
+
+
+def adapt_stream(adapter: OnlineAdapter, stream: Iterator[tuple[np.ndarray, np.ndarray]], minutes: float,
+                 max_rounds: float = math.inf, give_up_after: int = 100,
+                 on_round: Callable[[RoundResult], None] | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> tuple[list[RoundResult], bool]:
+    """Drive ``adapter`` from a recorded ``stream`` (the CLI and the benchmark): offer 4 frames, as a live
+    stream brings a few between rounds, then run a round when the adapter is ready; until ``minutes`` or
+    ``max_rounds`` are spent.  Returns (the rounds, gave up): it gives up when ``give_up_after`` frames were
+    offered and the adapter is still not ready (e.g. every frame refused by the gate)."""
+    t_end = time.monotonic() + minutes * 60.0
+    rounds: list[RoundResult] = []
+    while len(rounds) < max_rounds and time.monotonic() < t_end:
+        for _ in range(4):
+            route = adapter.offer(*next(stream))
+            if route not in ("train", "holdout") and on_refused is not None:
+                on_refused(route)
+        if adapter.ready():
+            rounds.append(adapter.run_round())
+            if on_round is not None:
+                on_round(rounds[-1])
+        elif adapter.counters.offered > give_up_after:
+            return rounds, True
+    return rounds, False
 
 
 # ---------------------------------------------------------------------------------- background process
@@ -484,24 +509,18 @@ def main(argv: list[str] | None = None) -> int:
         adapter = OnlineAdapter(model, config, extra["device"],
                                 base={"name": info.name, "sha256": info.sha256,
                                       "weights": str(info.weights_path) if info.weights_path else None})
-        stream = _stream(extra["bag"], extra["dataset"])
-        t_end = time.monotonic() + 60.0 * extra["minutes"]
-        offered_since_round = 0
-        max_rounds = extra["max_rounds"] or float("inf")
-        while time.monotonic() < t_end and adapter.counters.rounds < max_rounds:
-            route = adapter.offer(*next(stream))
-            if route not in ("train", "holdout"):
-                _LOG.warning("frame %d refused: %s", adapter.counters.offered, route)
-            offered_since_round += 1
-            if adapter.ready() and offered_since_round >= 4:
-                offered_since_round = 0
-                result = adapter.run_round()
-                print(f"round {adapter.counters.rounds}: {'ACCEPTED' if result.accepted else 'rolled back'} "
-                      f"held-out photometric {result.holdout_before:.4f} -> {result.holdout_after:.4f} "
-                      f"({result.seconds:.1f} s){' -> ' + result.path if result.path else ''}", flush=True)
-            elif adapter.counters.offered > 4 * (config.buffer_frames + config.holdout_frames) + 100 \
-                    and not adapter.ready():
-                raise ValueError(f"the stream never gave usable frames ({adapter.counters.reasons})")
+        def report(result: RoundResult) -> None:
+            print(f"round {adapter.counters.rounds}: {'ACCEPTED' if result.accepted else 'rolled back'} "
+                  f"held-out photometric {result.holdout_before:.4f} -> {result.holdout_after:.4f} "
+                  f"({result.seconds:.1f} s){' -> ' + result.path if result.path else ''}", flush=True)
+
+        _, gave_up = adapt_stream(
+            adapter, _stream(extra["bag"], extra["dataset"]), extra["minutes"],
+            extra["max_rounds"] or math.inf, 4 * (config.buffer_frames + config.holdout_frames) + 100,
+            on_round=report,
+            on_refused=lambda why: _LOG.warning("frame %d refused: %s", adapter.counters.offered, why))
+        if gave_up:
+            raise ValueError(f"the stream never gave usable frames ({adapter.counters.reasons})")
     except (ValueError, OSError, ModelLoadError, BagReadError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
