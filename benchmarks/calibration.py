@@ -1111,6 +1111,13 @@ def save_figures(directory: Path, results: dict[str, Any]) -> list[str]:
                title=title, xscale="log", yscale="log")
         ax.legend(fontsize=7)
 
+    def std_figure(series: list[tuple[str, dict[str, Any]]], what: str, unit: str, name: str) -> None:
+        """A Laplace std's two panels: interval coverage and RMS error against the predicted std."""
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        interval_panel(axes[0], series, f"{what} std (Laplace)")
+        binned_panel(axes[1], series, f"{what}: RMS error vs predicted std", unit)
+        finish(fig, name)
+
     disp = results.get("disparity")
     if disp:
         syn = disp["synthetic"]
@@ -1120,10 +1127,7 @@ def save_figures(directory: Path, results: dict[str, Any]) -> list[str]:
                 blk = disp["aloe"][name]
                 series += [(f"Aloe {name}, network", blk["network"]),
                            (f"Aloe {name}, pipeline", blk["pipeline"])]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-        interval_panel(axes[0], series, "disparity std (Laplace)")
-        binned_panel(axes[1], series, "disparity: RMS error vs predicted std", "px")
-        finish(fig, "disparity.png")
+        std_figure(series, "disparity", "px", "disparity.png")
     sem = results.get("semantic")
     if sem:
         fig, ax = plt.subplots(figsize=(5, 4.2))
@@ -1138,10 +1142,7 @@ def save_figures(directory: Path, results: dict[str, Any]) -> list[str]:
     sd = results.get("scene_depth")
     if sd:
         series = [("aleatoric (published)", sd["aleatoric"]), ("aleatoric + MC", sd["total"])]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-        interval_panel(axes[0], series, "scene depth std (Laplace)")
-        binned_panel(axes[1], series, "scene depth: RMS error vs predicted std", "m")
-        finish(fig, "scene_depth.png")
+        std_figure(series, "scene depth", "m", "scene_depth.png")
     pose = results.get("pose")
     if pose:
         fig, ax = plt.subplots(figsize=(5, 4.2))
