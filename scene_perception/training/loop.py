@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, parameters: I
 
 def check_finite(value: float, step: int) -> None:
     """Stop a run whose loss became inf/NaN, naming the step (no checkpoint is written after it)."""
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise FloatingPointError(f"loss became {value} at step {step}; lower lr or check the data")
 
 
