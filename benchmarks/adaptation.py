@@ -43,7 +43,7 @@ from scene_perception.evaluation.metrics import disparity_metrics
 from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.quality import assess
-from scene_perception.training.adapt import AdaptConfig, OnlineAdapter, adapt_stream
+from scene_perception.training.adapt import LOSSES, AdaptConfig, OnlineAdapter, adapt_stream
 
 #: What the shipped weights never trained on (their cards: sky and small disparities only): surfaces ...
 SHIFTED_SURFACES = SceneConfig(textureless_probability=0.3, dark_probability=0.3, specular_probability=0.3,
@@ -104,7 +104,25 @@ def run_adapter(adapter: OnlineAdapter, frames: list[tuple[np.ndarray, np.ndarra
                              on_round=lambda _: bar.update(1))
     bar.close()
     return [{"accepted": r.accepted, "before": r.holdout_before, "after": r.holdout_after,
-             "seconds": round(r.seconds, 2)} for r in rounds]
+             "anchor_before": r.anchor_before, "anchor_after": r.anchor_after, "reason": r.reason,
+             "candidate_test": r.inspected or None, "seconds": round(r.seconds, 2)} for r in rounds]
+
+
+def audit_table(rounds: list[dict[str, Any]], before: dict[str, float], min_improvement: float) -> None:
+    """Per round: what the held-out frames and the anchor said, what each gate decided, and what the
+    candidate really did on the test pairs (which the adapter never sees)."""
+    print("| round | held-out photometric change % | anchor EPE change % | photometric gate alone | "
+          "with the anchor | candidate test EPE px (shipped "
+          f"{before['epe']:.3f}) | test EPE change % |")
+    print("|---|---|---|---|---|---|---|")
+    for i, r in enumerate(rounds, 1):
+        held = 100 * (r["after"] / r["before"] - 1)
+        anchor = 100 * (r["anchor_after"] / r["anchor_before"] - 1)
+        alone = r["after"] <= r["before"] * (1 - min_improvement)
+        test = (r["candidate_test"] or {}).get("epe", float("nan"))
+        print(f"| {i} | {held:+.1f} | {anchor:+.1f} | {'accept' if alone else 'refuse'} | "
+              f"{'accept' if r['accepted'] else 'refuse'} | {test:.3f} | "
+              f"{100 * (test / before['epe'] - 1):+.1f} |")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -119,6 +137,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-rounds", type=int, default=1000)
     parser.add_argument("--steps-per-round", type=int, default=AdaptConfig.steps_per_round)
     parser.add_argument("--lr", type=float, default=AdaptConfig.lr)
+    parser.add_argument("--loss", choices=sorted(LOSSES), default=AdaptConfig.loss,
+                        help="self-supervised loss variant (training.adapt.LOSSES)")
+    parser.add_argument("--anchor-pairs", type=int, default=AdaptConfig.anchor_pairs,
+                        help="anchor veto pairs (0: the photometric gate alone)")
+    parser.add_argument("--max-anchor-rise", type=float, default=AdaptConfig.max_anchor_rise)
+    parser.add_argument("--min-holdout-frames", type=int, default=AdaptConfig.min_holdout_frames)
+    parser.add_argument("--audit", action="store_true",
+                        help="also score every round's candidate on the test pairs: how often each gate "
+                             "accepts a network that got worse")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="where the adapter trains and the scoring runs")
     parser.add_argument("--out-dir", default="runs/adaptation_benchmark", help="accepted versions go here")
@@ -127,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.stream_frames, args.eval_pairs, args.max_rounds = "96x192", 8, 2, 2
-        args.steps_per_round, args.max_disparity = 2, 32.0
+        args.steps_per_round, args.max_disparity, args.min_holdout_frames = 2, 32.0, 1
     torch.set_num_threads(args.threads)
     size = parse_size(args.size)
     crop = (min(128, size[0]), min(256, size[1]))
@@ -137,10 +164,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     evaluation = [shifted_pair(seed, size, args.max_disparity, args.shift)
                   for seed in held_out_seeds(args.eval_pairs)]
     config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
-                         lr=args.lr, out_dir=args.out_dir)
+                         lr=args.lr, loss=args.loss, anchor_pairs=args.anchor_pairs,
+                         max_anchor_rise=args.max_anchor_rise, min_holdout_frames=args.min_holdout_frames,
+                         out_dir=args.out_dir)
 
     before = score(model, evaluation, args.device)
     adapter = OnlineAdapter(model, config, args.device, base={"name": info.name, "sha256": info.sha256})
+    if args.audit:
+        adapter.inspect = lambda candidate: score(candidate, evaluation, args.device)
     t0 = time.monotonic()
     rounds = run_adapter(adapter, stream, args.minutes, args.max_rounds, progress=True)
     spent = time.monotonic() - t0
@@ -151,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     black = (np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8))
     covered = [(left, (right * 0.05).astype(np.uint8)) for left, right in stream[:8]]
     bad_config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
+                             min_holdout_frames=args.min_holdout_frames,
                              out_dir=str(Path(args.out_dir) / "bad_stream"))
     bad_adapter = OnlineAdapter(model, bad_config, args.device)
     bad_rounds = run_adapter(bad_adapter, [black, *covered], args.minutes, args.max_rounds, progress=False)
@@ -160,9 +192,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sha = info.sha256[:12] if info.sha256 else "-"
     print(f"# Online adaptation on a shifted domain: {args.shift} ({info.name}, {sha}; {args.device}, "
           f"{args.threads} threads)\n")
-    print(f"{len(rounds)} rounds of {args.steps_per_round} steps in {spent / 60:.1f} min, {accepted} "
-          f"accepted; stream {args.stream_frames} frames {size[0]}x{size[1]}, evaluation "
-          f"{args.eval_pairs} test-split pairs of the same domain\n")
+    print(f"{len(rounds)} rounds of {args.steps_per_round} steps ({args.loss} loss, anchor "
+          f"{args.anchor_pairs} pairs) in {spent / 60:.1f} min, {accepted} accepted; stream "
+          f"{args.stream_frames} frames {size[0]}x{size[1]}, evaluation {args.eval_pairs} test-split "
+          "pairs of the same domain\n")
+    for i, r in enumerate(rounds, 1):
+        print(f"- round {i}: {('accepted: ' if r['accepted'] else '') + r['reason']}")
+    print()
+    if args.audit and rounds:
+        audit_table(rounds, before, config.min_improvement)
+        print()
     print("| weights | EPE px | bad-2 % | photometric p50 |")
     print("|---|---|---|---|")
     for name, m in (("before (shipped)", before), ("after adaptation", after)):

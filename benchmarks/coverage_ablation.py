@@ -10,6 +10,11 @@ what it finished).  On the GPU machine (``GPU_RUN_PHASES="env ablation" bash too
 
     python benchmarks/coverage_ablation.py --device cuda --minutes 0.4 --json ablation.json
 
+and on a CPU session, in the background (about 9 x MINUTES plus ~15 min of scoring)::
+
+    python benchmarks/coverage_ablation.py --device cpu --cpu-recipe --threads 1 --minutes 6 \
+        --json ablation.json
+
 Probe-sized budgets say which additions help at all and what they cost; shipping still goes through a
 selection rule written before scoring, on a longer run with the additions that paid.
 """
@@ -46,6 +51,10 @@ RECIPE = ["--model", "lite", "--init-weights", str(ROOT / "models" / "lite.safet
 GPU_DATA = ["--amp", "bf16", "--num-workers", "14", "--crops-per-pair", "4", "--batch-size", "16",
             "--crop-height", "256", "--crop-width", "512", "--image-height", "384", "--image-width", "768",
             "--steps", "3000"]
+# CPU sessions (2 cores, no GPU): the v11 CPU recipe's batch and crop on one thread, so the probes can run in
+# the background beside other work; --minutes still bounds each probe.
+CPU_DATA = ["--batch-size", "2", "--crop-height", "256", "--crop-width", "512", "--num-threads", "1",
+            "--num-workers", "0", "--steps", "100000"]
 SMOKE_DATA = ["--steps", "3", "--batch-size", "2", "--crop-height", "64", "--crop-width", "128",
               "--num-workers", "0", "--log-every", "1"]
 
@@ -57,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=0.4, help="training budget of each probe")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (CI): 3 steps, 64x128 crops")
+    parser.add_argument("--cpu-recipe", action="store_true",
+                        help="CPU batch/crop (batch 2, 256x512, one thread) instead of the GPU one")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the scoring run")
     parser.add_argument("--pairs", type=int, default=24, help="validation pairs per phenomenon to score")
     parser.add_argument("--json", required=True, help="results file, rewritten after every probe")
     args = parser.parse_args(argv)
     out = Path(args.json)
-    data = RECIPE + (SMOKE_DATA if args.smoke else GPU_DATA)
+    data = RECIPE + (SMOKE_DATA if args.smoke else CPU_DATA if args.cpu_recipe else GPU_DATA)
     report: dict = {"recipe": data, "minutes": args.minutes, "device": args.device, "probes": {}}
     weights: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         size = ["--width", "128", "--height", "64", "--max-disparity", "24"] if args.smoke else []
         cmd = [sys.executable, str(ROOT / "benchmarks" / "coverage.py"), "--weights",
                str(ROOT / "models" / "lite.safetensors"), *weights, "--pairs", str(args.pairs), *size,
-               "--device", args.device, "--json", str(scores)]
+               "--device", args.device, "--threads", str(args.threads), "--json", str(scores)]
         proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True)
         print(proc.stdout[-4000:], proc.stderr[-2000:] if proc.returncode else "", flush=True)
         failed = {"error": proc.stderr[-2000:]}

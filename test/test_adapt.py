@@ -12,9 +12,16 @@ import torch
 
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.models.weights import load_stereo_model
-from scene_perception.training.adapt import AdaptationProcess, AdaptConfig, OnlineAdapter, frame_problem
+from scene_perception.training.adapt import (
+    AdaptationProcess,
+    AdaptConfig,
+    OnlineAdapter,
+    acceptance,
+    anchor_set,
+    frame_problem,
+)
 
-SMALL = {"crop_height": 64, "crop_width": 128, "min_train_frames": 2}
+SMALL = {"crop_height": 64, "crop_width": 128, "min_train_frames": 2, "min_holdout_frames": 1}
 
 
 def _pairs(n: int, start: int = 30_000_000) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -54,6 +61,10 @@ def test_frames_are_split_between_training_and_held_out() -> None:
     assert adapter.offer(np.zeros_like(pairs[0][0]), pairs[0][1]).startswith("left image is dark")
     assert (adapter.counters.trained_on, adapter.counters.held_out, adapter.counters.rejected) == (4, 2, 1)
     assert adapter.ready() and len(adapter.holdout) == 2
+    strict = OnlineAdapter(model, AdaptConfig(**{**SMALL, "min_holdout_frames": 3}, holdout_every=3))
+    for p in pairs:
+        strict.offer(*p)
+    assert not strict.ready()  # 4 to train on, but only 2 of the 3 held-out frames a decision needs
 
 
 @pytest.mark.slow
@@ -102,6 +113,52 @@ def test_a_damaged_network_recovers_and_the_version_is_saved_with_a_card(tmp_pat
     card = json.loads(Path(result.path).with_suffix(".json").read_text())
     assert card["training"]["adapted_from"]["sha256"] == info.sha256
     assert card["metrics"]["holdout_photometric_after"] == pytest.approx(result.holdout_after)
+    # The repair also shows on the anchor (training-domain pairs with GT), so the veto let it through.
+    assert result.anchor_after < result.anchor_before, result
+    assert card["metrics"]["anchor_epe_after"] == pytest.approx(result.anchor_after)
+
+
+def test_acceptance_needs_the_held_out_drop_and_no_anchor_rise() -> None:
+    cfg = AdaptConfig(min_improvement=0.02, max_anchor_rise=0.03)
+    assert acceptance(0.100, 0.097, 1.60, 1.60, cfg)[0]
+    assert acceptance(0.100, 0.097, 1.60, 1.64, cfg)[0]  # +2.5 %: within the allowed rise
+    ok, why = acceptance(0.100, 0.099, 1.60, 1.50, cfg)  # held-out drop too small: the anchor cannot help
+    assert not ok and why.startswith("rolled back: held-out")
+    # The fooled case of docs/adaptation.md: held-out -2.5 %, anchor +28 %.
+    ok, why = acceptance(0.1172, 0.1143, 1.646, 2.103, cfg)
+    assert not ok and "by the anchor" in why
+    assert not acceptance(0.100, 0.090, 1.60, float("nan"), cfg)[0]  # an unscoreable anchor never accepts
+    assert not acceptance(float("nan"), 0.090, 1.60, 1.60, cfg)[0]
+    assert acceptance(0.100, 0.090, float("nan"), float("nan"), AdaptConfig(anchor_pairs=0))[0]
+    with pytest.raises(ValueError, match="loss"):
+        AdaptConfig(loss="ssim").validate()
+    with pytest.raises(ValueError, match="anchor"):
+        AdaptConfig(max_anchor_rise=-0.1).validate()
+    with pytest.raises(ValueError, match="min_holdout_frames"):
+        AdaptConfig(holdout_frames=4, min_holdout_frames=8).validate()
+
+
+def test_anchor_is_the_validation_split_at_the_crop_size_and_sees_a_damaged_network() -> None:
+    cfg = AdaptConfig(**SMALL, anchor_pairs=3)
+    anchor = anchor_set(cfg)
+    assert len(anchor) == 3 and anchor_set(AdaptConfig(anchor_pairs=0)) == []
+    left, right, gt, mask = anchor[0]
+    assert left.shape == right.shape == (3, 64, 128) and left.dtype == torch.uint8
+    assert gt.shape == mask.shape == (64, 128) and mask.float().mean() > 0.5
+    assert torch.equal(anchor_set(cfg)[2][2], gt) is False  # distinct pairs ...
+    assert torch.equal(anchor_set(cfg)[0][2], gt)  # ... rendered the same every time
+    model, _ = load_stereo_model("lite")
+    adapter = OnlineAdapter(model, cfg)
+    shipped = adapter.anchor_error()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in adapter.candidate.named_parameters():
+            if "refine" in name and p.ndim > 1:
+                p.add_(0.5 * p.std() * torch.randn_like(p))
+    damaged = adapter.anchor_error()
+    # far beyond the 3 % veto (measured +17 % here)
+    assert np.isfinite(shipped) and shipped < 3.0 and damaged > 1.1 * shipped, (shipped, damaged)
+    assert adapter.anchor_error(adapter.published) == pytest.approx(shipped)  # the published weights'
 
 
 @pytest.mark.slow
@@ -137,8 +194,8 @@ def test_adapt_cli_on_a_recorded_bag(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = tmp_path / "adapted"
     code = cli_main(["adapt", "--bag", str(bag), "--max-rounds", "1", "--steps-per-round", "1",
                      "--crop-height", "64", "--crop-width", "128", "--min-train-frames", "2",
-                     "--holdout-every", "2", "--min-improvement", "1.0", "--out-dir", str(out),
-                     "--threads", "1"])
+                     "--holdout-every", "2", "--min-holdout-frames", "1", "--min-improvement", "1.0",
+                     "--out-dir", str(out), "--threads", "1"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "round 1: rolled back" in text and "1 rounds, 0 accepted" in text

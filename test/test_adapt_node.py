@@ -46,6 +46,7 @@ def _node(harness: RosHarness, weights: Path, out_dir: Path) -> StereoDepthNode:
         Parameter("adapt.steps_per_round", value=10),
         Parameter("adapt.lr", value=3e-4),
         Parameter("adapt.min_improvement", value=0.0),
+        Parameter("adapt.min_holdout_frames", value=1),
         Parameter("adapt.out_dir", value=str(out_dir)),
     ])
     return harness.add(node)

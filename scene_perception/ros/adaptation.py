@@ -84,9 +84,13 @@ class NodeAdaptation:
             held_out = "no round yet"
         else:
             before, after = float(last["holdout_before"]), float(last["holdout_after"])
+            anchor = (float(last.get("anchor_before", math.nan)), float(last.get("anchor_after", math.nan)))
             verdict = "accepted" if last["accepted"] else "rolled back"
-            held_out = (f"{before:.4f} -> {after:.4f} ({verdict})"
-                        if math.isfinite(before) and math.isfinite(after) else "-")
+            held_out = (f"held-out photometric {before:.4f} -> {after:.4f}" if math.isfinite(before)
+                        and math.isfinite(after) else "held-out photometric -")
+            if all(math.isfinite(a) for a in anchor):
+                held_out += f", anchor EPE {anchor[0]:.3f} -> {anchor[1]:.3f} px"
+            held_out += f" ({verdict})"
         serving = "serving accepted versions" if self.serve else "saving only"
         return {
             "adaptation": (f"on (every {self.every} frame(s); {serving})" if self._process.alive

@@ -474,7 +474,8 @@ ADAPT_PARAMS: tuple[ParamSpec, ...] = (
         False,
         "Fine-tune the stereo network on the incoming frames with the self-supervised loss, in a background "
         "process at the lowest priority (never delays the outputs); an accepted version (held-out "
-        "photometric error lower by adapt.min_improvement) is saved with a model card in adapt.out_dir and "
+        "photometric error lower by adapt.min_improvement, anchor EPE not up by more than "
+        "adapt.max_anchor_rise) is saved with a model card in adapt.out_dir and "
         "served. Needs trained weights from a file; the adapter trains on the CPU.",
     ),
     ParamSpec("adapt.out_dir", "adapt", "Where accepted versions (adapted_vNNNN.safetensors + card) go."),
@@ -485,6 +486,29 @@ ADAPT_PARAMS: tuple[ParamSpec, ...] = (
         "adapt.min_improvement",
         0.02,
         "Relative drop of the held-out photometric error a round needs to be accepted.",
+        0.0,
+        1.0,
+    ),
+    ParamSpec(
+        "adapt.min_holdout_frames",
+        8,
+        "Held-out frames (every 4th usable frame offered) the adapter waits for before its first round: a "
+        "decision on one or two frames is noise.",
+        1,
+        16,
+    ),
+    ParamSpec(
+        "adapt.anchor_pairs",
+        8,
+        "Rendered validation pairs of the training domain (GT known, never trained on) whose EPE vetoes a "
+        "candidate that forgot how to match; 0 = no veto (the photometric gate alone can be fooled).",
+        0,
+        64,
+    ),
+    ParamSpec(
+        "adapt.max_anchor_rise",
+        0.03,
+        "Largest relative rise of the anchor EPE an accepted round may cause.",
         0.0,
         1.0,
     ),

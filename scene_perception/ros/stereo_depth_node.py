@@ -178,6 +178,9 @@ class StereoDepthNode(StereoNodeBase):
             return
         config = AdaptConfig(steps_per_round=int(p["adapt.steps_per_round"]), lr=float(p["adapt.lr"]),
                              min_improvement=float(p["adapt.min_improvement"]),
+                             min_holdout_frames=int(p["adapt.min_holdout_frames"]),
+                             anchor_pairs=int(p["adapt.anchor_pairs"]),
+                             max_anchor_rise=float(p["adapt.max_anchor_rise"]),
                              out_dir=str(p["adapt.out_dir"]))
         self._adapt = NodeAdaptation(info.weights_path, config, int(p["adapt.every"]),
                                      lambda path: self._build_pipeline(path).pipeline, bool(p["adapt.serve"]))
