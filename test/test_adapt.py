@@ -124,7 +124,7 @@ def test_acceptance_needs_the_held_out_drop_and_no_anchor_rise() -> None:
     assert acceptance(0.100, 0.097, 1.60, 1.64, cfg)[0]  # +2.5 %: within the allowed rise
     ok, why = acceptance(0.100, 0.099, 1.60, 1.50, cfg)  # held-out drop too small: the anchor cannot help
     assert not ok and why.startswith("rolled back: held-out")
-    # The fooled case of docs/adaptation.md: held-out -2.5 %, anchor +28 %.
+    # The probe of docs/adaptation.md: held-out -2.5 %, anchor +28 % (the anchor refuses it).
     ok, why = acceptance(0.1172, 0.1143, 1.646, 2.103, cfg)
     assert not ok and "by the anchor" in why
     assert not acceptance(0.100, 0.090, 1.60, float("nan"), cfg)[0]  # an unscoreable anchor never accepts
