@@ -368,6 +368,10 @@ def test_shipped_weights_load_and_their_card_records_a_held_out_drive_of_the_tra
     card = json.loads(card_path.read_text())
     assert info.trained and info.sha256 == card["sha256"] and info.weights_path.name == "posenet.safetensors"
     assert list(model.config.covariance_scale) == card["config"]["covariance_scale"]
+    # the cross-covariance factor shipped is the one its recorded fit chose (calibration_pose_joint_rule.md)
+    cross = card["covariance_calibration"]["cross_scale"]
+    assert model.config.covariance_cross_scale == cross["value"] < 1.0
+    assert all(0.85 <= v <= 0.99 for k, v in cross["six_dof_two_sigma"].items() if k != "validation")
     train, held = card["training"]["data"]["synth"], card["metrics"]["heldout"]["heldout_bag_synth"]
     assert train["seed"] == held["seed"] and train["world_length"] == held["world_length"]  # same world
     assert train["trajectory_seed"] != held["trajectory_seed"]  # another drive: never trained on
@@ -375,3 +379,31 @@ def test_shipped_weights_load_and_their_card_records_a_held_out_drive_of_the_tra
     for key in ("median_translation_m", "median_rotation_deg", "inside_2sigma_translation"):
         assert key in heldout["raw_mc_dropout"] and key in heldout["calibrated"]
     assert card["training"]["command"].startswith("scene-perception train pose --bag")
+
+
+def test_cross_covariance_factor_shrinks_only_the_cross_blocks_and_keeps_a_covariance():
+    from scene_perception.pipelines.pose import shrink_cross_covariance
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(50, 6, 6))
+    covs = a @ np.swapaxes(a, 1, 2) + 1e-3 * np.eye(6)  # PSD, strongly correlated
+    for factor in (0.0, 0.3, 1.0):
+        out = shrink_cross_covariance(covs, factor)
+        assert np.allclose(out[:, :3, :3], covs[:, :3, :3]) and np.allclose(out[:, 3:, 3:], covs[:, 3:, 3:])
+        assert np.allclose(out[:, :3, 3:], factor * covs[:, :3, 3:])
+        assert np.allclose(out, np.swapaxes(out, 1, 2)) and np.linalg.eigvalsh(out).min() > 0
+    assert np.array_equal(shrink_cross_covariance(covs, 1.0), covs)
+    with pytest.raises(ValueError):
+        shrink_cross_covariance(covs, 1.5)
+    with pytest.raises(ValueError):
+        PoseNetConfig(covariance_cross_scale=-0.1)
+
+    model = _model(seed=5, dropout=0.3)
+    torch.manual_seed(0)
+    full = PosePipeline(model, mc_samples=16)(_image()).covariance
+    shrunk_model = PoseNet(dataclasses.replace(model.config, covariance_cross_scale=0.0)).eval()
+    shrunk_model.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    shrunk = PosePipeline(shrunk_model, mc_samples=16)(_image()).covariance
+    assert np.abs(full[:3, 3:]).max() > 0 and not shrunk[:3, 3:].any()
+    assert np.allclose(shrunk[:3, :3], full[:3, :3]) and np.allclose(shrunk[3:, 3:], full[3:, 3:])

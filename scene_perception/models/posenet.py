@@ -43,6 +43,11 @@ class PoseNetConfig:
         covariance_scale: per-axis std multipliers (x, y, z, rotX, rotY, rotZ) applied to the MC-dropout
             covariance (``cov * outer(s, s)``); 1 = raw MC dropout. Fitted on a validation drive by
             ``benchmarks/pose_accuracy.py --calibration-bag`` (MC dropout alone is over-confident).
+        covariance_cross_scale: factor in [0, 1] on the translation-rotation cross blocks after the scale
+            (:func:`~scene_perception.evaluation.pose.shrink_cross_covariance`); 1 = as sampled, 0 = the
+            two blocks published as independent.  Fitted on a validation drive by
+            ``benchmarks/calibration.py --fit-pose-cross``: the sampled cross-covariance made the joint
+            6-DoF ellipsoid over-confident where each block alone was calibrated.
     """
 
     name: str = "posenet"
@@ -55,6 +60,7 @@ class PoseNetConfig:
     position_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     position_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     covariance_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    covariance_cross_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.input_height < 16 or self.input_width < 16:
@@ -69,6 +75,8 @@ class PoseNetConfig:
             raise ValueError("position_mean needs 3 values and position_scale 3 positive values")
         if len(self.covariance_scale) != 6 or not min(self.covariance_scale) > 0:
             raise ValueError(f"covariance_scale needs 6 positive values, got {self.covariance_scale}")
+        if not 0.0 <= self.covariance_cross_scale <= 1.0:
+            raise ValueError(f"covariance_cross_scale must be in [0, 1], got {self.covariance_cross_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists) for model cards."""

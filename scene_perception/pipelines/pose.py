@@ -28,7 +28,22 @@ from scene_perception.geometry.rotations import mean_quaternion, rotation_vector
 from scene_perception.models.posenet import PoseNet
 from scene_perception.pipelines.image_tensor import image_to_tensor
 
-__all__ = ["PosePipeline", "PoseResult", "pose_covariance"]
+__all__ = ["PosePipeline", "PoseResult", "pose_covariance", "shrink_cross_covariance"]
+
+
+def shrink_cross_covariance(covariances: np.ndarray, factor: float) -> np.ndarray:
+    """Multiply the translation-rotation cross blocks of (..., 6, 6) covariances by ``factor`` in [0, 1].
+
+    ``factor * C + (1 - factor) * blockdiag(C)`` is a convex combination of two covariances, so the result is
+    one too, and the 3x3 blocks are unchanged.  Why: the MC-dropout samples' cross-covariance is not
+    calibrated by the per-block scales, and can make the joint 6-DoF ellipsoid over-confident.  Fitted by
+    ``benchmarks/calibration.py --fit-pose-cross``."""
+    if not 0.0 <= factor <= 1.0:
+        raise ValueError(f"factor must be in [0, 1], got {factor}")
+    out = np.array(covariances, dtype=np.float64, copy=True)
+    out[..., :3, 3:] *= factor
+    out[..., 3:, :3] *= factor
+    return out
 
 
 @dataclass
@@ -78,6 +93,7 @@ class PosePipeline:
         self.model_info: object | None = None  # ModelInfo when built by from_weights
         #: Per-axis std multipliers from the model card (calibration); ones = raw MC-dropout spread.
         self.covariance_scale = np.asarray(model.config.covariance_scale, np.float64)
+        self.covariance_cross_scale = float(model.config.covariance_cross_scale)
         if self.mc_samples < 2:
             raise ValueError(f"mc_samples must be >= 2 (the covariance needs samples), got {mc_samples}")
 
@@ -113,5 +129,7 @@ class PosePipeline:
         positions, quaternions = self.model.sample(x, self.mc_samples)
         mean_p, mean_q, cov = pose_covariance(positions.cpu().numpy(), quaternions.cpu().numpy())
         cov = cov * np.outer(self.covariance_scale, self.covariance_scale)
+        if self.covariance_cross_scale != 1.0:
+            cov = shrink_cross_covariance(cov, self.covariance_cross_scale)
         return PoseResult(position=mean_p, quaternion=mean_q, covariance=cov, mc_samples=self.mc_samples,
                           latency_ms=(time.perf_counter() - t0) * 1e3)
