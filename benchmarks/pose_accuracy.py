@@ -51,7 +51,7 @@ from scene_perception.evaluation.pose import (
     pose_metrics,
 )
 from scene_perception.models.weights import load_pose_model
-from scene_perception.pipelines.pose import PosePipeline, pose_covariance
+from scene_perception.pipelines.pose import PosePipeline, pose_covariance, shrink_cross_covariance
 from scene_perception.training.pose import predict
 
 _SAME_WORLD = ("seed", "world_length", "width", "height")
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = model.config
         held = load_pose_frames(args.heldout_bag, (cfg.input_height, cfg.input_width), points_per_frame=0)
         pipeline = PosePipeline(model, args.mc_samples, "cpu")
-        pipeline.covariance_scale = np.ones(6)  # raw MC dropout; a card's calibration is applied below
+        # raw MC dropout; the card's calibration (block scales, cross factor) is applied below
+        pipeline.covariance_scale, pipeline.covariance_cross_scale = np.ones(6), 1.0
         pos, quat, covs, lat = run_pipeline(pipeline, held.images, args.seed)
         row = pose_metrics(pos, quat, covs, held.positions, held.quaternions)
         det_p, det_q = predict(model, held.images)
@@ -170,9 +171,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif not np.allclose(card_scale, 1.0):
             scale, source = card_scale, "from the model card"
         if scale is not None:
-            cal = pose_metrics(pos, quat, covs * np.outer(scale, scale), held.positions, held.quaternions)
+            published = shrink_cross_covariance(covs * np.outer(scale, scale), cfg.covariance_cross_scale)
+            cal = pose_metrics(pos, quat, published, held.positions, held.quaternions)
             cal["covariance_scale"] = [float(v) for v in scale]
             cal["covariance_scale_source"] = source
+            cal["covariance_cross_scale"] = cfg.covariance_cross_scale
             results["rows"][f"{name} calibrated"] = cal
 
     near_m = results["nearest_training_pose_m"]
