@@ -166,7 +166,7 @@ def test_every_nth_frame_is_assessed(ros) -> None:
                                 Parameter("quality.window", value=20),
                                 Parameter("quality.every", value=2)])[0].successful
     try:
-        before = len(node._quality.frames)
+        before = len(node._quality.window.frames)
         left, right = shifted_pair(H, W, D, seed=6)
         send_frames(harness, driver, left, right, 5_000_000_000, n=4)
         values, _ = values_after(harness, driver, before + 2)  # 4 frames, every 2nd assessed

@@ -303,8 +303,9 @@ def local_refinement_config(values: dict[str, Any]) -> LocalRefinementConfig | N
     return LocalRefinementConfig(**fields)
 
 
-#: The stereo node's GT-free live quality (pipelines/quality.py, issue 26; docs/live_quality.md): an aid
-#: with measured limits, not a guarantee.  All live.  ``quality.lr_check`` choices are
+#: The stereo nodes' GT-free live quality (pipelines/quality.py, ros/live_quality.py, issue 26;
+#: docs/live_quality.md), in ``stereo_depth`` and ``sgbm_depth`` alike: an aid with measured limits, not a
+#: guarantee.  All live.  ``quality.lr_check`` choices are
 #: ``pipelines.quality.LR_CHECKS`` (spelled out here so this table does not import torch).
 QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -340,7 +341,8 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
         "uniqueness",
         "Where the right view's disparity comes from: uniqueness = forward-warp the published disparity "
         "(z-buffer; ~1 ms; flags occlusions and geometrically impossible disparities only), network = run "
-        "the network again on the mirrored, swapped pair (the exact check; doubles the frame time).",
+        "the matcher (the network; SGBM in sgbm_depth) again on the mirrored, swapped pair (the exact "
+        "check; doubles the frame time).",
         choices=("uniqueness", "network"),
         dynamic=True,
     ),
@@ -563,6 +565,7 @@ SGBM_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     *_SYNC_QOS_PARAMS,
     _MIN_DISPARITY,
     *_OUTPUT_HEALTH_PARAMS,
+    *QUALITY_PARAMS,
 )
 
 _QOS_CHOICES = ("sensor_data", "reliable", "best_effort")

@@ -11,9 +11,14 @@ the accuracy benchmark reports for SGBM. Only the search range (``max_disparity`
 (``scale``) are parameters; the cost settings are deliberately not tunable per scene.
 
 Topics: in ``left/image_rect``, ``left/camera_info``, ``right/image_rect``, ``right/camera_info``; out
-``disparity``, ``depth``, ``points``, ``/diagnostics``. **No uncertainty:** SGBM gives no per-pixel
-confidence, so ``depth/uncertainty`` is not published (its invalid pixels -- uniqueness / speckle rejects and
-the unsearchable left border -- are simply NaN in ``depth``).
+``disparity``, ``depth``, ``points``, ``/diagnostics``, and ``depth/confidence`` with
+``quality.publish_confidence``. **No uncertainty:** SGBM gives no per-pixel std-dev, so
+``depth/uncertainty`` is not published (its invalid pixels -- uniqueness / speckle rejects and the
+unsearchable left border -- are simply NaN in ``depth``).
+
+Live quality (``quality.*``, off by default): the same GT-free numbers as ``stereo_depth``
+(:mod:`scene_perception.ros.live_quality`), so both matchers can be watched on one stream; the exact
+left-right check (``quality.lr_check: network``) is a second SGBM pass on the mirrored, swapped pair.
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.ros import params as P
-from scene_perception.ros.stereo_node_base import StereoNodeBase
+from scene_perception.ros.diagnostics import WARN
+from scene_perception.ros.live_quality import NodeQuality
+from scene_perception.ros.stereo_node_base import BASE_OUTPUTS, StereoNodeBase
 
 __all__ = ["SGBMDepthNode", "SGBMResult", "main"]
 
@@ -50,11 +59,17 @@ class SGBMDepthNode(StereoNodeBase):
     """OpenCV StereoSGBM stereo depth as a managed (lifecycle) node; no uncertainty output."""
 
     PARAM_SPECS = P.SGBM_DEPTH_PARAMS
+    OUTPUTS = {**BASE_OUTPUTS, "confidence": (Image, "depth/confidence")}
     DESCRIPTION = "SGBM stereo depth (baseline, no uncertainty)"
 
     def __init__(self, node_name: str = "sgbm_depth", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.matcher: SGBMMatcher | None = None
+        self._quality = NodeQuality(int(self.params["quality.window"]))
+
+    def _on_parameter_changed(self, change: Parameter) -> None:
+        if change.name == "quality.window":
+            self._quality.resize(int(change.value))
 
     # ------------------------------------------------------------------ lifecycle
     def _configure_backend(self) -> bool:
@@ -108,6 +123,23 @@ class SGBMDepthNode(StereoNodeBase):
         points = camera.points(disparity, min_d) if want_points else None
         return SGBMResult(disparity, valid, depth, None, points, inference_ms)
 
+    # ------------------------------------------------------------------ live quality
+    def _extra_images(self, left: np.ndarray, right: np.ndarray, result: SGBMResult) -> dict[str, np.ndarray]:
+        """The frame's live quality (when on; ros/live_quality.py), and the confidence image when asked."""
+        if self.matcher is None:
+            return {}
+        disparity = np.where(result.valid, result.disparity, np.float32(np.nan)).astype(np.float32)
+        return self._quality.frame(self, left, right, disparity, result.valid, "cpu",
+                                   lambda: self._right_disparity(left, right))
+
+    def _right_disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The right view's disparity: SGBM on the mirrored, swapped pair, mirrored back (NaN invalid)."""
+        from scene_perception.pipelines.quality import flipped_pair  # torch: only with the network check
+
+        assert self.matcher is not None
+        mirrored = np.asarray(self.matcher(*flipped_pair(left, right)), np.float32)
+        return np.where(np.isfinite(mirrored) & (mirrored >= 0), mirrored, np.float32(np.nan))[:, ::-1]
+
     # ------------------------------------------------------------------ health
     def _backend_status(self) -> str:
         p = self.params
@@ -121,11 +153,10 @@ class SGBMDepthNode(StereoNodeBase):
         )
 
     def _diagnostic_extra(self) -> tuple[dict[str, str], Any, str]:
-        return (
-            {"uncertainty": "none (SGBM has no per-pixel confidence; depth/uncertainty not published)"},
-            None,
-            "",
-        )
+        extra = {"uncertainty": "none (SGBM has no per-pixel std-dev; depth/uncertainty not published)"}
+        quality_values, quality_warning = self._quality.status(self.params)
+        extra.update(quality_values)
+        return extra, (WARN if quality_warning else None), quality_warning
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,6 @@ import collections
 import dataclasses
 import math
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -48,15 +47,11 @@ from sensor_msgs.msg import Image
 from scene_perception.engines.base import EngineError
 from scene_perception.geometry.stereo_camera import StereoCamera
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
-from scene_perception.pipelines.quality import (
-    QualityConfig,
-    QualityWindow,
-    assess_arrays,
-    flipped_pair,
-)
+from scene_perception.pipelines.quality import flipped_pair
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline, StereoDepthResult
 from scene_perception.ros import params as P
 from scene_perception.ros.diagnostics import ERROR, WARN
+from scene_perception.ros.live_quality import NodeQuality
 from scene_perception.ros.stereo_node_base import (
     BASE_OUTPUTS,
     INPUT_ENCODINGS,
@@ -83,9 +78,7 @@ class StereoDepthNode(StereoNodeBase):
         self.model_info: Any = None
         self.backend_choice: Any = None
         self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
-        self._quality = QualityWindow(int(self.params["quality.window"]))
-        self._quality_ms: collections.deque[float] = collections.deque(maxlen=100)
-        self._quality_frames = 0  # frames offered to the live quality (for quality.every)
+        self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
 
     # ------------------------------------------------------------------ parameters
@@ -239,44 +232,14 @@ class StereoDepthNode(StereoNodeBase):
         return None
 
     # ------------------------------------------------------------------ live quality
-    def _quality_active(self) -> bool:
-        return bool(self.params["quality.enabled"]) or bool(self.params["quality.publish_confidence"])
-
     def _extra_images(
         self, left: np.ndarray, right: np.ndarray, result: StereoDepthResult
     ) -> dict[str, np.ndarray]:
-        """The frame's live quality (when on): added to the window, and the confidence image when asked."""
-        p = self.params
-        publish = bool(p["quality.publish_confidence"])
-        if self.pipeline is None or not self._quality_active():
+        """The frame's live quality (when on; ros/live_quality.py), and the confidence image when asked."""
+        if self.pipeline is None:
             return {}
-        self._quality_frames += 1
-        if not publish and (self._quality_frames - 1) % int(p["quality.every"]):
-            return {}
-        t0 = time.perf_counter()
-        try:
-            network_check = p["quality.lr_check"] == "network"
-            right_disparity = self._right_disparity(left, right) if network_check else None
-            config = QualityConfig(vertical_range_px=int(p["quality.vertical_range"]))
-            quality = assess_arrays(left, right, result.disparity, result.valid, self.pipeline.device,
-                                    right_disparity, config, want_confidence=publish)
-        except (RuntimeError, ValueError) as exc:
-            self.health.problem("quality_error", f"live quality failed on frame {self._last_stamp_ns}: {exc}")
-            return {}
-        self._quality_ms.append((time.perf_counter() - t0) * 1e3)
-        self._quality.add(quality)
-        if not quality.known:
-            # Not a problem of the node (a blank or saturated view has nothing to score): counted, and said
-            # once in a while, never averaged in as a perfect 0.
-            self.health.count("quality unknown frames")
-            self.get_logger().warning(
-                f"live quality unknown for frame {self._last_stamp_ns}: only {quality.scored_pixels} pixels "
-                "to score (valid, finite disparity, in view of the right image, left-right consistent)",
-                throttle_duration_sec=max(float(p["log_throttle_seconds"]), 1e-3),
-            )
-        if publish and quality.confidence is not None:
-            return {"confidence": quality.confidence.cpu().numpy()}
-        return {}
+        return self._quality.frame(self, left, right, result.disparity, result.valid, self.pipeline.device,
+                                   lambda: self._right_disparity(left, right))
 
     def _right_disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The right view's disparity from a second pass on the mirrored, swapped pair (NaN where invalid)."""
@@ -288,40 +251,6 @@ class StereoDepthNode(StereoNodeBase):
         finally:
             self.pipeline.compute_points = wanted_points
         return np.where(mirrored.valid, mirrored.disparity, np.float32(np.nan))[:, ::-1]
-
-    def _quality_status(self) -> tuple[dict[str, str], str]:
-        """The quality keys for /diagnostics and the WARN message ("" when within every threshold)."""
-        p = self.params
-        keys = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
-        if not self._quality_active():
-            return {"live quality": "off (quality.enabled)", **dict.fromkeys(keys, "off")}, ""
-        window = self._quality
-        photometric, consistent = window.photometric_p50(), window.lr_consistent() * 100.0
-        vertical = window.vertical_offset_px()
-
-        def shown(value: float, spec: str) -> str:
-            return format(value, spec) if math.isfinite(value) else "unknown"
-
-        values = {
-            "live quality": f"on ({p['quality.lr_check']} left-right check, every {p['quality.every']} "
-                            f"frame(s), window {p['quality.window']})",
-            keys[0]: shown(photometric, ".4f"),
-            keys[1]: shown(consistent, ".1f"),
-            keys[2]: shown(vertical, "+.2f"),
-            "quality frames": f"{len(window.frames)} ({window.unknown_frames} unknown)",
-        }
-        if self._quality_ms:
-            values["quality p50 (ms)"] = f"{float(np.median(self._quality_ms)):.1f}"
-        reasons = []
-        warn_p, warn_lr = float(p["quality.photometric_warn"]), float(p["quality.lr_consistent_warn"])
-        warn_v = float(p["quality.vertical_offset_warn"])
-        if warn_p > 0 and photometric > warn_p:
-            reasons.append(f"photometric error p50 {photometric:.3f} > {warn_p:g}")
-        if warn_lr > 0 and consistent < warn_lr:
-            reasons.append(f"left-right consistent {consistent:.1f} % < {warn_lr:g} %")
-        if warn_v > 0 and abs(vertical) > warn_v:
-            reasons.append(f"vertical offset {vertical:+.2f} px (|.| > {warn_v:g}): check the calibration")
-        return values, ("depth quality degraded: " + "; ".join(reasons)) if reasons else ""
 
     # ------------------------------------------------------------------ health
     def _backend_status(self) -> str:
@@ -342,7 +271,7 @@ class StereoDepthNode(StereoNodeBase):
         }
         if self._refinement_ms:
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
-        quality_values, quality_warning = self._quality_status()
+        quality_values, quality_warning = self._quality.status(self.params)
         extra.update(quality_values)
         if self._adapt is not None:
             extra.update(self._adapt.status())
