@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Probe name -> the training flags that turn its phenomenon on (on top of the shared recipe).
 PROBES: dict[str, list[str]] = {
     "control": [],
-    "sky": ["--sky-probability", "0.5"],
-    "far": ["--min-disparity", "0.25"],
+    "sky": ["--sky-probability", "0.6"],  # the base has 0.3
+    "far": ["--min-disparity", "0.1"],  # the base has 0.25
     "thin": ["--thin-probability", "0.6"],
     "textureless": ["--textureless-probability", "0.3"],
     "repetitive": ["--repetitive-probability", "0.3"],
@@ -44,9 +44,13 @@ PROBES: dict[str, list[str]] = {
     "camera_effects": ["--camera-effects"],
 }
 
-# The v8/v10 recipe (models/lite.json), continued from the shipped weights; --minutes bounds each probe.
-RECIPE = ["--model", "lite", "--init-weights", str(ROOT / "models" / "lite.safetensors"), "--lr", "1e-4",
+# The shipped v11 recipe (models/lite.json: sky and far surfaces, lr 5e-5), continued from the shipped
+# weights; --minutes bounds each probe.  The sky and far surfaces are in the base since the CPU ablation of
+# 2026-12-05 (benchmarks/results/2026-12-05_cpu/coverage_ablation_cpu.md): a base without them forgot the
+# sky (bad-2 7 -> 76 %) and every other probe was read against that collapse.
+RECIPE = ["--model", "lite", "--init-weights", str(ROOT / "models" / "lite.safetensors"), "--lr", "5e-5",
           "--warmup-steps", "20", "--volume-weight", "0.3", "--max-disparity", "112", "--augment",
+          "--sky-probability", "0.3", "--min-disparity", "0.25",
           "--seed", "23", "--checkpoint-every", "1000000", "--no-progress", "--log-every", "25"]
 GPU_DATA = ["--amp", "bf16", "--num-workers", "14", "--crops-per-pair", "4", "--batch-size", "16",
             "--crop-height", "256", "--crop-width", "512", "--image-height", "384", "--image-width", "768",
