@@ -46,6 +46,7 @@ the caller (the node), handing accepted weights back as files.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import logging
 import math
@@ -261,7 +262,7 @@ class OnlineAdapter:
         #: ``RoundResult.inspected``.  For benchmarks that score candidates on data the adapter never sees
         #: (how often the gate accepts a worse network); None in the node.
         self.inspect: Callable[[torch.nn.Module], dict[str, Any]] | None = None
-        self._published_scores: tuple[float, float] | None = None  # (held-out, anchor) once scored
+        self._published_anchor: float | None = None  # anchor EPE of the published weights, once scored
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.candidate.parameters(), lr=self.config.lr)
@@ -300,20 +301,31 @@ class OnlineAdapter:
         y0, x0 = (h - c.crop_height) // 2, (w - c.crop_width) // 2
         return img[:, y0:y0 + c.crop_height, x0:x0 + c.crop_width]
 
-    @torch.no_grad()
-    def holdout_error(self, state: dict[str, Tensor] | None = None) -> float:
-        """Median over the held-out frames of their photometric p50 (centre crops, the network's disparity);
-        ``state`` None: the candidate as it is, else those weights (loaded into the candidate temporarily).
-        NaN when no held-out frame can be scored."""
-        if not self.holdout:
-            return math.nan
+    @contextlib.contextmanager
+    def _scoring(self, state: dict[str, Tensor] | None) -> Iterator[None]:
+        """The candidate in eval mode for scoring: as it is (``state`` None) or with those weights loaded
+        temporarily; train mode (BatchNorm frozen) and its own weights are back afterwards."""
         saved = None
         if state is not None:
             saved = {k: v.detach().clone() for k, v in self.candidate.state_dict().items()}
             self.candidate.load_state_dict(state)
         self.candidate.eval()
         try:
-            values = []
+            with torch.no_grad():
+                yield
+        finally:
+            self._train_mode()
+            if saved is not None:
+                self.candidate.load_state_dict(saved)
+
+    def holdout_error(self, state: dict[str, Tensor] | None = None) -> float:
+        """Median over the held-out frames of their photometric p50 (centre crops, the network's disparity);
+        ``state`` None: the candidate as it is, else those weights (loaded into the candidate temporarily).
+        NaN when no held-out frame can be scored."""
+        if not self.holdout:
+            return math.nan
+        values = []
+        with self._scoring(state):
             for left, right in self.holdout:
                 lt = _as_float(self._centre(left)[None], self.device)
                 rt = _as_float(self._centre(right)[None], self.device)
@@ -322,42 +334,28 @@ class OnlineAdapter:
                 q = assess(lt, rt, disp, valid, want_vertical=False)[0]
                 if q.known:
                     values.append(q.photometric_p50)
-        finally:
-            self._train_mode()
-            if saved is not None:
-                self.candidate.load_state_dict(saved)
         return float(np.median(values)) if values else math.nan
 
-    @torch.no_grad()
     def anchor_error(self, state: dict[str, Tensor] | None = None) -> float:
         """Mean end-point error (px) over the anchor pairs' valid non-occluded GT pixels (``state`` as in
         :meth:`holdout_error`); NaN without an anchor."""
         if not self.anchor:
             return math.nan
-        saved = None
-        if state is not None:
-            saved = {k: v.detach().clone() for k, v in self.candidate.state_dict().items()}
-            self.candidate.load_state_dict(state)
-        self.candidate.eval()
-        try:
-            total, count = 0.0, 0
+        total, count = 0.0, 0
+        with self._scoring(state):
             for left, right, gt, mask in self.anchor:
                 disp, _ = self.candidate(_as_float(left[None], self.device),
                                          _as_float(right[None], self.device))
                 err = (disp[0, 0].float().cpu() - gt).abs()[mask]
                 total, count = total + float(err.sum()), count + int(err.numel())
-        finally:
-            self._train_mode()
-            if saved is not None:
-                self.candidate.load_state_dict(saved)
         return total / count if count else math.nan
 
-    def _scores_of_published(self) -> tuple[float, float]:
-        """(held-out, anchor) error of the published weights: the anchor changes only when a version is
-        accepted; the held-out set rolls with the stream, so that one is rescored every round."""
-        anchor = self._published_scores[1] if self._published_scores else self.anchor_error(self.published)
-        self._published_scores = (self.holdout_error(self.published), anchor)
-        return self._published_scores
+    def _published_anchor_error(self) -> float:
+        """The published weights' anchor EPE, scored once per published version (the anchor is fixed; the
+        held-out frames roll with the stream, so their error is rescored every round)."""
+        if self._published_anchor is None:
+            self._published_anchor = self.anchor_error(self.published)
+        return self._published_anchor
 
     # ------------------------------------------------------------------------------------ training
     def _train_mode(self) -> None:
@@ -387,7 +385,7 @@ class OnlineAdapter:
         t0 = time.monotonic()
         if not self.ready():
             return RoundResult(False, math.nan, math.nan, 0, 0.0, reason="not enough frames yet")
-        before, anchor_before = self._scores_of_published()
+        before, anchor_before = self.holdout_error(self.published), self._published_anchor_error()
         self.candidate.load_state_dict(self.published)
         self._train_mode()
 
@@ -401,7 +399,7 @@ class OnlineAdapter:
                 break  # nothing learnt from this step; the held-out check below decides
             optimizer_step(loss, self._optimizer, self.candidate.parameters(), self.config.grad_clip)
         after = self.holdout_error()
-        anchor_after = self.anchor_error() if self.anchor else math.nan
+        anchor_after = self.anchor_error()
         inspected = {}
         if self.inspect is not None:
             inspected = self.inspect(self.candidate)
@@ -413,7 +411,7 @@ class OnlineAdapter:
                              inspected=inspected)
         if accepted:
             self.published = {k: v.detach().clone() for k, v in self.candidate.state_dict().items()}
-            self._published_scores = (after, anchor_after)
+            self._published_anchor = anchor_after
             self.counters.accepted += 1
             result.path = str(self._save_version(result))
         else:
