@@ -128,8 +128,7 @@ class SGBMDepthNode(StereoNodeBase):
         """The frame's live quality (when on; ros/live_quality.py), and the confidence image when asked."""
         if self.matcher is None:
             return {}
-        disparity = np.where(result.valid, result.disparity, np.float32(np.nan)).astype(np.float32)
-        return self._quality.frame(self, left, right, disparity, result.valid, "cpu",
+        return self._quality.frame(self, left, right, result.disparity, result.valid, "cpu",
                                    lambda: self._right_disparity(left, right))
 
     def _right_disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
