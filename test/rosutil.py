@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -174,3 +174,41 @@ def send(
         ),
         timeout,
     )
+
+
+# ------------------------------------------------------------------ live quality (both stereo nodes)
+#: The live-quality summary keys both stereo nodes publish in /diagnostics.
+QUALITY_KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+
+
+def last_status(driver: Driver, node_name: str) -> DiagnosticStatus | None:
+    """The newest DiagnosticStatus of ``node_name`` the driver received, or None."""
+    for array in reversed(driver.got["diag"]):
+        for status in array.status:
+            if status.hardware_id.rsplit("/", 1)[-1] == node_name:
+                return status
+    return None
+
+
+def quality_values_after(harness: RosHarness, driver: Driver, node_name: str,
+                         frames: int) -> tuple[dict[str, str], DiagnosticStatus]:
+    """The first status of ``node_name`` (after clearing what came before) that reports ``frames`` assessed
+    frames in its live-quality window: its key/values and the status."""
+    def ready() -> bool:
+        status = last_status(driver, node_name)
+        return status is not None and any(
+            kv.key == "quality frames" and kv.value.startswith(f"{frames} ") for kv in status.values)
+
+    driver.got["diag"].clear()
+    assert harness.spin_until(ready, 10), last_status(driver, node_name)
+    status = last_status(driver, node_name)
+    assert status is not None
+    return {kv.key: kv.value for kv in status.values}, status
+
+
+def send_frames(harness: RosHarness, driver: Driver, left: np.ndarray, right: np.ndarray, first_ns: int,
+                n: int = 3) -> None:
+    """Send the same pair ``n`` times, 10 ms apart, and wait for each output."""
+    camera = make_camera(left.shape[1], left.shape[0])
+    for i in range(n):
+        assert send(harness, driver, stereo_messages(left, right, camera, first_ns + i * 10_000_000))

@@ -15,7 +15,16 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rosutil import Driver, RosHarness, make_camera, private_domain_id, send, shifted_pair, stereo_messages
+from rosutil import (
+    QUALITY_KEYS,
+    Driver,
+    RosHarness,
+    last_status,
+    private_domain_id,
+    quality_values_after,
+    send_frames,
+    shifted_pair,
+)
 from sensor_msgs.msg import Image
 
 from scene_perception.ros.codec import image_to_numpy
@@ -24,7 +33,7 @@ from scene_perception.ros.stereo_depth_node import StereoDepthNode
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 H, W, D = 96, 160, 6
-KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+KEYS = QUALITY_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -56,35 +65,8 @@ def ros():
     harness.shutdown()
 
 
-def last_status(driver: Driver) -> DiagnosticStatus | None:
-    for array in reversed(driver.got["diag"]):
-        for status in array.status:
-            if status.hardware_id.rsplit("/", 1)[-1] == "stereo_depth":
-                return status
-    return None
-
-
 def values_after(harness: RosHarness, driver: Driver, frames: int) -> tuple[dict[str, str], DiagnosticStatus]:
-    """The first status that reports ``frames`` assessed frames in the window (the window is 3)."""
-    want = f"{frames} "
-
-    def ready() -> bool:
-        status = last_status(driver)
-        return status is not None and any(
-            kv.key == "quality frames" and kv.value.startswith(want) for kv in status.values)
-
-    driver.got["diag"].clear()
-    assert harness.spin_until(ready, 10), last_status(driver)
-    status = last_status(driver)
-    assert status is not None
-    return {kv.key: kv.value for kv in status.values}, status
-
-
-def send_frames(harness: RosHarness, driver: Driver, left: np.ndarray, right: np.ndarray, first_ns: int,
-                n: int = 3) -> None:
-    camera = make_camera(W, H)
-    for i in range(n):
-        assert send(harness, driver, stereo_messages(left, right, camera, first_ns + i * 10_000_000))
+    return quality_values_after(harness, driver, "stereo_depth", frames)
 
 
 def test_quality_keys_confidence_and_vertical_offset(ros) -> None:
@@ -154,8 +136,8 @@ def test_no_valid_pixel_is_unknown_not_zero_and_off_is_off(ros) -> None:
     assert node.set_parameters([Parameter("quality.enabled", value=False),
                                 Parameter("quality.publish_confidence", value=False)])[0].successful
     driver.got["diag"].clear()
-    assert harness.spin_until(lambda: last_status(driver) is not None, 5)
-    values = {kv.key: kv.value for kv in last_status(driver).values}
+    assert harness.spin_until(lambda: last_status(driver, "stereo_depth") is not None, 5)
+    values = {kv.key: kv.value for kv in last_status(driver, "stereo_depth").values}
     assert values["live quality"].startswith("off") and all(values[k] == "off" for k in KEYS), values
 
 

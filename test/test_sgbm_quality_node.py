@@ -12,7 +12,15 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rosutil import Driver, RosHarness, make_camera, private_domain_id, send, shifted_pair, stereo_messages
+from rosutil import (
+    QUALITY_KEYS,
+    Driver,
+    RosHarness,
+    private_domain_id,
+    quality_values_after,
+    send_frames,
+    shifted_pair,
+)
 from sensor_msgs.msg import Image
 
 from scene_perception.ros.codec import image_to_numpy
@@ -21,7 +29,7 @@ from scene_perception.ros.sgbm_node import SGBMDepthNode
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 H, W, D = 96, 160, 6
-KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+KEYS = QUALITY_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +57,7 @@ def ros():
 
 
 def values_after(harness: RosHarness, driver: Driver, frames: int) -> tuple[dict[str, str], DiagnosticStatus]:
-    """The first sgbm_depth status that reports ``frames`` assessed frames in the window."""
-    def last() -> DiagnosticStatus | None:
-        for array in reversed(driver.got["diag"]):
-            for status in array.status:
-                if status.hardware_id.rsplit("/", 1)[-1] == "sgbm_depth":
-                    return status
-        return None
-
-    def ready() -> bool:
-        status = last()
-        return status is not None and any(
-            kv.key == "quality frames" and kv.value.startswith(f"{frames} ") for kv in status.values)
-
-    driver.got["diag"].clear()
-    assert harness.spin_until(ready, 10), last()
-    status = last()
-    assert status is not None
-    return {kv.key: kv.value for kv in status.values}, status
-
-
-def send_frames(harness: RosHarness, driver: Driver, left: np.ndarray, right: np.ndarray,
-                first_ns: int) -> None:
-    camera = make_camera(W, H)
-    for i in range(3):
-        assert send(harness, driver, stereo_messages(left, right, camera, first_ns + i * 10_000_000))
+    return quality_values_after(harness, driver, "sgbm_depth", frames)
 
 
 def test_sgbm_reports_the_same_quality_keys_and_warns_on_a_vertical_offset(ros) -> None:
