@@ -718,20 +718,28 @@ def run_scene_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- pose
+def _raw_pose_pipeline(args: argparse.Namespace) -> tuple[Any, np.ndarray, float]:
+    """The shipped pose pipeline publishing the raw MC-dropout covariance, and the card's calibration it
+    would otherwise apply: (pipeline, block scales, cross-covariance factor)."""
+    from scene_perception.pipelines.pose import PosePipeline
+
+    pipe = PosePipeline.from_weights(None, mc_samples=args.pose_mc_samples)
+    scale, cross = np.asarray(pipe.covariance_scale, np.float64), pipe.covariance_cross_scale
+    pipe.covariance_scale, pipe.covariance_cross_scale = np.ones(6), 1.0
+    return pipe, scale, cross
+
+
 def run_pose(args: argparse.Namespace) -> dict[str, Any] | None:
     """Pose covariance: raw MC dropout and as published (the card's per-axis scale), Gaussian."""
     import torch
 
     from scene_perception.data.pose_frames import bag_synth_settings, load_pose_frames
     from scene_perception.evaluation.pose import pose_errors
-    from scene_perception.pipelines.pose import PosePipeline, shrink_cross_covariance
+    from scene_perception.pipelines.pose import shrink_cross_covariance
 
     if not (args.pose_bag / "metadata.yaml").is_file():
         return None
-    pipe = PosePipeline.from_weights(None, mc_samples=args.pose_mc_samples)
-    card_scale = np.asarray(pipe.covariance_scale, np.float64)
-    card_cross = pipe.covariance_cross_scale
-    pipe.covariance_scale, pipe.covariance_cross_scale = np.ones(6), 1.0
+    pipe, card_scale, card_cross = _raw_pose_pipeline(args)
     frames = load_pose_frames(args.pose_bag, pipe.input_size, points_per_frame=0,
                               max_frames=args.pose_max_frames)
     torch.manual_seed(args.seed)
@@ -821,14 +829,11 @@ def _two_sigma_miss(blocks: dict[str, Any]) -> float:
 def run_pose_fit(args: argparse.Namespace) -> dict[str, Any]:
     """calibration_pose_rule.md: 2-fold choice on the validation drive, refit, acceptance on the check
     drive (the third drive)."""
-    from scene_perception.pipelines.pose import PosePipeline
 
     for bag in (args.pose_bag, args.pose_check_bag):
         if not (bag / "metadata.yaml").is_file():
             raise SystemExit(f"error: no drive at {bag} (commands: calibration_pose_rule.md)")
-    pipe = PosePipeline.from_weights(None, mc_samples=args.pose_mc_samples)
-    card_scale = np.asarray(pipe.covariance_scale, np.float64)
-    pipe.covariance_scale = np.ones(6)
+    pipe, card_scale, _ = _raw_pose_pipeline(args)  # the block scales are refitted on raw covariances
     t0 = time.perf_counter()
     e_val, c_val = _raw_pose(pipe, args.pose_bag, args)
     e_chk, c_chk = _raw_pose(pipe, args.pose_check_bag, args)
@@ -895,16 +900,13 @@ def run_pose_cross_fit(args: argparse.Namespace) -> dict[str, Any]:
     """calibration_pose_joint_rule.md: choose the cross-covariance factor on the validation drive (nearest
     6-DoF 2-sigma coverage to 95.45 %, ties within 0.5 points to the larger factor); accept it only if it
     holds on the held-out and the check drives."""
-    from scene_perception.pipelines.pose import PosePipeline, shrink_cross_covariance
+    from scene_perception.pipelines.pose import shrink_cross_covariance
 
     bags = {"validation": args.pose_bag, "heldout": DEFAULT_POSE_BAGS["test"], "check": args.pose_check_bag}
     for bag in bags.values():
         if not (bag / "metadata.yaml").is_file():
             raise SystemExit(f"error: no drive at {bag} (commands: calibration_pose_rule.md)")
-    pipe = PosePipeline.from_weights(None, mc_samples=args.pose_mc_samples)
-    scale = np.asarray(pipe.covariance_scale, np.float64)  # the card's block scales (kept)
-    card_cross = pipe.covariance_cross_scale
-    pipe.covariance_scale, pipe.covariance_cross_scale = np.ones(6), 1.0
+    pipe, scale, card_cross = _raw_pose_pipeline(args)  # the card's block scales are kept
     t0 = time.perf_counter()
     drives = {}
     for name, bag in bags.items():
