@@ -43,6 +43,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,17 +189,26 @@ def _out_name(name: str, index: int) -> str:
 
 
 def chessboard_to_folder(src: str | Path, out: str | Path, board: tuple[int, int] = BOARD,
-                         square: float = 1.0, alpha: float = 0.0, scale: float = 1.0) -> dict[str, Any]:
+                         square: float = 1.0, alpha: float = 0.0, scale: float = 1.0,
+                         holdout: Sequence[str] = ()) -> dict[str, Any]:
     """Calibrate the rig from the chessboard pairs under ``src`` (any layout :class:`StereoFolder` reads),
     write every pair rectified (then shrunk by ``scale``, INTER_AREA) to ``out/left`` + ``out/right`` and the
     calibration to ``out/calibration.json``; returns that JSON's content (see the module docstring).
 
+    ``holdout``: written names (``"12"`` for ``left12.jpg``) kept out of training.  With any, the pairs go
+    to ``out/train/{left,right}`` and ``out/heldout/{left,right}`` instead, so ``folder:out/train`` trains
+    on the rest and a GT-free score (photometric error, left-right consistency) of ``out/heldout`` judges a
+    self-supervised run on real pairs it never saw.  All pairs still calibrate the rig: the calibration
+    uses the board's corners, not the network.
+
     Raises:
-        DatasetError: no pairs under ``src``, or fewer than 3 with the board found in both views.
+        DatasetError: no pairs under ``src``, or fewer than 3 with the board found in both views; a held-out
+            name that is no written pair.
         ValueError: ``scale`` not in (0, 1].
     """
     if not 0.0 < scale <= 1.0:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
+    holdout = set(holdout)
     src, out = Path(src), Path(out)
     reader = StereoFolder(src)
     samples, used, skipped, no_board, corners = [], [], [], [], []
@@ -240,20 +250,29 @@ def chessboard_to_folder(src: str | Path, out: str | Path, board: tuple[int, int
         outside = max(outside, float(np.mean((mx < 0) | (mx > size[0] - 1) | (my < 0) | (my > size[1] - 1))))
     out_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
     sx = out_size[0] / size[0]  # written px per rectified px along x (disparities scale by it)
-    (out / "left").mkdir(parents=True, exist_ok=True)
-    (out / "right").mkdir(parents=True, exist_ok=True)
+    stems = [_out_name(smp.name, i) for i, smp in enumerate(samples)]
+    if holdout - set(stems):
+        raise DatasetError(f"held-out pairs {sorted(holdout - set(stems))} are not among the pairs under "
+                           f"{src} ({', '.join(stems)})")
+
+    def folder(stem: str) -> Path:
+        return out if not holdout else out / ("heldout" if stem in holdout else "train")
+
+    for stem in stems:
+        for view in ("left", "right"):
+            (folder(stem) / view).mkdir(parents=True, exist_ok=True)
     raw_dy = [np.abs(c[0][:, 1] - c[1][:, 1]) for c in corners]
     rect_dy, disparities, names = [], [], []
     for index, s in enumerate(samples):
         # Replicate, not black: with alpha=0 only a few edge pixels (~0.02 %) map outside the source.
         rect = [cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 for img, (mx, my) in ((s.left, (map_lx, map_ly)), (s.right, (map_rx, map_ry)))]
-        stem = _out_name(s.name, index)
+        stem = stems[index]
         names.append(stem)
         for view, img in zip(("left", "right"), rect, strict=True):
             if scale != 1.0:
                 img = cv2.resize(img, out_size, interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(out / view / f"{stem}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(folder(stem) / view / f"{stem}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if s.name in used:
             q = [find_corners(_gray(img), board) for img in rect]
             if q[0] is not None and q[1] is not None:
@@ -283,6 +302,7 @@ def chessboard_to_folder(src: str | Path, out: str | Path, board: tuple[int, int
         "pairs_board_not_found": no_board,
         "pairs_skipped": skipped,
         "pairs_written": names,
+        "pairs_heldout": sorted(holdout),
         "calibration": calib.to_json(),
     }
     (out / CALIBRATION_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
@@ -304,11 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0,
                    help="shrink the rectified pairs by this factor (0, 1] (0.5 for the opencv-doc pairs: "
                         "their board lies at 100-204 px of disparity at full size, beyond lite's 128)")
+    p.add_argument("--holdout", default="",
+                   help="comma-separated pair names (e.g. 12,13,14) written to OUT/heldout, the rest to "
+                        "OUT/train: real pairs a self-supervised run never trains on, to judge it by")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         cols, rows = (int(v) for v in args.board.lower().split("x"))
-        rec = chessboard_to_folder(args.src, args.out, (cols, rows), args.square, args.alpha, args.scale)
+        holdout = [n.strip() for n in args.holdout.split(",") if n.strip()]
+        rec = chessboard_to_folder(args.src, args.out, (cols, rows), args.square, args.alpha, args.scale,
+                                   holdout)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
