@@ -170,3 +170,16 @@ def test_real_opencv_doc_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert 40 < lo < hi < 110  # inside the lite model's 128 px at half size
     assert len(StereoFolder(out)) == 13
     assert main([str(tmp_path / "missing"), str(out)]) == 1
+
+    # --holdout: named pairs to heldout/, the rest to train/; the rig is still calibrated on all 13.
+    split = tmp_path / "split"
+    assert main([str(CHESSBOARD), str(split), "--scale", "0.5", "--holdout", "12,13,14"]) == 0
+    rec = json.loads((split / CALIBRATION_NAME).read_text())
+    assert rec["pairs_heldout"] == ["12", "13", "14"] and len(rec["pairs_used"]) == 13
+    held, train = StereoFolder(split / "heldout"), StereoFolder(split / "train")
+    assert [held.item_name(i).split("/")[-1] for i in range(len(held))] == ["12", "13", "14"]
+    assert len(train) == 10
+    assert not {train.item_name(i).split("/")[-1] for i in range(len(train))} & {"12", "13", "14"}
+    assert not (split / "left").exists()
+    assert main([str(CHESSBOARD), str(tmp_path / "bad"), "--holdout", "99"]) == 1
+    assert "held-out pairs ['99']" in capsys.readouterr().err
