@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stereo accuracy of our GC-Net next to OpenCV SGBM_3WAY, on held-out synthetic pairs and Middlebury Aloe.
+"""Stereo accuracy of our GC-Net next to OpenCV SGBM_3WAY, on held-out synthetic and real Middlebury pairs.
 
 Why both in one run: SGBM is the baseline to beat (project notes), and timings on these shared machines
 drift up to 2x between runs, so every number compared here is measured back to back.
@@ -14,6 +14,8 @@ Data, and what is *not* done with it:
 * Middlebury 2006 Aloe (``tools/fetch_eval_data.sh``): evaluation only.  GT value 0 (unknown) is excluded.
   The disparity range is chosen from the image width alone (``--range-fraction`` x width, rounded to a
   multiple of 16), never from the GT.  Nothing here feeds back into training or tuning.
+* Middlebury 2014 Motorcycle (741x500, scikit-image's bundled copy, same script): evaluation only, scored
+  the same way as Aloe (``data/datasets/real_pairs.py``).
 
 "Ours" is the default pipeline: the network plus its local refinement (``pipelines/local_refinement.py``,
 setting chosen on the validation split); ``--no-local-refinement`` scores the network's own output.
@@ -41,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
@@ -56,6 +59,7 @@ from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
+DEFAULT_MOTORCYCLE_DIR = _REPO / ".cache" / "eval" / "middlebury_motorcycle"
 
 # Goals and baseline from the project notes (shared/notes/data-and-baselines.md).
 GOAL_SYNTHETIC_EPE = 1.0
@@ -89,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-samples", type=int, default=200_000,
                    help="training sample indices checked against the held-out seeds")
     p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR)
+    p.add_argument("--motorcycle-dir", type=Path, default=DEFAULT_MOTORCYCLE_DIR)
     p.add_argument("--range-fraction", type=float, default=0.2,
                    help="Aloe max disparity as a fraction of the image width (never from GT)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per method on Aloe (median)")
@@ -205,29 +210,17 @@ def run_synthetic(args: argparse.Namespace, pipeline: StereoDepthPipeline, model
     }
 
 
-# ----------------------------------------------------------------------------------------- Aloe
-def load_aloe(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(left RGB, right RGB, GT float32 px with NaN = unknown) or None when the files are absent."""
-    paths = [directory / n for n in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")]
-    if not all(p.is_file() for p in paths):
-        return None
-    left, right = (cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:2])
-    gt = cv2.imread(str(paths[2]), cv2.IMREAD_UNCHANGED)
-    if gt is None or gt.ndim != 2 or left.shape[:2] != gt.shape:
-        raise RuntimeError(f"unexpected Aloe files in {directory}: GT {None if gt is None else gt.shape}")
-    gt = gt.astype(np.float32)
-    gt[gt == 0] = np.nan  # 0 = unknown disparity in the Middlebury PNGs
-    return left, right, gt
-
-
-def run_aloe(
-    args: argparse.Namespace, pipeline: StereoDepthPipeline, model_max: int
+# ----------------------------------------------------------------------------------------- real pairs
+def run_real(
+    args: argparse.Namespace, pipeline: StereoDepthPipeline, pair: RealPair | None,
+    figure: Path | None = None, notes_range: bool = False,
 ) -> dict[str, Any] | None:
-    """Ours (dense) and SGBM (sparse / filled) at full and half input resolution, scored at full res."""
-    data = load_aloe(args.aloe_dir)
-    if data is None:
+    """Ours (dense) and SGBM (sparse / filled) at full and half input resolution, scored at full res, on one
+    real GT pair (Aloe, Motorcycle; None when it is not fetched).  ``notes_range``: also SGBM at the project
+    notes' 224 px, the range their Aloe baseline was measured with."""
+    if pair is None:
         return None
-    left, right, gt = data
+    left, right, gt = pair.left, pair.right, pair.gt
     h, w = gt.shape
     hw, hh = round(w / 2), round(h / 2)
     left_h = cv2.resize(left, (hw, hh), interpolation=cv2.INTER_AREA)
@@ -257,7 +250,8 @@ def run_aloe(
         maps[f"ours_{key}"] = disp
 
     # SGBM at the same width-derived range as ours, then at the notes' 224/112 to check the baseline.
-    for label, rng_full in (("", range_full), (" (notes' range)", NOTES_SGBM_NUM_DISPARITIES)):
+    ranges = [("", range_full)] + ([(" (notes' range)", NOTES_SGBM_NUM_DISPARITIES)] if notes_range else [])
+    for label, rng_full in ranges:
         for scale, desc in ((1.0, full_desc), (0.5, half_desc)):
             sgbm = SGBMMatcher(rng_full, scale=scale)
             disp, ms = timed_median(lambda sgbm=sgbm: sgbm(left, right), args.repeats)
@@ -269,10 +263,10 @@ def run_aloe(
             if not label:
                 key = "full" if scale == 1.0 else "half"
                 maps[f"sgbm_{key}"], maps[f"sgbm_filled_{key}"] = disp, filled
-    if args.figure is not None:
-        save_figure(args.figure, left, gt, maps)
+    if figure is not None:
+        save_figure(figure, left, gt, maps)
     return {
-        "dir": str(args.aloe_dir),
+        "name": pair.name,
         "size": [h, w],
         "range_fraction": args.range_fraction,
         "range_full": range_full,
@@ -414,7 +408,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(markdown_table(syn["rows"]))
 
     # Choosing (the validation split) never looks at the evaluation images.
-    aloe = None if args.split == "validation" else run_aloe(args, pipeline, model.max_disparity)
+    aloe = None if args.split == "validation" else run_real(args, pipeline, load_aloe(args.aloe_dir),
+                                                            args.figure, notes_range=True)
     results["aloe"] = aloe
     if aloe is None and args.split == "test":
         print(f"\n## Middlebury Aloe: skipped, no data in {args.aloe_dir}. "
@@ -431,6 +426,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "local refinement on, refines it again at full resolution.")
         print("\nBaseline recorded in the notes (for comparison with the SGBM (notes' range) rows):\n")
         print(notes_table())
+    moto = None if args.split == "validation" else run_real(args, pipeline,
+                                                            load_motorcycle(args.motorcycle_dir))
+    results["motorcycle"] = moto
+    if moto is not None:
+        print(f"\n## Middlebury 2014 Motorcycle {moto['size'][1]}x{moto['size'][0]} (scikit-image's copy, "
+              f"evaluation only), all pixels with known GT, scored at full resolution; range "
+              f"{moto['range_full']} / {moto['range_half']} px\n")
+        print(markdown_table(moto["rows"]))
 
     # The goals are about the held-out test split; a validation run only compares candidates.
     results["goals"] = evaluate_goals(results) if args.split == "test" else []
@@ -459,7 +462,7 @@ def update_card(card_path: Path, results: dict[str, Any], argv: list[str]) -> No
         "threads": results["threads"],
         "local_refinement": results["local_refinement"],
     }
-    for section in ("synthetic", "aloe"):
+    for section in ("synthetic", "aloe", "motorcycle"):
         data = results.get(section)
         if data:
             metrics[section] = [{k: r[k] for k in keep if k in r} for r in data["rows"]]

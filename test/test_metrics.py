@@ -190,10 +190,21 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     save_stereo_model(GCNet(CONFIGS["lite"]), weights, {"trained": False})
     bench = load_benchmark()
     out = tmp_path / "acc.json"
+    # A Motorcycle stand-in in the fetched layout (rendered, so the test needs no download).
+    import cv2
+
+    from scene_perception.data.procedural import make_stereo_sample
+
+    moto = tmp_path / "moto"
+    moto.mkdir()
+    s = make_stereo_sample(20_000_005, width=160, height=96, max_disparity=24)
+    cv2.imwrite(str(moto / "motorcycle_left.png"), cv2.cvtColor(s.left, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(moto / "motorcycle_right.png"), cv2.cvtColor(s.right, cv2.COLOR_RGB2BGR))
+    np.savez(moto / "motorcycle_disp.npz", np.where(np.isfinite(s.disparity), s.disparity, np.inf))
     results = bench.main([
         "--weights", str(weights), "--synthetic-pairs", "2", "--synthetic-size", "64x128",
         "--synthetic-max-disparity", "32", "--train-samples", "1000", "--aloe-dir", str(tmp_path / "absent"),
-        "--threads", "1", "--json", str(out),
+        "--motorcycle-dir", str(moto), "--repeats", "1", "--threads", "1", "--json", str(out),
     ])
     text = capsys.readouterr().out
     assert "UNTRAINED" in text and "| SGBM_3WAY filled |" in text
@@ -206,6 +217,11 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert results["goals"][0]["goal"].startswith("synthetic EPE")
     saved = json.loads(out.read_text())
     assert saved["synthetic"]["pairs"] == 2 and saved["synthetic"]["seeds"][0] >= 10_000_000
+    assert "## Middlebury 2014 Motorcycle 160x96" in text
+    m = saved["motorcycle"]
+    assert m["name"] == "Motorcycle" and m["size"] == [96, 160] and m["range_full"] == 32
+    assert [r["method"] for r in m["rows"][:2]] == ["ours (dense)", "ours (dense)"]
+    assert all(0.0 <= r["bad2"] <= 100.0 for r in m["rows"])
 
 
 def test_held_out_check_catches_training_seed() -> None:
@@ -229,16 +245,17 @@ def test_benchmark_validation_split_chooses_without_touching_test_data(tmp_path:
     save_stereo_model(GCNet(CONFIGS["lite"]), weights, {"trained": False})
     aloe = tmp_path / "aloe"
     aloe.mkdir()  # present-but-bogus Aloe files: reading them would raise, so not reading them is visible
-    for name in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png"):
+    for name in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png", "motorcycle_left.png", "motorcycle_right.png",
+                 "motorcycle_disp.npz"):
         (aloe / name).write_bytes(b"not an image")
     bench = load_benchmark()
     common = ["--weights", str(weights), "--synthetic-pairs", "2", "--synthetic-size", "64x128",
               "--synthetic-max-disparity", "32", "--train-samples", "100", "--aloe-dir", str(aloe),
-              "--threads", "1"]
+              "--motorcycle-dir", str(aloe), "--threads", "1"]
     plain = bench.main([*common, "--split", "validation", "--regression-window", "0"])
     windowed = bench.main([*common, "--split", "validation", "--regression-window", "3"])
     assert plain["synthetic"]["split"] == "validation" and plain["synthetic"]["seeds"][0] == 20_000_000
-    assert plain["aloe"] is None and plain["goals"] == []
+    assert plain["aloe"] is None and plain["motorcycle"] is None and plain["goals"] == []
     assert (plain["model"]["regression_window"], windowed["model"]["regression_window"]) == (0, 3)
     assert plain["synthetic"]["rows"][0]["epe"] != windowed["synthetic"]["rows"][0]["epe"]
     sgbm = [{k: v for k, v in r["synthetic"]["rows"][1].items() if k != "ms"} for r in (plain, windowed)]
