@@ -70,10 +70,12 @@ def load_motorcycle(directory: str | Path) -> RealPair | None:
         return None
     path = d / MOTORCYCLE_FILES[2]
     try:
-        with np.load(path, allow_pickle=False) as z:  # never unpickle
-            if list(z.files) != ["arr_0"]:
-                raise DatasetError(f"unexpected arrays {z.files} in {path}")
-            gt = np.asarray(z["arr_0"], dtype=np.float32)
+        # An .npz is a zip of .npy members; read the one array with pickles refused (never np.load).
+        with zipfile.ZipFile(path) as z:
+            if z.namelist() != ["arr_0.npy"]:
+                raise DatasetError(f"unexpected arrays {z.namelist()} in {path}")
+            with z.open("arr_0.npy") as f:
+                gt = np.asarray(np.lib.format.read_array(f, allow_pickle=False), dtype=np.float32)
     except (ValueError, OSError, zipfile.BadZipFile) as exc:  # truncated, not a zip, a pickled array
         raise DatasetError(f"unreadable Motorcycle GT {path}: {exc}") from exc
     gt = np.where(np.isfinite(gt) & (gt > 0), gt, np.float32(np.nan)).astype(np.float32)
