@@ -8,8 +8,9 @@ correlation of std and error (``scene_perception/evaluation/calibration.py``, ``
 
 * **disparity std** (``stereo_depth``; Laplace: ``std = sqrt(2) b``, so 75.7 / 94.1 / 98.6 % expected) of
   the network alone and of the default pipeline (after the local refinement's std update), on held-out
-  synthetic pairs (non-occluded pixels; seeds of ``data/splits.py``) and Middlebury Aloe (evaluation
-  only, every pixel with known GT, range = 0.2 x width as ``stereo_accuracy.py``); also the **depth
+  synthetic pairs (non-occluded pixels; seeds of ``data/splits.py``), Middlebury 2006 Aloe and Middlebury
+  2014 Motorcycle (741x500 native input only; both evaluation only, ``data/datasets/real_pairs.py``, every
+  pixel with known GT, range = 0.2 x width as ``stereo_accuracy.py``); also the **depth
   std** (first-order propagation of the disparity std) on the synthetic pairs, with a nominal camera
   (``doffs = 0``: the ratio depth error / depth std does not depend on f or B then);
 * **semantic probabilities** (``scene``): ECE (15 bins) and reliability diagram of the single pass and of
@@ -20,11 +21,12 @@ correlation of std and error (``scene_perception/evaluation/calibration.py``, ``
   coverage of the 1/2/3-sigma ellipsoids (translation, rotation, 6-DoF) and NEES with its chi-square
   interval, raw and as published, on the held-out drive of ``models/posenet.md``.
 
-``--split validation`` scores the validation seeds / drive instead (no Aloe): the split to *fit* on.
+``--split validation`` scores the validation seeds / drive instead (no Aloe, no Motorcycle): the split to
+*fit* on.
 ``--fit-refinement-std`` (validation only) grids the refinement's ``uncertainty_scale`` x
 ``correction_std`` and applies the rule of ``benchmarks/results/2026-12-05_cpu/calibration_fit_rule.md``.
 ``--refinement-std SCALE,FLOOR`` scores the disparity with another std update than the default (the pipeline
-then runs with it), to report a fitted setting on the test split and Aloe next to the default.
+then runs with it), to report a fitted setting on the test split, Aloe and Motorcycle next to the default.
 
     python benchmarks/calibration.py --threads 1 --json out/calibration.json --figures out/calibration_figures
     python benchmarks/calibration.py --quick   # a smoke run, well under a minute
@@ -58,6 +60,7 @@ from scene_perception.evaluation.uncertainty import ause
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
+DEFAULT_MOTORCYCLE_DIR = _REPO / ".cache" / "eval" / "middlebury_motorcycle"
 DEFAULT_POSE_BAGS = {"test": _REPO / "runs" / "calib" / "bags" / "pose_heldout",
                      "validation": _REPO / "runs" / "calib" / "bags" / "pose_val"}
 SECTIONS = ("disparity", "semantic", "scene_depth", "pose")
@@ -78,7 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the synthetic pairs")
     p.add_argument("--max-disparity", type=float, default=96.0, help="of the synthetic pairs")
     p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR, help="'' or missing: skip Aloe")
-    p.add_argument("--range-fraction", type=float, default=0.2, help="Aloe range = this x width (not GT)")
+    p.add_argument("--motorcycle-dir", type=Path, default=DEFAULT_MOTORCYCLE_DIR,
+                   help="'' or missing: skip Middlebury Motorcycle")
+    p.add_argument("--range-fraction", type=float, default=0.2,
+                   help="Aloe / Motorcycle range = this x width (not GT)")
     p.add_argument("--refinement-std", default=None, metavar="SCALE,FLOOR",
                    help="score the pipeline with uncertainty_scale,correction_std instead of the default")
     p.add_argument("--fit-refinement-std", action="store_true",
@@ -155,13 +161,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.scene_seeds = args.scene_seeds or "1:2"
         args.scene_frames_per_seed, args.scene_mc_samples = 1, 4
         args.pose_mc_samples, args.pose_max_frames = 4, args.pose_max_frames or 6
-        args.aloe_dir = Path("")
+        args.aloe_dir = args.motorcycle_dir = Path("")
     if args.scene_seeds is None:
         args.scene_seeds = "1:21" if args.split == "test" else "21:41"
     if args.pose_bag is None:
         args.pose_bag = DEFAULT_POSE_BAGS[args.split]
     if args.split == "validation":
-        args.aloe_dir = Path("")  # Aloe is evaluation data: never in a fitting run
+        # Aloe and Motorcycle are evaluation data: never in a fitting run.
+        args.aloe_dir = args.motorcycle_dir = Path("")
     return args
 
 
@@ -195,7 +202,7 @@ def refined_std(std: np.ndarray, changed: np.ndarray, delta: np.ndarray, scale: 
 
 # ----------------------------------------------------------------------------------------- disparity
 def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
-    """Network-alone and pipeline disparity std on synthetic pairs (and Aloe), plus the depth std."""
+    """Network-alone and pipeline disparity std on synthetic pairs (and Aloe, Motorcycle), plus depth std."""
     import torch
 
     from scene_perception.data.procedural import make_stereo_sample
@@ -291,9 +298,10 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
         out["fit"] = fit_refinement_std(a, err_ref, (default.uncertainty_scale, default.correction_std))
     if args.two_pass:
         out["two_pass"] = run_two_pass(args, pipe, scored_cfg)
-    aloe = run_aloe(args, pipe, scored_cfg)
-    if aloe is not None:
-        out["aloe"] = aloe
+    for key, run in (("aloe", run_aloe), ("motorcycle", run_motorcycle)):
+        real = run(args, pipe, scored_cfg)
+        if real is not None:
+            out[key] = real
     return out
 
 
@@ -475,36 +483,20 @@ def fit_two_pass(e: dict[float, np.ndarray], sd: dict[float, np.ndarray], today:
             "by_range": by_range}
 
 
-def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, Any] | None:
-    """Aloe, network alone and with ``refinement``, every pixel with known GT (PNG value 0 = unknown), at the
-    two inputs of ``stereo_accuracy.py`` (range from the width alone, never from the GT):
+def width_range(width: int, fraction: float) -> int:
+    """A real pair's range from its input width alone (never the GT): ``stereo_accuracy.py``'s rule,
+    rounded to SGBM's 16 px."""
+    return max(16, 16 * round(fraction * width / 16))
 
-    * ``full``: 1282x1110, range 256 px: the pipeline shrinks the pair to the network's 128 px, scales the
-      result back and refines it a second time at full size (so the std update applies twice);
-    * ``half``: 641x555 (INTER_AREA), range 128 px: network and one refinement at that size; disparity and
-      std scaled x2 (bilinear, as the pipeline's own upsampling) and scored at full resolution.
-    """
+
+def score_real_pair(args: argparse.Namespace, pipe: Any, refinement: Any, gt: np.ndarray,
+                    inputs: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> dict[str, Any]:
+    """One real pair, network alone and with ``refinement``, at each ``inputs[name] = (left, right, range)``:
+    every pixel with known GT (NaN = unknown), the output scaled to the GT's size (bilinear, as the
+    pipeline's own upsampling; disparity and std x the width ratio) and scored at full resolution."""
     import cv2
 
-    from scene_perception.data.datasets.sample import read_png_unchanged, read_rgb
-
-    d = args.aloe_dir
-    if not str(d) or not all((d / n).is_file() for n in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")):
-        return None
-    left, right = read_rgb(d / "aloeL.jpg"), read_rgb(d / "aloeR.jpg")
-    gt = read_png_unchanged(d / "aloeGT.png").astype(np.float32)
-    gt[gt == 0] = np.nan
     h, w = gt.shape
-    hw, hh = round(w / 2), round(h / 2)
-
-    def width_range(width: int) -> int:  # stereo_accuracy.py's rule, rounded to SGBM's 16 px
-        return max(16, 16 * round(args.range_fraction * width / 16))
-
-    inputs = {
-        "full": (left, right, width_range(w)),
-        "half": (cv2.resize(left, (hw, hh), interpolation=cv2.INTER_AREA),
-                 cv2.resize(right, (hw, hh), interpolation=cv2.INTER_AREA), width_range(hw)),
-    }
     out: dict[str, Any] = {"size": [h, w], "pixels": "known GT, scored at full resolution"}
     for name, (lt, rt, rng) in inputs.items():
         pipe.max_disparity = float(rng)
@@ -522,6 +514,46 @@ def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, 
         out[name] = block
     pipe.max_disparity = None
     return out
+
+
+def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, Any] | None:
+    """Aloe (``load_aloe``; evaluation only, None when absent or on the validation split), network alone
+    and with ``refinement``, at the two inputs of ``stereo_accuracy.py`` (range from the width alone):
+
+    * ``full``: 1282x1110, range 256 px: the pipeline shrinks the pair to the network's 128 px, scales the
+      result back and refines it a second time at full size (so the std update applies twice);
+    * ``half``: 641x555 (INTER_AREA), range 128 px: network and one refinement at that size; disparity and
+      std scaled x2 (bilinear, as the pipeline's own upsampling) and scored at full resolution.
+    """
+    import cv2
+
+    from scene_perception.data.datasets.real_pairs import load_aloe
+
+    pair = None if args.split == "validation" else load_aloe(args.aloe_dir)
+    if pair is None:
+        return None
+    h, w = pair.gt.shape
+    hw, hh = round(w / 2), round(h / 2)
+    inputs = {
+        "full": (pair.left, pair.right, width_range(w, args.range_fraction)),
+        "half": (cv2.resize(pair.left, (hw, hh), interpolation=cv2.INTER_AREA),
+                 cv2.resize(pair.right, (hw, hh), interpolation=cv2.INTER_AREA),
+                 width_range(hw, args.range_fraction)),
+    }
+    return score_real_pair(args, pipe, refinement, pair.gt, inputs)
+
+
+def run_motorcycle(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, Any] | None:
+    """Middlebury 2014 Motorcycle (``load_motorcycle``: scikit-image's 741x500 copy; evaluation only, None
+    when absent or on the validation split) at its native input only (``native``), range from the width
+    (0.2 x 741 -> 144 px: above the network's 128, so the pipeline shrinks and refines twice)."""
+    from scene_perception.data.datasets.real_pairs import load_motorcycle
+
+    pair = None if args.split == "validation" else load_motorcycle(args.motorcycle_dir)
+    if pair is None:
+        return None
+    rng = width_range(pair.gt.shape[1], args.range_fraction)
+    return score_real_pair(args, pipe, refinement, pair.gt, {"native": (pair.left, pair.right, rng)})
 
 
 # ----------------------------------------------------------------------------------------- scene
@@ -966,6 +998,28 @@ COVERAGE_HEADER = ("| uncertainty | within 1 / 2 / 3 std % | expected % | miscal
                    "| Spearman | pixels |\n|---|---|---|---|---|---|---|---|")
 
 
+#: The real GT pairs of the disparity section: (JSON key, title); evaluation only.
+REAL_PAIRS = (("aloe", "Middlebury Aloe"), ("motorcycle", "Middlebury 2014 Motorcycle"))
+
+
+def input_blocks(real: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The per-input blocks of a real pair's result (Aloe: full, half; Motorcycle: native)."""
+    return [(name, blk) for name, blk in real.items() if isinstance(blk, dict) and "network" in blk]
+
+
+def real_pair_lines(title: str, real: dict[str, Any]) -> list[str]:
+    """The coverage table of one real pair (``score_real_pair``'s result)."""
+    lines = [f"## Disparity std (Laplace), {title} {real['size'][1]}x{real['size'][0]}, "
+             "known-GT pixels scored at full resolution", "", COVERAGE_HEADER]
+    for _, blk in input_blocks(real):
+        desc = f"{blk['input'][1]}x{blk['input'][0]} input, range {blk['range']}"
+        n_ref = blk["refinements"]
+        refinements = "1 refinement" if n_ref == 1 else f"{n_ref} refinements"
+        lines += [coverage_row(f"network alone, {desc}", blk["network"]),
+                  coverage_row(f"pipeline (published), {desc}, {refinements}", blk["pipeline"])]
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The tables the docs and the results file show."""
     lines = [f"# Calibration ({results['split']} split), `{results['command']}`", ""]
@@ -981,18 +1035,9 @@ def markdown(results: dict[str, Any]) -> str:
                   coverage_row("disparity, pipeline (published)", syn["pipeline"]),
                   coverage_row("depth, network alone", syn["depth_network"]),
                   coverage_row("depth, pipeline (published)", syn["depth_pipeline"]), ""]
-        if "aloe" in disp:
-            al = disp["aloe"]
-            lines += [f"## Disparity std (Laplace), Middlebury Aloe {al['size'][1]}x{al['size'][0]}, "
-                      "known-GT pixels scored at full resolution", "", COVERAGE_HEADER]
-            for name in ("full", "half"):
-                blk = al[name]
-                desc = f"{blk['input'][1]}x{blk['input'][0]} input, range {blk['range']}"
-                n_ref = blk["refinements"]
-                refinements = "1 refinement" if n_ref == 1 else f"{n_ref} refinements"
-                lines += [coverage_row(f"network alone, {desc}", blk["network"]),
-                          coverage_row(f"pipeline (published), {desc}, {refinements}", blk["pipeline"])]
-            lines.append("")
+        for key, title in REAL_PAIRS:
+            if key in disp:
+                lines += real_pair_lines(title, disp[key])
         if "two_pass" in disp:
             tp = disp["two_pass"]
             rngs = ", ".join(str(int(r)) for r in tp["ranges"])
@@ -1204,11 +1249,11 @@ def save_figures(directory: Path, results: dict[str, Any]) -> list[str]:
     if disp:
         syn = disp["synthetic"]
         series = [("synthetic, network", syn["network"]), ("synthetic, pipeline", syn["pipeline"])]
-        if "aloe" in disp:
-            for name in ("full", "half"):
-                blk = disp["aloe"][name]
-                series += [(f"Aloe {name}, network", blk["network"]),
-                           (f"Aloe {name}, pipeline", blk["pipeline"])]
+        for key, title in REAL_PAIRS:
+            for name, blk in input_blocks(disp.get(key, {})):
+                short = title.split()[-1]
+                series += [(f"{short} {name}, network", blk["network"]),
+                           (f"{short} {name}, pipeline", blk["pipeline"])]
         std_figure(series, "disparity", "px", "disparity.png")
     sem = results.get("semantic")
     if sem:

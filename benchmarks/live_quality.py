@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Does the GT-free live quality (pipelines/quality.py, issue 26) track the true error, and what does it cost?
 
-On held-out synthetic pairs (test split seeds, ``data/splits.py``) and Middlebury Aloe (evaluation only,
-``tools/fetch_eval_data.sh``; no threshold is chosen on it), each frame goes through the default pipeline
+On held-out synthetic pairs (test split seeds, ``data/splits.py``), Middlebury 2006 Aloe and Middlebury 2014
+Motorcycle (741x500, native size; both evaluation only, ``tools/fetch_eval_data.sh`` and
+``data/datasets/real_pairs.py``; no threshold is chosen on them), each frame goes through the default pipeline
 (network + local refinement) clean and under simulated failures, and the run reports:
 
 * per-frame Spearman rank correlation between the GT-free numbers (photometric error p50, left-right
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from scene_perception.data.datasets.sample import read_png_unchanged, read_rgb
+from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
@@ -51,6 +52,9 @@ from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
+DEFAULT_MOTORCYCLE_DIR = _REPO / ".cache" / "eval" / "middlebury_motorcycle"
+#: Motorcycle under --quick: 370x250, about the pixels of Aloe at its quick 0.25 scale (native otherwise).
+QUICK_MOTORCYCLE_SCALE = 0.5
 
 Image = np.ndarray
 #: One evaluation frame: (label, left, right, GT disparity with NaN = unknown, mask of the scored pixels).
@@ -98,23 +102,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None, help=".safetensors (default: the shipped weights)")
     p.add_argument("--split", choices=("test", "validation"), default="test",
-                   help="synthetic seeds; validation (no Aloe) is for choosing the WARN thresholds")
+                   help="synthetic seeds; validation (no Aloe, no Motorcycle) is for choosing the WARN "
+                        "thresholds")
     p.add_argument("--pairs", type=int, default=20, help="synthetic pairs (<= 30: the 2 cores are shared)")
     p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the synthetic pairs")
     p.add_argument("--max-disparity", type=float, default=96.0, help="synthetic scenes' largest disparity")
     p.add_argument("--nuisance", action="store_true",
                    help="per-view gain/bias and noise on the synthetic pairs (procedural pairs are otherwise "
                         "photometrically exact: a clean residual of ~0.001, far below any real camera's)")
-    p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR)
+    p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR, help="'' or missing: skip Aloe")
     p.add_argument("--aloe-scale", type=float, default=0.5,
                    help="Aloe is run at this scale (0.5: 641x555, range 128 px = the lite network's)")
+    p.add_argument("--motorcycle-dir", type=Path, default=DEFAULT_MOTORCYCLE_DIR,
+                   help="'' or missing: skip Motorcycle (run at its native 741x500)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: 2 pairs at 128x256, conditions {', '.join(QUICK_CONDITIONS)}, Aloe at "
-                        "0.25 scale")
+                        f"0.25 scale, Motorcycle at {QUICK_MOTORCYCLE_SCALE}")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    args.motorcycle_scale = QUICK_MOTORCYCLE_SCALE if args.quick else 1.0
     if args.quick:
         args.pairs, args.size, args.aloe_scale = 2, (128, 256), 0.25
         args.max_disparity = min(args.max_disparity, 48.0)
@@ -239,20 +247,28 @@ def synthetic_frames(args: argparse.Namespace) -> list[Frame]:
     return out
 
 
-def aloe_frame(args: argparse.Namespace) -> tuple[Image, Image, np.ndarray, np.ndarray] | None:
-    """Aloe at ``--aloe-scale`` (INTER_AREA images, GT nearest and scaled; 0 = unknown), or None."""
-    paths = [args.aloe_dir / n for n in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")]
-    if not all(p.is_file() for p in paths):
+def real_frame(pair: RealPair | None, scale: float) -> tuple[Image, Image, np.ndarray, np.ndarray] | None:
+    """A real GT pair at ``scale`` (INTER_AREA images, GT nearest and scaled; NaN = unknown), or None."""
+    if pair is None:
         return None
-    left, right = read_rgb(paths[0]), read_rgb(paths[1])
-    gt = read_png_unchanged(paths[2]).astype(np.float32)
-    gt[gt == 0] = np.nan
-    h, w = gt.shape
-    size = (round(w * args.aloe_scale), round(h * args.aloe_scale))
-    left = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
-    right = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
-    gt = cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST) * np.float32(size[0] / w)
+    left, right, gt = pair.left, pair.right, pair.gt
+    if scale != 1.0:
+        h, w = gt.shape
+        size = (round(w * scale), round(h * scale))
+        left = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+        right = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
+        gt = cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST) * np.float32(size[0] / w)
     return left, right, gt, np.isfinite(gt)
+
+
+def aloe_frame(args: argparse.Namespace) -> tuple[Image, Image, np.ndarray, np.ndarray] | None:
+    """Aloe at ``--aloe-scale``, or None when absent."""
+    return real_frame(load_aloe(args.aloe_dir), args.aloe_scale)
+
+
+def motorcycle_frame(args: argparse.Namespace) -> tuple[Image, Image, np.ndarray, np.ndarray] | None:
+    """Motorcycle at its native 741x500 (``QUICK_MOTORCYCLE_SCALE`` under --quick), or None when absent."""
+    return real_frame(load_motorcycle(args.motorcycle_dir), args.motorcycle_scale)
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -311,6 +327,9 @@ def vertical_sweep(pipeline: StereoDepthPipeline, frames: list[Frame]) -> dict[s
     return out
 
 
+REAL_TITLES = {"aloe": "Middlebury 2006 Aloe", "motorcycle": "Middlebury 2014 Motorcycle"}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -326,9 +345,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     datasets: dict[str, list[Frame]] = {}
     if args.pairs:
         datasets["synthetic"] = synthetic_frames(args)
+    # Aloe and Motorcycle are evaluation data: never on the validation split (the one to choose on).
     aloe = None if args.split == "validation" else aloe_frame(args)
     if aloe is not None:
         datasets["aloe"] = [("aloe", *aloe)]
+    moto = None if args.split == "validation" else motorcycle_frame(args)
+    if moto is not None:
+        datasets["motorcycle"] = [("motorcycle", *moto)]
     t_start = time.perf_counter()
     for name, frames in datasets.items():
         # Warm-up at this size (allocator, oneDNN kernels): the first call is not a frame time.
@@ -354,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         h, w = frames[0][1].shape[:2]
         desc = (f"{len(frames)} held-out {args.split} pairs {w}x{h} (seeds {frames[0][0]}..{frames[-1][0]}"
                 f"{', photometric nuisance' if args.nuisance else ''})"
-                if name == "synthetic" else f"Middlebury 2006 Aloe at {w}x{h} (evaluation only)")
+                if name == "synthetic" else f"{REAL_TITLES[name]} at {w}x{h} (evaluation only)")
         print(f"\n## {name}: {desc}\n")
         print("Per condition (means over frames; true error on non-occluded pixels with GT, of the published "
               "(valid) disparity; AUSE over valid pixels with GT, lower is better):\n")
@@ -374,6 +397,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{100 * cost['ratio_network']:.1f} %")
     if aloe is None and args.split == "test":
         print(f"\nAloe skipped: no data in {args.aloe_dir} (bash tools/fetch_eval_data.sh)")
+    if moto is None and args.split == "test":
+        print(f"\nMotorcycle skipped: no data in {args.motorcycle_dir} (bash tools/fetch_eval_data.sh)")
     results["wall_s"] = time.perf_counter() - t_start
     print(f"\nwall time {results['wall_s']:.0f} s")
     if args.json is not None:

@@ -207,3 +207,41 @@ def test_calibration_benchmark_smoke(tmp_path: Path) -> None:
     for f in data["figures"]:
         assert Path(f).stat().st_size < 150_000
     assert results["split"] == "test"
+
+
+@pytest.mark.slow
+def test_calibration_scores_motorcycle_at_native_input(tmp_path: Path) -> None:
+    """Motorcycle (a rendered stand-in in the fetched layout: two PNGs, an npz with inf = unknown) goes
+    through ``load_motorcycle`` into an Aloe-shaped block at its native input, shows in the report, and is
+    never scored on the validation split."""
+    import cv2
+
+    from scene_perception.data.procedural import make_stereo_sample
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+
+    moto = tmp_path / "moto"
+    moto.mkdir()
+    s = make_stereo_sample(7, width=160, height=96, max_disparity=24)
+    cv2.imwrite(str(moto / "motorcycle_left.png"), cv2.cvtColor(s.left, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(moto / "motorcycle_right.png"), cv2.cvtColor(s.right, cv2.COLOR_RGB2BGR))
+    np.savez(moto / "motorcycle_disp.npz", np.where(np.isfinite(s.disparity), s.disparity, np.inf))
+    bench = _load_benchmark()
+    pipe = build_stereo_pipeline("lite", None, backend="torch", device="cpu", compute_points=False,
+                                 local_refinement=None).pipeline
+    args = bench.parse_args(["--sections", "disparity", "--motorcycle-dir", str(moto), "--aloe-dir", ""])
+    assert bench.run_aloe(args, pipe, DEFAULT_LOCAL_REFINEMENT) is None
+    m = bench.run_motorcycle(args, pipe, DEFAULT_LOCAL_REFINEMENT)
+    assert m is not None and m["size"] == [96, 160] and set(m) == {"size", "pixels", "native"}
+    native = m["native"]
+    assert native["input"] == [96, 160] and native["range"] == 32 and native["refinements"] == 1
+    for key in ("network", "pipeline"):
+        assert native[key]["pixels"] == int(np.isfinite(s.disparity).sum())
+        assert all(0.0 <= v <= 1.0 for v in native[key]["coverage"]["observed"])
+    assert pipe.max_disparity is None  # restored for whatever runs next
+    text = "\n".join(bench.real_pair_lines("Middlebury 2014 Motorcycle", m))
+    assert "Middlebury 2014 Motorcycle 160x96" in text and "160x96 input, range 32, 1 refinement" in text
+    val = bench.parse_args(["--split", "validation", "--motorcycle-dir", str(moto)])
+    assert val.motorcycle_dir == Path("") and val.aloe_dir == Path("")
+    val.motorcycle_dir = moto  # even pointed at the data, a validation run never loads it
+    assert bench.run_motorcycle(val, pipe, DEFAULT_LOCAL_REFINEMENT) is None
