@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """What the validity rules cost against the phantom sky: sky pixels kept vs scene pixels kept.
 
-The lite network puts a finite disparity on the textureless sky (its procedural training pairs have no sky
-and no disparity below 2 px), so the node publishes a surface there unless a rule rejects it; EPE cannot
-see this (no finite GT).  This runs the default pipeline (network + local refinement, as the node does)
-over synthetic street bags and, optionally, procedural validation pairs (no sky: the cost side only), and
-prints for each ``min_texture`` x ``max_uncertainty`` the share of GT sky pixels still valid, the share of
+The lite network puts a finite disparity on the textureless sky (v1-v10 never saw one; v11, trained with
+sky, still puts 11 % of it 1-3 px away), so the node publishes a surface there unless a rule rejects it; EPE
+cannot see this (no finite GT).  This runs the default pipeline (network + local refinement, as the node
+does; ``--no-local-refinement``: the network alone) over synthetic street bags and, optionally, procedural
+validation pairs (no sky: the cost side only), and prints for each ``min_texture`` x ``max_uncertainty`` x
+``far_sigma`` the share of GT sky pixels still valid and published nearer than ``--near-m``, the share of
 non-occluded scene pixels still valid and the scene EPE on what is kept.  Examples::
 
     python benchmarks/sky_validity.py --seeds 7                       # the demo's street (8 frames)
     python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \\
         --min-texture 0 0.001 0.002 0.003 0.004 0.005 --max-uncertainty inf
+    python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \
+        --max-uncertainty inf --far-sigma 0 0.25 0.5 0.75 1 1.5 2
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,18 +50,26 @@ class Pixels:
     texture: list[np.ndarray] = field(default_factory=list)
     error: list[np.ndarray] = field(default_factory=list)  # |d - gt| (scene pixels only)
     published: list[np.ndarray] = field(default_factory=list)  # disparity + doffs as published (sky only)
+    disparity: list[np.ndarray] = field(default_factory=list)  # as the pipeline returned it
+    floor: list[np.ndarray] = field(default_factory=list)  # the disparity floor in effect (px)
 
     def add(
         self, mask: np.ndarray, result: StereoDepthResult, texture: np.ndarray, gt: np.ndarray | None
     ) -> None:
         self.std.append(np.where(result.valid[mask], result.disparity_std[mask], np.nan))
         self.texture.append(texture[mask])
+        self.disparity.append(result.disparity[mask])
+        self.floor.append(np.full(int(mask.sum()), result.min_disparity, np.float32))
         if gt is not None:
             self.error.append(np.abs(result.disparity[mask] - gt[mask]))
 
-    def kept(self, min_texture: float, max_uncertainty: float) -> np.ndarray:
+    def kept(self, min_texture: float, max_uncertainty: float, far_sigma: float = 0.0) -> np.ndarray:
+        """The pixels still valid under the three rules, applied as the pipeline applies them."""
         std, tex = np.concatenate(self.std), np.concatenate(self.texture)
-        return (std <= max_uncertainty) & (tex >= min_texture)  # NaN std compares False: stays invalid
+        keep = (std <= max_uncertainty) & (tex >= min_texture)  # NaN std compares False: stays invalid
+        if far_sigma > 0:  # StereoDepthPipeline(far_sigma=...): d - K std > floor
+            keep &= np.concatenate(self.disparity) - far_sigma * std > np.concatenate(self.floor)
+        return keep
 
     def nearer_than(self, disparity: float) -> np.ndarray:
         """Pixels published with a disparity above ``disparity`` (a surface nearer than its depth)."""
@@ -82,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-texture", nargs="+", type=float, default=[0.0])
     parser.add_argument("--max-uncertainty", nargs="+", type=float,
                         default=[0.5, 1.0, 1.5, 2.0, float("inf")])
+    parser.add_argument("--far-sigma", nargs="+", type=float, default=[0.0],
+                        help="the pipeline's far_sigma rule: invalid where d - K std <= the disparity floor")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--near-m", type=float, default=100.0,
                         help="count sky published nearer than this (m) as a phantom surface")
+    parser.add_argument("--no-local-refinement", action="store_true",
+                        help="the network alone (no local refinement, no SGBM candidate): which part "
+                        "puts the phantom sky there")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     # The rules below are applied here, on the raw values.
-    setup = build_stereo_pipeline("lite", args.weights, backend="torch", device="cpu", compute_points=False)
+    options = {"local_refinement": None} if args.no_local_refinement else {}
+    setup = build_stereo_pipeline("lite", args.weights, backend="torch", device="cpu", compute_points=False,
+                                  **options)
     pipeline, info = setup.pipeline, setup.info
     sky, street, validation = Pixels(), Pixels(), Pixels()
     focal_baseline = float("nan")
@@ -128,27 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     # "< 5 % of sky pixels published nearer than 100 m"); "still valid" alone cannot fall while d > 0.
     near_d = focal_baseline / args.near_m
     print(f"\nsky nearer than {args.near_m:g} m: published disparity > {near_d:.3f} px")
-    print(f"\n| min_texture | max_uncertainty px | sky still valid % | sky nearer than {args.near_m:g} m % "
-          "| street scene still valid % | street EPE kept | validation scene still valid % "
-          "| validation EPE kept |")
-    print("|---|---|---|---|---|---|---|---|")
-    for t in args.min_texture:
-        for u in args.max_uncertainty:
-            cells = []
-            if sky.std:
-                kept = sky.kept(t, u)
-                cells.append(f"{100 * kept.mean():.1f}")
-                cells.append(f"{100 * (kept & sky.nearer_than(near_d)).mean():.1f}")
-            else:
+    print(f"\n| min_texture | max_uncertainty px | far_sigma | sky still valid % | sky nearer than "
+          f"{args.near_m:g} m % | street scene still valid % | street EPE kept "
+          "| validation scene still valid % | validation EPE kept |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for t, u, k in itertools.product(args.min_texture, args.max_uncertainty, args.far_sigma):
+        cells = []
+        if sky.std:
+            kept = sky.kept(t, u, k)
+            cells.append(f"{100 * kept.mean():.1f}")
+            cells.append(f"{100 * (kept & sky.nearer_than(near_d)).mean():.1f}")
+        else:
+            cells += ["-", "-"]
+        for data in (street, validation):
+            if not data.std:
                 cells += ["-", "-"]
-            for data in (street, validation):
-                if not data.std:
-                    cells += ["-", "-"]
-                    continue
-                keep = data.kept(t, u)
-                err = np.concatenate(data.error)
-                cells += [f"{100 * keep.mean():.1f}", f"{err[keep].mean():.3f}" if keep.any() else "nan"]
-            print(f"| {t:g} | {u:g} | " + " | ".join(cells) + " |")
+                continue
+            keep = data.kept(t, u, k)
+            err = np.concatenate(data.error)
+            cells += [f"{100 * keep.mean():.1f}", f"{err[keep].mean():.3f}" if keep.any() else "nan"]
+        print(f"| {t:g} | {u:g} | {k:g} | " + " | ".join(cells) + " |")
     return 0
 
 

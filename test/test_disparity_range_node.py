@@ -69,5 +69,12 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         assert msg.min_disparity == pytest.approx(floor, rel=1e-5)  # a float32 field
         assert np.nanmax(depth) <= z_max * (1 + 1e-5)
         assert (d[d > msg.min_disparity] > floor * (1 - 1e-5)).all()
+
+        # far_sigma, live: pixels within K std of that floor are dropped too (their depth is unbounded).
+        assert node.set_parameters([Parameter("far_sigma", value=3.0)])[0].successful
+        _, _, depth_far = publish(4)
+        kept, kept_far = np.isfinite(depth).sum(), np.isfinite(depth_far).sum()
+        assert 0 < kept_far < kept
+        assert np.isfinite(depth[np.isfinite(depth_far)]).all()  # a subset: nothing new appears
     finally:
         harness.shutdown()

@@ -342,6 +342,42 @@ def test_min_texture_invalidates_flat_regions_only() -> None:
     assert on_pipe(left, right).valid[:, 66:94].all()
 
 
+def test_far_sigma_invalidates_disparities_not_separable_from_the_floor() -> None:
+    """far_sigma drops a pixel whose disparity is within K std of the floor (its depth is unbounded), keeps
+    the same disparity when its std is small, and follows the floor that max_depth raises."""
+    left, right = _images(48, 160, seed=6)
+    model = ColumnModel(scale=0.0)
+    std = 0.5
+    log_scale = math.log(std / math.sqrt(2.0))  # the pipeline publishes std = sqrt(2) exp(log_scale)
+
+    def forward(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = torch.full_like(a[:, :1], 6.0)
+        d[:, :, : a.shape[-2] // 2] = 1.3  # top half: 0.3 px above the automatic 1 px floor
+        ls = torch.full_like(a[:, :1], log_scale)
+        ls[:, :, : a.shape[-2] // 2, 80:] = math.log(0.05 / math.sqrt(2.0))  # ... sharp on the right
+        return d, ls
+
+    model.forward = forward  # type: ignore[method-assign]
+    off = StereoDepthPipeline(model, local_refinement=None)(left, right)
+    pipe = StereoDepthPipeline(model, local_refinement=None, far_sigma=1.0)
+    on = pipe(left, right)
+    assert off.min_disparity == on.min_disparity == 1.0
+    assert off.valid[:24, 10:].all() and off.valid[24:, 10:].all()
+    assert not on.valid[:24, 10:80].any()  # 1.3 - 1 x 0.5 <= 1: could be at infinity
+    assert on.valid[:24, 80:].all()  # 1.3 - 1 x 0.05 > 1: bounded
+    np.testing.assert_array_equal(on.valid[24:], off.valid[24:])  # 6 px, std 0.5: untouched
+    np.testing.assert_array_equal(on.disparity, off.disparity)  # only the mask changes
+    # A nearer max_depth raises the floor: f*B / max_depth = 5.2 px, and 6 - 1 x 0.5 = 5.5 > 5.2 stays,
+    # 6 - 2 x 0.5 = 5.0 does not.
+    camera = _camera(48, 160)
+    pipe.max_depth = camera.focal_baseline / (5.2 + camera.doffs)
+    assert pipe(left, right, camera).valid[24:, 10:].all()
+    pipe.far_sigma = 2.0  # live: the node sets the attribute on a parameter change
+    assert not pipe(left, right, camera).valid[24:].any()
+    with pytest.raises(ValueError, match="far_sigma"):
+        StereoDepthPipeline(model, local_refinement=None, far_sigma=-1.0)
+
+
 def _constant_network(value: float, max_disparity: int = 128) -> ColumnModel:
     """A network answering ``value`` everywhere; its inputs are recorded in ``sizes`` (shared with the
     engine's copy: the function, not the module, does the recording)."""

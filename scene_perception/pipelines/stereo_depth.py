@@ -24,6 +24,7 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMMatcher
+from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_SIGMA
 
 __all__ = [
     "AUTO_MIN_DISPARITY_PX",
@@ -173,6 +174,11 @@ class StereoDepthPipeline:
             below this are invalid, as stereo_image_proc's ``texture_threshold`` does: with nothing to
             match, the disparity there is the network's guess and nothing checks it (on the lite network:
             the sky, which it puts a few metres away).  0 = off.
+        far_sigma: pixels whose disparity is within this many published standard deviations of the
+            disparity floor in effect (``min_disparity`` / ``max_depth`` / the automatic floor) are invalid:
+            ``d - far_sigma * std <= floor``.  Their depth interval reaches past the farthest depth the node
+            publishes, so the depth is not known, only "far".  This is the rule against the lite network's
+            phantom sky, which it puts 1-3 px away (just above the 1 px floor) with a wide std.  0 = off.
         compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
             a few ms at VGA).
         local_refinement: settings of the sub-pixel correction by local photometric matching
@@ -200,6 +206,7 @@ class StereoDepthPipeline:
         max_network_pixels: int = 0,
         max_uncertainty: float = float("inf"),
         min_texture: float = 0.0,
+        far_sigma: float = DEFAULT_FAR_SIGMA,
         compute_points: bool = True,
         local_refinement: LocalRefinementConfig | None = DEFAULT_LOCAL_REFINEMENT,
         overlap_sgbm: bool | None = None,
@@ -220,6 +227,9 @@ class StereoDepthPipeline:
         self.max_network_pixels = int(max_network_pixels)
         self.max_uncertainty = float(max_uncertainty)
         self.min_texture = float(min_texture)
+        if not far_sigma >= 0.0:
+            raise ValueError(f"far_sigma must be >= 0, got {far_sigma}")
+        self.far_sigma = float(far_sigma)
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
         self.overlap_sgbm = self.device.type != "cpu" if overlap_sgbm is None else bool(overlap_sgbm)
@@ -438,6 +448,8 @@ class StereoDepthPipeline:
             & ~saturated
             & (disparity_std <= self.max_uncertainty)
         )
+        if self.far_sigma > 0:
+            valid &= disparity - self.far_sigma * disparity_std > min_disparity
         if self.min_texture > 0:
             valid &= window_std(left, TEXTURE_WINDOW)[0, 0] >= self.min_texture
         depth = depth_std = points = None

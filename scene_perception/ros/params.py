@@ -20,6 +20,7 @@ from rclpy.parameter import Parameter
 
 from scene_perception.geometry.rectification import RECTIFY_MODES
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_SIGMA
 from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
 #: Why the code default (sensor_data) differs from config/perception.yaml (reliable).
@@ -169,6 +170,18 @@ _MIN_TEXTURE = ParamSpec(
     "unchecked guess (the lite network puts the sky a few metres away); 0 = off.",
     0.0,
     1.0,
+    dynamic=True,
+)
+
+_FAR_SIGMA = ParamSpec(
+    "far_sigma",
+    DEFAULT_FAR_SIGMA,
+    "Invalidate pixels whose disparity is within this many standard deviations of the disparity floor "
+    "(min_disparity / max_depth / the automatic 1 px): their depth interval reaches past the farthest "
+    "published depth, so nothing but 'far' is known there (the lite network's phantom sky sits 1-3 px "
+    "above the floor with a wide std); 0 = off.",
+    0.0,
+    10.0,
     dynamic=True,
 )
 
@@ -530,6 +543,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _MIN_DISPARITY,
     _MAX_UNCERTAINTY,
     _MIN_TEXTURE,
+    _FAR_SIGMA,
     *LOCAL_REFINEMENT_PARAMS,
     *QUALITY_PARAMS,
     *ADAPT_PARAMS,

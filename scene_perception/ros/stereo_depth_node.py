@@ -90,8 +90,8 @@ class StereoDepthNode(StereoNodeBase):
         if self._adapt is not None and change.name == "adapt.serve":
             self._adapt.serve = bool(change.value)
         if self.pipeline is not None and (
-            change.name in ("min_disparity", "max_uncertainty", "min_texture", "max_disparity", "max_depth",
-                            "max_network_pixels")
+            change.name in ("min_disparity", "max_uncertainty", "min_texture", "far_sigma", "max_disparity",
+                            "max_depth", "max_network_pixels")
             or change.name.startswith("local_refinement.")
         ):
             self._apply_pipeline_params()
@@ -105,6 +105,7 @@ class StereoDepthNode(StereoNodeBase):
         max_unc = float(self.params["max_uncertainty"])
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
         self.pipeline.min_texture = float(self.params["min_texture"])
+        self.pipeline.far_sigma = float(self.params["far_sigma"])
         self.pipeline.local_refinement = P.local_refinement_config(self.params)
 
     # ------------------------------------------------------------------ lifecycle
