@@ -29,7 +29,7 @@ def _images(d: Path, names: tuple[str, str], h: int = 20, w: int = 30) -> None:
         cv2.imwrite(str(d / n), img)
 
 
-def test_aloe_fixture(tmp_path: Path) -> None:
+def test_aloe_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "middlebury_aloe"
     _images(d, ALOE_FILES[:2])
     gt = np.full((20, 30), 50, np.uint8)
@@ -40,6 +40,10 @@ def test_aloe_fixture(tmp_path: Path) -> None:
     assert np.isnan(pair.gt[0, 0]) and pair.gt[1, 1] == 50.0 and pair.gt.dtype == np.float32
     assert pair.left[0, 0, 0] > 150 and pair.left[0, 0, 2] < 50  # RGB
     assert load_aloe(tmp_path / "missing") is None
+    # '' means "skip", even run from a directory that holds the files (Path('') is '.').
+    monkeypatch.chdir(d)
+    assert load_aloe("") is None and load_aloe(Path("")) is None
+    assert load_aloe(Path(".").resolve()) is not None
 
 
 def test_motorcycle_fixture_and_bad_files(tmp_path: Path) -> None:

@@ -41,7 +41,9 @@ class RealPair:
 
 
 def _present(directory: Path, files: tuple[str, ...]) -> bool:
-    return bool(str(directory)) and all((directory / n).is_file() for n in files)
+    """All ``files`` are in ``directory``; never for ``''``, which the benchmarks' ``--aloe-dir ''`` means as
+    "skip" but ``Path('')`` turns into ``.`` (the working directory)."""
+    return directory != Path("") and all((directory / n).is_file() for n in files)
 
 
 def _checked(pair: RealPair, directory: Path) -> RealPair:
@@ -52,7 +54,8 @@ def _checked(pair: RealPair, directory: Path) -> RealPair:
 
 
 def load_aloe(directory: str | Path) -> RealPair | None:
-    """Aloe from ``directory`` (``.cache/eval/middlebury_aloe``), or None when its files are absent."""
+    """Aloe from ``directory`` (``.cache/eval/middlebury_aloe``), or None when its files are absent or the
+    directory is ``''`` (skip)."""
     d = Path(directory)
     if not _present(d, ALOE_FILES):
         return None
