@@ -12,7 +12,7 @@ non-occluded scene pixels still valid and the scene EPE on what is kept.  Exampl
     python benchmarks/sky_validity.py --seeds 7                       # the demo's street (8 frames)
     python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \\
         --min-texture 0 0.001 0.002 0.003 0.004 0.005 --max-uncertainty inf
-    python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \
+    python benchmarks/sky_validity.py --seeds 101 102 103 104 --validation-pairs 100 \\
         --max-uncertainty inf --far-sigma 0 0.25 0.5 0.75 1 1.5 2
 """
 

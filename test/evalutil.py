@@ -1,11 +1,17 @@
-"""Shared set-up of the end-to-end ``scene-perception eval`` tests (test_scene_eval, test_pose_eval)."""
+"""Shared set-up of the end-to-end evaluation tests: ``scene-perception eval`` (test_scene_eval,
+test_pose_eval) and the benchmarks that score real GT pairs (test_metrics, test_calibration)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import torch
 
+from scene_perception.data.datasets.real_pairs import MOTORCYCLE_FILES
+from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.models.gcnet import CONFIGS as STEREO_CONFIGS
 from scene_perception.models.gcnet import GCNet
@@ -28,3 +34,15 @@ def untrained_weights(directory: Path) -> tuple[Path, Path]:
     scene_w = directory / "scene_tiny.safetensors"
     save_scene_model(MultiTaskNet(CONFIGS["tiny"]), scene_w, {"trained": False})
     return stereo_w, scene_w
+
+
+def write_motorcycle_standin(directory: Path, seed: int) -> Any:
+    """A rendered 160x96 pair (max disparity 24, procedural ``seed``) written in Motorcycle's fetched layout
+    (two PNGs and an npz with inf = unknown), so a test needs no download; returns the rendered sample."""
+    directory.mkdir(parents=True)
+    s = make_stereo_sample(seed, width=160, height=96, max_disparity=24)
+    left_name, right_name, gt_name = MOTORCYCLE_FILES
+    cv2.imwrite(str(directory / left_name), cv2.cvtColor(s.left, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(directory / right_name), cv2.cvtColor(s.right, cv2.COLOR_RGB2BGR))
+    np.savez(directory / gt_name, np.where(np.isfinite(s.disparity), s.disparity, np.inf))
+    return s

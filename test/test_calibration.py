@@ -214,18 +214,13 @@ def test_calibration_scores_motorcycle_at_native_input(tmp_path: Path) -> None:
     """Motorcycle (a rendered stand-in in the fetched layout: two PNGs, an npz with inf = unknown) goes
     through ``load_motorcycle`` into an Aloe-shaped block at its native input, shows in the report, and is
     never scored on the validation split."""
-    import cv2
+    from evalutil import write_motorcycle_standin
 
-    from scene_perception.data.procedural import make_stereo_sample
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
     from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
     moto = tmp_path / "moto"
-    moto.mkdir()
-    s = make_stereo_sample(7, width=160, height=96, max_disparity=24)
-    cv2.imwrite(str(moto / "motorcycle_left.png"), cv2.cvtColor(s.left, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(moto / "motorcycle_right.png"), cv2.cvtColor(s.right, cv2.COLOR_RGB2BGR))
-    np.savez(moto / "motorcycle_disp.npz", np.where(np.isfinite(s.disparity), s.disparity, np.inf))
+    s = write_motorcycle_standin(moto, seed=7)
     bench = _load_benchmark()
     pipe = build_stereo_pipeline("lite", None, backend="torch", device="cpu", compute_points=False,
                                  local_refinement=None).pipeline

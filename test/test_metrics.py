@@ -191,16 +191,10 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     bench = load_benchmark()
     out = tmp_path / "acc.json"
     # A Motorcycle stand-in in the fetched layout (rendered, so the test needs no download).
-    import cv2
-
-    from scene_perception.data.procedural import make_stereo_sample
+    from evalutil import write_motorcycle_standin
 
     moto = tmp_path / "moto"
-    moto.mkdir()
-    s = make_stereo_sample(20_000_005, width=160, height=96, max_disparity=24)
-    cv2.imwrite(str(moto / "motorcycle_left.png"), cv2.cvtColor(s.left, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(moto / "motorcycle_right.png"), cv2.cvtColor(s.right, cv2.COLOR_RGB2BGR))
-    np.savez(moto / "motorcycle_disp.npz", np.where(np.isfinite(s.disparity), s.disparity, np.inf))
+    write_motorcycle_standin(moto, seed=20_000_005)
     results = bench.main([
         "--weights", str(weights), "--synthetic-pairs", "2", "--synthetic-size", "64x128",
         "--synthetic-max-disparity", "32", "--train-samples", "1000", "--aloe-dir", str(tmp_path / "absent"),
