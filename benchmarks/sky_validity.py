@@ -37,6 +37,7 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import window_std
 from scene_perception.pipelines.stereo_depth import (
     TEXTURE_WINDOW,
+    StereoDepthPipeline,
     StereoDepthResult,
 )
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
@@ -52,6 +53,8 @@ class Pixels:
     published: list[np.ndarray] = field(default_factory=list)  # disparity + doffs as published (sky only)
     disparity: list[np.ndarray] = field(default_factory=list)  # as the pipeline returned it
     floor: list[np.ndarray] = field(default_factory=list)  # the disparity floor in effect (px)
+    # far_probability -> still valid with the far head at that threshold (the pipeline's own verdict)
+    far_valid: dict[float, list[np.ndarray]] = field(default_factory=dict)
 
     def add(
         self, mask: np.ndarray, result: StereoDepthResult, texture: np.ndarray, gt: np.ndarray | None
@@ -63,12 +66,15 @@ class Pixels:
         if gt is not None:
             self.error.append(np.abs(result.disparity[mask] - gt[mask]))
 
-    def kept(self, min_texture: float, max_uncertainty: float, far_sigma: float = 0.0) -> np.ndarray:
-        """The pixels still valid under the three rules, applied as the pipeline applies them."""
+    def kept(self, min_texture: float, max_uncertainty: float, far_sigma: float = 0.0,
+             far_probability: float = 1.0) -> np.ndarray:
+        """The pixels still valid under the four rules, applied as the pipeline applies them."""
         std, tex = np.concatenate(self.std), np.concatenate(self.texture)
         keep = (std <= max_uncertainty) & (tex >= min_texture)  # NaN std compares False: stays invalid
         if far_sigma > 0:  # StereoDepthPipeline(far_sigma=...): d - K std > floor
             keep &= np.concatenate(self.disparity) - far_sigma * std > np.concatenate(self.floor)
+        if far_probability < 1.0:
+            keep &= np.concatenate(self.far_valid[far_probability])
         return keep
 
     def nearer_than(self, disparity: float) -> np.ndarray:
@@ -78,6 +84,31 @@ class Pixels:
 
 def texture_of(image: np.ndarray) -> np.ndarray:
     return window_std(image_to_tensor(image), TEXTURE_WINDOW)[0, 0].numpy()
+
+
+def add_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """``image`` plus independent Gaussian sensor noise of ``std`` grey levels (0: the image itself)."""
+    if std <= 0:
+        return image
+    return np.clip(image + rng.normal(0.0, std, image.shape), 0, 255).round().astype(np.uint8)
+
+
+def run_pair(pipeline: StereoDepthPipeline, left: np.ndarray, right: np.ndarray, camera: object,
+             far_probabilities: list[float], masks: list[tuple[Pixels, np.ndarray]]
+             ) -> StereoDepthResult:
+    """The pipeline's result with the far head off, and for each ``far_probabilities`` threshold below 1
+    the pixels it still publishes (the run repeated at that threshold), added to each (data, mask)."""
+    pipeline.far_probability = 1.0
+    result = pipeline(left, right, camera)
+    for q in far_probabilities:
+        if q >= 1.0:
+            continue
+        pipeline.far_probability = q
+        valid = pipeline(left, right, camera).valid
+        for data, mask in masks:
+            data.far_valid.setdefault(q, []).append(valid[mask])
+    pipeline.far_probability = 1.0
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                         default=[0.5, 1.0, 1.5, 2.0, float("inf")])
     parser.add_argument("--far-sigma", nargs="+", type=float, default=[0.0],
                         help="the pipeline's far_sigma rule: invalid where d - K std <= the disparity floor")
+    parser.add_argument("--far-probability", nargs="+", type=float, default=[1.0],
+                        help="the pipeline's far_probability rule (needs a far head; 1 = off)")
+    parser.add_argument("--far-head", default=None,
+                        help="far head weights (default: <weights name>_far on the model search path)")
+    parser.add_argument("--noise-std", type=float, default=0.0,
+                        help="add independent Gaussian noise of this std (grey levels) to every view")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--near-m", type=float, default=100.0,
                         help="count sky published nearer than this (m) as a phantom surface")
@@ -108,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     # The rules below are applied here, on the raw values.
     options = {"local_refinement": None} if args.no_local_refinement else {}
     setup = build_stereo_pipeline("lite", args.weights, backend="torch", device="cpu", compute_points=False,
-                                  **options)
+                                  far_head_weights=args.far_head, **options)
     pipeline, info = setup.pipeline, setup.info
+    if any(q < 1.0 for q in args.far_probability) and setup.far_head is None:
+        parser.error(setup.far_note)
+    rng = np.random.default_rng(0)
     sky, street, validation = Pixels(), Pixels(), Pixels()
     focal_baseline = float("nan")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,25 +157,30 @@ def main(argv: list[str] | None = None) -> int:
             bag = write_synthetic_bag(Path(tmp) / f"bag{seed}", args.frames, width=args.width,
                                       height=args.height, seed=seed, storage="sqlite3")
             for frame in tqdm(list(read_stereo_bag(bag)), desc=f"street seed {seed}", unit="frame"):
-                result = pipeline(frame.left, frame.right, frame.camera)
+                left = add_noise(frame.left, args.noise_std, rng)
+                right = add_noise(frame.right, args.noise_std, rng)
                 gt = frame.gt["disparity"]
                 doffs = np.float32(frame.camera.doffs)
                 far = at_infinity(gt, doffs)
                 scene = frame.gt["nonoccluded"] & np.isfinite(gt) & (gt > 0)
-                texture = texture_of(frame.left)
+                result = run_pair(pipeline, left, right, frame.camera, args.far_probability,
+                                  [(sky, far), (street, scene)])
+                texture = texture_of(left)
                 sky.add(far, result, texture, None)
                 sky.published.append(result.disparity[far] + doffs)
                 street.add(scene, result, texture, gt)
                 focal_baseline = frame.camera.focal_baseline
     for seed in tqdm(held_out_seeds(args.validation_pairs, "validation"), desc="validation", unit="pair"):
         s = make_stereo_sample(seed, width=args.width, height=args.height)
-        result = pipeline(s.left, s.right)
+        left, right = add_noise(s.left, args.noise_std, rng), add_noise(s.right, args.noise_std, rng)
         scene = s.nonoccluded & np.isfinite(s.disparity) & (s.disparity > 0)
-        validation.add(scene, result, texture_of(s.left), s.disparity)
+        result = run_pair(pipeline, left, right, None, args.far_probability, [(validation, scene)])
+        validation.add(scene, result, texture_of(left), s.disparity)
 
     print(f"\nweights {info.weights_path} (sha256 {(info.sha256 or '?')[:12]}); street seeds {args.seeds} "
           f"({args.frames} frames {args.width}x{args.height} each), {args.validation_pairs} validation "
-          f"pairs; min_texture over a {TEXTURE_WINDOW}x{TEXTURE_WINDOW} window")
+          f"pairs; min_texture over a {TEXTURE_WINDOW}x{TEXTURE_WINDOW} window; noise std "
+          f"{args.noise_std:g}; far head {setup.far_head.weights_path if setup.far_head else 'none'}")
     # The disparity the node publishes on the sky: the pipeline's valid pixels (no extra rule).
     published = np.concatenate(sky.published)[sky.kept(0.0, float("inf"))] if sky.published else np.zeros(0)
     if published.size:
@@ -147,14 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     # "< 5 % of sky pixels published nearer than 100 m"); "still valid" alone cannot fall while d > 0.
     near_d = focal_baseline / args.near_m
     print(f"\nsky nearer than {args.near_m:g} m: published disparity > {near_d:.3f} px")
-    print(f"\n| min_texture | max_uncertainty px | far_sigma | sky still valid % | sky nearer than "
-          f"{args.near_m:g} m % | street scene still valid % | street EPE kept "
+    print(f"\n| min_texture | max_uncertainty px | far_sigma | far_probability | sky still valid % "
+          f"| sky nearer than {args.near_m:g} m % | street scene still valid % | street EPE kept "
           "| validation scene still valid % | validation EPE kept |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for t, u, k in itertools.product(args.min_texture, args.max_uncertainty, args.far_sigma):
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for t, u, k, q in itertools.product(args.min_texture, args.max_uncertainty, args.far_sigma,
+                                        args.far_probability):
         cells = []
         if sky.std:
-            kept = sky.kept(t, u, k)
+            kept = sky.kept(t, u, k, q)
             cells.append(f"{100 * kept.mean():.1f}")
             cells.append(f"{100 * (kept & sky.nearer_than(near_d)).mean():.1f}")
         else:
@@ -163,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             if not data.std:
                 cells += ["-", "-"]
                 continue
-            keep = data.kept(t, u, k)
+            keep = data.kept(t, u, k, q)
             err = np.concatenate(data.error)
             cells += [f"{100 * keep.mean():.1f}", f"{err[keep].mean():.3f}" if keep.any() else "nan"]
-        print(f"| {t:g} | {u:g} | {k:g} | " + " | ".join(cells) + " |")
+        print(f"| {t:g} | {u:g} | {k:g} | {q:g} | " + " | ".join(cells) + " |")
     return 0
 
 

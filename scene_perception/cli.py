@@ -321,6 +321,10 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
         from scene_perception.training.multitask import main as train_scene_main
 
         return int(train_scene_main(rest))
+    if args.task == "far-head":
+        from scene_perception.training.far_head import main as train_far_main
+
+        return int(train_far_main(rest))
     raise SystemExit(f"error: unknown training task {args.task!r}")
 
 
@@ -468,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
-    p = sub.add_parser("train", help="train a model (train stereo|pose --help)", add_help=False)
-    p.add_argument("task", choices=["stereo", "pose", "scene"])
+    p = sub.add_parser("train", help="train a model (train stereo|pose|scene|far-head --help)",
+                       add_help=False)
+    p.add_argument("task", choices=["stereo", "pose", "scene", "far-head"])
     return parser
 
 

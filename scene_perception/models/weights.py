@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from scene_perception.models.far_head import FAR_CONFIGS, FarHead, FarHeadConfig
 from scene_perception.models.gcnet import CONFIGS, GCNet, GCNetConfig
 from scene_perception.models.multitask import CONFIGS as SCENE_CONFIGS
 from scene_perception.models.multitask import MultiTaskConfig, MultiTaskNet
@@ -40,6 +41,7 @@ __all__ = [
     "ModelLoadError",
     "check_weights_path",
     "file_sha256",
+    "load_far_head",
     "load_pose_model",
     "load_scene_model",
     "load_stereo_model",
@@ -340,6 +342,38 @@ def load_pose_model(name: str = "posenet", weights: str | Path | None = None) ->
             "train them for your scene with `scene-perception train pose` and pass `weights`"
         )
     return model, info  # type: ignore[return-value]
+
+
+def load_far_head(stereo: ModelInfo, weights: str | Path | None = None) -> tuple[FarHead, ModelInfo]:
+    """The far head (:mod:`scene_perception.models.far_head`) of the stereo weights ``stereo`` describes:
+    ``weights``, else ``<stereo name>_far.safetensors`` on the model search path, with the usual checks.
+
+    A head reads one network's output statistics, so its card must name the sha256 of exactly these stereo
+    weights (``stereo_sha256``); unlike the networks, a missing head is an error, never an untrained stand-in.
+
+    Raises:
+        ModelLoadError: no head, a head without a card, one made for other stereo weights, or the checks
+            of :func:`load_stereo_model`.
+    """
+    name = f"{stereo.name}_far"
+    if weights is None:
+        found = next((w for w, _ in _candidate_files(name) if w.is_file()), None)
+        if found is None:
+            raise ModelLoadError(f"no far head {name}{_WEIGHTS_SUFFIX} in "
+                                 + ", ".join(str(d) for d in model_search_dirs()))
+        weights = found
+    head, info = _load_model(name, weights, FAR_CONFIGS, FarHeadConfig, FarHead, "far head")
+    card_path = Path(weights).expanduser().with_suffix(_CARD_SUFFIX)
+    if not card_path.is_file():
+        raise ModelLoadError(f"far head {weights} has no model card: it cannot say which stereo weights it "
+                             "was trained for")
+    wanted = str(_read_card(card_path).get("stereo_sha256", "")).lower()
+    if not stereo.sha256 or wanted != stereo.sha256:
+        raise ModelLoadError(
+            f"far head {weights} was trained for stereo weights sha256 {wanted[:12] or '?'}, but the loaded "
+            f"ones are {(stereo.sha256 or 'untrained')[:12]}: retrain it (scene-perception train far-head)"
+        )
+    return head, info  # type: ignore[return-value]
 
 
 def _load_model(name: str, weights: str | Path | None, configs: Mapping[str, Any], config_cls: Any,

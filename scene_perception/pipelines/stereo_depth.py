@@ -24,7 +24,7 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMMatcher
-from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_SIGMA
+from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY, DEFAULT_FAR_SIGMA
 
 __all__ = [
     "AUTO_MIN_DISPARITY_PX",
@@ -79,6 +79,7 @@ class StereoDepthResult:
         saturated: pixels invalidated because the network's disparity sat at the top of its range (the
             true disparity may be anything larger: a near object beyond the range, never to be published
             as farther than it is).
+        far: pixels the far head put beyond the matcher's range (``far_probability``; 0 when it is off).
         max_disparity: the largest disparity searched, px at the input resolution (the network's range
             divided by the scale it ran at); no valid disparity exceeds it.
         min_disparity: the effective lower bound: valid disparities are above it (``min_disparity``, raised
@@ -95,6 +96,7 @@ class StereoDepthResult:
     inference_ms: float
     refinement_ms: float = 0.0
     saturated: int = 0
+    far: int = 0
     max_disparity: float = math.inf
     min_disparity: float = 0.0
     scale: float = 1.0
@@ -179,6 +181,12 @@ class StereoDepthPipeline:
             ``d - far_sigma * std <= floor``.  Their depth interval reaches past the farthest depth the node
             publishes, so the depth is not known, only "far".  This is the rule against the lite network's
             phantom sky, which it puts 1-3 px away (just above the 1 px floor) with a wide std.  0 = off.
+        far_head: the learned "far" head of the stereo weights (:class:`~scene_perception.models.far_head.
+            FarHead`, run on the engine's outputs at the network's resolution, before the refinement), or
+            None.  Without one ``far_probability`` does nothing.
+        far_probability: pixels whose far-head probability that the true disparity is <= 1 px (at the
+            network's resolution) exceeds this are invalid: the sky and what else is beyond the matcher's
+            range, told apart from far surfaces by the image around them.  1 = off.
         compute_points: also back-project to XYZ (skipped when no consumer needs a cloud: it costs
             a few ms at VGA).
         local_refinement: settings of the sub-pixel correction by local photometric matching
@@ -207,6 +215,8 @@ class StereoDepthPipeline:
         max_uncertainty: float = float("inf"),
         min_texture: float = 0.0,
         far_sigma: float = DEFAULT_FAR_SIGMA,
+        far_head: nn.Module | None = None,
+        far_probability: float = DEFAULT_FAR_PROBABILITY,
         compute_points: bool = True,
         local_refinement: LocalRefinementConfig | None = DEFAULT_LOCAL_REFINEMENT,
         overlap_sgbm: bool | None = None,
@@ -230,12 +240,33 @@ class StereoDepthPipeline:
         if not far_sigma >= 0.0:
             raise ValueError(f"far_sigma must be >= 0, got {far_sigma}")
         self.far_sigma = float(far_sigma)
+        self.far_head = None if far_head is None else far_head.to(self.device).float().eval()
+        self.far_probability = float(far_probability)
         self.compute_points = bool(compute_points)
         self.local_refinement = local_refinement
         self.overlap_sgbm = self.device.type != "cpu" if overlap_sgbm is None else bool(overlap_sgbm)
         self._sgbm: dict[int, SGBMMatcher] = {}  # by search range: built once, reused every frame
         # One worker, made on first use; its thread ends when the pipeline is garbage-collected.
         self._sgbm_worker: ThreadPoolExecutor | None = None
+
+    @property
+    def far_probability(self) -> float:
+        return self._far_probability
+
+    @far_probability.setter
+    def far_probability(self, value: float) -> None:
+        # Checked on every assignment: the ROS node sets it live from a parameter.
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"far_probability must be in (0, 1] (1 = off), got {value}")
+        self._far_probability = float(value)
+
+    def _far(self, left: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor
+             ) -> torch.Tensor | None:
+        """The far head's verdict (bool, like ``disparity``) on the network's outputs, or None when off."""
+        if self.far_head is None or self._far_probability >= 1.0:
+            return None
+        p = self._far_probability
+        return self.far_head(left, disparity, log_scale) > math.log(p / (1.0 - p))
 
     @property
     def _wants_candidate(self) -> bool:
@@ -385,9 +416,12 @@ class StereoDepthPipeline:
             saturated_t = disparity_t >= network_max - 1.5 * step
             candidate = self._candidate(left_n, right_n, None, started)
             left_t, right_t = pair[:1, :, :hn, :wn], pair[1:, :, :hn, :wn]
+            far_t = self._far(left_t, disparity_t, log_scale_t)
             disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t, candidate)
             if scale < 1.0:
                 disparity_t, log_scale_t, saturated_t = _upsample(disparity_t, log_scale_t, saturated_t, h, w)
+                if far_t is not None:
+                    far_t = F.interpolate(far_t.float(), size=(h, w), mode="nearest") > 0.5
                 left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
                 if self.local_refinement is not None:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
@@ -398,14 +432,15 @@ class StereoDepthPipeline:
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,
-                                   min_disparity, searched_max)
+                                   min_disparity, searched_max, None if far_t is None else far_t[0, 0])
             # The only host transfer of the frame (the first copy waits for the device to finish).
             host = {k: None if v is None else v.cpu().numpy() for k, v in outputs.items()}
             inference_ms, refinement_ms = timer.elapsed_ms()
         return StereoDepthResult(
             host["disparity"], host["disparity_std"], host["valid"], host["depth"], host["depth_std"],
             host["points"], inference_ms, refinement_ms if self.local_refinement else 0.0,
-            saturated=int(host["saturated"].sum()), max_disparity=searched_max, min_disparity=min_disparity,
+            saturated=int(host["saturated"].sum()), far=0 if host["far"] is None else int(host["far"].sum()),
+            max_disparity=searched_max, min_disparity=min_disparity,
             scale=scale,
         )
 
@@ -434,6 +469,7 @@ class StereoDepthPipeline:
     def _finish(
         self, disparity: torch.Tensor, log_scale: torch.Tensor, saturated: torch.Tensor, left: torch.Tensor,
         camera: StereoCamera | None, min_disparity: float, max_disparity: float,
+        far: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Std-dev, validity, depth and points from the (H, W) disparity and log-scale, on their device."""
         w = disparity.shape[-1]
@@ -452,6 +488,8 @@ class StereoDepthPipeline:
             valid &= disparity - self.far_sigma * disparity_std > min_disparity
         if self.min_texture > 0:
             valid &= window_std(left, TEXTURE_WINDOW)[0, 0] >= self.min_texture
+        if far is not None:
+            valid &= ~far
         depth = depth_std = points = None
         if camera is not None:
             masked = torch.where(valid, disparity, float("nan"))
@@ -463,7 +501,7 @@ class StereoDepthPipeline:
             if self.compute_points:
                 points = camera.points(masked, min_disparity)
         return {"disparity": disparity, "disparity_std": disparity_std, "valid": valid, "depth": depth,
-                "depth_std": depth_std, "points": points, "saturated": saturated}
+                "depth_std": depth_std, "points": points, "saturated": saturated, "far": far}
 
 
 def _upsample(

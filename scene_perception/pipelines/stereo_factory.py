@@ -30,6 +30,9 @@ class StereoSetup:
     choice: BackendChoice
     #: Where compiled engines are cached (None for the torch backend, which compiles nothing).
     cache_dir: Path | None
+    #: The far head in use (None: none was found for these weights; ``far_note`` says why).
+    far_head: ModelInfo | None = None
+    far_note: str = ""
 
 
 def build_stereo_pipeline(
@@ -41,6 +44,7 @@ def build_stereo_pipeline(
     engine_cache_dir: str | Path | None = None,
     num_threads: int = 0,
     regression_window: int | None = None,
+    far_head_weights: str | Path | None = None,
     logger: Any = None,
     **pipeline_options: Any,
 ) -> StereoSetup:
@@ -49,7 +53,10 @@ def build_stereo_pipeline(
 
     ``num_threads`` > 0 sets torch's intra-op threads (process-wide). ``regression_window`` overrides the
     card's soft-argmin window (an inference setting of the same weights; the benchmarks compare them, and
-    the engine cache key follows it). ``logger`` (``info``/``warning``)
+    the engine cache key follows it). The far head of these weights (``far_head_weights``, else
+    ``<name>_far`` on the model search path) is loaded whenever one fits them, so ``far_probability`` can be
+    turned on later (a live parameter); when none fits, the pipeline has no head and ``far_note`` says why
+    (a warning when ``far_probability`` asks for it). ``logger`` (``info``/``warning``)
     receives the backend choice and engine build lines. The engine cache directory is prepared only for the
     backends that write to it: a torch pipeline must not fail on a bad cache path.
 
@@ -62,7 +69,8 @@ def build_stereo_pipeline(
 
     from scene_perception.engines.cache import model_digest, prepare_cache_dir
     from scene_perception.engines.select import choose_backend, create_engine
-    from scene_perception.models.weights import load_stereo_model
+    from scene_perception.models.weights import ModelLoadError, load_far_head, load_stereo_model
+    from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY
 
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
@@ -77,4 +85,14 @@ def build_stereo_pipeline(
         cache_dir = prepare_cache_dir(engine_cache_dir)
     engine = create_engine(choice, net, model_sha256=model_digest(net, info.sha256), cache_dir=cache_dir,
                            num_threads=int(num_threads), logger=logger)
-    return StereoSetup(StereoDepthPipeline(engine, **pipeline_options), info, choice, cache_dir)
+    far_head = far_info = None
+    far_note = ""
+    try:
+        far_head, far_info = load_far_head(info, far_head_weights or None)
+    except ModelLoadError as exc:
+        far_note = f"far head not used: {exc}"
+        wanted = pipeline_options.get("far_probability", DEFAULT_FAR_PROBABILITY) < 1.0
+        if logger is not None:
+            (logger.warning if wanted or far_head_weights else logger.info)(far_note)
+    pipeline = StereoDepthPipeline(engine, far_head=far_head, **pipeline_options)
+    return StereoSetup(pipeline, info, choice, cache_dir, far_info, far_note)

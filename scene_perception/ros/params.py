@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 
 from scene_perception.geometry.rectification import RECTIFY_MODES
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
-from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_SIGMA
+from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY, DEFAULT_FAR_SIGMA
 from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
 #: Why the code default (sensor_data) differs from config/perception.yaml (reliable).
@@ -78,6 +78,13 @@ _MODEL_PARAMS: tuple[ParamSpec, ...] = (
         "",
         "Path to a .safetensors weights file; empty = the shipped weights for `model`. Checked at configure: "
         "the .safetensors suffix (pickle formats are refused), a readable, non-empty regular file.",
+    ),
+    ParamSpec(
+        "far_head_weights",
+        "",
+        "Path to the far head (.safetensors with its card) for far_probability; empty = <model>_far on the "
+        "model search path. A head is used only with the stereo weights its card names (sha256); without "
+        "one far_probability does nothing (said at configure).",
     ),
     ParamSpec(
         "backend",
@@ -182,6 +189,17 @@ _FAR_SIGMA = ParamSpec(
     "above the floor with a wide std); 0 = off.",
     0.0,
     10.0,
+    dynamic=True,
+)
+
+_FAR_PROBABILITY = ParamSpec(
+    "far_probability",
+    DEFAULT_FAR_PROBABILITY,
+    "Invalidate pixels whose far-head probability that the true disparity is <= 1 px (beyond what the "
+    "matcher resolves: the sky) exceeds this; the head reads the image around the pixel, so it tells the sky "
+    "from far surfaces, which far_sigma cannot; 1 = off. Needs a far head for the loaded weights.",
+    0.01,
+    1.0,
     dynamic=True,
 )
 
@@ -544,6 +562,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _MAX_UNCERTAINTY,
     _MIN_TEXTURE,
     _FAR_SIGMA,
+    _FAR_PROBABILITY,
     *LOCAL_REFINEMENT_PARAMS,
     *QUALITY_PARAMS,
     *ADAPT_PARAMS,

@@ -80,6 +80,8 @@ class StereoDepthNode(StereoNodeBase):
         self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
         self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
+        self._far_head: Any = None  # ModelInfo of the far head in use
+        self._far_note = ""  # why there is none
 
     # ------------------------------------------------------------------ parameters
     def _on_parameter_changed(self, change: Parameter) -> None:
@@ -90,8 +92,8 @@ class StereoDepthNode(StereoNodeBase):
         if self._adapt is not None and change.name == "adapt.serve":
             self._adapt.serve = bool(change.value)
         if self.pipeline is not None and (
-            change.name in ("min_disparity", "max_uncertainty", "min_texture", "far_sigma", "max_disparity",
-                            "max_depth", "max_network_pixels")
+            change.name in ("min_disparity", "max_uncertainty", "min_texture", "far_sigma", "far_probability",
+                            "max_disparity", "max_depth", "max_network_pixels")
             or change.name.startswith("local_refinement.")
         ):
             self._apply_pipeline_params()
@@ -106,6 +108,7 @@ class StereoDepthNode(StereoNodeBase):
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
         self.pipeline.min_texture = float(self.params["min_texture"])
         self.pipeline.far_sigma = float(self.params["far_sigma"])
+        self.pipeline.far_probability = float(self.params["far_probability"])
         self.pipeline.local_refinement = P.local_refinement_config(self.params)
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,6 +128,8 @@ class StereoDepthNode(StereoNodeBase):
             return False
         self.pipeline, info, choice = setup.pipeline, setup.info, setup.choice
         self.model_info = info
+        self._far_head = setup.far_head
+        self._far_note = setup.far_note
         self.backend_choice = choice
         if setup.cache_dir is not None:
             log.info(
@@ -154,6 +159,7 @@ class StereoDepthNode(StereoNodeBase):
         return build_stereo_pipeline(
             p["model"], weights, backend=str(p["backend"]), device=str(p["device"]),
             engine_cache_dir=p["engine_cache_dir"], num_threads=int(p["num_threads"]),
+            far_head_weights=p["far_head_weights"] or None, far_probability=float(p["far_probability"]),
             logger=self.get_logger(), compute_points=True,
         )
 
@@ -193,6 +199,9 @@ class StereoDepthNode(StereoNodeBase):
             return
         pipeline, path = ready
         old, self.pipeline = self.pipeline, pipeline
+        if pipeline.far_head is None:
+            self._far_head = None
+            self._far_note = "the far head fits only the configured weights, not the adapted ones"
         self._apply_pipeline_params()
         if old is not None:
             old.engine.close()
@@ -269,6 +278,8 @@ class StereoDepthNode(StereoNodeBase):
             "weights": str(getattr(info, "weights_path", None) or "none"),
             "trained": str(getattr(info, "trained", False)),
             "local refinement": _describe(self.pipeline.local_refinement if self.pipeline else None),
+            "far head": (f"{self._far_head.weights_path} (sha256 {(self._far_head.sha256 or '?')[:12]})"
+                         if self._far_head is not None else self._far_note or "none"),
         }
         if self._refinement_ms:
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
@@ -283,6 +294,8 @@ class StereoDepthNode(StereoNodeBase):
             level, message = ERROR, "model failed to load: " + self.health.last_error
         elif info is not None and not info.trained:
             level, message = WARN, "UNTRAINED weights: outputs are meaningless"
+        elif self._far_head is None and float(self.params["far_probability"]) < 1.0:
+            level, message = WARN, f"far_probability is set but no far head is in use: {self._far_note}"
         elif quality_warning:
             level, message = WARN, quality_warning
         elif self._adapt is not None and not self._adapt.alive:

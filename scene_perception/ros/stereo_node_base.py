@@ -287,6 +287,10 @@ class StereoNodeBase(PerceptionNodeBase):
             # Near surfaces beyond the searched range: invalid, not published farther than they are.
             self.health.count("saturated pixels", saturated)
             self.health.count("frames with saturated pixels")
+        far = int(getattr(result, "far", 0))
+        if far:
+            # Beyond the matcher's range by the far head (the sky): invalid, counted like saturation.
+            self.health.count("far pixels", far)
         self.health.count("outputs")
         self.health.inference(float(result.inference_ms))
         self.health.latency((time.perf_counter() - t0) * 1e3)
