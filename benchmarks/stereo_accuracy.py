@@ -56,6 +56,7 @@ from scene_perception.evaluation.metrics import (
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
@@ -82,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-local-refinement", action="store_true",
                    help="score the network's own disparity, without the pipeline's default local refinement "
                         "(pipelines/local_refinement.py), to see what the refinement does")
+    p.add_argument("--far-probability", type=float, default=DEFAULT_FAR_PROBABILITY,
+                   help="the pipeline's far_probability rule (1 = off; default: the node's default)")
+    p.add_argument("--far-head", default=None,
+                   help="far head weights (default: <weights name>_far on the model search path)")
     p.add_argument("--synthetic-pairs", type=int, default=None,
                    help="synthetic pairs (0: skip); default 50 for test (the cards' history), 200 for "
                         "validation: on 50 pairs a few hard ones decide (v6 vs v7: 2.10 vs 2.00 px there, "
@@ -148,6 +153,12 @@ def fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def published_line(rows: list[dict[str, Any]]) -> str:
+    """Ours' published (valid) share per input, from the rows that carry it."""
+    parts = [f"{r['input']} {r['published']:.1f} %" for r in rows if "published" in r]
+    return "\nOurs published (the pipeline's valid mask) on the pixels with GT: " + ", ".join(parts)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -228,15 +239,21 @@ def run_real(
     range_full = range_from_width(w, args.range_fraction)
     range_half = range_from_width(hw, args.range_fraction)
 
+    valid: dict[str, np.ndarray] = {}  # the pipeline's own valid mask of the last run, at full resolution
+
     def ours(lt: np.ndarray, rt: np.ndarray, max_disparity: float) -> np.ndarray:
         pipeline.max_disparity = max_disparity  # the pipeline shrinks the pair when the range needs it
-        return pipeline(lt, rt).disparity
+        result = pipeline(lt, rt)
+        valid["last"] = result.valid
+        return result.disparity
 
     def ours_full() -> np.ndarray:
         return ours(left, right, range_full)
 
     def ours_half() -> np.ndarray:
         d = ours(left_h, right_h, range_half)
+        mask = valid["last"].astype(np.uint8)
+        valid["last"] = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) > 0
         # Bilinear for a dense smooth prediction, the same upsampling the pipeline uses internally.
         return cv2.resize(d, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / hw)
 
@@ -247,6 +264,9 @@ def run_real(
                                ("half", ours_half, half_desc, range_half)):
         disp, ms = timed_median(fn, args.repeats)
         rows.append(row("ours (dense)", desc, rng, disparity_metrics(disp, gt), ms))
+        # What the node would publish: the pipeline's valid share of the pixels with GT (the dense row
+        # scores every pixel; this says how many of them its validity rules keep).
+        rows[-1]["published"] = 100.0 * float(valid["last"][np.isfinite(gt)].mean())
         maps[f"ours_{key}"] = disp
 
     # SGBM at the same width-derived range as ours, then at the notes' 224/112 to check the baseline.
@@ -372,8 +392,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device=args.device,
                                   regression_window=args.regression_window, compute_points=False,
-                                  local_refinement=refinement)
+                                  local_refinement=refinement, far_head_weights=args.far_head,
+                                  far_probability=args.far_probability)
     pipeline, info = setup.pipeline, setup.info
+    if args.far_probability < 1.0 and setup.far_head is None:
+        raise SystemExit(f"error: --far-probability {args.far_probability:g}: {setup.far_note}")
     model = pipeline.model
     assert model is not None  # the torch backend keeps the network
     c = SGBMConfig()
@@ -381,7 +404,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": {"name": info.name, "config": info.config_name, "trained": info.trained,
                   "weights": str(info.weights_path) if info.weights_path else None, "sha256": info.sha256,
                   "max_disparity": model.max_disparity,
-                  "regression_window": model.config.regression_window},
+                  "regression_window": model.config.regression_window,
+                  "far_probability": args.far_probability,
+                  "far_head": str(setup.far_head.weights_path) if setup.far_head else None},
         "local_refinement": dataclasses.asdict(refinement) if refinement else None,
         "threads": args.threads,
         "sgbm": {"mode": "SGBM_3WAY", "block_size": c.block_size, "P1": c.p1, "P2": c.p2,
@@ -419,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"with known GT, scored at full resolution; range = {args.range_fraction} x width "
               f"({aloe['range_full']} / {aloe['range_half']} px); ms = median of {args.repeats}\n")
         print(markdown_table(aloe["rows"]))
+        print(published_line(aloe["rows"]))
         if aloe["range_full"] > model.max_disparity:
             print(f"\nOurs at full input: the {aloe['range_full']} px range exceeds the model's "
                   f"{model.max_disparity} px, so the pipeline runs it on images shrunk by "
@@ -434,6 +460,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"evaluation only), all pixels with known GT, scored at full resolution; range "
               f"{moto['range_full']} / {moto['range_half']} px\n")
         print(markdown_table(moto["rows"]))
+        print(published_line(moto["rows"]))
 
     # The goals are about the held-out test split; a validation run only compares candidates.
     results["goals"] = evaluate_goals(results) if args.split == "test" else []
