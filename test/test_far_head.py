@@ -108,15 +108,24 @@ def test_loading_checks_the_stereo_weights_the_head_was_made_for(tmp_path: Path)
     assert setup.far_head is None and setup.pipeline.far_head is None and "ffffffffffff" in setup.far_note
     setup = build_stereo_pipeline("lite", far_head_weights=good)
     assert setup.far_head is not None and setup.far_note == ""
+    # Found beside the stereo weights (<stem>_far), before the model search path.
+    stereo = tmp_path / "mine" / "v13.safetensors"
+    stereo.parent.mkdir()
+    stereo.write_bytes(SHIPPED.weights_path.read_bytes())
+    beside = write_head(constant_head(-2.0), tmp_path / "mine" / "v13_far.safetensors", SHIPPED.sha256)
+    setup = build_stereo_pipeline("lite", stereo)
+    assert setup.far_head is not None and setup.far_head.weights_path == beside
+    assert float(setup.pipeline.far_head.out.bias) == -2.0
 
 
 def test_pipeline_invalidates_what_the_head_calls_far_at_any_scale(tmp_path: Path) -> None:
     s = make_stereo_sample(5, width=160, height=96)
     path = write_head(constant_head(math.log(0.6 / 0.4)), tmp_path / "lite_far.safetensors", SHIPPED.sha256)
-    setup = build_stereo_pipeline("lite", far_head_weights=path, compute_points=False, local_refinement=None)
+    setup = build_stereo_pipeline("lite", far_head_weights=path, compute_points=False, local_refinement=None,
+                                  far_probability=1.0)
     pipeline = setup.pipeline
     base = pipeline(s.left, s.right)
-    assert base.far == 0 and base.valid.mean() > 0.5  # far_probability 1: off by default
+    assert base.far == 0 and base.valid.mean() > 0.5  # far_probability 1: off
     pipeline.far_probability = 0.7  # the head says 0.6 everywhere: below the threshold
     assert pipeline(s.left, s.right).far == 0
     pipeline.far_probability = 0.5
@@ -144,6 +153,7 @@ def test_far_probability_is_a_live_node_parameter_and_a_head_for_other_weights_i
     try:
         node = harness.add(StereoDepthNode("far_stereo", context=harness.context, parameter_overrides=[
             Parameter("num_threads", value=1), Parameter("far_head_weights", value=str(far)),
+            Parameter("far_probability", value=1.0),
             Parameter("diagnostics_period", value=0.2), Parameter("input_depth", value=5)]))
         driver = harness.add(Driver(harness.context))
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -155,7 +165,7 @@ def test_far_probability_is_a_live_node_parameter_and_a_head_for_other_weights_i
             assert send(harness, driver, msgs, timeout=60)
             return image_to_numpy(driver.got["depth"][-1]).astype(np.float32)
 
-        assert np.isfinite(depth_after(1)).mean() > 0.5  # off by default
+        assert np.isfinite(depth_after(1)).mean() > 0.5  # off
         assert node.set_parameters([Parameter("far_probability", value=0.5)])[0].successful
         assert not np.isfinite(depth_after(2)).any()  # everything "far": nothing published as a surface
         assert harness.spin_until(lambda: (st := last_status(driver, "far_stereo")) is not None and any(

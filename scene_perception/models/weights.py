@@ -346,7 +346,8 @@ def load_pose_model(name: str = "posenet", weights: str | Path | None = None) ->
 
 def load_far_head(stereo: ModelInfo, weights: str | Path | None = None) -> tuple[FarHead, ModelInfo]:
     """The far head (:mod:`scene_perception.models.far_head`) of the stereo weights ``stereo`` describes:
-    ``weights``, else ``<stereo name>_far.safetensors`` on the model search path, with the usual checks.
+    ``weights``, else ``<stereo file stem>_far.safetensors`` beside the stereo weights, else
+    ``<stereo name>_far.safetensors`` on the model search path, with the usual checks.
 
     A head reads one network's output statistics, so its card must name the sha256 of exactly these stereo
     weights (``stereo_sha256``); unlike the networks, a missing head is an error, never an untrained stand-in.
@@ -357,10 +358,13 @@ def load_far_head(stereo: ModelInfo, weights: str | Path | None = None) -> tuple
     """
     name = f"{stereo.name}_far"
     if weights is None:
-        found = next((w for w, _ in _candidate_files(name) if w.is_file()), None)
+        candidates = [w for w, _ in _candidate_files(name)]
+        if stereo.weights_path is not None:
+            beside = stereo.weights_path.with_name(f"{stereo.weights_path.stem}_far{_WEIGHTS_SUFFIX}")
+            candidates.insert(0, beside)
+        found = next((w for w in candidates if w.is_file()), None)
         if found is None:
-            raise ModelLoadError(f"no far head {name}{_WEIGHTS_SUFFIX} in "
-                                 + ", ".join(str(d) for d in model_search_dirs()))
+            raise ModelLoadError("no far head: looked for " + ", ".join(str(w) for w in candidates))
         weights = found
     head, info = _load_model(name, weights, FAR_CONFIGS, FarHeadConfig, FarHead, "far head")
     card_path = Path(weights).expanduser().with_suffix(_CARD_SUFFIX)
