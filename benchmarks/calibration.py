@@ -80,6 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=30, help="synthetic stereo pairs")
     p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the synthetic pairs")
     p.add_argument("--max-disparity", type=float, default=96.0, help="of the synthetic pairs")
+    p.add_argument("--nuisance", action="store_true",
+                   help="render the synthetic stereo pairs with the generator's per-view gain, bias and "
+                   "sensor "
+                   "noise (a camera's imperfections; default: photometrically exact views)")
     p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR, help="'' or missing: skip Aloe")
     p.add_argument("--motorcycle-dir", type=Path, default=DEFAULT_MOTORCYCLE_DIR,
                    help="'' or missing: skip Middlebury Motorcycle")
@@ -236,7 +240,8 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     check: dict[str, float] = {}
     t0 = time.perf_counter()
     for i, seed in enumerate(seeds):
-        s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
+        s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity,
+                               nuisance=args.nuisance)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         pipe.max_disparity = args.max_disparity if shrink else None
         pipe.local_refinement = None
@@ -397,7 +402,7 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
     for j, rng in enumerate(ranges):
         pipe.max_disparity = rng
         for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-            s = make_stereo_sample(seed, width=w, height=h, max_disparity=rng)
+            s = make_stereo_sample(seed, width=w, height=h, max_disparity=rng, nuisance=args.nuisance)
             mask = s.nonoccluded & np.isfinite(s.disparity)
             which.append(np.full(int(mask.sum()), j, np.int8))
             for s2 in s2_values:

@@ -9,7 +9,7 @@ precision, mode, what), where *what* is
 * ``network``: the engine's ``infer`` on device-resident (1, 3, H, W) inputs at the padded size, timed
   with a device sync after every call (wall time, launch overhead included: what a node pays);
 * ``pipeline``: ``StereoDepthPipeline`` from uint8 numpy pair to numpy outputs (upload, padding, network,
-  local refinement, validity, depth, points, download) with the default settings (on a GPU: no SGBM
+  local refinement, far head, validity, depth, points, download) with the default settings (on a GPU: no SGBM
   candidate, ``local_refinement.sgbm_on_accelerator``); ``pipeline-sgbm`` with the SGBM candidate forced on
   (CPU OpenCV, overlapped with the forward pass on a GPU); ``pipeline-raw`` without refinement.
 
@@ -45,7 +45,7 @@ from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.engines.onnx_export import padded_size
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.evaluation.benchmarking import parse_size
-from scene_perception.models.weights import load_stereo_model
+from scene_perception.models.weights import ModelLoadError, load_far_head, load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 
@@ -105,12 +105,17 @@ class Runner:
         self.args = args
         self.device = torch.device(args.device)
         self._models: dict[str, tuple[torch.nn.Module, bool]] = {}
+        self._far_heads: dict[str, torch.nn.Module | None] = {}
         self._pairs: dict[tuple[int, int], Any] = {}
 
     def model(self, config: str) -> tuple[torch.nn.Module, bool]:
         if config not in self._models:
             model, info = load_stereo_model(config)
             self._models[config] = (model, info.trained)
+            try:  # the node's default pipeline runs the far head of these weights when there is one
+                self._far_heads[config] = load_far_head(info)[0]
+            except ModelLoadError:
+                self._far_heads[config] = None
         return self._models[config]
 
     def sample(self, size: tuple[int, int]) -> Any:
@@ -160,7 +165,9 @@ class Runner:
                 refinement = {"pipeline": DEFAULT_LOCAL_REFINEMENT, "pipeline-raw": None,
                               "pipeline-sgbm": dataclasses.replace(DEFAULT_LOCAL_REFINEMENT,
                                                                    sgbm_on_accelerator=True)}[cell.what]
-                pipe = StereoDepthPipeline(engine, local_refinement=refinement)
+                pipe = StereoDepthPipeline(engine, local_refinement=refinement,
+                                           far_head=self._far_heads.get(cell.config))
+                row["far_head"] = pipe.far_head is not None and pipe.far_probability < 1.0
                 parts: dict[str, list[float]] = {"inference_ms": [], "refinement_ms": []}
 
                 def call() -> None:

@@ -131,6 +131,24 @@ def test_pipeline_on_cuda_matches_cpu(lite, sample, pair) -> None:
     assert float(np.mean(np.abs(res.disparity[both] - gpu.disparity[both]))) <= MIXED_MEAN_PX * 2
 
 
+def test_far_head_on_cuda_agrees_with_cpu() -> None:
+    """The shipped far head on the CUDA pipeline (factory, torch fp32) flags the same sky as on the CPU."""
+    from scene_perception.data.procedural import SceneConfig
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+
+    s = make_stereo_sample(4243, width=W, height=H, min_disparity=0.25,
+                           scene=SceneConfig(sky_probability=1.0))
+    results = []
+    for device in ("cpu", "cuda"):
+        setup = build_stereo_pipeline("lite", device=device, compute_points=False, far_probability=0.7)
+        assert setup.far_head is not None, setup.far_note
+        results.append(setup.pipeline(s.left, s.right))
+    cpu, gpu = results
+    assert cpu.far > 0.02 * H * W  # the pair shows sky and the head flags it
+    assert abs(cpu.far - gpu.far) <= 0.01 * H * W
+    assert float((cpu.valid == gpu.valid).mean()) >= 0.99
+
+
 def test_scene_mc_dropout_batched_on_cuda() -> None:
     from scene_perception.pipelines.scene import ScenePipeline
 

@@ -75,7 +75,8 @@ class StereoDepthResult:
             be compared across machines and with benchmark numbers.
         refinement_ms: wall time of the local refinement, its SGBM candidate included (0 when it is off);
             with the candidate overlapped (``overlap_sgbm``) only the part of SGBM's time that outlasted
-            the forward pass counts here.
+            the forward pass counts here.  The far head (when on) runs in the same interval, so its time
+            is included here too (0 reported when the refinement is off).
         saturated: pixels invalidated because the network's disparity sat at the top of its range (the
             true disparity may be anything larger: a near object beyond the range, never to be published
             as farther than it is).
