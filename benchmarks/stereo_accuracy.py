@@ -83,8 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-local-refinement", action="store_true",
                    help="score the network's own disparity, without the pipeline's default local refinement "
                         "(pipelines/local_refinement.py), to see what the refinement does")
-    p.add_argument("--far-probability", type=float, default=DEFAULT_FAR_PROBABILITY,
-                   help="the pipeline's far_probability rule (1 = off; default: the node's default)")
+    p.add_argument("--far-probability", type=float, default=None,
+                   help="the pipeline's far_probability rule (1 = off; default: the node's default, "
+                   f"{DEFAULT_FAR_PROBABILITY:g}, where a far head fits the weights)")
     p.add_argument("--far-head", default=None,
                    help="far head weights (default: <weights name>_far on the model search path)")
     p.add_argument("--synthetic-pairs", type=int, default=None,
@@ -393,10 +394,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device=args.device,
                                   regression_window=args.regression_window, compute_points=False,
                                   local_refinement=refinement, far_head_weights=args.far_head,
-                                  far_probability=args.far_probability)
+                                  far_probability=DEFAULT_FAR_PROBABILITY if args.far_probability is None
+                                  else args.far_probability)
     pipeline, info = setup.pipeline, setup.info
-    if args.far_probability < 1.0 and setup.far_head is None:
+    if args.far_probability is not None and args.far_probability < 1.0 and setup.far_head is None:
         raise SystemExit(f"error: --far-probability {args.far_probability:g}: {setup.far_note}")
+    if setup.far_head is None:
+        print(f"note: {setup.far_note} (as the node would run these weights)")
     model = pipeline.model
     assert model is not None  # the torch backend keeps the network
     c = SGBMConfig()
@@ -405,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "weights": str(info.weights_path) if info.weights_path else None, "sha256": info.sha256,
                   "max_disparity": model.max_disparity,
                   "regression_window": model.config.regression_window,
-                  "far_probability": args.far_probability,
+                  "far_probability": pipeline.far_probability if setup.far_head else 1.0,
                   "far_head": str(setup.far_head.weights_path) if setup.far_head else None},
         "local_refinement": dataclasses.asdict(refinement) if refinement else None,
         "threads": args.threads,

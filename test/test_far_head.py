@@ -70,9 +70,10 @@ def test_training_on_a_rendered_cache_learns_the_sky(tmp_path: Path) -> None:
     assert arrays["left"].shape == (12, 3, 64, 128) and arrays["left"].dtype == np.uint8
     sky_share = float((arrays["gt"] <= 1).mean())
     assert 0.02 < sky_share < 0.9
-    mtime = (tmp_path / "cache" / "gt.npy").stat().st_mtime_ns
+    cached = tmp_path / "cache" / "arrays.safetensors"
+    mtime = cached.stat().st_mtime_ns
     again = render_cache(config, net, SHIPPED.sha256 or "")
-    assert (tmp_path / "cache" / "gt.npy").stat().st_mtime_ns == mtime  # read back, not re-rendered
+    assert cached.stat().st_mtime_ns == mtime  # read back, not re-rendered
     assert np.array_equal(again["left"], arrays["left"])
     assert render_cache(FarHeadTrainConfig(**{**config.__dict__, "pairs": 2}), net, "x")["left"].shape[0] == 2
 

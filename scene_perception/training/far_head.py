@@ -77,9 +77,11 @@ def _cache_key(config: FarHeadTrainConfig, stereo_sha256: str) -> dict[str, obje
 
 def render_cache(config: FarHeadTrainConfig, net: torch.nn.Module, stereo_sha256: str
                  ) -> dict[str, np.ndarray]:
-    """The training arrays, from ``config.cache_dir`` when it holds them for these settings, else rendered,
-    run through ``net`` and written there.  left: (N,3,H,W) uint8; disparity, log_scale, gt: (N,1,H,W)
+    """The training arrays, from ``config.cache_dir`` (``arrays.safetensors`` + ``key.json``) when it holds
+    them for these settings, else rendered, run through ``net`` and written there.  left: (N,3,H,W) uint8;
+    disparity, log_scale, gt: (N,1,H,W)
     float16 (gt keeps its NaN/inf)."""
+    from safetensors.numpy import load_file, save_file
     from tqdm import tqdm
 
     from scene_perception.data.augment import CAMERA_EFFECTS
@@ -88,10 +90,11 @@ def render_cache(config: FarHeadTrainConfig, net: torch.nn.Module, stereo_sha256
 
     cache = Path(config.cache_dir)
     key = _cache_key(config, stereo_sha256)
-    meta = cache / "key.json"
-    if meta.is_file() and json.loads(meta.read_text()) == key and all((cache / f"{a}.npy").is_file()
-                                                                       for a in _ARRAYS):
-        return {a: np.load(cache / f"{a}.npy") for a in _ARRAYS}
+    meta, data_file = cache / "key.json", cache / "arrays.safetensors"
+    if meta.is_file() and data_file.is_file() and json.loads(meta.read_text()) == key:
+        loaded = load_file(str(data_file))  # safetensors: no pickle, like every file this package reads
+        if set(loaded) == set(_ARRAYS):
+            return loaded
     check_held_out(held_out_seeds(2000, "validation") + held_out_seeds(2000, "test"), config.data_seed,
                    config.pairs)
     data = ProceduralStereoDataset(
@@ -112,8 +115,8 @@ def render_cache(config: FarHeadTrainConfig, net: torch.nn.Module, stereo_sha256
             arrays["log_scale"][i] = log_scale[0].numpy()
             arrays["gt"][i] = item["disparity"].numpy()
     cache.mkdir(parents=True, exist_ok=True)
-    for a, value in arrays.items():
-        np.save(cache / f"{a}.npy", value)
+    meta.unlink(missing_ok=True)  # written last: a crash mid-save leaves no key that matches
+    save_file(arrays, str(data_file))
     meta.write_text(json.dumps(key))
     return arrays
 
