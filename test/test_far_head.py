@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,27 @@ def test_card_of_a_trained_head_records_its_stereo_weights(tmp_path: Path) -> No
     assert card["training"]["command"].startswith("scene-perception train far-head")
     head, _ = load_far_head(SHIPPED, out)
     assert isinstance(head, FarHead)
+
+
+def test_sky_validity_benchmark_scores_the_far_rule_on_a_real_street_bag(tmp_path: Path, capsys) -> None:
+    """benchmarks/sky_validity.py end to end (a real rosbag2 street, the pipeline rerun per threshold): a head
+    that calls everything far leaves no sky and no scene at 0.5 and changes nothing at 1 (off)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("sky_validity", root / "benchmarks" / "sky_validity.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sky_validity"] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    head = write_head(constant_head(4.0), tmp_path / "lite_far.safetensors", SHIPPED.sha256)
+    assert module.main(["--seeds", "7", "--frames", "1", "--width", "128", "--height", "64",
+                        "--validation-pairs", "1", "--max-uncertainty", "inf", "--threads", "1",
+                        "--far-probability", "1", "0.5", "--far-head", str(head), "--noise-std", "2"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| 0 | inf | 0 |")]
+    off, on = ([c.strip() for c in r] for r in rows)
+    assert off[3] == "1" and on[3] == "0.5"
+    assert float(off[6]) > 20 and float(off[8]) > 20  # street scene and validation pairs kept with it off
+    assert float(on[4]) == 0 and float(on[6]) == 0 and float(on[8]) == 0  # everything "far" at 0.5
+    noisy = module.add_noise(np.full((4, 4, 3), 128, np.uint8), 2.0, np.random.default_rng(0))
+    assert noisy.dtype == np.uint8 and 0 < noisy.std() < 5
