@@ -92,7 +92,7 @@ def test_training_on_a_rendered_cache_learns_the_sky(tmp_path: Path) -> None:
 def test_loading_checks_the_stereo_weights_the_head_was_made_for(tmp_path: Path) -> None:
     good = write_head(constant_head(3.0), tmp_path / "good" / "lite_far.safetensors", SHIPPED.sha256)
     head, info = load_far_head(SHIPPED, good)
-    assert info.trained and info.sha256 and float(head.out.bias) == 3.0
+    assert info.trained and info.sha256 and float(head.out.bias.detach()) == 3.0
     other = ModelInfo("lite", "lite", None, "0" * 64, True)
     with pytest.raises(ModelLoadError, match="trained for stereo weights sha256"):
         load_far_head(other, good)
@@ -117,7 +117,7 @@ def test_loading_checks_the_stereo_weights_the_head_was_made_for(tmp_path: Path)
     beside = write_head(constant_head(-2.0), tmp_path / "mine" / "v13_far.safetensors", SHIPPED.sha256)
     setup = build_stereo_pipeline("lite", stereo)
     assert setup.far_head is not None and setup.far_head.weights_path == beside
-    assert float(setup.pipeline.far_head.out.bias) == -2.0
+    assert float(setup.pipeline.far_head.out.bias.detach()) == -2.0
 
 
 def test_pipeline_invalidates_what_the_head_calls_far_at_any_scale(tmp_path: Path) -> None:
