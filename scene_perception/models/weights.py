@@ -366,8 +366,9 @@ def load_far_head(stereo: ModelInfo, weights: str | Path | None = None) -> tuple
         if found is None:
             raise ModelLoadError("no far head: looked for " + ", ".join(str(w) for w in candidates))
         weights = found
-    head, info = _load_model(name, weights, FAR_CONFIGS, FarHeadConfig, FarHead, "far head")
-    card_path = Path(weights).expanduser().with_suffix(_CARD_SUFFIX)
+    # The pairing is checked on the card before the weights are read and hashed: a head for other stereo
+    # weights is refused without loading it.
+    card_path = check_weights_path(weights).with_suffix(_CARD_SUFFIX)
     if not card_path.is_file():
         raise ModelLoadError(f"far head {weights} has no model card: it cannot say which stereo weights it "
                              "was trained for")
@@ -377,6 +378,7 @@ def load_far_head(stereo: ModelInfo, weights: str | Path | None = None) -> tuple
             f"far head {weights} was trained for stereo weights sha256 {wanted[:12] or '?'}, but the loaded "
             f"ones are {(stereo.sha256 or 'untrained')[:12]}: retrain it (scene-perception train far-head)"
         )
+    head, info = _load_model(name, weights, FAR_CONFIGS, FarHeadConfig, FarHead, "far head")
     return head, info  # type: ignore[return-value]
 
 

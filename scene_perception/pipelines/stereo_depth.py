@@ -422,7 +422,7 @@ class StereoDepthPipeline:
             if scale < 1.0:
                 disparity_t, log_scale_t, saturated_t = _upsample(disparity_t, log_scale_t, saturated_t, h, w)
                 if far_t is not None:
-                    far_t = F.interpolate(far_t.float(), size=(h, w), mode="nearest") > 0.5
+                    far_t = _upsample_mask(far_t, h, w)
                 left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
                 if self.local_refinement is not None:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
@@ -514,5 +514,9 @@ def _upsample(
     size = (height, width)
     disparity = F.interpolate(disparity, size=size, mode="bilinear", align_corners=False) * factor
     log_scale = F.interpolate(log_scale, size=size, mode="bilinear", align_corners=False) + math.log(factor)
-    saturated = F.interpolate(saturated.float(), size=size, mode="nearest") > 0.5
-    return disparity, log_scale, saturated
+    return disparity, log_scale, _upsample_mask(saturated, height, width)
+
+
+def _upsample_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A (1, 1, h, w) per-pixel flag at the input size (nearest: a flag is not interpolated)."""
+    return F.interpolate(mask.float(), size=(height, width), mode="nearest") > 0.5
