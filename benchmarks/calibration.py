@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="max disparities of the --two-pass pairs (--pairs of each, consecutive seeds)")
     p.add_argument("--two-pass-std-factor", type=float, default=None, metavar="F",
                    help="score the pipeline with this two_pass_std_factor instead of the default (1 = old)")
+    p.add_argument("--two-pass-setting", default=None, metavar="MEASURE,REF,F0,B",
+                   help="score a per-frame two-pass factor instead (two_pass_std_measure, _reference, "
+                        "two_pass_std_factor, _exponent; two_pass_adaptive.py fits them)")
     p.add_argument("--scene-seeds", default=None, help="street world seeds (default: 1:21 test, 21:31 val)")
     p.add_argument("--fit-scene", action="store_true",
                    help="validation split: fit the semantic temperatures and the depth std scale by "
@@ -154,6 +157,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--fit-two-pass fits on the validation split only (add --split validation)")
     args.two_pass = args.two_pass or args.fit_two_pass
     args.two_pass_ranges = [float(v) for v in str(args.two_pass_ranges).split(",") if v.strip()]
+    if args.two_pass_setting is not None:
+        try:
+            name, *numbers = args.two_pass_setting.split(",")
+            reference, f0, exponent = (float(v) for v in numbers)
+        except ValueError:
+            p.error(f"--two-pass-setting wants MEASURE,REF,F0,B, got {args.two_pass_setting!r}")
+        args.two_pass_setting = (name.strip(), reference, f0, exponent)
     if args.refinement_std is not None:
         try:
             scale, floor = (float(v) for v in args.refinement_std.split(","))
@@ -235,6 +245,11 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     factor = default.two_pass_std_factor if args.two_pass_std_factor is None else args.two_pass_std_factor
     scored_cfg = dataclasses.replace(default, uncertainty_scale=scored[0], correction_std=scored[1],
                                      two_pass_std_factor=factor)
+    if args.two_pass_setting is not None:
+        measure, reference, factor, exponent = args.two_pass_setting
+        scored_cfg = dataclasses.replace(scored_cfg, two_pass_std_measure=measure,
+                                         two_pass_std_reference=reference, two_pass_std_factor=factor,
+                                         two_pass_std_exponent=exponent)
     keys = ("gt", "d_net", "std_net", "d_ref", "std_pub", "changed")
     store: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     check: dict[str, float] = {}
@@ -296,6 +311,9 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
         "distribution": "laplace (std = sqrt(2) b)",
         "refinement_std": {"uncertainty_scale": scored[0], "correction_std": scored[1],
                            "two_pass_std_factor": factor,
+                           "two_pass_std_measure": scored_cfg.two_pass_std_measure,
+                           "two_pass_std_reference": scored_cfg.two_pass_std_reference,
+                           "two_pass_std_exponent": scored_cfg.two_pass_std_exponent,
                            "is_default": scored_cfg == default},
         "synthetic": synthetic,
     }
@@ -385,6 +403,7 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
     ``--fit-two-pass`` also with a second-pass scale s2 (candidate B) and the rule's grid is scored."""
     from scene_perception.data.procedural import make_stereo_sample
     from scene_perception.data.splits import held_out_seeds
+    from scene_perception.pipelines.view_agreement import two_pass_factor
 
     h, w = args.size
     ranges = args.two_pass_ranges
@@ -392,11 +411,14 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
         raise SystemExit(f"error: --two-pass-ranges must exceed the network's range, "
                          f"{pipe.network_max_disparity} px")
     seeds = held_out_seeds(args.pairs * len(ranges), args.split)
-    base = dataclasses.replace(scored_cfg, two_pass_std_factor=1.0)
+    # Factor 1 and exponent 0: the measure (if any) is still computed and reported, the std left alone.
+    base = dataclasses.replace(scored_cfg, two_pass_std_factor=1.0, two_pass_std_exponent=0.0)
     s2_values = (scored_cfg.uncertainty_scale, *(TWO_PASS_SECOND_SCALES if args.fit_two_pass else ()))
     err: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
     std: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
     which: list[np.ndarray] = []
+    frame_factor: list[float] = []
+    fac: list[np.ndarray] = []
     check: dict[str, float] = {}
     t0 = time.perf_counter()
     for j, rng in enumerate(ranges):
@@ -413,14 +435,24 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
                 del pipe._refine  # back to the class's method
                 err[s2].append((r.disparity - s.disparity)[mask])
                 std[s2].append(r.disparity_std[mask])
-                if not check and s2 == scored_cfg.uncertainty_scale:
-                    probe = 1.5 if scored_cfg.two_pass_std_factor == 1.0 else scored_cfg.two_pass_std_factor
-                    pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=probe)
+                if s2 != scored_cfg.uncertainty_scale:
+                    continue
+                f = two_pass_factor(r.two_pass_measure, scored_cfg.two_pass_std_factor,
+                                    scored_cfg.two_pass_std_reference, scored_cfg.two_pass_std_exponent)
+                frame_factor.append(f)
+                fac.append(np.full(int(mask.sum()), f))
+                if not check:
+                    probe_cfg = scored_cfg
+                    if scored_cfg.two_pass_std_factor == 1.0 and scored_cfg.two_pass_std_exponent == 0.0:
+                        probe_cfg = dataclasses.replace(base, two_pass_std_factor=1.5)
+                    pipe.local_refinement = probe_cfg
                     rf = pipe(s.left, s.right)
-                    want = probe * r.disparity_std
+                    want = rf.two_pass_factor * r.disparity_std
                     rel = np.abs(rf.disparity_std - want) / np.maximum(want, 1e-6)
-                    check = {"factor": probe, "max_rel_std_diff": float(np.nanmax(rel)),
-                             "max_disparity_diff": float(np.nanmax(np.abs(rf.disparity - r.disparity)))}
+                    check = {"factor": rf.two_pass_factor, "max_rel_std_diff": float(np.nanmax(rel)),
+                             "max_disparity_diff": float(np.nanmax(np.abs(rf.disparity - r.disparity))),
+                             "numpy_factor_diff": abs(rf.two_pass_factor - (f if probe_cfg is scored_cfg
+                                                                            else 1.5))}
     pipe.max_disparity = None
     pipe.local_refinement = scored_cfg
     elapsed = time.perf_counter() - t0
@@ -429,20 +461,23 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
     sd = {s2: np.concatenate(v).astype(np.float64) for s2, v in std.items()}
     today = scored_cfg.uncertainty_scale
     factor = scored_cfg.two_pass_std_factor
+    f_px = np.concatenate(fac)
     out: dict[str, Any] = {
         "split": args.split, "size": [h, w], "ranges": ranges, "pairs_per_range": args.pairs,
         "seeds": [seeds[0], seeds[-1]], "mask": "nonoccluded", "seconds": elapsed, "factor_check": check,
-        "scored_factor": factor,
-        # Pooled and per range: the old published std (factor 1) and the scored factor.
+        "scored_factor": factor, "measure": scored_cfg.two_pass_std_measure,
+        "frame_factors": {"min": min(frame_factor), "median": float(np.median(frame_factor)),
+                          "max": max(frame_factor)},
+        # Pooled and per range: the old published std (factor 1) and the scored factor (per frame).
         "old": summarise(e[today], sd[today], "laplace", args.bins),
-        "scored": summarise(e[today], sd[today] * factor, "laplace", args.bins),
+        "scored": summarise(e[today], sd[today] * f_px, "laplace", args.bins),
         "by_range": {},
     }
     for j, rng in enumerate(ranges):
         sel = part == j
         out["by_range"][str(int(rng))] = {
             "old": summarise(e[today][sel], sd[today][sel], "laplace", args.bins),
-            "scored": summarise(e[today][sel], sd[today][sel] * factor, "laplace", args.bins)}
+            "scored": summarise(e[today][sel], sd[today][sel] * f_px[sel], "laplace", args.bins)}
     if args.fit_two_pass:
         out["fit"] = fit_two_pass(e, sd, today, part, ranges)
     return out
@@ -1046,15 +1081,19 @@ def markdown(results: dict[str, Any]) -> str:
         if "two_pass" in disp:
             tp = disp["two_pass"]
             rngs = ", ".join(str(int(r)) for r in tp["ranges"])
+            label = f"factor {tp['scored_factor']}"
+            if tp.get("measure", "none") != "none":
+                ff = tp["frame_factors"]
+                label = f"factor per frame by {tp['measure']} ({ff['min']:.2f}..{ff['max']:.2f})"
             lines += [f"## Disparity std on the two-refinement path, synthetic {tp['split']}: "
                       f"{tp['pairs_per_range']} pairs per max disparity {rngs} "
                       f"({tp['size'][1]}x{tp['size'][0]}, seeds "
                       f"{tp['seeds'][0]}..{tp['seeds'][1]}), non-occluded", "", COVERAGE_HEADER,
                       coverage_row("pooled, old (factor 1)", tp["old"]),
-                      coverage_row(f"pooled, factor {tp['scored_factor']}", tp["scored"])]
+                      coverage_row(f"pooled, {label}", tp["scored"])]
             for rng, blk in tp["by_range"].items():
                 lines += [coverage_row(f"max disparity {rng}, old (factor 1)", blk["old"]),
-                          coverage_row(f"max disparity {rng}, factor {tp['scored_factor']}", blk["scored"])]
+                          coverage_row(f"max disparity {rng}, {label}", blk["scored"])]
             lines.append("")
             if "fit" in tp:
                 fit = tp["fit"]

@@ -23,9 +23,14 @@ from scene_perception.evaluation.pose import (
 )
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+from scene_perception.pipelines.view_agreement import two_pass_factor
 
 _REPO = Path(__file__).resolve().parents[1]
 _FIT = _REPO / "benchmarks" / "results" / "2026-12-05_cpu" / "calibration_two_pass_fit_validation.json"
+_ADAPTIVE_FIT = _REPO / "benchmarks" / "results" / "2026-12-06_cpu" / "two_pass_adaptive" / "validation.json"
+#: The constant form (no per-frame measure): the factor alone sets the two-pass std.
+_CONSTANT = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_measure="none",
+                                two_pass_std_exponent=0.0)
 
 
 class _SlopeModel(nn.Module):
@@ -57,7 +62,7 @@ def _run(cfg: LocalRefinementConfig, max_disparity: float | None) -> tuple[np.nd
 def test_two_refinement_path_multiplies_the_published_std_by_the_factor(factor: float) -> None:
     """Above the network's range (256 > 128 px: shrink 1/2, refine twice) the std is factor x the std of
     the same run without the factor, and the disparity is untouched."""
-    base = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0)
+    base = dataclasses.replace(_CONSTANT, two_pass_std_factor=1.0)
     d1, s1, scale = _run(base, 256.0)
     df, sf, _ = _run(dataclasses.replace(base, two_pass_std_factor=factor), 256.0)
     assert scale == pytest.approx(0.5)
@@ -67,7 +72,7 @@ def test_two_refinement_path_multiplies_the_published_std_by_the_factor(factor: 
 
 
 def test_one_refinement_path_is_bit_identical_whatever_the_factor() -> None:
-    base = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0)
+    base = dataclasses.replace(_CONSTANT, two_pass_std_factor=1.0)
     d1, s1, scale = _run(base, None)
     df, sf, _ = _run(dataclasses.replace(base, two_pass_std_factor=3.0), None)
     assert scale == 1.0
@@ -76,19 +81,28 @@ def test_one_refinement_path_is_bit_identical_whatever_the_factor() -> None:
 
 
 def test_shipped_two_pass_factor_is_the_validation_fit() -> None:
-    """The default is the factor the written rule chose on validation (the fit's JSON), and the default
-    pipeline's two-refinement std is that factor times the old (factor 1) std."""
-    fit = json.loads(_FIT.read_text(encoding="utf-8"))["disparity"]["two_pass"]["fit"]
-    chosen = fit["chosen"]
-    if fit["change_default"]:
-        assert chosen["second_pass_scale"] == DEFAULT_LOCAL_REFINEMENT.uncertainty_scale  # candidate A
-        assert DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor == pytest.approx(chosen["factor"])
+    """The constant the first rule chose (1.5) was the default until the per-frame rule shipped; the default
+    now is exactly what that rule chose on validation (two_pass_adaptive.py's JSON), and the default
+    pipeline's two-refinement std is the frame's factor times the old (factor 1) std."""
+    old_fit = json.loads(_FIT.read_text(encoding="utf-8"))["disparity"]["two_pass"]["fit"]
+    assert old_fit["change_default"] and old_fit["chosen"]["factor"] == pytest.approx(1.5)
+    fit = json.loads(_ADAPTIVE_FIT.read_text(encoding="utf-8"))["fit"]
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    if fit["ship"]:
+        assert all(fit["checks"].values())
+        assert cfg.two_pass_std_measure == fit["measure"]
+        assert cfg.two_pass_std_reference == pytest.approx(fit["reference"], rel=1e-4)
+        assert (cfg.two_pass_std_factor, cfg.two_pass_std_exponent) == pytest.approx(
+            (fit["chosen"]["f0"], fit["chosen"]["b"]))
     else:
-        assert DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor == 1.0
-    old = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0)
+        assert (cfg.two_pass_std_measure, cfg.two_pass_std_factor) == ("none", 1.5)
+    old = dataclasses.replace(_CONSTANT, two_pass_std_factor=1.0)
     _, s_old, _ = _run(old, 256.0)
-    _, s_new, _ = _run(DEFAULT_LOCAL_REFINEMENT, 256.0)
-    np.testing.assert_allclose(s_new, DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor * s_old, rtol=1e-5)
+    pipe = StereoDepthPipeline(_SlopeModel(), local_refinement=cfg, max_disparity=256.0, compute_points=False)
+    r = pipe(*_pair())
+    assert r.two_pass_factor == pytest.approx(two_pass_factor(
+        r.two_pass_measure, cfg.two_pass_std_factor, cfg.two_pass_std_reference, cfg.two_pass_std_exponent))
+    np.testing.assert_allclose(r.disparity_std, r.two_pass_factor * s_old, rtol=1e-5)
 
 
 @pytest.mark.parametrize("factor", [0.0, -1.0, math.inf, math.nan])

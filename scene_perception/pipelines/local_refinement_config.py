@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LOCAL_REFINEMENT", "LocalRefinementConfig"]
+__all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "LocalRefinementConfig"]
+
+#: GT-free per-frame measures the two-pass factor may follow (``pipelines/view_agreement.py``).
+TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,20 @@ class LocalRefinementConfig:
             (``benchmarks/results/2026-12-05_cpu/calibration_two_pass_rule.md``; 60 pairs with max disparity
             192 and 256: within 1 / 2 / 3 std 68.7 / 84.3 / 90.4 % -> 78.5 / 90.4 / 94.2 % at 1.5, AUSE
             0.164 either way).  The one-refinement path never uses it.  Disparities do not depend on it.
+            Since 2026-12-06 it is the base of a per-frame factor (next three fields; 1.5 was the constant).
+        two_pass_std_measure: ``none`` = the factor above for every two-refinement frame; otherwise a
+            GT-free measure of the frame's view agreement (``TWO_PASS_MEASURES``,
+            ``pipelines/view_agreement.py``) sets a factor per frame:
+            ``clip(two_pass_std_factor * (m / two_pass_std_reference) ** two_pass_std_exponent, 1, 6)``.
+            Why: a camera's gain, bias and noise make the second refinement's corrections less exact than
+            on clean renders, so one constant is either too small for real views or too large for clean
+            ones.  Default ``zncc`` (median 1 - ZNCC at the refined disparity), base 2.15, reference
+            0.041566, exponent 0.1: chosen on 120 validation frames (exact and with nuisance) by the rule
+            ``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule.md`` (within 1 / 2 / 3 std, exact
+            78.5 / 90.4 / 94.2 -> 82.5 / 92.8 / 95.4 %, nuisance 58.7 / 77.9 / 88.6 -> 72.1 / 90.1 / 94.2 %,
+            pooled AUSE 0.168 -> 0.161).  Costs one ZNCC pass at full size per two-refinement frame.
+        two_pass_std_reference: the measure's value at which the factor is ``two_pass_std_factor`` (> 0).
+        two_pass_std_exponent: how fast the factor grows with the measure (0 = constant factor).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -82,7 +99,11 @@ class LocalRefinementConfig:
     fill_border: bool = True
     uncertainty_scale: float = 0.25
     correction_std: float = 0.3
-    two_pass_std_factor: float = 1.5
+    # Fitted together on validation renders, exact and with a camera's nuisance (2026-12-06 rule.md).
+    two_pass_std_factor: float = 2.15
+    two_pass_std_measure: str = "zncc"
+    two_pass_std_reference: float = 0.041566
+    two_pass_std_exponent: float = 0.1
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -107,6 +128,14 @@ class LocalRefinementConfig:
             raise ValueError(f"correction_std must be >= 0, got {self.correction_std}")
         if not 0.0 < self.two_pass_std_factor < float("inf"):
             raise ValueError(f"two_pass_std_factor must be finite and > 0, got {self.two_pass_std_factor}")
+        if self.two_pass_std_measure not in TWO_PASS_MEASURES:
+            raise ValueError(f"two_pass_std_measure must be one of {TWO_PASS_MEASURES}, "
+                             f"got {self.two_pass_std_measure!r}")
+        if not 0.0 < self.two_pass_std_reference < float("inf"):
+            raise ValueError(f"two_pass_std_reference must be finite and > 0, "
+                             f"got {self.two_pass_std_reference}")
+        if not 0.0 <= self.two_pass_std_exponent <= 10.0:
+            raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from scene_perception.engines.base import InferenceEngine
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.geometry.stereo_camera import StereoCamera
+from scene_perception.pipelines import view_agreement
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
@@ -86,6 +87,10 @@ class StereoDepthResult:
         min_disparity: the effective lower bound: valid disparities are above it (``min_disparity``, raised
             by ``max_depth``).
         scale: the scale the network ran at (< 1 when the range or ``max_network_pixels`` asked for it).
+        two_pass_factor: the factor the std map was multiplied by after the second refinement (1.0 when
+            the pipeline refined once or not at all).
+        two_pass_measure: the view-agreement measure that factor followed (``two_pass_std_measure``);
+            NaN when none was computed.
     """
 
     disparity: np.ndarray
@@ -101,6 +106,8 @@ class StereoDepthResult:
     max_disparity: float = math.inf
     min_disparity: float = 0.0
     scale: float = 1.0
+    two_pass_factor: float = 1.0
+    two_pass_measure: float = math.nan
 
 
 class DeviceTimer:
@@ -324,17 +331,29 @@ class StereoDepthPipeline:
             log_scale = torch.maximum(log_scale, torch.log(floor / math.sqrt(2.0)))
         return refined, log_scale
 
-    def _two_pass_std(self, log_scale: torch.Tensor) -> torch.Tensor:
-        """The frame's log-scale after the second refinement, times ``two_pass_std_factor`` (in log).
+    def _two_pass_std(
+        self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor
+    ) -> tuple[torch.Tensor, float, float]:
+        """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
+        factor and the view-agreement measure it followed (NaN when none).
 
         Only the two-refinement path (network below full scale) calls this: each refinement shrinks the
         std of the pixels it changed, so there most pixels get ``uncertainty_scale`` twice and the std is
         over-confident; one factor for the whole map restores its size without reordering it (AUSE and
-        Spearman unchanged).  Factor 1 returns the input itself (no arithmetic)."""
+        Spearman unchanged within the frame).  With ``two_pass_std_measure`` the factor follows a GT-free
+        measure of how well the views agree (``view_agreement.py``).  Factor 1 returns the input itself."""
         cfg = self.local_refinement
-        if cfg is None or cfg.two_pass_std_factor == 1.0:
-            return log_scale
-        return log_scale + math.log(cfg.two_pass_std_factor)
+        if cfg is None:
+            return log_scale, 1.0, math.nan
+        value = math.nan
+        factor = cfg.two_pass_std_factor
+        if cfg.two_pass_std_measure != "none":
+            value = view_agreement.measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
+            factor = view_agreement.two_pass_factor(value, factor, cfg.two_pass_std_reference,
+                                                    cfg.two_pass_std_exponent)
+        if factor == 1.0:
+            return log_scale, factor, value
+        return log_scale + math.log(factor), factor, value
 
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
@@ -385,6 +404,7 @@ class StereoDepthPipeline:
             )
 
         scale = self.network_scale(h, w)
+        two_pass_factor, two_pass_measure = 1.0, math.nan
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             left_n = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
@@ -429,7 +449,8 @@ class StereoDepthPipeline:
                     candidate = self._candidate(left, right, searched_max)
                     disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                             candidate)
-                    log_scale_t = self._two_pass_std(log_scale_t)
+                    log_scale_t, two_pass_factor, two_pass_measure = self._two_pass_std(
+                        log_scale_t, left_t, right_t, disparity_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,
@@ -442,7 +463,7 @@ class StereoDepthPipeline:
             host["points"], inference_ms, refinement_ms if self.local_refinement else 0.0,
             saturated=int(host["saturated"].sum()), far=0 if host["far"] is None else int(host["far"].sum()),
             max_disparity=searched_max, min_disparity=min_disparity,
-            scale=scale,
+            scale=scale, two_pass_factor=two_pass_factor, two_pass_measure=two_pass_measure,
         )
 
     @property

@@ -19,7 +19,11 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from scene_perception.geometry.rectification import RECTIFY_MODES
-from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.pipelines.local_refinement_config import (
+    DEFAULT_LOCAL_REFINEMENT,
+    TWO_PASS_MEASURES,
+    LocalRefinementConfig,
+)
 from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY, DEFAULT_FAR_SIGMA
 from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
@@ -297,9 +301,33 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         "local_refinement.two_pass_std_factor",
         _REFINE.two_pass_std_factor,
         "When the scene needs more disparity range than the network's and the pipeline refines twice, the "
-        "frame's published disparity std is multiplied by this (fitted on validation pairs: "
-        "docs/calibration.md).",
+        "frame's published disparity std is multiplied by this; with two_pass_std_measure, it is the factor "
+        "at the reference value of the measure (fitted on validation pairs: docs/calibration.md).",
         0.1,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_std_measure",
+        _REFINE.two_pass_std_measure,
+        "GT-free measure of how well the views agree that the two-refinement factor follows per frame "
+        "(zncc: median 1 - ZNCC at the refined disparity; none: the constant two_pass_std_factor).",
+        choices=TWO_PASS_MEASURES,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_std_reference",
+        _REFINE.two_pass_std_reference,
+        "The measure's value at which the factor is two_pass_std_factor.",
+        1e-6,
+        1e3,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_std_exponent",
+        _REFINE.two_pass_std_exponent,
+        "factor = clip(two_pass_std_factor * (measure / reference) ** exponent, 1, 6); 0 = constant.",
+        0.0,
         10.0,
         dynamic=True,
     ),

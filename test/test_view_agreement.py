@@ -1,0 +1,220 @@
+"""The GT-free view-agreement measures and the per-frame two-pass std factor (issue 25)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scene_perception.pipelines import view_agreement as va
+from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.pipelines.stereo_depth import StereoDepthPipeline
+
+
+def _texture(h: int = 96, w: int = 160, seed: int = 0) -> np.ndarray:
+    """A smooth random texture in 0..1 (blurred noise, so Immerkaer's estimator sees little structure)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
+    img = (img - img.min()) / (img.max() - img.min())
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def _tensors(left: np.ndarray, right: np.ndarray, shift: float) -> tuple[torch.Tensor, ...]:
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()  # noqa: E731
+    return to(left), to(right), torch.full((1, 1, *left.shape[:2]), float(shift))
+
+
+def _pair(noise: float, shift: int = 8, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    rng = np.random.default_rng(seed + 1)
+    base = _texture(seed=seed)
+    left = base + rng.normal(0, noise, base.shape).astype(np.float32)
+    right = np.roll(base, -shift, axis=1) + rng.normal(0, noise, base.shape).astype(np.float32)
+    return _tensors(left.clip(0, 1), right.clip(0, 1), shift)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.03])
+def test_noise_sigma_recovers_added_white_noise(sigma: float) -> None:
+    img = _texture()
+    noisy = img + np.random.default_rng(5).normal(0, sigma, img.shape).astype(np.float32)
+    t = torch.from_numpy(noisy.transpose(2, 0, 1).copy())[None]
+    # Grey = mean of 3 channels with independent noise: sigma / sqrt(3).
+    assert va.noise_sigma(t) == pytest.approx(sigma / math.sqrt(3.0), rel=0.15)
+
+
+def test_each_measure_grows_with_noise_and_with_a_wrong_disparity() -> None:
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    clean, noisy = _pair(0.0), _pair(0.03)
+    for name in ("photometric", "noise", "zncc"):
+        assert va.measure(name, *noisy, cfg) > 2 * va.measure(name, *clean, cfg) + 1e-6, name
+    left, right, disp = clean
+    wrong = disp + 3.0
+    for name in ("photometric", "zncc"):  # these read the disparity; the noise estimate does not
+        assert va.measure(name, left, right, wrong, cfg) > va.measure(name, left, right, disp, cfg) + 0.01, \
+            name
+    assert va.zncc_residual(left, right, disp, cfg) < 0.01  # an exact match
+
+
+def test_measures_ignore_non_finite_disparities_and_report_unknown() -> None:
+    left, right, disp = _pair(0.01)
+    nan = torch.full_like(disp, float("nan"))
+    assert math.isnan(va.measure("zncc", left, right, nan, DEFAULT_LOCAL_REFINEMENT))
+    assert math.isnan(va.measure("photometric", left, right, nan, DEFAULT_LOCAL_REFINEMENT))
+    assert math.isnan(va.measure("none", left, right, disp, DEFAULT_LOCAL_REFINEMENT))
+    with pytest.raises(ValueError, match="unknown two-pass measure"):
+        va.measure("ssim", left, right, disp, DEFAULT_LOCAL_REFINEMENT)
+
+
+def test_two_pass_factor_form() -> None:
+    assert va.two_pass_factor(0.2, 1.5, 0.1, 1.0) == pytest.approx(3.0)
+    assert va.two_pass_factor(0.05, 1.5, 0.1, 1.0) == pytest.approx(1.0)  # clipped below
+    assert va.two_pass_factor(10.0, 1.5, 0.1, 1.0) == pytest.approx(va.TWO_PASS_FACTOR_RANGE[1])
+    assert va.two_pass_factor(math.nan, 1.5, 0.1, 1.0) == 1.5  # unknown: the base factor
+    assert va.two_pass_factor(0.0, 1.5, 0.1, 1.0) == 1.5
+    assert va.two_pass_factor(0.3, 1.5, 0.1, 0.0) == 1.5  # exponent 0: today's constant
+
+
+@pytest.mark.parametrize("field,value", [
+    ("two_pass_std_measure", "ssim"), ("two_pass_std_reference", 0.0), ("two_pass_std_reference", math.inf),
+    ("two_pass_std_exponent", -1.0), ("two_pass_std_exponent", math.nan)])
+def test_config_refuses_bad_two_pass_settings(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        LocalRefinementConfig(**{field: value})
+
+
+class _ShiftModel(nn.Module):
+    """Stand-in network: a constant disparity of 4 px at its own scale, log-scale 0."""
+
+    size_divisor = 16
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = left.shape
+        return torch.full((b, 1, h, w), 4.0), torch.zeros((b, 1, h, w))
+
+
+def _run(cfg: LocalRefinementConfig, noise: float, max_disparity: float | None):
+    rng = np.random.default_rng(2)
+    base = (_texture(128, 256) * 255).astype(np.float32)
+    left = (base + rng.normal(0, 255 * noise, base.shape)).clip(0, 255).astype(np.uint8)
+    right = (np.roll(base, -8, axis=1) + rng.normal(0, 255 * noise, base.shape)).clip(0, 255).astype(np.uint8)
+    pipe = StereoDepthPipeline(_ShiftModel(), local_refinement=cfg, max_disparity=max_disparity,
+                               compute_points=False)
+    return pipe(left, right)
+
+
+def test_pipeline_applies_the_per_frame_factor_on_the_two_refinement_path_only() -> None:
+    """Two refinements (range 256 > the stand-in's 128 px): the std is the frame's factor x the std of the
+    same run at factor 1, the factor follows the measure (noisier views, larger factor), the disparity is
+    untouched; one refinement: factor 1 and no measure computed."""
+    off = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0)
+    on = dataclasses.replace(off, two_pass_std_factor=2.0, two_pass_std_measure="zncc",
+                             two_pass_std_reference=0.05, two_pass_std_exponent=0.5)
+    factors = []
+    for noise in (0.002, 0.03):
+        r1, rf = _run(off, noise, 256.0), _run(on, noise, 256.0)
+        assert rf.scale == pytest.approx(0.5)
+        assert rf.two_pass_factor == pytest.approx(va.two_pass_factor(rf.two_pass_measure, 2.0, 0.05, 0.5))
+        np.testing.assert_array_equal(rf.disparity, r1.disparity)
+        np.testing.assert_allclose(rf.disparity_std, rf.two_pass_factor * r1.disparity_std, rtol=1e-5)
+        factors.append(rf.two_pass_factor)
+    assert factors[1] > factors[0]
+    single = _run(on, 0.03, None)
+    assert single.scale == 1.0 and single.two_pass_factor == 1.0 and math.isnan(single.two_pass_measure)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_node_reports_the_frames_two_pass_factor_and_takes_the_measure_live() -> None:
+    """A real node on a pair that needs more range than the network's: /diagnostics names the frame's factor
+    and measure; with the measure switched off live the published std grows by the constant factor alone."""
+    from rclpy.parameter import Parameter
+    from rosutil import Driver, RosHarness, last_status, make_camera, send, stereo_messages
+
+    from scene_perception.data.procedural import make_stereo_sample
+    from scene_perception.ros.codec import image_to_numpy
+    from scene_perception.ros.stereo_depth_node import StereoDepthNode
+
+    KEY = "two-pass std factor (last frame)"  # noqa: N806
+    s = make_stereo_sample(3, width=192, height=96, max_disparity=150)
+    camera = make_camera(192, 96)
+    harness = RosHarness()
+    try:
+        node = harness.add(StereoDepthNode("two_pass_stereo", context=harness.context, parameter_overrides=[
+            Parameter("num_threads", value=1), Parameter("max_disparity", value=150.0),
+            Parameter("diagnostics_period", value=0.2), Parameter("input_depth", value=5)]))
+        driver = harness.add(Driver(harness.context))
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        harness.spin_for(1.0)
+
+        def frame(stamp_s: int) -> tuple[np.ndarray, dict[str, str]]:
+            driver.got["diag"].clear()
+            msgs = stereo_messages(s.left, s.right, camera, stamp_s * 10**9)
+            assert send(harness, driver, msgs, timeout=60)
+
+            def reported() -> bool:
+                st = last_status(driver, "two_pass_stereo")
+                return st is not None and any(kv.key == KEY for kv in st.values)
+
+            assert harness.spin_until(reported, 10), last_status(driver, "two_pass_stereo")
+            values = {kv.key: kv.value for kv in last_status(driver, "two_pass_stereo").values}
+            return image_to_numpy(driver.got["uncertainty"][-1]).astype(np.float32), values
+
+        std_zncc, values = frame(1)
+        text = values[KEY]
+        assert "zncc" in text, text
+        factor = float(text.split()[0])
+        assert 1.0 <= factor <= 6.0
+        measure = "local_refinement.two_pass_std_measure"
+        assert node.set_parameters([Parameter(measure, value="none")])[0].successful
+        std_const, values = frame(2)
+        assert values[KEY] == f"{DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor:.2f}"
+        both = np.isfinite(std_zncc) & np.isfinite(std_const)
+        assert both.mean() > 0.3
+        np.testing.assert_allclose(std_zncc[both] / std_const[both],
+                                   factor / DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor, rtol=0.02)
+        assert not node.set_parameters([Parameter(measure, value="ssim")])[0].successful
+    finally:
+        harness.shutdown()
+
+
+@pytest.mark.slow
+def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
+    """benchmarks/two_pass_adaptive.py --quick end to end: the rule's steps on real renders through the real
+    pipeline, a JSON with the chosen measure, and the pipeline's own run agreeing with the numpy fit; and
+    calibration.py scoring the chosen setting per frame."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", repo / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    out = tmp_path / "fit.json"
+    res = load("two_pass_adaptive").main(["--quick", "--threads", "1", "--json", str(out)])
+    fit = json.loads(out.read_text())["fit"]
+    assert fit["measure"] in ("photometric", "noise", "zncc") and fit["frames"] == 4
+    if "chosen" in fit:
+        assert res["pipeline_check"]["holds"], res["pipeline_check"]
+        assert fit["reference"] > 0 and 1.0 <= fit["chosen"]["f0"] <= 4.0
+    setting = f"zncc,{0.04},{2.0},{0.5}"
+    cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
+                                    "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", ""])
+    tp = cal["disparity"]["two_pass"]
+    assert tp["measure"] == "zncc" and tp["factor_check"]["numpy_factor_diff"] == 0.0
+    assert tp["factor_check"]["max_rel_std_diff"] < 1e-4
+    assert 1.0 <= tp["frame_factors"]["min"] <= tp["frame_factors"]["max"] <= 6.0
