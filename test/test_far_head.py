@@ -133,6 +133,8 @@ def test_pipeline_invalidates_what_the_head_calls_far_at_any_scale(tmp_path: Pat
     pipeline.far_probability = 0.5
     r = pipeline(s.left, s.right)
     assert r.far == s.left.shape[0] * s.left.shape[1] and not r.valid.any()
+    assert r.far_mask is not None and r.far_mask.shape == s.left.shape[:2] and r.far_mask.all()
+    assert base.far_mask is None or not base.far_mask.any()  # off: the head may not even run
     np.testing.assert_array_equal(r.disparity, base.disparity)  # the head moves no disparity or std
     np.testing.assert_array_equal(r.disparity_std, base.disparity_std)
     pipeline.max_disparity = 192.0  # the network runs shrunk; the verdict is brought to the input size
@@ -169,7 +171,11 @@ def test_far_probability_is_a_live_node_parameter_and_a_head_for_other_weights_i
 
         assert np.isfinite(depth_after(1)).mean() > 0.5  # off
         assert node.set_parameters([Parameter("far_probability", value=0.5)])[0].successful
-        assert not np.isfinite(depth_after(2)).any()  # everything "far": nothing published as a surface
+        # Everything "far": nothing published as a surface, and the depth image says "beyond range" (+Inf,
+        # REP 117/118) unless depth_infinities is off (NaN, no measurement).
+        assert np.isposinf(depth_after(2)).all()
+        assert node.set_parameters([Parameter("depth_infinities", value=False)])[0].successful
+        assert np.isnan(depth_after(3)).all()
         assert harness.spin_until(lambda: (st := last_status(driver, "far_stereo")) is not None and any(
             kv.key == "far pixels count" for kv in st.values), 10), last_status(driver, "far_stereo")
         values = {kv.key: kv.value for kv in last_status(driver, "far_stereo").values}
@@ -183,7 +189,7 @@ def test_far_probability_is_a_live_node_parameter_and_a_head_for_other_weights_i
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         harness.spin_for(0.5)
-        assert np.isfinite(depth_after(3)).mean() > 0.5
+        assert np.isfinite(depth_after(4)).mean() > 0.5
         driver.got["diag"].clear()
 
         def warned() -> bool:

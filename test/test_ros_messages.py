@@ -116,6 +116,23 @@ def test_depth_image_rep118() -> None:
     assert np.isnan(z).sum() == 4 and np.all(z[2:] == 2.5)
 
 
+def test_depth_image_rep117_infinities_only_where_there_is_no_depth() -> None:
+    """+Inf (too far) and -Inf (too near) mark flagged pixels without a depth; a valid depth is never
+    replaced; a pixel flagged both ways is +Inf; unflagged invalid pixels stay NaN."""
+    depth = np.full((H, W), 2.5, np.float32)
+    valid = np.ones((H, W), bool)
+    valid[0, :4] = False
+    far = np.zeros((H, W), bool)
+    near = np.zeros((H, W), bool)
+    far[0, 0] = far[0, 2] = far[3, 3] = True  # (3, 3) is valid: keeps its depth
+    near[0, 1] = near[0, 2] = True
+    z = image_to_numpy(wire(make_depth_image(depth, header(), valid, too_far=far, too_near=near), Image))
+    assert np.isposinf(z[0, 0]) and np.isneginf(z[0, 1]) and np.isposinf(z[0, 2]) and np.isnan(z[0, 3])
+    assert z[3, 3] == 2.5 and np.isfinite(z[1:]).all()
+    with pytest.raises(ValueError, match="shaped like the depth"):
+        make_depth_image(depth, header(), valid, too_far=far[:, :-1])
+
+
 # ---------------------------------------------------------------- PointCloud2
 
 

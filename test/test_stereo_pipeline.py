@@ -402,9 +402,11 @@ def test_saturated_disparities_are_invalid_and_counted() -> None:
     # No disparity_step on this stand-in: the pipeline assumes lite's 4 px, so >= 128 - 6 is saturated.
     top = StereoDepthPipeline(_constant_network(124.0), local_refinement=None)(left, right, cam)
     assert top.saturated == left.shape[0] * left.shape[1] and not top.valid.any()
+    assert top.saturated_mask is not None and top.saturated_mask.all()  # the depth image's -Inf (REP 117)
     assert np.isnan(top.depth).all()
     below = StereoDepthPipeline(_constant_network(121.0), local_refinement=None)(left, right, cam)
     assert below.saturated == 0 and below.valid[:, 121:].all()
+    assert below.saturated_mask is not None and not below.saturated_mask.any()
     assert top.max_disparity == below.max_disparity == 128.0
 
 

@@ -91,6 +91,10 @@ class StereoDepthResult:
             the pipeline refined once or not at all).
         two_pass_measure: the view-agreement measure that factor followed (``two_pass_std_measure``);
             NaN when none was computed.
+        far_mask: bool (H, W), the pixels the far head put beyond the matcher's range (None without a
+            head): the depth image may carry them as +Inf (REP 117 "too far") instead of NaN.
+        saturated_mask: bool (H, W), the pixels whose disparity sat at the top of the searched range
+            (nearer than the range reaches: REP 117's -Inf "too near").
     """
 
     disparity: np.ndarray
@@ -108,6 +112,8 @@ class StereoDepthResult:
     scale: float = 1.0
     two_pass_factor: float = 1.0
     two_pass_measure: float = math.nan
+    far_mask: np.ndarray | None = None
+    saturated_mask: np.ndarray | None = None
 
 
 class DeviceTimer:
@@ -464,6 +470,7 @@ class StereoDepthPipeline:
             saturated=int(host["saturated"].sum()), far=0 if host["far"] is None else int(host["far"].sum()),
             max_disparity=searched_max, min_disparity=min_disparity,
             scale=scale, two_pass_factor=two_pass_factor, two_pass_measure=two_pass_measure,
+            far_mask=host["far"], saturated_mask=host["saturated"],
         )
 
     @property

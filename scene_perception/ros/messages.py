@@ -141,11 +141,17 @@ def make_disparity_image(
     return msg
 
 
-def make_depth_image(depth: np.ndarray, header: Header | None, valid: np.ndarray | None = None) -> Image:
+def make_depth_image(
+    depth: np.ndarray, header: Header | None, valid: np.ndarray | None = None,
+    too_far: np.ndarray | None = None, too_near: np.ndarray | None = None,
+) -> Image:
     """REP 118 depth image: 32FC1 metres, NaN for pixels without a measurement.
 
     Non-finite or non-positive depths and pixels outside ``valid`` are all written as NaN, so consumers
-    (depth_image_proc, RViz) have one invalid marker to check.
+    (depth_image_proc, RViz) have one invalid marker to check.  REP 118 gives the non-finite values REP 117's
+    meanings: invalid pixels in ``too_far`` are written ``+Inf`` (out of range: beyond what the sensor
+    resolves, e.g. the sky; a costmap may clear along such a ray) and those in ``too_near`` ``-Inf`` (nearer
+    than it can measure); a pixel in both is ``+Inf``.  A valid depth is never replaced.
     """
     z = np.asarray(depth, dtype=np.float32)
     if z.ndim != 2:
@@ -155,6 +161,13 @@ def make_depth_image(depth: np.ndarray, header: Header | None, valid: np.ndarray
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
     out = np.where(ok, z, np.float32(np.nan)).astype(np.float32, copy=False)
+    for mask, value in ((too_near, -np.inf), (too_far, np.inf)):
+        if mask is None:
+            continue
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != z.shape:
+            raise ValueError(f"depth flags must be shaped like the depth {z.shape}, got {mask.shape}")
+        out[mask & ~ok] = np.float32(value)
     return numpy_to_image(out, "32FC1", _header(header))
 
 

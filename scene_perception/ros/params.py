@@ -207,6 +207,15 @@ _FAR_PROBABILITY = ParamSpec(
     dynamic=True,
 )
 
+_DEPTH_INFINITIES = ParamSpec(
+    "depth_infinities",
+    True,
+    "REP 117/118 special values in the depth image: +Inf where the far head puts the pixel beyond the "
+    "matcher's range (the sky: a costmap can clear along the ray), -Inf where the disparity saturated at the "
+    "top of the searched range (nearer than it reaches); false: NaN for every pixel without a depth.",
+    dynamic=True,
+)
+
 _REFINE = DEFAULT_LOCAL_REFINEMENT
 
 #: Sub-pixel correction of the network's disparity (pipelines/local_refinement.py); live, like
@@ -591,6 +600,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _MIN_TEXTURE,
     _FAR_SIGMA,
     _FAR_PROBABILITY,
+    _DEPTH_INFINITIES,
     *LOCAL_REFINEMENT_PARAMS,
     *QUALITY_PARAMS,
     *ADAPT_PARAMS,

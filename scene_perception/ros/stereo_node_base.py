@@ -316,7 +316,11 @@ class StereoNodeBase(PerceptionNodeBase):
             max_disparity=max_disparity + camera.doffs,
             delta_d=float(self.params["delta_d"]),
         )
-        messages = {"disparity": disparity_msg, "depth": make_depth_image(result.depth, header)}
+        too_far = too_near = None
+        if self.params.get("depth_infinities", False):  # REP 117 meanings (the GC-Net node's parameter)
+            too_far, too_near = getattr(result, "far_mask", None), getattr(result, "saturated_mask", None)
+        messages = {"disparity": disparity_msg,
+                    "depth": make_depth_image(result.depth, header, too_far=too_far, too_near=too_near)}
         if "uncertainty" in self._pubs and result.depth_std is not None:
             messages["uncertainty"] = make_depth_image(result.depth_std, header)
         if rgb is not None and result.points is not None:
