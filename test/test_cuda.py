@@ -149,6 +149,30 @@ def test_far_head_on_cuda_agrees_with_cpu() -> None:
     assert float((cpu.valid == gpu.valid).mean()) >= 0.99
 
 
+def test_two_pass_factor_on_cuda_agrees_with_cpu(lite, sample) -> None:
+    """The per-frame two-pass std factor (view_agreement.py) on CUDA: the measure of the same tensors within
+    0.5 % of the CPU's (avg_pool there, a depthwise conv here), and through the pipeline (SGBM candidate off
+    on both, so both refine the same way) the same factor within 2 %."""
+    import dataclasses
+
+    from scene_perception.pipelines import view_agreement
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
+    cfg = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, sgbm_candidate=False)
+    disparity = torch.from_numpy(np.nan_to_num(sample.disparity, nan=0.0))[None, None].float()
+    values = [view_agreement.measure("zncc", image_to_tensor(sample.left, dev),
+                                     image_to_tensor(sample.right, dev), disparity.to(dev), cfg)
+              for dev in ("cpu", "cuda")]
+    assert values[1] == pytest.approx(values[0], rel=5e-3)
+    factors = []
+    for engine in (TorchEngine(lite, cpu_rewrite=False), TorchEngine(lite, device="cuda", precision="fp32")):
+        pipe = StereoDepthPipeline(engine, local_refinement=cfg, max_disparity=192.0, compute_points=False)
+        r = pipe(sample.left, sample.right)
+        assert r.scale < 1 and np.isfinite(r.two_pass_measure)
+        factors.append(r.two_pass_factor)
+    assert factors[1] == pytest.approx(factors[0], rel=0.02)
+
+
 def test_scene_mc_dropout_batched_on_cuda() -> None:
     from scene_perception.pipelines.scene import ScenePipeline
 
