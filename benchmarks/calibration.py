@@ -82,8 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-disparity", type=float, default=96.0, help="of the synthetic pairs")
     p.add_argument("--nuisance", action="store_true",
                    help="render the synthetic stereo pairs with the generator's per-view gain, bias and "
-                   "sensor "
-                   "noise (a camera's imperfections; default: photometrically exact views)")
+                   "sensor noise (a camera's imperfections; default: photometrically exact views)")
+    p.add_argument("--camera-effects", action="store_true",
+                   help="then pass them through a camera's effects (data/augment.py VIEW_EFFECTS: gamma, "
+                   "blur, JPEG, sub-pixel row offset, white balance, vignetting)")
     p.add_argument("--aloe-dir", type=Path, default=DEFAULT_ALOE_DIR, help="'' or missing: skip Aloe")
     p.add_argument("--motorcycle-dir", type=Path, default=DEFAULT_MOTORCYCLE_DIR,
                    help="'' or missing: skip Middlebury Motorcycle")
@@ -215,6 +217,16 @@ def refined_std(std: np.ndarray, changed: np.ndarray, delta: np.ndarray, scale: 
 
 
 # ----------------------------------------------------------------------------------------- disparity
+def _camera(args: argparse.Namespace, seed: int, sample: Any) -> Any:
+    """``sample`` as a camera would see it (``--camera-effects``), else itself; GT unchanged."""
+    if not args.camera_effects:
+        return sample
+    from scene_perception.data.augment import view_effects_pair
+
+    left, right = view_effects_pair(seed, sample.left, sample.right)
+    return dataclasses.replace(sample, left=left, right=right)
+
+
 def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     """Network-alone and pipeline disparity std on synthetic pairs (and Aloe, Motorcycle), plus depth std."""
     import torch
@@ -255,8 +267,8 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
     check: dict[str, float] = {}
     t0 = time.perf_counter()
     for i, seed in enumerate(seeds):
-        s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity,
-                               nuisance=args.nuisance)
+        s = _camera(args, seed, make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity,
+                                                   nuisance=args.nuisance))
         mask = s.nonoccluded & np.isfinite(s.disparity)
         pipe.max_disparity = args.max_disparity if shrink else None
         pipe.local_refinement = None
@@ -424,7 +436,8 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
     for j, rng in enumerate(ranges):
         pipe.max_disparity = rng
         for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-            s = make_stereo_sample(seed, width=w, height=h, max_disparity=rng, nuisance=args.nuisance)
+            s = _camera(args, seed, make_stereo_sample(seed, width=w, height=h, max_disparity=rng,
+                                                       nuisance=args.nuisance))
             mask = s.nonoccluded & np.isfinite(s.disparity)
             which.append(np.full(int(mask.sum()), j, np.int8))
             for s2 in s2_values:
@@ -466,6 +479,7 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
         "split": args.split, "size": [h, w], "ranges": ranges, "pairs_per_range": args.pairs,
         "seeds": [seeds[0], seeds[-1]], "mask": "nonoccluded", "seconds": elapsed, "factor_check": check,
         "scored_factor": factor, "measure": scored_cfg.two_pass_std_measure,
+        "nuisance": args.nuisance, "camera_effects": args.camera_effects,
         "frame_factors": {"min": min(frame_factor), "median": float(np.median(frame_factor)),
                           "max": max(frame_factor)},
         # Pooled and per range: the old published std (factor 1) and the scored factor (per frame).

@@ -6,14 +6,16 @@ Why: when the scene needs more range than the network's, the pipeline refines tw
 is too small for a camera's views; fitted on noisy renders it is too large for exact ones.  This script
 applies the rule ``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule.md`` (written before it ran):
 
-1. renders the validation pairs above the network's range, exact and with ``nuisance`` (per-view gain,
-   bias, sensor noise), runs the pipeline with factor 1 and computes every measure of
-   ``pipelines/view_agreement.py`` per frame;
+1. renders the validation pairs above the network's range in each of ``--conditions``: ``exact``,
+   ``nuisance`` (per-view gain, bias, sensor noise), ``camera`` (nuisance, then the camera effects of
+   ``data/augment.py: VIEW_EFFECTS``; ``rule_camera.md``), runs the pipeline with factor 1 and computes every
+   measure of ``pipelines/view_agreement.py`` per frame;
 2. picks the measure whose value ranks best with each frame's own nominal factor (Spearman);
 3. grids ``f = clip(f0 * (m / m_ref) ** b, 1, 6)`` and chooses by the rule;
 4. checks the chosen setting through the pipeline itself on the same frames.
 
     python benchmarks/two_pass_adaptive.py --json out/two_pass_adaptive.json
+    python benchmarks/two_pass_adaptive.py --conditions exact,nuisance,camera --today zncc,0.041566,2.15,0.1
     python benchmarks/two_pass_adaptive.py --quick       # smoke run: 2 + 2 tiny pairs
 """
 
@@ -37,7 +39,7 @@ from scene_perception.evaluation.uncertainty import ause
 #: The rule's grids and constants (rule.md, written before the run).
 F0_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(61))
 B_GRID = tuple(round(0.05 * i, 2) for i in range(41))
-TODAY = (1.5, 0.0)
+CONDITIONS = ("exact", "nuisance", "camera")
 KS = (1.0, 2.0, 3.0)
 NOMINAL_2STD = expected_coverage(2.0, "laplace")
 MIN_RHO = 0.5
@@ -52,21 +54,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ranges", default="192,256", help="max disparities above the network's range")
     p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the rendered pairs")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--conditions", default="exact,nuisance", help=f"renders per seed, of {CONDITIONS}")
+    p.add_argument("--today", default="none,1,1.5,0", metavar="MEASURE,REF,F0,B",
+                   help="the setting to beat (default: the constant 1.5 of 2026-12-05)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs per range at 96x192")
     args = p.parse_args(argv)
     args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
+    args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    if not args.conditions or set(args.conditions) - set(CONDITIONS):
+        p.error(f"--conditions must name some of {CONDITIONS}, got {args.conditions}")
+    name, *numbers = args.today.split(",")
+    args.today = (name, *(float(v) for v in numbers))
+    if len(args.today) != 4:
+        p.error("--today wants MEASURE,REF,F0,B")
     if args.quick:
         args.pairs, args.size = 2, (96, 192)
         args.ranges = [160.0]
     return args
 
 
+def render(seed: int, width: int, height: int, max_disparity: float, condition: str) -> Any:
+    """One validation / test pair in ``condition`` (``CONDITIONS``)."""
+    from scene_perception.data.augment import view_effects_pair
+    from scene_perception.data.procedural import make_stereo_sample
+
+    s = make_stereo_sample(seed, width=width, height=height, max_disparity=max_disparity,
+                           nuisance=condition != "exact")
+    if condition == "camera":
+        left, right = view_effects_pair(seed, s.left, s.right)
+        s = dataclasses.replace(s, left=left, right=right)
+    return s
+
+
 def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, Any]]:
-    """Per frame: |error| / std (factor 1) on non-occluded pixels, every measure, subset and range."""
+    """Per frame: |error| / std (factor 1) on non-occluded pixels, every measure, condition and range."""
     import torch
 
-    from scene_perception.data.procedural import make_stereo_sample
     from scene_perception.data.splits import held_out_seeds
     from scene_perception.pipelines import view_agreement
     from scene_perception.pipelines.image_tensor import image_to_tensor
@@ -76,11 +100,11 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=1.0, two_pass_std_measure="none",
                                                 two_pass_std_exponent=0.0)
     frames = []
-    for nuisance in (False, True):
+    for condition in args.conditions:
         for j, rng in enumerate(args.ranges):
             pipe.max_disparity = rng
             for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                s = make_stereo_sample(seed, width=w, height=h, max_disparity=rng, nuisance=nuisance)
+                s = render(seed, w, h, rng, condition)
                 r = pipe(s.left, s.right)
                 if r.two_pass_factor != 1.0 or r.scale >= 1.0:
                     raise RuntimeError("the pipeline did not refine twice with factor 1")
@@ -91,7 +115,7 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
                             for name in view_agreement.MEASURES if name != "none"}
                 err = np.abs(r.disparity - s.disparity)[mask].astype(np.float64)
                 std = r.disparity_std[mask].astype(np.float64)
-                frames.append({"seed": seed, "range": rng, "nuisance": nuisance, "measures": measures,
+                frames.append({"seed": seed, "range": rng, "condition": condition, "measures": measures,
                                "error": err, "std": std, "ratio": np.sort(err / np.maximum(std, 1e-12))})
     pipe.max_disparity = None
     return frames
@@ -124,12 +148,17 @@ def meets_goals(cov: list[float]) -> bool:
 def setting_row(frames: list[dict[str, Any]], name: str, reference: float, f0: float, b: float
                 ) -> dict[str, Any]:
     f = frame_factors(frames, name, reference, f0, b)
-    exact = np.array([not fr["nuisance"] for fr in frames])
+    cond = np.array([fr["condition"] for fr in frames])
     row: dict[str, Any] = {"f0": f0, "b": b}
-    for key, sel in (("pooled", np.ones_like(exact)), ("exact", exact), ("nuisance", ~exact)):
+    for key in ("pooled", *dict.fromkeys(cond.tolist())):
+        sel = np.ones(len(frames), bool) if key == "pooled" else cond == key
         cov = pooled_coverage([fr for fr, s in zip(frames, sel, strict=True) if s], f[sel])
         row[key] = {"coverage": cov, "gap": gap(cov), "meets_goals": meets_goals(cov)}
     return row
+
+
+def conditions_of(frames: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(fr["condition"] for fr in frames))
 
 
 def pooled_ause(frames: list[dict[str, Any]], factors: np.ndarray) -> float:
@@ -138,53 +167,54 @@ def pooled_ause(frames: list[dict[str, Any]], factors: np.ndarray) -> float:
     return float(ause(e, s)["ause"])
 
 
-def fit(frames: list[dict[str, Any]]) -> dict[str, Any]:
-    """Steps 1-3 of the rule."""
-    half = len(frames) // 2  # collect() renders the exact frames first
+def fit(frames: list[dict[str, Any]], today_setting: tuple[str, float, float, float]) -> dict[str, Any]:
+    """Steps 1-3 of the rule; ``today_setting`` = (measure, reference, base, exponent) to beat."""
+    conds = conditions_of(frames)
+    cond = np.array([fr["condition"] for fr in frames])
     target = np.array([np.quantile(fr["ratio"], NOMINAL_2STD) / 2.0 for fr in frames])
     names = list(frames[0]["measures"])
     values = {n: np.array([fr["measures"][n] for fr in frames]) for n in names}
     rho = {n: spearman(values[n], target) for n in names}
     chosen_measure = max(names, key=lambda n: -math.inf if not math.isfinite(rho[n]) else rho[n])
     out: dict[str, Any] = {
-        "frames": len(frames),
-        "target_factor": {"median": float(np.median(target)), "exact_median": float(np.median(target[:half])),
-                          "nuisance_median": float(np.median(target[half:]))},
-        "measure_summary": {n: {"exact_median": float(np.nanmedian(v[:half])),
-                                "nuisance_median": float(np.nanmedian(v[half:]))} for n, v in values.items()},
+        "frames": len(frames), "conditions": conds,
+        "target_factor": {"median": float(np.median(target)),
+                          **{f"{c}_median": float(np.median(target[cond == c])) for c in conds}},
+        "measure_summary": {n: {f"{c}_median": float(np.nanmedian(v[cond == c])) for c in conds}
+                            for n, v in values.items()},
         "spearman": rho, "measure": chosen_measure,
+        "today_setting": {"measure": today_setting[0], "reference": today_setting[1], "f0": today_setting[2],
+                          "b": today_setting[3]},
     }
     if rho[chosen_measure] < MIN_RHO:
         out.update(stop=f"best rho {rho[chosen_measure]:.3f} < {MIN_RHO}: nothing ships", ship=False)
         return out
     reference = float(np.nanmedian(values[chosen_measure]))
     out["reference"] = reference
-    today = setting_row(frames, chosen_measure, reference, *TODAY)
+    today = setting_row(frames, *today_setting)
     rows = [setting_row(frames, chosen_measure, reference, f0, b) for f0 in F0_GRID for b in B_GRID]
-    pool = [r for r in rows if r["exact"]["meets_goals"] and r["nuisance"]["meets_goals"]]
+    pool = [r for r in rows if all(r[c]["meets_goals"] for c in conds)]
     candidates = pool or rows
     lowest = min(r["pooled"]["gap"] for r in candidates)
     ties = [r for r in candidates if r["pooled"]["gap"] <= lowest + 0.005]
-    best = min(ties, key=lambda r: (r["b"], abs(r["f0"] - TODAY[0]), r["pooled"]["gap"]))
-    today["ause"] = pooled_ause(frames, frame_factors(frames, chosen_measure, reference, *TODAY))
+    best = min(ties, key=lambda r: (r["b"], abs(r["f0"] - today_setting[2]), r["pooled"]["gap"]))
+    today["ause"] = pooled_ause(frames, frame_factors(frames, *today_setting))
     best["ause"] = pooled_ause(frames, frame_factors(frames, chosen_measure, reference, best["f0"],
                                                      best["b"]))
     checks = {
-        "a_goals_both_subsets": bool(pool) and best in pool,
+        "a_goals_every_condition": bool(pool) and best in pool,
         "b_gap_below_today": best["pooled"]["gap"] <= today["pooled"]["gap"] - 0.01,
         "c_ause_within_1pct": best["ause"] <= 1.01 * today["ause"],
     }
     out.update(today=today, chosen=best, pool_size=len(pool), checks=checks, ship=all(checks.values()),
                grid=[{"f0": r["f0"], "b": r["b"], "gap": r["pooled"]["gap"],
-                      "exact": r["exact"]["coverage"], "nuisance": r["nuisance"]["coverage"]} for r in rows])
+                      **{c: r[c]["coverage"] for c in conds}} for r in rows])
     return out
 
 
 def check_through_pipeline(args: argparse.Namespace, pipe: Any, base: Any, frames: list[dict[str, Any]],
                            result: dict[str, Any]) -> dict[str, Any]:
     """Rule: the chosen setting run by the pipeline itself on the same frames; coverage within 0.5 point."""
-    from scene_perception.data.procedural import make_stereo_sample
-
     cfg = dataclasses.replace(base, two_pass_std_factor=result["chosen"]["f0"],
                               two_pass_std_measure=result["measure"],
                               two_pass_std_reference=result["reference"],
@@ -194,8 +224,7 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, base: Any, frame
     ratios, factors = [], []
     for fr in frames:
         pipe.max_disparity = fr["range"]
-        s = make_stereo_sample(fr["seed"], width=w, height=h, max_disparity=fr["range"],
-                               nuisance=fr["nuisance"])
+        s = render(fr["seed"], w, h, fr["range"], fr["condition"])
         r = pipe(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         ratios.append(np.abs(r.disparity - s.disparity)[mask] / np.maximum(r.disparity_std[mask], 1e-12))
@@ -214,26 +243,28 @@ def markdown(res: dict[str, Any]) -> str:
         return " / ".join(f"{100 * v:.1f}" for v in c)
 
     fit_ = res["fit"]
-    lines = [f"frames: {fit_['frames']} ({res['split']}, exact + nuisance), {res['seconds']:.0f} s", "",
-             "| measure | exact median | nuisance median | Spearman with the frame's nominal factor |",
-             "|---|---|---|---|"]
+    conds = fit_["conditions"]
+    lines = [f"frames: {fit_['frames']} ({res['split']}: {', '.join(conds)}), {res['seconds']:.0f} s", "",
+             "| measure | " + " | ".join(f"{c} median" for c in conds)
+             + " | Spearman with the frame's nominal factor |", "|---|" + "---|" * (len(conds) + 1)]
     for n, v in fit_["measure_summary"].items():
-        lines.append(f"| {n} | {v['exact_median']:.4g} | {v['nuisance_median']:.4g} | "
-                     f"{fit_['spearman'][n]:.3f} |")
+        lines.append(f"| {n} | " + " | ".join(f"{v[f'{c}_median']:.4g}" for c in conds)
+                     + f" | {fit_['spearman'][n]:.3f} |")
     t = fit_["target_factor"]
-    lines += ["", f"nominal factor per frame, median: exact {t['exact_median']:.2f}, nuisance "
-              f"{t['nuisance_median']:.2f}", f"chosen measure: {fit_['measure']}"]
+    medians = ", ".join(f"{c} {t[f'{c}_median']:.2f}" for c in conds)
+    lines += ["", f"nominal factor per frame, median: {medians}", f"chosen measure: {fit_['measure']}"]
     if "stop" in fit_:
         return "\n".join([*lines, "", fit_["stop"]])
-    lines += [f"reference m_ref = {fit_['reference']:.5g}", "",
-              "| setting | exact 1/2/3 std % | nuisance | pooled | pooled gap | AUSE |",
-              "|---|---|---|---|---|---|"]
+    ts = fit_["today_setting"]
+    lines += [f"reference m_ref = {fit_['reference']:.5g}; today = {ts['measure']} reference "
+              f"{ts['reference']:g} f0 {ts['f0']} b {ts['b']}", "",
+              "| setting | " + " | ".join(f"{c}, 1/2/3 std %" for c in conds)
+              + " | pooled | pooled gap | AUSE |", "|---|" + "---|" * (len(conds) + 3)]
     for key in ("today", "chosen"):
         r = fit_[key]
-        lines.append(f"| {key} f0 {r['f0']} b {r['b']} | {pct(r['exact']['coverage'])} | "
-                     f"{pct(r['nuisance']['coverage'])} | {pct(r['pooled']['coverage'])} | "
-                     f"{r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
-    lines += ["", f"pool meeting the goals on both subsets: {fit_['pool_size']} settings",
+        lines.append(f"| {key} f0 {r['f0']} b {r['b']} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
+                     + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
+    lines += ["", f"pool meeting the goals in every condition: {fit_['pool_size']} settings",
               f"checks: {fit_['checks']}", f"ship: {fit_['ship']}"]
     if "pipeline_check" in res:
         c = res["pipeline_check"]
@@ -262,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frames = collect(args, pipe, base)
     res: dict[str, Any] = {"split": args.split, "size": list(args.size), "ranges": args.ranges,
                            "pairs_per_range": args.pairs, "weights": setup.info.sha256,
-                           "fit": fit(frames)}
+                           "fit": fit(frames, args.today)}
     if "chosen" in res["fit"]:
         res["pipeline_check"] = check_through_pipeline(args, pipe, base, frames, res["fit"])
     res["seconds"] = time.perf_counter() - t0

@@ -73,3 +73,19 @@ def test_dataset_augments_only_when_asked_and_keeps_gt() -> None:
     np.testing.assert_array_equal(item["disparity"].numpy(), plain["disparity"].numpy())
     assert not np.array_equal(item["right"].numpy(), plain["right"].numpy())
     np.testing.assert_array_equal(item["right"].numpy(), again["right"].numpy())  # same index, same item
+
+
+def test_view_effects_pair_is_a_pure_function_of_the_seed_and_never_erases() -> None:
+    """The evaluation renders "through a camera" (benchmarks/two_pass_adaptive.py, calibration.py
+    --camera-effects): the same seed gives the same pair, another seed another; no eraser."""
+    from scene_perception.data.augment import VIEW_EFFECTS, view_effects_pair
+
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    right = np.roll(left, -3, axis=1)
+    a, b = view_effects_pair(11, left, right), view_effects_pair(11, left, right)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    c = view_effects_pair(12, left, right)
+    assert not (np.array_equal(a[0], c[0]) and np.array_equal(a[1], c[1]))
+    assert VIEW_EFFECTS.eraser == 0.0 and VIEW_EFFECTS.vignetting > 0 and VIEW_EFFECTS.white_balance > 0

@@ -205,16 +205,20 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
         return module
 
     out = tmp_path / "fit.json"
-    res = load("two_pass_adaptive").main(["--quick", "--threads", "1", "--json", str(out)])
+    res = load("two_pass_adaptive").main(["--quick", "--threads", "1", "--json", str(out), "--conditions",
+                                          "exact,camera", "--today", "zncc,0.04,2,0.1"])
     fit = json.loads(out.read_text())["fit"]
     assert fit["measure"] in ("photometric", "noise", "zncc") and fit["frames"] == 4
+    assert fit["conditions"] == ["exact", "camera"] and fit["today_setting"]["measure"] == "zncc"
     if "chosen" in fit:
         assert res["pipeline_check"]["holds"], res["pipeline_check"]
         assert fit["reference"] > 0 and 1.0 <= fit["chosen"]["f0"] <= 4.0
     setting = f"zncc,{0.04},{2.0},{0.5}"
     cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
-                                    "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", ""])
+                                    "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", "",
+                                    "--nuisance", "--camera-effects"])
     tp = cal["disparity"]["two_pass"]
+    assert tp["nuisance"] and tp["camera_effects"]
     assert tp["measure"] == "zncc" and tp["factor_check"]["numpy_factor_diff"] == 0.0
     assert tp["factor_check"]["max_rel_std_diff"] < 1e-4
     assert 1.0 <= tp["frame_factors"]["min"] <= tp["frame_factors"]["max"] <= 6.0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["CAMERA_EFFECTS", "AugmentConfig", "augment_pair"]
+__all__ = ["CAMERA_EFFECTS", "VIEW_EFFECTS", "AugmentConfig", "augment_pair", "view_effects_pair"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,12 @@ def augment_pair(
 
 # ``--augment`` plus per-view vignetting and white balance on half the pairs each.
 CAMERA_EFFECTS = AugmentConfig(vignetting=0.5, white_balance=0.5)
+#: What a camera does to the views and nothing else: ``CAMERA_EFFECTS`` without the eraser (which paints over
+#: the right view to teach occlusions).  Evaluation renders "as a camera would see them" use it.
+VIEW_EFFECTS = AugmentConfig(eraser=0.0, vignetting=0.5, white_balance=0.5)
+
+
+def view_effects_pair(seed: int, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``augment_pair`` with :data:`VIEW_EFFECTS`, its generator seeded by ``seed`` alone: the same pair comes
+    out of every benchmark that renders seed ``seed`` "through a camera"."""
+    return augment_pair(np.random.default_rng([seed, 0x7A3E]), left, right, VIEW_EFFECTS)
