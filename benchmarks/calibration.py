@@ -105,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="max disparities of the --two-pass pairs (--pairs of each, consecutive seeds)")
     p.add_argument("--two-pass-std-factor", type=float, default=None, metavar="F",
                    help="score the pipeline with this two_pass_std_factor instead of the default (1 = old)")
+    p.add_argument("--two-pass-pixel", default=None, metavar="W1,W2,W3,Z0,T0,C0",
+                   help="with --two-pass-setting zncc,...: the per-pixel factor's weights and centres "
+                        "(two_pass_pixel.py fits them)")
     p.add_argument("--two-pass-setting", default=None, metavar="MEASURE,REF,F0,B",
                    help="score a per-frame two-pass factor instead (two_pass_std_measure, _reference, "
                         "two_pass_std_factor, _exponent; two_pass_adaptive.py fits them)")
@@ -166,6 +169,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             p.error(f"--two-pass-setting wants MEASURE,REF,F0,B, got {args.two_pass_setting!r}")
         args.two_pass_setting = (name.strip(), reference, f0, exponent)
+    if args.two_pass_pixel is not None:
+        try:
+            args.two_pass_pixel = tuple(float(v) for v in args.two_pass_pixel.split(","))
+        except ValueError:
+            p.error(f"--two-pass-pixel wants six numbers, got {args.two_pass_pixel!r}")
     if args.refinement_std is not None:
         try:
             scale, floor = (float(v) for v in args.refinement_std.split(","))
@@ -262,6 +270,8 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
         scored_cfg = dataclasses.replace(scored_cfg, two_pass_std_measure=measure,
                                          two_pass_std_reference=reference, two_pass_std_factor=factor,
                                          two_pass_std_exponent=exponent)
+    if args.two_pass_pixel is not None:
+        scored_cfg = dataclasses.replace(scored_cfg, two_pass_std_pixel=args.two_pass_pixel)
     keys = ("gt", "d_net", "std_net", "d_ref", "std_pub", "changed")
     store: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     check: dict[str, float] = {}
@@ -326,6 +336,7 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
                            "two_pass_std_measure": scored_cfg.two_pass_std_measure,
                            "two_pass_std_reference": scored_cfg.two_pass_std_reference,
                            "two_pass_std_exponent": scored_cfg.two_pass_std_exponent,
+                           "two_pass_std_pixel": list(scored_cfg.two_pass_std_pixel),
                            "is_default": scored_cfg == default},
         "synthetic": synthetic,
     }
@@ -424,7 +435,8 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
                          f"{pipe.network_max_disparity} px")
     seeds = held_out_seeds(args.pairs * len(ranges), args.split)
     # Factor 1 and exponent 0: the measure (if any) is still computed and reported, the std left alone.
-    base = dataclasses.replace(scored_cfg, two_pass_std_factor=1.0, two_pass_std_exponent=0.0)
+    base = dataclasses.replace(scored_cfg, two_pass_std_factor=1.0, two_pass_std_exponent=0.0,
+                               two_pass_std_pixel=())
     s2_values = (scored_cfg.uncertainty_scale, *(TWO_PASS_SECOND_SCALES if args.fit_two_pass else ()))
     err: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
     std: dict[float, list[np.ndarray]] = {s2: [] for s2 in s2_values}
@@ -449,6 +461,12 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
                 err[s2].append((r.disparity - s.disparity)[mask])
                 std[s2].append(r.disparity_std[mask])
                 if s2 != scored_cfg.uncertainty_scale:
+                    continue
+                if scored_cfg.two_pass_std_pixel:  # per pixel: the pipeline's own factor map, not numpy's
+                    pipe.local_refinement = scored_cfg
+                    rp = pipe(s.left, s.right)
+                    frame_factor.append(rp.two_pass_factor)
+                    fac.append(rp.disparity_std[mask] / np.maximum(r.disparity_std[mask], 1e-12))
                     continue
                 f = two_pass_factor(r.two_pass_measure, scored_cfg.two_pass_std_factor,
                                     scored_cfg.two_pass_std_reference, scored_cfg.two_pass_std_exponent)
@@ -479,6 +497,7 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
         "split": args.split, "size": [h, w], "ranges": ranges, "pairs_per_range": args.pairs,
         "seeds": [seeds[0], seeds[-1]], "mask": "nonoccluded", "seconds": elapsed, "factor_check": check,
         "scored_factor": factor, "measure": scored_cfg.two_pass_std_measure,
+        "per_pixel": bool(scored_cfg.two_pass_std_pixel),
         "nuisance": args.nuisance, "camera_effects": args.camera_effects,
         "frame_factors": {"min": min(frame_factor), "median": float(np.median(frame_factor)),
                           "max": max(frame_factor)},
@@ -1099,6 +1118,8 @@ def markdown(results: dict[str, Any]) -> str:
             if tp.get("measure", "none") != "none":
                 ff = tp["frame_factors"]
                 label = f"factor per frame by {tp['measure']} ({ff['min']:.2f}..{ff['max']:.2f})"
+                if tp.get("per_pixel"):
+                    label = f"factor per pixel (frame medians {ff['min']:.2f}..{ff['max']:.2f})"
             lines += [f"## Disparity std on the two-refinement path, synthetic {tp['split']}: "
                       f"{tp['pairs_per_range']} pairs per max disparity {rngs} "
                       f"({tp['size'][1]}x{tp['size'][0]}, seeds "

@@ -79,6 +79,39 @@ def test_two_pass_factor_form() -> None:
     assert va.two_pass_factor(0.3, 1.5, 0.1, 0.0) == 1.5  # exponent 0: today's constant
 
 
+def test_pixel_features_and_the_per_pixel_factor() -> None:
+    """pixel_features: log(1 - ZNCC + 0.01) is lowest at the true disparity, the correction term is log 0.05
+    where the second pass moved nothing; two_pass_log_factor: per pixel a clipped (1, 1, H, W) map that is the
+    per-frame factor where every feature sits at its centre, per frame a float (also when the measure is not
+    zncc)."""
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    left, right, disp = _pair(0.01)
+    score, scored, var_l = va.zncc_map(left, right, disp, cfg)
+    assert scored[..., :, 20:].all() and float(score[scored].median()) > 0.9
+    feats = va.pixel_features(score, var_l, disp, disp)
+    assert feats.shape == (3, *left.shape[2:])
+    assert torch.allclose(feats[2], torch.full_like(feats[2], math.log(0.05)))
+    wrong = va.pixel_features(*va.zncc_map(left, right, disp + 3.0, cfg)[::2], disp + 3.0, disp)
+    assert float(wrong[0].median()) > float(feats[0].median()) + 1.0
+    assert torch.allclose(wrong[2], torch.full_like(wrong[2], math.log(3.05)))
+    centre = tuple(float(v) for v in feats.flatten(1).median(dim=1).values)
+    flat = dataclasses.replace(cfg, two_pass_std_pixel=(0.0, 0.0, 0.0, *centre))
+    log_f, value = va.two_pass_log_factor(flat, left, right, disp, disp)
+    frame = math.log(cfg.two_pass_std_factor) + cfg.two_pass_std_exponent * math.log(
+        value / cfg.two_pass_std_reference)
+    frame = min(max(frame, math.log(0.5)), math.log(8.0))
+    assert isinstance(log_f, torch.Tensor) and log_f.shape == (1, 1, *left.shape[2:])
+    assert torch.allclose(log_f, torch.full_like(log_f, frame), atol=1e-6)
+    steep = dataclasses.replace(flat, two_pass_std_pixel=(5.0, 0.0, 0.0, *centre))
+    log_f, _ = va.two_pass_log_factor(steep, left, right, disp + 3.0, disp)
+    assert float(log_f.max()) == pytest.approx(math.log(va.TWO_PASS_PIXEL_RANGE[1]))  # clipped
+    per_frame, _ = va.two_pass_log_factor(dataclasses.replace(steep, two_pass_std_measure="noise"), left,
+                                          right, disp, disp)
+    assert isinstance(per_frame, float)
+    with pytest.raises(ValueError, match="two_pass_std_pixel"):
+        LocalRefinementConfig(two_pass_std_pixel=(1.0, 2.0))
+
+
 @pytest.mark.parametrize("field,value", [
     ("two_pass_std_measure", "ssim"), ("two_pass_std_reference", 0.0), ("two_pass_std_reference", math.inf),
     ("two_pass_std_exponent", -1.0), ("two_pass_std_exponent", math.nan)])
@@ -187,9 +220,9 @@ def test_node_reports_the_frames_two_pass_factor_and_takes_the_measure_live() ->
 
 @pytest.mark.slow
 def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
-    """benchmarks/two_pass_adaptive.py --quick end to end: the rule's steps on real renders through the real
-    pipeline, a JSON with the chosen measure, and the pipeline's own run agreeing with the numpy fit; and
-    calibration.py scoring the chosen setting per frame."""
+    """benchmarks/two_pass_adaptive.py and two_pass_pixel.py --quick end to end: the rules' steps on real
+    renders through the real pipeline, the pipeline's own run agreeing with the numpy fit; and calibration.py
+    scoring a per-frame setting."""
     import importlib.util
     import json
     import sys
@@ -213,6 +246,11 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     if "chosen" in fit:
         assert res["pipeline_check"]["holds"], res["pipeline_check"]
         assert fit["reference"] > 0 and 1.0 <= fit["chosen"]["f0"] <= 4.0
+    pixel = load("two_pass_pixel").main(["--quick", "--threads", "1"])
+    shape = pixel["fit"]["shape"]
+    assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_today"] + 1e-9
+    assert pixel["pipeline_check"]["holds"], pixel["pipeline_check"]
+    assert len(pixel["fit"]["setting"]["two_pass_std_pixel"]) == 6
     setting = f"zncc,{0.04},{2.0},{0.5}"
     cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
                                     "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", "",

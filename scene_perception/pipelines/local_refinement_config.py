@@ -7,6 +7,7 @@ into it (measured: ~1 s of start-up and ~190 MB of RSS it never uses).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "LocalRefinementConfig"]
@@ -77,6 +78,11 @@ class LocalRefinementConfig:
             per two-refinement frame.
         two_pass_std_reference: the measure's value at which the factor is ``two_pass_std_factor`` (> 0).
         two_pass_std_exponent: how fast the factor grows with the measure (0 = constant factor).
+        two_pass_std_pixel: empty = one factor per frame (above); else ``(w1, w2, w3, z0, t0, c0)``: a factor
+            per pixel that also follows what the matching shows there (``view_agreement.py:
+            two_pass_log_factor``; 1 - ZNCC, texture and the second pass's correction, log-scaled and
+            centred on ``z0, t0, c0``); applies only with ``two_pass_std_measure`` ``zncc`` (another
+            measure, or ``none``, switches it off).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -107,6 +113,7 @@ class LocalRefinementConfig:
     two_pass_std_measure: str = "zncc"
     two_pass_std_reference: float = 0.09351
     two_pass_std_exponent: float = 0.25
+    two_pass_std_pixel: tuple[float, ...] = ()
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -137,6 +144,9 @@ class LocalRefinementConfig:
         if not 0.0 < self.two_pass_std_reference < float("inf"):
             raise ValueError(f"two_pass_std_reference must be finite and > 0, "
                              f"got {self.two_pass_std_reference}")
+        pixel = self.two_pass_std_pixel
+        if pixel and (len(pixel) != 6 or not all(math.isfinite(v) for v in pixel)):
+            raise ValueError(f"two_pass_std_pixel must be empty or 6 finite numbers, got {pixel}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
 

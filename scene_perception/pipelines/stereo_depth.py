@@ -88,7 +88,7 @@ class StereoDepthResult:
             by ``max_depth``).
         scale: the scale the network ran at (< 1 when the range or ``max_network_pixels`` asked for it).
         two_pass_factor: the factor the std map was multiplied by after the second refinement (1.0 when
-            the pipeline refined once or not at all).
+            the pipeline refined once or not at all; its median over the frame when it is per pixel).
         two_pass_measure: the view-agreement measure that factor followed (``two_pass_std_measure``);
             NaN when none was computed.
         far_mask: bool (H, W), the pixels the far head put beyond the matcher's range (None without a
@@ -338,28 +338,32 @@ class StereoDepthPipeline:
         return refined, log_scale
 
     def _two_pass_std(
-        self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor
+        self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+        before: torch.Tensor,
     ) -> tuple[torch.Tensor, float, float]:
         """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
-        factor and the view-agreement measure it followed (NaN when none).
+        factor (its median over the frame when it is per pixel) and the view-agreement measure it followed
+        (NaN when none).
 
         Only the two-refinement path (network below full scale) calls this: each refinement shrinks the
         std of the pixels it changed, so there most pixels get ``uncertainty_scale`` twice and the std is
-        over-confident; one factor for the whole map restores its size without reordering it (AUSE and
-        Spearman unchanged within the frame).  With ``two_pass_std_measure`` the factor follows a GT-free
-        measure of how well the views agree (``view_agreement.py``).  Factor 1 returns the input itself."""
+        over-confident.  One factor per frame restores its size without reordering it (AUSE and Spearman
+        unchanged within the frame); with ``two_pass_std_measure`` it follows a GT-free measure of how well
+        the views agree, with ``two_pass_std_pixel`` also what the matching shows at each pixel
+        (``view_agreement.py``; ``before`` is the disparity the second refinement started from).  Factor 1
+        returns the input itself."""
         cfg = self.local_refinement
         if cfg is None:
             return log_scale, 1.0, math.nan
-        value = math.nan
-        factor = cfg.two_pass_std_factor
-        if cfg.two_pass_std_measure != "none":
-            value = view_agreement.measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
-            factor = view_agreement.two_pass_factor(value, factor, cfg.two_pass_std_reference,
-                                                    cfg.two_pass_std_exponent)
-        if factor == 1.0:
-            return log_scale, factor, value
-        return log_scale + math.log(factor), factor, value
+        if cfg.two_pass_std_measure == "none" and not cfg.two_pass_std_pixel:
+            log_factor, value = math.log(cfg.two_pass_std_factor), math.nan
+        else:
+            log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before)
+        if isinstance(log_factor, torch.Tensor):
+            return log_scale + log_factor, float(torch.exp(log_factor.median())), value
+        if log_factor == 0.0:
+            return log_scale, 1.0, value
+        return log_scale + log_factor, math.exp(log_factor), value
 
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
@@ -453,10 +457,11 @@ class StereoDepthPipeline:
                 if self.local_refinement is not None:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
                     candidate = self._candidate(left, right, searched_max)
+                    before = disparity_t
                     disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                             candidate)
                     log_scale_t, two_pass_factor, two_pass_measure = self._two_pass_std(
-                        log_scale_t, left_t, right_t, disparity_t)
+                        log_scale_t, left_t, right_t, disparity_t, before)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,

@@ -30,13 +30,16 @@ from scene_perception.pipelines.local_refinement import _grey, _window_mean_var,
 from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES, LocalRefinementConfig
 from scene_perception.pipelines.quality import photometric_residual
 
-__all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "measure", "noise_sigma", "photometric_median",
-           "two_pass_factor", "zncc_residual"]
+__all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "measure", "noise_sigma",
+           "photometric_median", "pixel_features", "two_pass_factor", "two_pass_log_factor", "zncc_map",
+           "zncc_residual"]
 
 #: The measures :func:`measure` knows ("none" turns the adjustment off).
 MEASURES = TWO_PASS_MEASURES
 #: The per-frame factor is clipped to this range (the rule's form).
 TWO_PASS_FACTOR_RANGE = (1.0, 6.0)
+#: The per-pixel factor (``two_pass_std_pixel``) is clipped to this range (rule_pixel.md).
+TWO_PASS_PIXEL_RANGE = (0.5, 8.0)
 
 _LAPLACIAN_PAIR = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
 
@@ -64,16 +67,39 @@ def noise_sigma(image: Tensor) -> float:
     return float(response.abs().mean()) * math.sqrt(math.pi / 2.0) / 6.0
 
 
-def zncc_residual(left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig) -> float:
-    """Median ``1 - ZNCC`` at ``disparity`` over in-image pixels with texture (``config.window`` box, grey
-    std >= ``config.min_texture``); non-finite disparities are not scored."""
+def zncc_map(left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per pixel: ZNCC of the ``config.window`` box at ``disparity`` (-1 where the match leaves the right
+    image or the disparity is not finite), the mask of pixels it scored, and the left box's grey variance
+    (the refinement's texture measure, squared); each (1, 1, H, W)."""
     grey_l, grey_r = _grey(left.float()), _grey(right.float())
     mean_l, var_l = _window_mean_var(grey_l, config.window)
     d = disparity.float()
     finite = torch.isfinite(d)
     score, in_image = _zncc(grey_l, grey_r, mean_l, var_l, torch.where(finite, d, 0.0)[0], config.window)
-    textured = var_l >= config.min_texture ** 2
-    return _median(1.0 - score, finite & in_image & textured)
+    scored = finite & in_image
+    return torch.where(scored, score, -1.0), scored, var_l
+
+
+def _zncc_median(score: Tensor, scored: Tensor, var_l: Tensor, config: LocalRefinementConfig) -> float:
+    return _median(1.0 - score, scored & (var_l >= config.min_texture ** 2))
+
+
+def zncc_residual(left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig) -> float:
+    """Median ``1 - ZNCC`` at ``disparity`` over in-image pixels with texture (``config.window`` box, grey
+    std >= ``config.min_texture``); non-finite disparities are not scored."""
+    return _zncc_median(*zncc_map(left, right, disparity, config), config)
+
+
+def pixel_features(score: Tensor, var_l: Tensor, disparity: Tensor, before: Tensor) -> Tensor:
+    """(3, H, W) per-pixel features of the per-pixel two-pass factor (``two_pass_std_pixel``): log(1 - ZNCC
+    + 0.01), log(texture + 0.002) and log(|second-pass correction| + 0.05)
+    (``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_pixel.md``)."""
+    # ZNCC from box sums can leave [-1, 1] by rounding in weakly textured windows: clamp before the log.
+    z = torch.log(1.0 - score.clamp(-1.0, 1.0) + 0.01)
+    t = torch.log(var_l.clamp_min(0.0).sqrt() + 0.002)
+    c = torch.log(torch.nan_to_num((disparity.float() - before.float()).abs(), nan=0.0) + 0.05)
+    return torch.cat([z, t, c], dim=1)[0]
 
 
 def measure(name: str, left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig
@@ -97,3 +123,31 @@ def two_pass_factor(value: float, base: float, reference: float, exponent: float
         return base
     lo, hi = TWO_PASS_FACTOR_RANGE
     return min(hi, max(lo, base * (value / reference) ** exponent))
+
+
+def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tensor, disparity: Tensor,
+                        before: Tensor) -> tuple[float | Tensor, float]:
+    """The log of the factor for a two-refinement frame's std map and the frame's measure (NaN: none).
+
+    Per frame (``two_pass_std_pixel`` empty, or a measure other than ``zncc``): :func:`two_pass_factor` of
+    the configured measure, a float.
+    Per pixel: ``log f = log base + exponent log(m / reference) + w . (features - medians)`` over
+    :func:`pixel_features`, clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the
+    disparity the second refinement started from."""
+    cfg = config
+    if not cfg.two_pass_std_pixel or cfg.two_pass_std_measure != "zncc":
+        value = measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
+        factor = two_pass_factor(value, cfg.two_pass_std_factor, cfg.two_pass_std_reference,
+                                 cfg.two_pass_std_exponent)
+        return math.log(factor), value
+    score, scored, var_l = zncc_map(left, right, disparity, cfg)
+    value = _zncc_median(score, scored, var_l, cfg)
+    log_f = math.log(cfg.two_pass_std_factor)
+    if cfg.two_pass_std_exponent and math.isfinite(value) and value > 0.0:
+        log_f += cfg.two_pass_std_exponent * math.log(value / cfg.two_pass_std_reference)
+    w1, w2, w3, z0, t0, c0 = cfg.two_pass_std_pixel
+    feats = pixel_features(score, var_l, disparity, before)
+    per_pixel = log_f + w1 * (feats[0] - z0) + w2 * (feats[1] - t0) + w3 * (feats[2] - c0)
+    lo, hi = TWO_PASS_PIXEL_RANGE
+    per_pixel = torch.nan_to_num(per_pixel, nan=log_f)  # never a NaN std from a feature
+    return per_pixel.clamp(math.log(lo), math.log(hi))[None, None], value
