@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conditions", default="exact,nuisance,camera")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--free-frame-exponent", action="store_true",
+                   help="rule_pixel2.md: fit the frame term's exponent with the per-pixel weights")
+    p.add_argument("--coverage-search", action="store_true",
+                   help="rule_pixel3.md: then search the weights for the coverage goals (implies "
+                        "--free-frame-exponent)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs at 96x192, range 160")
     args = p.parse_args(argv)
     args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
@@ -55,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--conditions must name some of {CONDITIONS}")
     if args.quick:
         args.pairs, args.size, args.ranges = 2, (96, 192), [160.0]
+    args.free_frame_exponent = args.free_frame_exponent or args.coverage_search
     return args
 
 
@@ -101,23 +107,25 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     return frames
 
 
-def frame_log_factor(frames: list[dict[str, Any]], cfg: Any) -> np.ndarray:
-    """Per frame, today's per-frame part ``log base + b log(m / m_ref)`` (no clip)."""
-    out = []
-    for fr in frames:
-        m = fr["measure"]
-        v = math.log(cfg.two_pass_std_factor)
-        if cfg.two_pass_std_exponent and math.isfinite(m) and m > 0:
-            v += cfg.two_pass_std_exponent * math.log(m / cfg.two_pass_std_reference)
-        out.append(v)
-    return np.array(out)
+def frame_log_factor(frames: list[dict[str, Any]], cfg: Any, exponent: float | None = None) -> np.ndarray:
+    """Per frame, the per-frame part ``log base + b log(m / m_ref)`` (no clip; ``b`` = ``exponent`` or
+    today's)."""
+    b = cfg.two_pass_std_exponent if exponent is None else exponent
+    return np.array([math.log(cfg.two_pass_std_factor) + b * _log_measure(fr, cfg) for fr in frames])
 
 
-def fit_shape(frames: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
-    """Step 1: ``w`` and a free offset by the mean Laplace NLL over every ``STRIDE``-th pixel (L-BFGS)."""
+def _log_measure(frame: dict[str, Any], cfg: Any) -> float:
+    """``log(m / m_ref)`` of a frame, 0 when its measure is unknown (the pipeline then uses the base)."""
+    m = frame["measure"]
+    return math.log(m / cfg.two_pass_std_reference) if math.isfinite(m) and m > 0 else 0.0
+
+
+def fit_shape(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False) -> dict[str, Any]:
+    """Step 1: ``w`` and a free offset by the mean Laplace NLL over every ``STRIDE``-th pixel (L-BFGS); with
+    ``free_exponent`` also the frame term's exponent (rule_pixel2.md), as a fourth feature."""
     import torch
 
-    frame_part = frame_log_factor(frames, cfg)
+    frame_part = frame_log_factor(frames, cfg, 0.0 if free_exponent else None)
     e = np.concatenate([fr["error"][::STRIDE] for fr in frames]).astype(np.float64)
     s = np.concatenate([fr["std"][::STRIDE] for fr in frames]).astype(np.float64)
     feats = np.concatenate([fr["features"][:, ::STRIDE] for fr in frames], axis=1).astype(np.float64)
@@ -125,9 +133,12 @@ def fit_shape(frames: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
                                                                                  strict=True)])
     centre = np.median(feats, axis=1)
     x = torch.from_numpy(feats - centre[:, None])
+    if free_exponent:
+        lm = np.concatenate([np.full(fr["error"][::STRIDE].size, _log_measure(fr, cfg)) for fr in frames])
+        x = torch.cat([torch.from_numpy(lm)[None], x])
     log_s0 = torch.from_numpy(np.log(np.maximum(s, 1e-9)) + fp)
     err = torch.from_numpy(e)
-    theta = torch.zeros(4, dtype=torch.float64, requires_grad=True)  # offset, w1, w2, w3
+    theta = torch.zeros(1 + x.shape[0], dtype=torch.float64, requires_grad=True)  # offset, [b'], w1..w3
     opt = torch.optim.LBFGS([theta], max_iter=200, line_search_fn="strong_wolfe")
 
     def nll() -> torch.Tensor:
@@ -144,8 +155,12 @@ def fit_shape(frames: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         log_b = log_b0 + theta[0] + theta[1:] @ x
         final = float((err * torch.exp(-log_b) + log_b).mean())
     theta = theta.detach()
-    return {"offset": float(theta[0]), "w": [float(v) for v in theta[1:]], "centre": centre.tolist(),
-            "nll_today": zero, "nll_fitted": final, "pixels": int(e.size)}
+    weights = [float(v) for v in theta[1:]]
+    exponent = None
+    if free_exponent:
+        exponent = max(0.0, weights.pop(0))  # the config's exponent is >= 0 (rule_pixel2.md)
+    return {"offset": float(theta[0]), "w": weights, "centre": centre.tolist(), "exponent": exponent,
+            "nll_start": zero, "nll_fitted": final, "pixels": int(e.size)}
 
 
 def factors(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any] | None, level: float) -> list:
@@ -153,7 +168,7 @@ def factors(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any] | None
     from scene_perception.pipelines.view_agreement import TWO_PASS_PIXEL_RANGE, two_pass_factor
 
     out = []
-    fparts = frame_log_factor(frames, cfg)
+    fparts = frame_log_factor(frames, cfg, None if shape is None else shape.get("exponent"))
     lo, hi = (math.log(v) for v in TWO_PASS_PIXEL_RANGE)
     for fr, fpart in zip(frames, fparts, strict=True):
         if shape is None:
@@ -184,9 +199,65 @@ def pooled_ause(frames: list[dict[str, Any]], fac: list[np.ndarray]) -> float:
     return float(ause(e, s)["ause"])
 
 
-def fit(frames: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any], level: float
+                    ) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """rule_pixel3.md step 2: compass search over (b', w1, w2, w3, log level) for pooled gap + 10 x the
+    goal violations per condition, on every ``STRIDE``-th pixel; returns the new shape, level and a trace."""
+    from scene_perception.evaluation.calibration import expected_coverage
+    from scene_perception.pipelines.view_agreement import TWO_PASS_PIXEL_RANGE
+
+    conds = list(dict.fromkeys(fr["condition"] for fr in frames))
+    e = np.concatenate([fr["error"][::STRIDE] for fr in frames]).astype(np.float64)
+    sd = np.concatenate([fr["std"][::STRIDE] for fr in frames]).astype(np.float64)
+    feats = np.concatenate([fr["features"][:, ::STRIDE] for fr in frames], axis=1).astype(np.float64)
+    feats -= np.array(shape["centre"])[:, None]
+    lm = np.concatenate([np.full(fr["error"][::STRIDE].size, _log_measure(fr, cfg)) for fr in frames])
+    cid = np.concatenate([np.full(fr["error"][::STRIDE].size, conds.index(fr["condition"])) for fr in frames])
+    lo, hi = (math.log(v) for v in TWO_PASS_PIXEL_RANGE)
+    one = expected_coverage(1.0, "laplace")
+
+    def objective(x: np.ndarray) -> float:
+        b, w, log_level = max(0.0, x[0]), x[1:4], x[4]
+        log_f = np.clip(math.log(cfg.two_pass_std_factor) + log_level + b * lm + w @ feats, lo, hi)
+        r = e / np.maximum(sd * np.exp(log_f), 1e-12)
+        pooled = [float(np.mean(r <= k)) for k in KS]
+        penalty = 0.0
+        for i in range(len(conds)):
+            ri = r[cid == i]
+            c1, c2 = float(np.mean(ri <= 1.0)), float(np.mean(ri <= 2.0))
+            penalty += max(0.0, 0.90 - c2) + max(0.0, c2 - 0.97) + max(0.0, abs(c1 - one) - 0.10)
+        return gap(pooled) + 10.0 * penalty
+
+    x = np.array([shape["exponent"] or 0.0, *shape["w"], math.log(level)])
+    steps0 = np.array([0.05, 0.1, 0.1, 0.1, 0.05])
+    steps = steps0.copy()
+    best = objective(x)
+    start, evaluations = best, 1
+    while evaluations < 600 and steps[0] > steps0[0] / 64:
+        improved = False
+        for i in range(len(x)):
+            for sign in (1.0, -1.0):
+                trial = x.copy()
+                trial[i] += sign * steps[i]
+                trial[0] = max(0.0, trial[0])
+                value = objective(trial)
+                evaluations += 1
+                if value < best:
+                    x, best, improved = trial, value, True
+                    break
+            if improved:
+                break
+        if not improved:
+            steps /= 2.0
+    new_shape = {**shape, "exponent": float(x[0]), "w": [float(v) for v in x[1:4]]}
+    return new_shape, float(math.exp(x[4])), {"objective_start": start, "objective_end": best,
+                                              "evaluations": evaluations}
+
+
+def fit(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False, search: bool = False
+        ) -> dict[str, Any]:
     """Steps 1-3 of the rule against ``cfg`` (today's per-frame setting)."""
-    shape = fit_shape(frames, cfg)
+    shape = fit_shape(frames, cfg, free_exponent)
     conds = list(dict.fromkeys(fr["condition"] for fr in frames))
     today = {"level": None, **coverage_rows(frames, factors(frames, cfg, None, 1.0))}
     rows = [{"level": lv, **coverage_rows(frames, factors(frames, cfg, shape, lv))} for lv in LEVEL_GRID]
@@ -195,15 +266,24 @@ def fit(frames: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     lowest = min(r["pooled"]["gap"] for r in candidates)
     best = min((r for r in candidates if r["pooled"]["gap"] <= lowest + 0.005),
                key=lambda r: (abs(r["level"] - 1.0), r["pooled"]["gap"]))
+    search_trace = None
+    if search:
+        shape["nll_solution"] = {"exponent": shape["exponent"], "w": shape["w"], "level": best["level"]}
+        shape, level, search_trace = coverage_search(frames, cfg, shape, best["level"])
+        best = {"level": round(level, 6), **coverage_rows(frames, factors(frames, cfg, shape, level))}
+        pool = [best] if all(best[c]["meets_goals"] for c in conds) else []
     today["ause"] = pooled_ause(frames, factors(frames, cfg, None, 1.0))
     best["ause"] = pooled_ause(frames, factors(frames, cfg, shape, best["level"]))
     checks = {"a_goals_every_condition": bool(pool) and best in pool,
               "b_gap_below_today": best["pooled"]["gap"] <= today["pooled"]["gap"] - 0.01,
               "c_ause_not_worse": best["ause"] <= today["ause"]}
     w, c = shape["w"], shape["centre"]
+    exponent = cfg.two_pass_std_exponent if shape["exponent"] is None else shape["exponent"]
     setting = {"two_pass_std_factor": round(cfg.two_pass_std_factor * best["level"], 6),
+               "two_pass_std_exponent": round(exponent, 6),
                "two_pass_std_pixel": [round(v, 6) for v in (*w, *c)]}
     return {"conditions": conds, "frames": len(frames), "shape": shape, "today": today, "chosen": best,
+            "search": search_trace,
             "pool_size": len(pool), "checks": checks, "ship": all(checks.values()), "setting": setting,
             "grid": [{"level": r["level"], "gap": r["pooled"]["gap"],
                       **{k: r[k]["coverage"] for k in conds}} for r in rows]}
@@ -213,6 +293,7 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, cfg: Any, frames
                            result: dict[str, Any]) -> dict[str, Any]:
     """Rule: the chosen setting run by the pipeline itself on the same frames; coverage within 0.5 point."""
     chosen = dataclasses.replace(cfg, two_pass_std_factor=result["setting"]["two_pass_std_factor"],
+                                 two_pass_std_exponent=result["setting"]["two_pass_std_exponent"],
                                  two_pass_std_pixel=tuple(result["setting"]["two_pass_std_pixel"]))
     pipe.local_refinement = chosen
     h, w = args.size
@@ -241,7 +322,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"frames: {f['frames']} ({res['split']}: {', '.join(conds)}), {res['seconds']:.0f} s", "",
              f"shape (Laplace NLL over {sh['pixels']} pixels): w = {[round(v, 4) for v in sh['w']]} "
              f"(1 - ZNCC, texture, correction), centres {[round(v, 4) for v in sh['centre']]}, offset "
-             f"{sh['offset']:.4f}; NLL {sh['nll_today']:.4f} -> {sh['nll_fitted']:.4f}", "",
+             f"{sh['offset']:.4f}, frame exponent {sh['exponent']}; NLL {sh['nll_start']:.4f} -> "
+             f"{sh['nll_fitted']:.4f}", "",
              "| setting | " + " | ".join(f"{c}, 1/2/3 std %" for c in conds) + " | pooled | gap | AUSE |",
              "|---|" + "---|" * (len(conds) + 3)]
     for key in ("today", "chosen"):
@@ -249,6 +331,10 @@ def markdown(res: dict[str, Any]) -> str:
         name = "today (per frame)" if key == "today" else f"per pixel, level {r['level']}"
         lines.append(f"| {name} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
                      + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
+    if f.get("search"):
+        t = f["search"]
+        lines += ["", f"coverage search from the NLL solution {f['shape']['nll_solution']}: objective "
+                  f"{t['objective_start']:.4f} -> {t['objective_end']:.4f} in {t['evaluations']} evaluations"]
     lines += ["", f"pool meeting the goals in every condition: {f['pool_size']} levels",
               f"checks: {f['checks']}", f"ship: {f['ship']}", f"setting: {f['setting']}"]
     if "pipeline_check" in res:
@@ -278,7 +364,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "today": {"two_pass_std_factor": cfg.two_pass_std_factor,
                                      "two_pass_std_reference": cfg.two_pass_std_reference,
                                      "two_pass_std_exponent": cfg.two_pass_std_exponent},
-                           "fit": fit(frames, cfg)}
+                           "free_frame_exponent": args.free_frame_exponent,
+                           "coverage_search": args.coverage_search,
+                           "fit": fit(frames, cfg, args.free_frame_exponent, args.coverage_search)}
     res["pipeline_check"] = check_through_pipeline(args, pipe, cfg, frames, res["fit"])
     res["seconds"] = time.perf_counter() - t0
     print(markdown(res))

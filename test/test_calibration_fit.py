@@ -100,6 +100,13 @@ def test_shipped_two_pass_factor_is_the_validation_fit() -> None:
             (fit["chosen"]["f0"], fit["chosen"]["b"]))
     else:
         assert (cfg.two_pass_std_measure, cfg.two_pass_std_factor) == ("none", 1.5)
+    pixel = [json.loads((_ADAPTIVE / f"validation_{n}.json").read_text(encoding="utf-8"))["fit"]
+             for n in ("pixel", "pixel2")]
+    if any(f["ship"] for f in pixel):
+        chosen = [f for f in pixel if f["ship"]][-1]["setting"]
+        assert list(cfg.two_pass_std_pixel) == pytest.approx(chosen["two_pass_std_pixel"])
+    else:
+        assert cfg.two_pass_std_pixel == ()  # rule_pixel.md, rule_pixel2.md: the per-pixel factor failed
     old = dataclasses.replace(_CONSTANT, two_pass_std_factor=1.0)
     _, s_old, _ = _run(old, 256.0)
     pipe = StereoDepthPipeline(_SlopeModel(), local_refinement=cfg, max_disparity=256.0, compute_points=False)

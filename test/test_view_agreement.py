@@ -248,7 +248,7 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
         assert fit["reference"] > 0 and 1.0 <= fit["chosen"]["f0"] <= 4.0
     pixel = load("two_pass_pixel").main(["--quick", "--threads", "1"])
     shape = pixel["fit"]["shape"]
-    assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_today"] + 1e-9
+    assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_start"] + 1e-9
     assert pixel["pipeline_check"]["holds"], pixel["pipeline_check"]
     assert len(pixel["fit"]["setting"]["two_pass_std_pixel"]) == 6
     setting = f"zncc,{0.04},{2.0},{0.5}"
