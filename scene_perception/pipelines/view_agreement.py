@@ -1,4 +1,4 @@
-"""GT-free per-frame measures of how well a rectified pair's two views agree, for the two-pass std factor.
+"""GT-free measures of how well a rectified pair's two views agree, for the two-pass std factor.
 
 Why: when the pipeline refines twice (the scene needs more range than the network's), the published std is
 set by one factor per frame (``LocalRefinementConfig.two_pass_std_factor``).  A factor fitted on
@@ -13,6 +13,11 @@ frame: each is computed from the two images and the refined disparity alone, aft
   estimation", CVIU 1996), the mean of left and right;
 * ``zncc``: median of ``1 - ZNCC`` at the refined disparity over textured in-image pixels (the refinement's
   own window and texture threshold): what the refinement's evidence looked like.
+
+The shipped default is per frame (``zncc``; ``rule_camera.md``).  :func:`two_pass_log_factor` can also set a
+factor per pixel from the ZNCC map, the texture and the second pass's correction (``two_pass_std_pixel``);
+three validation rules did not ship it (``rule_pixel*.md``: it ranks errors better, but the coverage goals
+were not met in every condition), so it is off.
 
 Images are (1, C, H, W) floats in 0..1 on any device, the disparity (1, 1, H, W) px.  A frame with nothing
 to score gives NaN ("unknown"), which :func:`two_pass_factor` treats as "no adjustment".
