@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 
-__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "window_std"]
+__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "window_std", "zncc_at"]
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -116,6 +116,19 @@ def window_std(image: Tensor, window: int) -> Tensor:
     measure the refinement's ``min_texture`` gates on, (N, 1, H, W).  Where it is ~0 nothing can be
     matched, so a disparity there is whatever the network guessed."""
     return _window_mean_var(_grey(image.float()), window)[1].sqrt()
+
+
+def zncc_at(left: Tensor, right: Tensor, disparity: Tensor, window: int) -> tuple[Tensor, Tensor, Tensor]:
+    """ZNCC of each pixel's ``window`` x ``window`` box with the right image warped by ``disparity``, the
+    refinement's own score (no window shift), for measures that judge a finished disparity
+    (``view_agreement.py``).  Returns (1, 1, H, W) scores, a mask of the pixels scored (finite disparity,
+    match inside the right image) and the left box's grey variance (the texture measure, squared)."""
+    grey_l, grey_r = _grey(left.float()), _grey(right.float())
+    mean_l, var_l = _window_mean_var(grey_l, window)
+    d = disparity.float()
+    finite = torch.isfinite(d)
+    score, in_image = _zncc(grey_l, grey_r, mean_l, var_l, torch.where(finite, d, 0.0)[0], window)
+    return score, finite & in_image, var_l
 
 
 def refine_disparity_locally(

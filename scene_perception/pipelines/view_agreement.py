@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from scene_perception.pipelines.local_refinement import _grey, _window_mean_var, _zncc
+from scene_perception.pipelines.local_refinement import zncc_at
 from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES, LocalRefinementConfig
 from scene_perception.pipelines.quality import photometric_residual
 
@@ -64,7 +64,7 @@ def photometric_median(left: Tensor, right: Tensor, disparity: Tensor) -> float:
 def noise_sigma(image: Tensor) -> float:
     """Immerkaer's noise std of a (1, C, H, W) image's grey level: the difference of two Laplacians
     cancels smooth structure, the mean absolute response of white noise is ``6 sigma sqrt(2 / pi)``."""
-    grey = _grey(image.float())
+    grey = image.float().mean(dim=1, keepdim=True)
     if grey.shape[-1] < 3 or grey.shape[-2] < 3:
         return math.nan
     kernel = torch.tensor(_LAPLACIAN_PAIR, dtype=grey.dtype, device=grey.device).view(1, 1, 3, 3)
@@ -77,12 +77,7 @@ def zncc_map(left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefine
     """Per pixel: ZNCC of the ``config.window`` box at ``disparity`` (-1 where the match leaves the right
     image or the disparity is not finite), the mask of pixels it scored, and the left box's grey variance
     (the refinement's texture measure, squared); each (1, 1, H, W)."""
-    grey_l, grey_r = _grey(left.float()), _grey(right.float())
-    mean_l, var_l = _window_mean_var(grey_l, config.window)
-    d = disparity.float()
-    finite = torch.isfinite(d)
-    score, in_image = _zncc(grey_l, grey_r, mean_l, var_l, torch.where(finite, d, 0.0)[0], config.window)
-    scored = finite & in_image
+    score, scored, var_l = zncc_at(left, right, disparity, config.window)
     return torch.where(scored, score, -1.0), scored, var_l
 
 
