@@ -161,9 +161,10 @@ def conditions_of(frames: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(fr["condition"] for fr in frames))
 
 
-def pooled_ause(frames: list[dict[str, Any]], factors: np.ndarray) -> float:
-    e = np.concatenate([fr["error"] for fr in frames])
-    s = np.concatenate([fr["std"] * f for fr, f in zip(frames, factors, strict=True)])
+def pooled_ause(frames: list[dict[str, Any]], factors: Any) -> float:
+    """AUSE over every frame's pixels, frame i's std x ``factors[i]`` (a number, or one per pixel)."""
+    e = np.concatenate([fr["error"] for fr in frames]).astype(np.float64)
+    s = np.concatenate([fr["std"] * f for fr, f in zip(frames, factors, strict=True)]).astype(np.float64)
     return float(ause(e, s)["ause"])
 
 
@@ -219,6 +220,13 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, base: Any, frame
                               two_pass_std_measure=result["measure"],
                               two_pass_std_reference=result["reference"],
                               two_pass_std_exponent=result["chosen"]["b"])
+    return pipeline_coverage(args, pipe, cfg, frames, result["chosen"]["pooled"]["coverage"])
+
+
+def pipeline_coverage(args: argparse.Namespace, pipe: Any, cfg: Any, frames: list[dict[str, Any]],
+                      want: list[float]) -> dict[str, Any]:
+    """The pooled 1 / 2 / 3-std coverage of ``frames`` re-rendered and run through the pipeline with ``cfg``,
+    against the numpy figure ``want`` (the rules' check: within 0.5 point)."""
     pipe.local_refinement = cfg
     h, w = args.size
     ratios, factors = [], []
@@ -232,16 +240,23 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, base: Any, frame
     pipe.max_disparity = None
     ratio = np.concatenate(ratios)
     cov = [float(np.mean(ratio <= k)) for k in KS]
-    want = result["chosen"]["pooled"]["coverage"]
     diff = max(abs(a - b) for a, b in zip(cov, want, strict=True))
     return {"coverage": cov, "numpy_coverage": want, "max_diff": diff, "holds": diff <= 0.005,
             "factor_range": [float(min(factors)), float(max(factors))]}
 
 
-def markdown(res: dict[str, Any]) -> str:
-    def pct(c: list[float]) -> str:
-        return " / ".join(f"{100 * v:.1f}" for v in c)
+def pct(c: list[float]) -> str:
+    """Shares as "a / b / c" percent."""
+    return " / ".join(f"{100 * v:.1f}" for v in c)
 
+
+def pipeline_check_line(check: dict[str, Any]) -> str:
+    return (f"through the pipeline: {pct(check['coverage'])} vs numpy {pct(check['numpy_coverage'])} "
+            f"(max diff {100 * check['max_diff']:.2f} points, holds: {check['holds']}); "
+            f"factors {check['factor_range'][0]:.2f}..{check['factor_range'][1]:.2f}")
+
+
+def markdown(res: dict[str, Any]) -> str:
     fit_ = res["fit"]
     conds = fit_["conditions"]
     lines = [f"frames: {fit_['frames']} ({res['split']}: {', '.join(conds)}), {res['seconds']:.0f} s", "",
@@ -267,10 +282,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", f"pool meeting the goals in every condition: {fit_['pool_size']} settings",
               f"checks: {fit_['checks']}", f"ship: {fit_['ship']}"]
     if "pipeline_check" in res:
-        c = res["pipeline_check"]
-        lines.append(f"through the pipeline: {pct(c['coverage'])} vs numpy {pct(c['numpy_coverage'])} "
-                     f"(max diff {100 * c['max_diff']:.2f} points, holds: {c['holds']}); "
-                     f"factors {c['factor_range'][0]:.2f}..{c['factor_range'][1]:.2f}")
+        lines.append(pipeline_check_line(res["pipeline_check"]))
     return "\n".join(lines)
 
 

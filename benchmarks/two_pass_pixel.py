@@ -26,10 +26,19 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from two_pass_adaptive import CONDITIONS, KS, gap, meets_goals, render  # noqa: E402
+from two_pass_adaptive import (  # noqa: E402
+    CONDITIONS,
+    KS,
+    gap,
+    meets_goals,
+    pct,
+    pipeline_check_line,
+    pipeline_coverage,
+    pooled_ause,
+    render,
+)
 
 from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
-from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 
 #: The rule's constants (rule_pixel.md).
 LEVEL_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(51))
@@ -193,12 +202,6 @@ def coverage_rows(frames: list[dict[str, Any]], fac: list[np.ndarray]) -> dict[s
     return rows
 
 
-def pooled_ause(frames: list[dict[str, Any]], fac: list[np.ndarray]) -> float:
-    e = np.concatenate([fr["error"] for fr in frames]).astype(np.float64)
-    s = np.concatenate([fr["std"] * f for fr, f in zip(frames, fac, strict=True)]).astype(np.float64)
-    return float(ause(e, s)["ause"])
-
-
 def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any], level: float
                     ) -> tuple[dict[str, Any], float, dict[str, Any]]:
     """rule_pixel3.md step 2: compass search over (b', w1, w2, w3, log level) for pooled gap + 10 x the
@@ -295,27 +298,10 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, cfg: Any, frames
     chosen = dataclasses.replace(cfg, two_pass_std_factor=result["setting"]["two_pass_std_factor"],
                                  two_pass_std_exponent=result["setting"]["two_pass_std_exponent"],
                                  two_pass_std_pixel=tuple(result["setting"]["two_pass_std_pixel"]))
-    pipe.local_refinement = chosen
-    h, w = args.size
-    ratios = []
-    for fr in frames:
-        pipe.max_disparity = fr["range"]
-        s = render(fr["seed"], w, h, fr["range"], fr["condition"])
-        r = pipe(s.left, s.right)
-        mask = s.nonoccluded & np.isfinite(s.disparity)
-        ratios.append(np.abs(r.disparity - s.disparity)[mask] / np.maximum(r.disparity_std[mask], 1e-12))
-    pipe.max_disparity = None
-    ratio = np.concatenate(ratios)
-    cov = [float(np.mean(ratio <= k)) for k in KS]
-    want = result["chosen"]["pooled"]["coverage"]
-    diff = max(abs(a - b) for a, b in zip(cov, want, strict=True))
-    return {"coverage": cov, "numpy_coverage": want, "max_diff": diff, "holds": diff <= 0.005}
+    return pipeline_coverage(args, pipe, chosen, frames, result["chosen"]["pooled"]["coverage"])
 
 
 def markdown(res: dict[str, Any]) -> str:
-    def pct(c: list[float]) -> str:
-        return " / ".join(f"{100 * v:.1f}" for v in c)
-
     f = res["fit"]
     conds = f["conditions"]
     sh = f["shape"]
@@ -338,9 +324,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", f"pool meeting the goals in every condition: {f['pool_size']} levels",
               f"checks: {f['checks']}", f"ship: {f['ship']}", f"setting: {f['setting']}"]
     if "pipeline_check" in res:
-        c = res["pipeline_check"]
-        lines.append(f"through the pipeline: {pct(c['coverage'])} vs numpy {pct(c['numpy_coverage'])} "
-                     f"(max diff {100 * c['max_diff']:.2f} points, holds: {c['holds']})")
+        lines.append(pipeline_check_line(res["pipeline_check"]))
     return "\n".join(lines)
 
 

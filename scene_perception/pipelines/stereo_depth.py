@@ -355,10 +355,7 @@ class StereoDepthPipeline:
         cfg = self.local_refinement
         if cfg is None:
             return log_scale, 1.0, math.nan
-        if cfg.two_pass_std_measure == "none" and not cfg.two_pass_std_pixel:
-            log_factor, value = math.log(cfg.two_pass_std_factor), math.nan
-        else:
-            log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before)
+        log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before)
         if isinstance(log_factor, torch.Tensor):
             return log_scale + log_factor, float(torch.exp(log_factor.median())), value
         if log_factor == 0.0:
