@@ -57,6 +57,7 @@ from scene_perception.evaluation.calibration import (
 )
 from scene_perception.evaluation.scene_metrics import expected_calibration_error
 from scene_perception.evaluation.uncertainty import ause
+from scene_perception.pipelines.local_refinement_config import TWO_PASS_PIXEL_LENGTHS
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
@@ -106,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--two-pass-std-factor", type=float, default=None, metavar="F",
                    help="score the pipeline with this two_pass_std_factor instead of the default (1 = old)")
     p.add_argument("--two-pass-pixel", default=None, metavar="W1,W2,W3,Z0,T0,C0",
-                   help="with --two-pass-setting zncc,...: the per-pixel factor's weights and centres "
-                        "(two_pass_pixel.py fits them)")
+                   help="with --two-pass-setting zncc,...: the per-pixel factor's weights and centres, 6 "
+                        "numbers or 10 with the SGBM terms (two_pass_pixel.py fits them)")
     p.add_argument("--two-pass-setting", default=None, metavar="MEASURE,REF,F0,B",
                    help="score a per-frame two-pass factor instead (two_pass_std_measure, _reference, "
                         "two_pass_std_factor, _exponent; two_pass_adaptive.py fits them)")
@@ -173,7 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             args.two_pass_pixel = tuple(float(v) for v in args.two_pass_pixel.split(","))
         except ValueError:
-            p.error(f"--two-pass-pixel wants six numbers, got {args.two_pass_pixel!r}")
+            args.two_pass_pixel = ()
+        if len(args.two_pass_pixel) not in TWO_PASS_PIXEL_LENGTHS:
+            p.error(f"--two-pass-pixel wants 6 or 10 numbers, got {args.two_pass_pixel!r}")
     if args.refinement_std is not None:
         try:
             scale, floor = (float(v) for v in args.refinement_std.split(","))

@@ -7,6 +7,9 @@ This applies ``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_pixel.md
 per pixel, ``log f = log base + b log(m / m_ref) + w . (features - medians)`` over the features of
 ``pipelines/view_agreement.py: pixel_features`` (1 - ZNCC at the refined disparity, texture, the second pass's
 correction), the shape fitted by Laplace NLL, the level by the coverage goals, clipped to [0.5, 8].
+``--free-frame-exponent`` (rule_pixel2.md) also refits the frame term, ``--coverage-search`` (rule_pixel3.md)
+then searches the weights for the goals, ``--sgbm-features`` (rule_pixel4.md, implies both) adds SGBM's
+verdict as two more features (no answer; disagreement with the refined disparity).
 
     python benchmarks/two_pass_pixel.py --json out/two_pass_pixel.json
     python benchmarks/two_pass_pixel.py --quick      # smoke run: tiny pairs
@@ -43,6 +46,8 @@ from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
 #: The rule's constants (rule_pixel.md).
 LEVEL_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(51))
 STRIDE = 4
+#: The features' names, in ``view_agreement.pixel_features``'s order.
+FEATURE_NAMES = ("1 - ZNCC", "texture", "correction", "SGBM silent", "SGBM disagreement")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--coverage-search", action="store_true",
                    help="rule_pixel3.md: then search the weights for the coverage goals (implies "
                         "--free-frame-exponent)")
+    p.add_argument("--sgbm-features", action="store_true",
+                   help="rule_pixel4.md: add SGBM's verdict (no answer; |d - SGBM|) as features (implies "
+                        "--coverage-search)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs at 96x192, range 160")
     args = p.parse_args(argv)
     args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
@@ -69,28 +77,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--conditions must name some of {CONDITIONS}")
     if args.quick:
         args.pairs, args.size, args.ranges = 2, (96, 192), [160.0]
+    args.coverage_search = args.coverage_search or args.sgbm_features
     args.free_frame_exponent = args.free_frame_exponent or args.coverage_search
     return args
 
 
 def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, Any]]:
-    """Per frame (non-occluded pixels): |error|, the std at factor 1, the three features, the frame
-    measure; the features are those the pipeline computes (its own call, captured)."""
+    """Per frame (non-occluded pixels): |error|, the std at factor 1, the three (five with
+    ``--sgbm-features``) features, the frame measure; the features are those the pipeline computes from its
+    own call (captured), the SGBM ones from the candidate its second refinement was offered."""
     from scene_perception.data.splits import held_out_seeds
     from scene_perception.pipelines import view_agreement
 
     h, w = args.size
     seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     # Per-pixel path with all weights 0, base 1 and exponent 0: log f = 0, the std is left at factor 1.
+    n = 5 if args.sgbm_features else 3
     pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=1.0, two_pass_std_measure="zncc",
-                                                two_pass_std_exponent=0.0, two_pass_std_pixel=(0.0,) * 6)
+                                                two_pass_std_exponent=0.0, two_pass_std_pixel=(0.0,) * 2 * n)
     original = view_agreement.two_pass_log_factor
     seen: dict[str, Any] = {}
 
-    def spy(cfg: Any, left: Any, right: Any, disparity: Any, before: Any) -> Any:
+    def spy(cfg: Any, left: Any, right: Any, disparity: Any, before: Any, candidate: Any = None) -> Any:
+        if n == 5 and candidate is None:
+            raise RuntimeError("--sgbm-features needs the SGBM candidate in the second refinement")
         score, _, var_l = view_agreement.zncc_map(left, right, disparity, cfg)
-        seen["features"] = view_agreement.pixel_features(score, var_l, disparity, before).cpu().numpy()
-        return original(cfg, left, right, disparity, before)
+        seen["features"] = view_agreement.pixel_features(score, var_l, disparity, before,
+                                                         candidate if n == 5 else None).cpu().numpy()
+        return original(cfg, left, right, disparity, before, candidate)
 
     view_agreement.two_pass_log_factor = spy
     frames = []
@@ -114,6 +128,12 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
         view_agreement.two_pass_log_factor = original
         pipe.max_disparity = None
     return frames
+
+
+def centred(features: np.ndarray, centre: Any) -> np.ndarray:
+    """``features - centre`` per row, a NaN (the SGBM disagreement where SGBM gave no answer) as 0: the
+    pipeline's reading (``view_agreement.two_pass_log_factor``)."""
+    return np.nan_to_num(features - np.asarray(centre, dtype=np.float64)[:, None], nan=0.0)
 
 
 def frame_log_factor(frames: list[dict[str, Any]], cfg: Any, exponent: float | None = None) -> np.ndarray:
@@ -140,8 +160,8 @@ def fit_shape(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = Fals
     feats = np.concatenate([fr["features"][:, ::STRIDE] for fr in frames], axis=1).astype(np.float64)
     fp = np.concatenate([np.full(fr["error"][::STRIDE].size, v) for fr, v in zip(frames, frame_part,
                                                                                  strict=True)])
-    centre = np.median(feats, axis=1)
-    x = torch.from_numpy(feats - centre[:, None])
+    centre = np.nanmedian(feats, axis=1)
+    x = torch.from_numpy(centred(feats, centre))
     if free_exponent:
         lm = np.concatenate([np.full(fr["error"][::STRIDE].size, _log_measure(fr, cfg)) for fr in frames])
         x = torch.cat([torch.from_numpy(lm)[None], x])
@@ -186,7 +206,7 @@ def factors(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any] | None
             out.append(np.full(fr["error"].size, f, np.float32))
             continue
         w, c = np.array(shape["w"]), np.array(shape["centre"])
-        log_f = fpart + math.log(level) + w @ (fr["features"] - c[:, None])
+        log_f = fpart + math.log(level) + w @ centred(fr["features"].astype(np.float64), c)
         out.append(np.exp(np.clip(log_f, lo, hi)).astype(np.float32))
     return out
 
@@ -204,8 +224,9 @@ def coverage_rows(frames: list[dict[str, Any]], fac: list[np.ndarray]) -> dict[s
 
 def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any], level: float
                     ) -> tuple[dict[str, Any], float, dict[str, Any]]:
-    """rule_pixel3.md step 2: compass search over (b', w1, w2, w3, log level) for pooled gap + 10 x the
-    goal violations per condition, on every ``STRIDE``-th pixel; returns the new shape, level and a trace."""
+    """rule_pixel3.md step 2: compass search over (b', w1..wn, log level) for pooled gap + 10 x the goal
+    violations per condition, on every ``STRIDE``-th pixel (rule_pixel4.md: five weights, at most 800
+    evaluations); returns the new shape, level and a trace."""
     from scene_perception.evaluation.calibration import expected_coverage
     from scene_perception.pipelines.view_agreement import TWO_PASS_PIXEL_RANGE
 
@@ -213,14 +234,14 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
     e = np.concatenate([fr["error"][::STRIDE] for fr in frames]).astype(np.float64)
     sd = np.concatenate([fr["std"][::STRIDE] for fr in frames]).astype(np.float64)
     feats = np.concatenate([fr["features"][:, ::STRIDE] for fr in frames], axis=1).astype(np.float64)
-    feats -= np.array(shape["centre"])[:, None]
+    feats = centred(feats, shape["centre"])
     lm = np.concatenate([np.full(fr["error"][::STRIDE].size, _log_measure(fr, cfg)) for fr in frames])
     cid = np.concatenate([np.full(fr["error"][::STRIDE].size, conds.index(fr["condition"])) for fr in frames])
     lo, hi = (math.log(v) for v in TWO_PASS_PIXEL_RANGE)
     one = expected_coverage(1.0, "laplace")
 
     def objective(x: np.ndarray) -> float:
-        b, w, log_level = max(0.0, x[0]), x[1:4], x[4]
+        b, w, log_level = max(0.0, x[0]), x[1:-1], x[-1]
         log_f = np.clip(math.log(cfg.two_pass_std_factor) + log_level + b * lm + w @ feats, lo, hi)
         r = e / np.maximum(sd * np.exp(log_f), 1e-12)
         pooled = [float(np.mean(r <= k)) for k in KS]
@@ -232,11 +253,12 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
         return gap(pooled) + 10.0 * penalty
 
     x = np.array([shape["exponent"] or 0.0, *shape["w"], math.log(level)])
-    steps0 = np.array([0.05, 0.1, 0.1, 0.1, 0.05])
+    nw = len(shape["w"])
+    steps0 = np.array([0.05, *([0.1] * nw), 0.05])
     steps = steps0.copy()
     best = objective(x)
-    start, evaluations = best, 1
-    while evaluations < 600 and steps[0] > steps0[0] / 64:
+    start, evaluations, limit = best, 1, 600 if nw == 3 else 800
+    while evaluations < limit and steps[0] > steps0[0] / 64:
         improved = False
         for i in range(len(x)):
             for sign in (1.0, -1.0):
@@ -252,8 +274,8 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
                 break
         if not improved:
             steps /= 2.0
-    new_shape = {**shape, "exponent": float(x[0]), "w": [float(v) for v in x[1:4]]}
-    return new_shape, float(math.exp(x[4])), {"objective_start": start, "objective_end": best,
+    new_shape = {**shape, "exponent": float(x[0]), "w": [float(v) for v in x[1:-1]]}
+    return new_shape, float(math.exp(x[-1])), {"objective_start": start, "objective_end": best,
                                               "evaluations": evaluations}
 
 
@@ -307,8 +329,8 @@ def markdown(res: dict[str, Any]) -> str:
     sh = f["shape"]
     lines = [f"frames: {f['frames']} ({res['split']}: {', '.join(conds)}), {res['seconds']:.0f} s", "",
              f"shape (Laplace NLL over {sh['pixels']} pixels): w = {[round(v, 4) for v in sh['w']]} "
-             f"(1 - ZNCC, texture, correction), centres {[round(v, 4) for v in sh['centre']]}, offset "
-             f"{sh['offset']:.4f}, frame exponent {sh['exponent']}; NLL {sh['nll_start']:.4f} -> "
+             f"({', '.join(FEATURE_NAMES[:len(sh['w'])])}), centres {[round(v, 4) for v in sh['centre']]}, "
+             f"offset {sh['offset']:.4f}, frame exponent {sh['exponent']}; NLL {sh['nll_start']:.4f} -> "
              f"{sh['nll_fitted']:.4f}", "",
              "| setting | " + " | ".join(f"{c}, 1/2/3 std %" for c in conds) + " | pooled | gap | AUSE |",
              "|---|" + "---|" * (len(conds) + 3)]
@@ -349,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      "two_pass_std_reference": cfg.two_pass_std_reference,
                                      "two_pass_std_exponent": cfg.two_pass_std_exponent},
                            "free_frame_exponent": args.free_frame_exponent,
-                           "coverage_search": args.coverage_search,
+                           "coverage_search": args.coverage_search, "sgbm_features": args.sgbm_features,
                            "fit": fit(frames, cfg, args.free_frame_exponent, args.coverage_search)}
     res["pipeline_check"] = check_through_pipeline(args, pipe, cfg, frames, res["fit"])
     res["seconds"] = time.perf_counter() - t0

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "LocalRefinementConfig"]
+__all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "TWO_PASS_PIXEL_LENGTHS", "LocalRefinementConfig"]
 
 #: GT-free per-frame measures the two-pass factor may follow (``pipelines/view_agreement.py``).
 TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
+#: ``two_pass_std_pixel``: 3 weights and their centres, or 5 with the SGBM terms (rule_pixel4.md).
+TWO_PASS_PIXEL_LENGTHS = (6, 10)
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,13 @@ class LocalRefinementConfig:
             per two-refinement frame.
         two_pass_std_reference: the measure's value at which the factor is ``two_pass_std_factor`` (> 0).
         two_pass_std_exponent: how fast the factor grows with the measure (0 = constant factor).
-        two_pass_std_pixel: empty = one factor per frame (above); else ``(w1, w2, w3, z0, t0, c0)``: a factor
-            per pixel that also follows what the matching shows there (``view_agreement.py:
-            two_pass_log_factor``; 1 - ZNCC, texture and the second pass's correction, log-scaled and
-            centred on ``z0, t0, c0``); applies only with ``two_pass_std_measure`` ``zncc`` (another
-            measure, or ``none``, switches it off).
+        two_pass_std_pixel: empty = one factor per frame (above); else ``(w1, w2, w3, z0, t0, c0)`` or
+            ``(w1, .., w5, z0, t0, c0, h0, g0)``: a factor per pixel that also follows what the matching
+            shows there (``view_agreement.py: two_pass_log_factor``; 1 - ZNCC, texture and the second pass's
+            correction, log-scaled and centred on ``z0, t0, c0``; the 10-number form adds SGBM's verdict:
+            no answer, and the log disagreement with the refined disparity where it answered); applies only
+            with ``two_pass_std_measure`` ``zncc`` (another measure, or ``none``, switches it off), and the
+            10-number form only when the second refinement had an SGBM candidate (else per frame).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -145,8 +149,8 @@ class LocalRefinementConfig:
             raise ValueError(f"two_pass_std_reference must be finite and > 0, "
                              f"got {self.two_pass_std_reference}")
         pixel = self.two_pass_std_pixel
-        if pixel and (len(pixel) != 6 or not all(math.isfinite(v) for v in pixel)):
-            raise ValueError(f"two_pass_std_pixel must be empty or 6 finite numbers, got {pixel}")
+        if pixel and (len(pixel) not in TWO_PASS_PIXEL_LENGTHS or not all(math.isfinite(v) for v in pixel)):
+            raise ValueError(f"two_pass_std_pixel must be empty or 6 or 10 finite numbers, got {pixel}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
 

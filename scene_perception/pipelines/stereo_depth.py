@@ -339,7 +339,7 @@ class StereoDepthPipeline:
 
     def _two_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
-        before: torch.Tensor,
+        before: torch.Tensor, candidate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float, float]:
         """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
         factor (its median over the frame when it is per pixel) and the view-agreement measure it followed
@@ -350,12 +350,13 @@ class StereoDepthPipeline:
         over-confident.  One factor per frame restores its size without reordering it (AUSE and Spearman
         unchanged within the frame); with ``two_pass_std_measure`` it follows a GT-free measure of how well
         the views agree, with ``two_pass_std_pixel`` also what the matching shows at each pixel
-        (``view_agreement.py``; ``before`` is the disparity the second refinement started from).  Factor 1
-        returns the input itself."""
+        (``view_agreement.py``; ``before`` is the disparity the second refinement started from,
+        ``candidate`` the SGBM disparity it was offered).  Factor 1 returns the input itself."""
         cfg = self.local_refinement
         if cfg is None:
             return log_scale, 1.0, math.nan
-        log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before)
+        log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before,
+                                                                   candidate)
         if isinstance(log_factor, torch.Tensor):
             return log_scale + log_factor, float(torch.exp(log_factor.median())), value
         if log_factor == 0.0:
@@ -458,7 +459,7 @@ class StereoDepthPipeline:
                     disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                             candidate)
                     log_scale_t, two_pass_factor, two_pass_measure = self._two_pass_std(
-                        log_scale_t, left_t, right_t, disparity_t, before)
+                        log_scale_t, left_t, right_t, disparity_t, before, candidate)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,

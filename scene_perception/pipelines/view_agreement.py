@@ -15,9 +15,10 @@ frame: each is computed from the two images and the refined disparity alone, aft
   own window and texture threshold): what the refinement's evidence looked like.
 
 The shipped default is per frame (``zncc``; ``rule_camera.md``).  :func:`two_pass_log_factor` can also set a
-factor per pixel from the ZNCC map, the texture and the second pass's correction (``two_pass_std_pixel``);
-three validation rules did not ship it (``rule_pixel*.md``: it ranks errors better, but the coverage goals
-were not met in every condition), so it is off.
+factor per pixel from the ZNCC map, the texture and the second pass's correction (``two_pass_std_pixel``),
+and from the SGBM candidate's verdict (``rule_pixel4.md``).  Three validation rules did not ship the first
+form (``rule_pixel{,2,3}.md``: it ranks errors better, but the coverage goals were not met in every
+condition), so it is off.
 
 Images are (1, C, H, W) floats in 0..1 on any device, the disparity (1, 1, H, W) px.  A frame with nothing
 to score gives NaN ("unknown"), which :func:`two_pass_factor` treats as "no adjustment".
@@ -91,15 +92,24 @@ def zncc_residual(left: Tensor, right: Tensor, disparity: Tensor, config: LocalR
     return _zncc_median(*zncc_map(left, right, disparity, config), config)
 
 
-def pixel_features(score: Tensor, var_l: Tensor, disparity: Tensor, before: Tensor) -> Tensor:
-    """(3, H, W) per-pixel features of the per-pixel two-pass factor (``two_pass_std_pixel``): log(1 - ZNCC
+def pixel_features(score: Tensor, var_l: Tensor, disparity: Tensor, before: Tensor,
+                   candidate: Tensor | None = None) -> Tensor:
+    """Per-pixel features of the per-pixel two-pass factor (``two_pass_std_pixel``), (3, H, W): log(1 - ZNCC
     + 0.01), log(texture + 0.002) and log(|second-pass correction| + 0.05)
-    (``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_pixel.md``)."""
+    (``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_pixel.md``); with the SGBM ``candidate`` the
+    second refinement was offered, (5, H, W), adding 1 where SGBM gave no disparity (else 0) and
+    log(|disparity - SGBM| + 0.05) where it gave one (NaN where not): SGBM checked its own answers
+    (uniqueness, left-right, speckles), so its silence or its disagreement is evidence of a gross error,
+    which the first three cannot single out (``rule_pixel4.md``)."""
     # ZNCC from box sums can leave [-1, 1] by rounding in weakly textured windows: clamp before the log.
     z = torch.log(1.0 - score.clamp(-1.0, 1.0) + 0.01)
     t = torch.log(var_l.clamp_min(0.0).sqrt() + 0.002)
     c = torch.log(torch.nan_to_num((disparity.float() - before.float()).abs(), nan=0.0) + 0.05)
-    return torch.cat([z, t, c], dim=1)[0]
+    rows = [z, t, c]
+    if candidate is not None:
+        silent = ~torch.isfinite(candidate)
+        rows += [silent.to(z.dtype), torch.log((disparity.float() - candidate.float()).abs() + 0.05)]
+    return torch.cat(rows, dim=1)[0]
 
 
 def measure(name: str, left: Tensor, right: Tensor, disparity: Tensor, config: LocalRefinementConfig
@@ -126,16 +136,19 @@ def two_pass_factor(value: float, base: float, reference: float, exponent: float
 
 
 def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tensor, disparity: Tensor,
-                        before: Tensor) -> tuple[float | Tensor, float]:
+                        before: Tensor, candidate: Tensor | None = None) -> tuple[float | Tensor, float]:
     """The log of the factor for a two-refinement frame's std map and the frame's measure (NaN: none).
 
-    Per frame (``two_pass_std_pixel`` empty, or a measure other than ``zncc``): :func:`two_pass_factor` of
-    the configured measure, a float.
-    Per pixel: ``log f = log base + exponent log(m / reference) + w . (features - medians)`` over
-    :func:`pixel_features`, clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the
-    disparity the second refinement started from."""
+    Per frame (``two_pass_std_pixel`` empty, a measure other than ``zncc``, or the 10-number form without an
+    SGBM ``candidate``): :func:`two_pass_factor` of the configured measure, a float.
+    Per pixel: ``log f = log base + exponent log(m / reference) + w . (features - centres)`` over
+    :func:`pixel_features` (a pixel SGBM left without a disparity adds nothing for the disagreement term),
+    clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the disparity the second
+    refinement started from, ``candidate`` SGBM's disparity it was offered (NaN = no answer)."""
     cfg = config
-    if not cfg.two_pass_std_pixel or cfg.two_pass_std_measure != "zncc":
+    pixel = cfg.two_pass_std_pixel
+    n = len(pixel) // 2
+    if not pixel or cfg.two_pass_std_measure != "zncc" or (n == 5 and candidate is None):
         value = measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
         factor = two_pass_factor(value, cfg.two_pass_std_factor, cfg.two_pass_std_reference,
                                  cfg.two_pass_std_exponent)
@@ -145,9 +158,11 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
     log_f = math.log(cfg.two_pass_std_factor)
     if cfg.two_pass_std_exponent and math.isfinite(value) and value > 0.0:
         log_f += cfg.two_pass_std_exponent * math.log(value / cfg.two_pass_std_reference)
-    w1, w2, w3, z0, t0, c0 = cfg.two_pass_std_pixel
-    feats = pixel_features(score, var_l, disparity, before)
-    per_pixel = log_f + w1 * (feats[0] - z0) + w2 * (feats[1] - t0) + w3 * (feats[2] - c0)
+    feats = pixel_features(score, var_l, disparity, before, candidate if n == 5 else None)
+    per_pixel = torch.full_like(feats[0], log_f)
+    for i, (w, centre) in enumerate(zip(pixel[:n], pixel[n:], strict=True)):
+        term = w * (feats[i] - centre)
+        per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i == 4 else term)
     lo, hi = TWO_PASS_PIXEL_RANGE
     per_pixel = torch.nan_to_num(per_pixel, nan=log_f)  # never a NaN std from a feature
     return per_pixel.clamp(math.log(lo), math.log(hi))[None, None], value
