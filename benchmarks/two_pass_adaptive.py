@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def rule_camera_setting(cfg: Any) -> Any:
+    """``cfg`` with ``rule_camera.md``'s per-frame factor (zncc, 0.09351, 3.35, 0.25): the default until
+    ``rule_pixel4.md`` shipped a per-pixel one, and the baseline of every per-pixel rule."""
+    return dataclasses.replace(cfg, two_pass_std_measure="zncc", two_pass_std_reference=0.09351,
+                               two_pass_std_factor=3.35, two_pass_std_exponent=0.25, two_pass_std_pixel=())
+
+
 def render(seed: int, width: int, height: int, max_disparity: float, condition: str) -> Any:
     """One validation / test pair in ``condition`` (``CONDITIONS``)."""
     from scene_perception.data.augment import view_effects_pair
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipe = setup.pipeline
     if any(r <= pipe.network_max_disparity for r in args.ranges):
         raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
-    base = DEFAULT_LOCAL_REFINEMENT
+    base = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_pixel=())  # this fits a per-frame form
     t0 = time.perf_counter()
     frames = collect(args, pipe, base)
     res: dict[str, Any] = {"split": args.split, "size": list(args.size), "ranges": args.ranges,

@@ -39,6 +39,7 @@ from two_pass_adaptive import (  # noqa: E402
     pipeline_coverage,
     pooled_ause,
     render,
+    rule_camera_setting,
 )
 
 from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
@@ -93,8 +94,10 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     # Per-pixel path with all weights 0, base 1 and exponent 0: log f = 0, the std is left at factor 1.
     n = 5 if args.sgbm_features else 3
+    # Base 1, exponent 0 (12-number form: its own), every weight 0: the std is left at factor 1.
+    zeros = (1.0, 0.0, *(0.0,) * 10) if n == 5 else (0.0,) * 6
     pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=1.0, two_pass_std_measure="zncc",
-                                                two_pass_std_exponent=0.0, two_pass_std_pixel=(0.0,) * 2 * n)
+                                                two_pass_std_exponent=0.0, two_pass_std_pixel=zeros)
     original = view_agreement.two_pass_log_factor
     seen: dict[str, Any] = {}
 
@@ -304,9 +307,12 @@ def fit(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False, sea
               "c_ause_not_worse": best["ause"] <= today["ause"]}
     w, c = shape["w"], shape["centre"]
     exponent = cfg.two_pass_std_exponent if shape["exponent"] is None else shape["exponent"]
-    setting = {"two_pass_std_factor": round(cfg.two_pass_std_factor * best["level"], 6),
-               "two_pass_std_exponent": round(exponent, 6),
-               "two_pass_std_pixel": [round(v, 6) for v in (*w, *c)]}
+    base = round(cfg.two_pass_std_factor * best["level"], 6)
+    numbers = [round(v, 6) for v in (*w, *c)]
+    if len(w) == 5:  # the 12-number form carries its own base and exponent (rule_pixel4.md)
+        numbers = [base, round(exponent, 6), *numbers]
+    setting = {"two_pass_std_factor": base, "two_pass_std_exponent": round(exponent, 6),
+               "two_pass_std_pixel": numbers}
     return {"conditions": conds, "frames": len(frames), "shape": shape, "today": today, "chosen": best,
             "search": search_trace,
             "pool_size": len(pool), "checks": checks, "ship": all(checks.values()), "setting": setting,
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                   compute_points=False)
     pipe = setup.pipeline
-    cfg = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_pixel=())  # today: per frame
+    cfg = rule_camera_setting(DEFAULT_LOCAL_REFINEMENT)  # the baseline of every per-pixel rule
     t0 = time.perf_counter()
     frames = collect(args, pipe, cfg)
     res: dict[str, Any] = {"split": args.split, "size": list(args.size), "ranges": args.ranges,

@@ -85,23 +85,28 @@ def test_one_refinement_path_is_bit_identical_whatever_the_factor() -> None:
 def test_shipped_two_pass_factor_is_the_validation_fit() -> None:
     """The constant the first rule chose (1.5) was the default until the per-frame rules shipped; the default
     now is exactly what the last shipped rule chose on validation (per frame: two_pass_adaptive.py's JSON;
-    per pixel: two_pass_pixel.py's), and the default pipeline's two-refinement std is that factor times the
-    old (factor 1) std."""
+    per pixel: two_pass_pixel.py's; a 12-number per-pixel setting carries its own base and exponent and
+    leaves the per-frame fields to the last per-frame fit, its fallback without an SGBM candidate), and the
+    default pipeline's two-refinement std is that factor times the old (factor 1) std."""
     old_fit = json.loads(_FIT.read_text(encoding="utf-8"))["disparity"]["two_pass"]["fit"]
     assert old_fit["change_default"] and old_fit["chosen"]["factor"] == pytest.approx(1.5)
     frame_fits = [json.loads(path.read_text(encoding="utf-8"))["fit"] for path in _ADAPTIVE_FITS]
     frame_shipped = [f for f in frame_fits if f["ship"]]
     pixel_fits = [json.loads((_ADAPTIVE / f"validation_{n}.json").read_text(encoding="utf-8"))["fit"]
-                  for n in ("pixel", "pixel2", "pixel3")]
+                  for n in ("pixel", "pixel2", "pixel3", "pixel4")]
     pixel_shipped = [f for f in pixel_fits if f["ship"]]
     cfg = DEFAULT_LOCAL_REFINEMENT
     if pixel_shipped:
         chosen = pixel_shipped[-1]["setting"]
         assert all(pixel_shipped[-1]["checks"].values()) and cfg.two_pass_std_measure == "zncc"
         assert list(cfg.two_pass_std_pixel) == pytest.approx(chosen["two_pass_std_pixel"])
-        assert (cfg.two_pass_std_factor, cfg.two_pass_std_exponent) == pytest.approx(
-            (chosen["two_pass_std_factor"], chosen["two_pass_std_exponent"]))
         assert cfg.two_pass_std_reference == pytest.approx(frame_shipped[-1]["reference"], rel=1e-4)
+        per_frame = (chosen["two_pass_std_factor"], chosen["two_pass_std_exponent"])
+        if len(chosen["two_pass_std_pixel"]) == 12:
+            assert tuple(chosen["two_pass_std_pixel"][:2]) == pytest.approx(per_frame)
+            fit = frame_shipped[-1]
+            per_frame = (fit["chosen"]["f0"], fit["chosen"]["b"])
+        assert (cfg.two_pass_std_factor, cfg.two_pass_std_exponent) == pytest.approx(per_frame)
     elif frame_shipped:
         fit = frame_shipped[-1]
         assert all(fit["checks"].values()) and cfg.two_pass_std_pixel == ()

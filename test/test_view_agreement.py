@@ -110,6 +110,51 @@ def test_pixel_features_and_the_per_pixel_factor() -> None:
     assert isinstance(per_frame, float)
     with pytest.raises(ValueError, match="two_pass_std_pixel"):
         LocalRefinementConfig(two_pass_std_pixel=(1.0, 2.0))
+    with pytest.raises(ValueError, match="two_pass_std_pixel"):
+        LocalRefinementConfig(two_pass_std_pixel=(1.0,) * 11 + (math.nan,))
+    with pytest.raises(ValueError, match="base must be > 0"):
+        LocalRefinementConfig(two_pass_std_pixel=(0.0,) * 12)
+    with pytest.raises(ValueError, match="two_pass_std_pixel"):
+        LocalRefinementConfig(two_pass_std_pixel=(1.0,) * 10)
+
+
+def test_sgbm_features_and_the_twelve_number_form() -> None:
+    """With SGBM's candidate: feature 4 is 1 exactly where SGBM gave no disparity, feature 5 its log
+    disagreement there where it gave one (NaN elsewhere); the 12-number setting uses its own base and
+    exponent, raises the factor by w4 (1 - h0) where SGBM was silent and by w5 per log px of disagreement,
+    adds nothing for the disagreement of a silent pixel, and without a candidate falls back to the per-frame
+    fields (a different base)."""
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    left, right, disp = _pair(0.01)
+    score, _, var_l = va.zncc_map(left, right, disp, cfg)
+    candidate = disp.clone()
+    candidate[..., :, :40] = float("nan")  # SGBM silent on the left strip
+    candidate[..., :, 100:] += 4.0  # and 4 px off on the right one
+    feats = va.pixel_features(score, var_l, disp, disp, candidate)
+    assert feats.shape == (5, *left.shape[2:])
+    assert bool((feats[3, :, :40] == 1).all()) and bool((feats[3, :, 40:] == 0).all())
+    assert bool(feats[4, :, :40].isnan().all())
+    assert torch.allclose(feats[4, :, 40:100], torch.full_like(feats[4, :, 40:100], math.log(0.05)))
+    assert torch.allclose(feats[4, :, 100:], torch.full_like(feats[4, :, 100:], math.log(4.05)))
+    assert torch.equal(feats[:3], va.pixel_features(score, var_l, disp, disp))
+    centre = [float(v) for v in feats[:3].flatten(1).median(dim=1).values]
+    g0 = math.log(0.05)
+    setting = (2.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.1, *centre, 0.0, g0)
+    ten = dataclasses.replace(cfg, two_pass_std_pixel=setting, two_pass_std_factor=3.0)
+    assert va.pixel_setting(ten) == (2.0, 0.0, (0.0, 0.0, 0.0, 0.5, 0.1), (*centre, 0.0, g0))
+    log_f, _ = va.two_pass_log_factor(ten, left, right, disp, disp, candidate)
+    base = math.log(2.0)
+    assert isinstance(log_f, torch.Tensor)
+    assert torch.allclose(log_f[0, 0, :, :40], torch.full((96, 40), base + 0.5))
+    assert torch.allclose(log_f[0, 0, :, 40:100], torch.full((96, 60), base))
+    assert torch.allclose(log_f[0, 0, :, 100:], torch.full((96, 60), base + 0.1 * (math.log(4.05) - g0)))
+    per_frame, value = va.two_pass_log_factor(ten, left, right, disp, disp, None)
+    assert isinstance(per_frame, float)
+    assert per_frame == pytest.approx(math.log(va.two_pass_factor(value, 3.0, ten.two_pass_std_reference,
+                                                                  ten.two_pass_std_exponent)))
+    six = dataclasses.replace(ten, two_pass_std_pixel=(0.0, 0.0, 0.0, *centre))
+    assert va.pixel_setting(six)[:2] == (3.0, ten.two_pass_std_exponent)
+    assert isinstance(va.two_pass_log_factor(six, left, right, disp, disp, None)[0], torch.Tensor)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -144,7 +189,7 @@ def test_pipeline_applies_the_per_frame_factor_on_the_two_refinement_path_only()
     """Two refinements (range 256 > the stand-in's 128 px): the std is the frame's factor x the std of the
     same run at factor 1, the factor follows the measure (noisier views, larger factor), the disparity is
     untouched; one refinement: factor 1 and no measure computed."""
-    off = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0)
+    off = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_factor=1.0, two_pass_std_pixel=())
     on = dataclasses.replace(off, two_pass_std_factor=2.0, two_pass_std_measure="zncc",
                              two_pass_std_reference=0.05, two_pass_std_exponent=0.5)
     factors = []
@@ -158,13 +203,38 @@ def test_pipeline_applies_the_per_frame_factor_on_the_two_refinement_path_only()
     assert factors[1] > factors[0]
     single = _run(on, 0.03, None)
     assert single.scale == 1.0 and single.two_pass_factor == 1.0 and math.isnan(single.two_pass_measure)
+    assert not (rf.two_pass_per_pixel or single.two_pass_per_pixel)
+
+
+def test_pipeline_default_is_per_pixel_with_the_sgbm_candidate_and_per_frame_without() -> None:
+    """The shipped setting (rule_pixel4.md): a factor map within the clip on the two-refinement path, its
+    median reported; with the SGBM candidate off, one factor per frame from the per-frame fields
+    (rule_camera.md's setting)."""
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    assert len(cfg.two_pass_std_pixel) == 12 and cfg.sgbm_candidate
+    one = dataclasses.replace(cfg, two_pass_std_factor=1.0, two_pass_std_exponent=0.0, two_pass_std_pixel=())
+    r1, r = _run(one, 0.01, 256.0), _run(cfg, 0.01, 256.0)
+    assert r.two_pass_per_pixel and r.scale == pytest.approx(0.5)
+    np.testing.assert_array_equal(r.disparity, r1.disparity)
+    both = np.isfinite(r.disparity_std) & (r1.disparity_std > 0)
+    ratio = r.disparity_std[both] / r1.disparity_std[both]
+    lo, hi = va.TWO_PASS_PIXEL_RANGE
+    assert ratio.min() >= lo - 1e-5 and ratio.max() <= hi + 1e-5 and ratio.max() > ratio.min() * 1.05
+    assert float(np.median(ratio)) == pytest.approx(r.two_pass_factor, rel=0.02)
+    no_sgbm = dataclasses.replace(cfg, sgbm_candidate=False)
+    rn, rn1 = _run(no_sgbm, 0.01, 256.0), _run(dataclasses.replace(one, sgbm_candidate=False), 0.01, 256.0)
+    assert not rn.two_pass_per_pixel
+    assert rn.two_pass_factor == pytest.approx(va.two_pass_factor(
+        rn.two_pass_measure, cfg.two_pass_std_factor, cfg.two_pass_std_reference, cfg.two_pass_std_exponent))
+    np.testing.assert_allclose(rn.disparity_std, rn.two_pass_factor * rn1.disparity_std, rtol=1e-5)
 
 
 @pytest.mark.ros
 @pytest.mark.slow
 def test_node_reports_the_frames_two_pass_factor_and_takes_the_measure_live() -> None:
     """A real node on a pair that needs more range than the network's: /diagnostics names the frame's factor
-    and measure; with the measure switched off live the published std grows by the constant factor alone."""
+    (the median of the shipped per-pixel map) and measure; switched to per frame live, the published std is
+    the per-frame factor times the same std; with the measure off, the constant factor alone."""
     from rclpy.parameter import Parameter
     from rosutil import Driver, RosHarness, last_status, make_camera, send, stereo_messages
 
@@ -187,27 +257,38 @@ def test_node_reports_the_frames_two_pass_factor_and_takes_the_measure_live() ->
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         harness.spin_for(1.0)
 
-        def frame(stamp_s: int) -> tuple[np.ndarray, dict[str, str]]:
-            driver.got["diag"].clear()
+        def frame(stamp_s: int, previous: str = "") -> tuple[np.ndarray, dict[str, str]]:
+            """Send one pair; its std image and the first status that reports a factor other than the
+            previous frame's text (a status queued before the frame could still say that)."""
             msgs = stereo_messages(s.left, s.right, camera, stamp_s * 10**9)
             assert send(harness, driver, msgs, timeout=60)
+            driver.got["diag"].clear()  # after the frame's outputs
 
             def reported() -> bool:
                 st = last_status(driver, "two_pass_stereo")
-                return st is not None and any(kv.key == KEY for kv in st.values)
+                return st is not None and any(kv.key == KEY and kv.value != previous for kv in st.values)
 
             assert harness.spin_until(reported, 10), last_status(driver, "two_pass_stereo")
             values = {kv.key: kv.value for kv in last_status(driver, "two_pass_stereo").values}
             return image_to_numpy(driver.got["uncertainty"][-1]).astype(np.float32), values
 
-        std_zncc, values = frame(1)
+        std_pixel, values = frame(1)
         text = values[KEY]
-        assert "zncc" in text, text
+        assert "median per pixel" in text and "zncc" in text, text
+        assert va.TWO_PASS_PIXEL_RANGE[0] <= float(text.split()[0]) <= va.TWO_PASS_PIXEL_RANGE[1]
+        per_pixel = "local_refinement.two_pass_std_per_pixel"
+        assert node.set_parameters([Parameter(per_pixel, value=False)])[0].successful
+        std_zncc, values = frame(2, text)
+        text = values[KEY]
+        assert "per pixel" not in text and "zncc" in text, text
         factor = float(text.split()[0])
         assert 1.0 <= factor <= 6.0
+        both = np.isfinite(std_pixel) & np.isfinite(std_zncc)
+        assert both.mean() > 0.3
+        assert float(np.ptp(std_pixel[both] / std_zncc[both])) > 0.05  # the map is not one factor
         measure = "local_refinement.two_pass_std_measure"
         assert node.set_parameters([Parameter(measure, value="none")])[0].successful
-        std_const, values = frame(2)
+        std_const, values = frame(3, text)
         assert values[KEY] == f"{DEFAULT_LOCAL_REFINEMENT.two_pass_std_factor:.2f}"
         both = np.isfinite(std_zncc) & np.isfinite(std_const)
         assert both.mean() > 0.3
@@ -251,6 +332,10 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_start"] + 1e-9
     assert pixel["pipeline_check"]["holds"], pixel["pipeline_check"]
     assert len(pixel["fit"]["setting"]["two_pass_std_pixel"]) == 6
+    sgbm = load("two_pass_pixel").main(["--quick", "--threads", "1", "--sgbm-features"])
+    assert len(sgbm["fit"]["shape"]["w"]) == 5 and sgbm["fit"]["search"]["evaluations"] > 1
+    assert sgbm["pipeline_check"]["holds"], sgbm["pipeline_check"]
+    assert len(sgbm["fit"]["setting"]["two_pass_std_pixel"]) == 12
     setting = f"zncc,{0.04},{2.0},{0.5}"
     cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
                                     "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", "",

@@ -14,8 +14,9 @@ __all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "TWO_PASS_PIXEL_LENG
 
 #: GT-free per-frame measures the two-pass factor may follow (``pipelines/view_agreement.py``).
 TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
-#: ``two_pass_std_pixel``: 3 weights and their centres, or 5 with the SGBM terms (rule_pixel4.md).
-TWO_PASS_PIXEL_LENGTHS = (6, 10)
+#: ``two_pass_std_pixel``: 3 weights and their centres, or its own base and exponent and 5 weights (with the
+#: SGBM terms) and their centres (rule_pixel4.md).
+TWO_PASS_PIXEL_LENGTHS = (6, 12)
 
 
 @dataclass(frozen=True)
@@ -71,22 +72,27 @@ class LocalRefinementConfig:
             ``clip(two_pass_std_factor * (m / two_pass_std_reference) ** two_pass_std_exponent, 1, 6)``.
             Why: a camera's gain, bias and noise make the second refinement's corrections less exact than
             on clean renders, so one constant is either too small for real views or too large for clean
-            ones.  Default ``zncc`` (median 1 - ZNCC at the refined disparity), base 3.35, reference
-            0.09351, exponent 0.25: chosen on 180 validation frames (exact, with nuisance, and with nuisance
-            and the camera effects of ``data/augment.py: VIEW_EFFECTS``) by the rule
+            ones.  Per frame, ``zncc`` (median 1 - ZNCC at the refined disparity), base 3.35, reference
+            0.09351, exponent 0.25 was chosen on 180 validation frames (exact, with nuisance, and with
+            nuisance and the camera effects of ``data/augment.py: VIEW_EFFECTS``) by the rule
             ``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_camera.md``; within 1 / 2 / 3 std at
-            the constant 1.5: exact 78.5 / 90.4 / 94.2 %, nuisance 58.7 / 77.9 / 88.6 %; now 82.3 / 92.7 /
-            95.5, 84.6 / 94.4 / 96.2 and camera 77.2 / 90.0 / 93.3 %.  Costs one ZNCC pass at full size
-            per two-refinement frame.
+            the constant 1.5: exact 78.5 / 90.4 / 94.2 %, nuisance 58.7 / 77.9 / 88.6 %; then 82.3 / 92.7 /
+            95.5, 84.6 / 94.4 / 96.2 and camera 77.2 / 90.0 / 93.3 %.  With the SGBM candidate the default
+            is per pixel (``two_pass_std_pixel``, ``rule_pixel4.md``): 81.3 / 92.9 / 96.2, 81.1 / 93.6 /
+            96.1 and 75.2 / 90.0 / 94.0 % on the same frames, pooled AUSE 0.180 -> 0.165, but more
+            over-confident on the real pairs (Aloe full input 2 std 85.5 -> 78.2 %).  Costs one ZNCC pass
+            at full size per two-refinement frame.
         two_pass_std_reference: the measure's value at which the factor is ``two_pass_std_factor`` (> 0).
         two_pass_std_exponent: how fast the factor grows with the measure (0 = constant factor).
         two_pass_std_pixel: empty = one factor per frame (above); else ``(w1, w2, w3, z0, t0, c0)`` or
-            ``(w1, .., w5, z0, t0, c0, h0, g0)``: a factor per pixel that also follows what the matching
-            shows there (``view_agreement.py: two_pass_log_factor``; 1 - ZNCC, texture and the second pass's
-            correction, log-scaled and centred on ``z0, t0, c0``; the 10-number form adds SGBM's verdict:
-            no answer, and the log disagreement with the refined disparity where it answered); applies only
-            with ``two_pass_std_measure`` ``zncc`` (another measure, or ``none``, switches it off), and the
-            10-number form only when the second refinement had an SGBM candidate (else per frame).
+            ``(base, exponent, w1, .., w5, z0, t0, c0, h0, g0)``: a factor per pixel that also follows what
+            the matching shows there (``view_agreement.py: two_pass_log_factor``; 1 - ZNCC, texture and the
+            second pass's correction, log-scaled and centred on ``z0, t0, c0``; the 12-number form adds
+            SGBM's verdict: no answer, and the log disagreement with the refined disparity where it
+            answered, and carries its own base and exponent in place of the per-frame fields'); applies
+            only with ``two_pass_std_measure`` ``zncc`` (another measure, or ``none``, switches it off), the
+            12-number form only when the second refinement had an SGBM candidate: without one (a GPU engine
+            without ``sgbm_on_accelerator``) the frame gets the per-frame factor of the fields above.
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -111,13 +117,16 @@ class LocalRefinementConfig:
     fill_border: bool = True
     uncertainty_scale: float = 0.25
     correction_std: float = 0.3
-    # Fitted together on validation renders: exact, with a camera's nuisance, and through its effects
-    # (2026-12-06 rule_camera.md; rule.md chose 2.15, 0.041566, 0.1 from the first two).
+    # Fitted on validation renders: exact, with a camera's nuisance, and through its effects.  Per frame
+    # (rule_camera.md; rule.md chose 2.15, 0.041566, 0.1 from the first two), the setting without an SGBM
+    # candidate; per pixel with SGBM's verdict (rule_pixel4.md: base 2.68, exponent 0.107441) with one.
     two_pass_std_factor: float = 3.35
     two_pass_std_measure: str = "zncc"
     two_pass_std_reference: float = 0.09351
     two_pass_std_exponent: float = 0.25
-    two_pass_std_pixel: tuple[float, ...] = ()
+    two_pass_std_pixel: tuple[float, ...] = (2.68, 0.107441,  # base, exponent
+                                             0.129981, -0.058904, -0.10319, 0.495106, 0.323321,  # weights
+                                             -2.461694, -4.066388, -1.376649, 0.0, -0.938532)  # centres
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -150,7 +159,10 @@ class LocalRefinementConfig:
                              f"got {self.two_pass_std_reference}")
         pixel = self.two_pass_std_pixel
         if pixel and (len(pixel) not in TWO_PASS_PIXEL_LENGTHS or not all(math.isfinite(v) for v in pixel)):
-            raise ValueError(f"two_pass_std_pixel must be empty or 6 or 10 finite numbers, got {pixel}")
+            raise ValueError(f"two_pass_std_pixel must be empty or 6 or 12 finite numbers, got {pixel}")
+        if len(pixel) == 12 and not (pixel[0] > 0.0 and 0.0 <= pixel[1] <= 10.0):
+            raise ValueError(f"two_pass_std_pixel's base must be > 0 and its exponent in [0, 10], "
+                             f"got {pixel[:2]}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
 

@@ -91,6 +91,8 @@ class StereoDepthResult:
             the pipeline refined once or not at all; its median over the frame when it is per pixel).
         two_pass_measure: the view-agreement measure that factor followed (``two_pass_std_measure``);
             NaN when none was computed.
+        two_pass_per_pixel: the factor was a map, one value per pixel (``two_pass_std_pixel``), rather than
+            one per frame.
         far_mask: bool (H, W), the pixels the far head put beyond the matcher's range (None without a
             head): the depth image may carry them as +Inf (REP 117 "too far") instead of NaN.
         saturated_mask: bool (H, W), the pixels whose disparity sat at the top of the searched range
@@ -112,6 +114,7 @@ class StereoDepthResult:
     scale: float = 1.0
     two_pass_factor: float = 1.0
     two_pass_measure: float = math.nan
+    two_pass_per_pixel: bool = False
     far_mask: np.ndarray | None = None
     saturated_mask: np.ndarray | None = None
 
@@ -340,10 +343,10 @@ class StereoDepthPipeline:
     def _two_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
         before: torch.Tensor, candidate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, float, float]:
+    ) -> tuple[torch.Tensor, float, float, bool]:
         """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
-        factor (its median over the frame when it is per pixel) and the view-agreement measure it followed
-        (NaN when none).
+        factor (its median over the frame when it is per pixel), the view-agreement measure it followed
+        (NaN when none) and whether the factor was per pixel.
 
         Only the two-refinement path (network below full scale) calls this: each refinement shrinks the
         std of the pixels it changed, so there most pixels get ``uncertainty_scale`` twice and the std is
@@ -354,14 +357,14 @@ class StereoDepthPipeline:
         ``candidate`` the SGBM disparity it was offered).  Factor 1 returns the input itself."""
         cfg = self.local_refinement
         if cfg is None:
-            return log_scale, 1.0, math.nan
+            return log_scale, 1.0, math.nan, False
         log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before,
                                                                    candidate)
         if isinstance(log_factor, torch.Tensor):
-            return log_scale + log_factor, float(torch.exp(log_factor.median())), value
+            return log_scale + log_factor, float(torch.exp(log_factor.median())), value, True
         if log_factor == 0.0:
-            return log_scale, 1.0, value
-        return log_scale + log_factor, math.exp(log_factor), value
+            return log_scale, 1.0, value, False
+        return log_scale + log_factor, math.exp(log_factor), value, False
 
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
@@ -412,7 +415,7 @@ class StereoDepthPipeline:
             )
 
         scale = self.network_scale(h, w)
-        two_pass_factor, two_pass_measure = 1.0, math.nan
+        two_pass_factor, two_pass_measure, two_pass_per_pixel = 1.0, math.nan, False
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             left_n = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
@@ -458,7 +461,7 @@ class StereoDepthPipeline:
                     before = disparity_t
                     disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                             candidate)
-                    log_scale_t, two_pass_factor, two_pass_measure = self._two_pass_std(
+                    log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
                         log_scale_t, left_t, right_t, disparity_t, before, candidate)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
@@ -473,6 +476,7 @@ class StereoDepthPipeline:
             saturated=int(host["saturated"].sum()), far=0 if host["far"] is None else int(host["far"].sum()),
             max_disparity=searched_max, min_disparity=min_disparity,
             scale=scale, two_pass_factor=two_pass_factor, two_pass_measure=two_pass_measure,
+            two_pass_per_pixel=two_pass_per_pixel,
             far_mask=host["far"], saturated_mask=host["saturated"],
         )
 

@@ -37,8 +37,8 @@ from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES
 from scene_perception.pipelines.quality import photometric_residual
 
 __all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "measure", "noise_sigma",
-           "photometric_median", "pixel_features", "two_pass_factor", "two_pass_log_factor", "zncc_map",
-           "zncc_residual"]
+           "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor", "two_pass_log_factor",
+           "zncc_map", "zncc_residual"]
 
 #: The measures :func:`measure` knows ("none" turns the adjustment off).
 MEASURES = TWO_PASS_MEASURES
@@ -135,32 +135,46 @@ def two_pass_factor(value: float, base: float, reference: float, exponent: float
     return min(hi, max(lo, base * (value / reference) ** exponent))
 
 
+def pixel_setting(config: LocalRefinementConfig) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:
+    """``(base, exponent, weights, centres)`` of a per-pixel ``two_pass_std_pixel``: the 6-number form
+    takes base and exponent from the per-frame fields, the 12-number form carries its own (so the per-frame
+    fields stay the validated per-frame setting it falls back to)."""
+    pixel = tuple(config.two_pass_std_pixel)
+    if len(pixel) == 12:
+        base, exponent, rest = pixel[0], pixel[1], pixel[2:]
+    else:
+        base, exponent, rest = config.two_pass_std_factor, config.two_pass_std_exponent, pixel
+    n = len(rest) // 2
+    return base, exponent, rest[:n], rest[n:]
+
+
 def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tensor, disparity: Tensor,
                         before: Tensor, candidate: Tensor | None = None) -> tuple[float | Tensor, float]:
     """The log of the factor for a two-refinement frame's std map and the frame's measure (NaN: none).
 
-    Per frame (``two_pass_std_pixel`` empty, a measure other than ``zncc``, or the 10-number form without an
-    SGBM ``candidate``): :func:`two_pass_factor` of the configured measure, a float.
+    Per frame (``two_pass_std_pixel`` empty, a measure other than ``zncc``, or the 12-number form without an
+    SGBM ``candidate``): :func:`two_pass_factor` of the configured measure and the per-frame fields, a float.
     Per pixel: ``log f = log base + exponent log(m / reference) + w . (features - centres)`` over
-    :func:`pixel_features` (a pixel SGBM left without a disparity adds nothing for the disagreement term),
-    clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the disparity the second
-    refinement started from, ``candidate`` SGBM's disparity it was offered (NaN = no answer)."""
+    :func:`pixel_features` (:func:`pixel_setting`; a pixel SGBM left without a disparity adds nothing for
+    the disagreement term), clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the
+    disparity the second refinement started from, ``candidate`` SGBM's disparity it was offered (NaN = no
+    answer)."""
     cfg = config
     pixel = cfg.two_pass_std_pixel
-    n = len(pixel) // 2
-    if not pixel or cfg.two_pass_std_measure != "zncc" or (n == 5 and candidate is None):
+    if not pixel or cfg.two_pass_std_measure != "zncc" or (len(pixel) == 12 and candidate is None):
         value = measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
         factor = two_pass_factor(value, cfg.two_pass_std_factor, cfg.two_pass_std_reference,
                                  cfg.two_pass_std_exponent)
         return math.log(factor), value
+    base, exponent, weights, centres = pixel_setting(cfg)
     score, scored, var_l = zncc_map(left, right, disparity, cfg)
     value = _zncc_median(score, scored, var_l, cfg)
-    log_f = math.log(cfg.two_pass_std_factor)
-    if cfg.two_pass_std_exponent and math.isfinite(value) and value > 0.0:
-        log_f += cfg.two_pass_std_exponent * math.log(value / cfg.two_pass_std_reference)
-    feats = pixel_features(score, var_l, disparity, before, candidate if n == 5 else None)
+    log_f = math.log(base)
+    if exponent and math.isfinite(value) and value > 0.0:
+        log_f += exponent * math.log(value / cfg.two_pass_std_reference)
+    feats = pixel_features(score, var_l, disparity, before, candidate if len(weights) == 5 else None)
     per_pixel = torch.full_like(feats[0], log_f)
-    for i, (w, centre) in enumerate(zip(pixel[:n], pixel[n:], strict=True)):
+    for i, (w, centre) in enumerate(zip(weights, centres, strict=True)):
         term = w * (feats[i] - centre)
         per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i == 4 else term)
     lo, hi = TWO_PASS_PIXEL_RANGE

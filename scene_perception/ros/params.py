@@ -341,6 +341,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.two_pass_std_per_pixel",
+        bool(_REFINE.two_pass_std_pixel),
+        "With two_pass_std_measure zncc and the SGBM candidate on: the two-refinement factor is a map, per "
+        "pixel also following 1 - ZNCC, texture, the second pass's correction and SGBM's verdict (no "
+        "answer, disagreement), with the shipped weights (docs/calibration.md); false, or without the "
+        "candidate: one factor per frame from two_pass_std_factor and _exponent.",
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.sgbm_candidate",
         _REFINE.sgbm_candidate,
         "Before the rounds, offer each pixel OpenCV SGBM's disparity (CPU, the network's range); it is "
@@ -368,6 +377,9 @@ def local_refinement_config(values: dict[str, Any]) -> LocalRefinementConfig | N
         for name in (s.name for s in LOCAL_REFINEMENT_PARAMS)
         if name != "local_refinement.enabled"
     }
+    # A switch, not the weights: they are fitted together with the base and exponent (rule_pixel4.md).
+    per_pixel = fields.pop("two_pass_std_per_pixel")
+    fields["two_pass_std_pixel"] = _REFINE.two_pass_std_pixel if per_pixel else ()
     return LocalRefinementConfig(**fields)
 
 

@@ -78,7 +78,8 @@ class StereoDepthNode(StereoNodeBase):
         self.model_info: Any = None
         self.backend_choice: Any = None
         self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
-        self._two_pass: tuple[float, float] | None = None  # the last frame's (factor, measure)
+        # The last frame's (factor, measure, per pixel, the measure's name then).
+        self._two_pass: tuple[float, float, bool, str] | None = None
         self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
         self._far_head: Any = None  # ModelInfo of the far head in use
@@ -232,7 +233,9 @@ class StereoDepthNode(StereoNodeBase):
         try:
             result = self.pipeline(left, right, camera)
             self._refinement_ms.append(result.refinement_ms)
-            self._two_pass = (result.two_pass_factor, result.two_pass_measure)
+            cfg = self.pipeline.local_refinement
+            self._two_pass = (result.two_pass_factor, result.two_pass_measure, result.two_pass_per_pixel,
+                              cfg.two_pass_std_measure if cfg is not None else "measure")
             if self._adapt is not None:
                 self._adapt.offer(left, right)
             return result
@@ -286,8 +289,7 @@ class StereoDepthNode(StereoNodeBase):
         if self._refinement_ms:
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
         if self._two_pass is not None:
-            extra["two-pass std factor (last frame)"] = _describe_two_pass(
-                *self._two_pass, self.pipeline.local_refinement if self.pipeline else None)
+            extra["two-pass std factor (last frame)"] = _describe_two_pass(*self._two_pass)
         quality_values, quality_warning = self._quality.status(self.params)
         extra.update(quality_values)
         if self._adapt is not None:
@@ -314,13 +316,14 @@ def _describe(config: LocalRefinementConfig | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(config).items())
 
 
-def _describe_two_pass(factor: float, measure: float, config: LocalRefinementConfig | None) -> str:
-    """The last frame's two-pass std factor, and the view-agreement measure it followed (docs/calibration.md):
-    a monitor sees how far the std was widened and why."""
+def _describe_two_pass(factor: float, measure: float, per_pixel: bool, name: str) -> str:
+    """The last frame's two-pass std factor (its median when it is per pixel), and the view-agreement
+    measure ``name`` it followed (docs/calibration.md): a monitor sees how far the std was widened and why
+    (named as that frame ran, not as the parameters read now)."""
     if factor == 1.0 and math.isnan(measure):
         return "1 (not refined twice)"
-    name = config.two_pass_std_measure if config is not None else "measure"
-    return f"{factor:.2f}" + ("" if math.isnan(measure) else f" ({name} {measure:.4f})")
+    return (f"{factor:.2f}" + (" median per pixel" if per_pixel else "")
+            + ("" if math.isnan(measure) else f" ({name} {measure:.4f})"))
 
 
 def main(argv: list[str] | None = None) -> None:
