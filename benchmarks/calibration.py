@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nuisance", action="store_true",
                    help="render the synthetic stereo pairs with the generator's per-view gain, bias and "
                    "sensor noise (a camera's imperfections; default: photometrically exact views)")
+    p.add_argument("--rig-residual", type=float, default=0.0, metavar="PX",
+                   help="with --camera-effects: also warp the right view by a rig's sub-pixel rectification "
+                        "residual of this RMS per axis (data/augment.py: rig_residual; GT unchanged)")
+    p.add_argument("--two-pass-floor", type=float, default=None, metavar="PX",
+                   help="score the pipeline with this two_pass_std_floor instead of the default")
     p.add_argument("--camera-effects", action="store_true",
                    help="then pass them through a camera's effects (data/augment.py VIEW_EFFECTS: gamma, "
                    "blur, JPEG, sub-pixel row offset, white balance, vignetting)")
@@ -171,6 +176,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             p.error(f"--two-pass-setting wants MEASURE,REF,F0,B, got {args.two_pass_setting!r}")
         args.two_pass_setting = (name.strip(), reference, f0, exponent)
+    if args.rig_residual < 0 or (args.rig_residual > 0 and not args.camera_effects):
+        p.error("--rig-residual wants a size >= 0 px and --camera-effects")
     if args.two_pass_pixel is not None:
         try:
             args.two_pass_pixel = tuple(float(v) for v in args.two_pass_pixel.split(","))
@@ -230,12 +237,15 @@ def refined_std(std: np.ndarray, changed: np.ndarray, delta: np.ndarray, scale: 
 
 # ----------------------------------------------------------------------------------------- disparity
 def _camera(args: argparse.Namespace, seed: int, sample: Any) -> Any:
-    """``sample`` as a camera would see it (``--camera-effects``), else itself; GT unchanged."""
+    """``sample`` as a camera would see it (``--camera-effects``, and a rig's residual with
+    ``--rig-residual``), else itself; GT unchanged."""
     if not args.camera_effects:
         return sample
-    from scene_perception.data.augment import view_effects_pair
+    from scene_perception.data.augment import rig_residual, view_effects_pair
 
     left, right = view_effects_pair(seed, sample.left, sample.right)
+    if args.rig_residual > 0:
+        right = rig_residual(seed, right, args.rig_residual)
     return dataclasses.replace(sample, left=left, right=right)
 
 
@@ -276,6 +286,8 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
                                          two_pass_std_exponent=exponent, two_pass_std_pixel=())
     if args.two_pass_pixel is not None:
         scored_cfg = dataclasses.replace(scored_cfg, two_pass_std_pixel=args.two_pass_pixel)
+    if args.two_pass_floor is not None:
+        scored_cfg = dataclasses.replace(scored_cfg, two_pass_std_floor=args.two_pass_floor)
     keys = ("gt", "d_net", "std_net", "d_ref", "std_pub", "changed")
     store: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     check: dict[str, float] = {}
@@ -502,7 +514,8 @@ def run_two_pass(args: argparse.Namespace, pipe: Any, scored_cfg: Any) -> dict[s
         "seeds": [seeds[0], seeds[-1]], "mask": "nonoccluded", "seconds": elapsed, "factor_check": check,
         "scored_factor": factor, "measure": scored_cfg.two_pass_std_measure,
         "per_pixel": bool(scored_cfg.two_pass_std_pixel),
-        "nuisance": args.nuisance, "camera_effects": args.camera_effects,
+        "nuisance": args.nuisance, "camera_effects": args.camera_effects, "rig_residual": args.rig_residual,
+        "floor": scored_cfg.two_pass_std_floor,
         "frame_factors": {"min": min(frame_factor), "median": float(np.median(frame_factor)),
                           "max": max(frame_factor)},
         # Pooled and per range: the old published std (factor 1) and the scored factor (per frame).

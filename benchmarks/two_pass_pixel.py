@@ -214,8 +214,10 @@ def factors(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any] | None
     return out
 
 
-def coverage_rows(frames: list[dict[str, Any]], fac: list[np.ndarray]) -> dict[str, Any]:
-    ratio = [fr["error"] / np.maximum(fr["std"] * f, 1e-12) for fr, f in zip(frames, fac, strict=True)]
+def coverage_rows(frames: list[dict[str, Any]], fac: list[np.ndarray], floor: float = 0.0) -> dict[str, Any]:
+    """Coverage at 1 / 2 / 3 std, pooled and per condition, of the std ``sqrt((std f)^2 + floor^2)``."""
+    ratio = [fr["error"] / np.maximum(np.hypot(fr["std"] * f, floor), 1e-12)
+             for fr, f in zip(frames, fac, strict=True)]
     cond = [fr["condition"] for fr in frames]
     rows: dict[str, Any] = {}
     for key in ("pooled", *dict.fromkeys(cond)):

@@ -454,9 +454,10 @@ def bad_cases() -> list[Case]:
 
 # ----------------------------------------------------------------------------------------------- tests
 def node_state(harness: RosHarness, driver: Driver) -> str:
-    assert driver.get_state.wait_for_service(timeout_sec=5)
+    # Generous: on a loaded 2-core host, discovery of the lifecycle service has taken over 5 s.
+    assert driver.get_state.wait_for_service(timeout_sec=30)
     future = driver.get_state.call_async(GetState.Request())
-    assert harness.spin_until(future.done, 5)
+    assert harness.spin_until(future.done, 30)
     return future.result().current_state.label
 
 

@@ -157,6 +157,54 @@ def test_sgbm_features_and_the_twelve_number_form() -> None:
     assert isinstance(va.two_pass_log_factor(six, left, right, disp, disp, None)[0], torch.Tensor)
 
 
+def test_rig_residual_moves_the_right_view_by_a_smooth_field_of_the_given_rms() -> None:
+    """rig_residual: on linear ramps (where bilinear sampling is exact) the image moves by a field of RMS
+    ``sigma`` px per axis, smooth at the pixel scale, the same for a seed and other for another; 0 px leaves
+    it alone."""
+    from scene_perception.data.augment import rig_residual
+
+    h, w = 96, 192
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramps = np.stack([xs, ys, xs + ys], axis=2)
+    out = rig_residual(7, ramps, 0.3)
+    inner = (slice(4, h - 4), slice(4, w - 4))  # away from the reflected border
+    dx, dy = (out[..., 0] - xs)[inner], (out[..., 1] - ys)[inner]
+    for field in (dx, dy):
+        assert 0.2 < float(np.sqrt(np.mean(field ** 2))) < 0.4
+        # smooth: a slow sub-pixel drift (remap samples at 1/32 px, so neighbours may differ by ~0.03)
+        assert float(np.abs(np.diff(field, axis=1)).max()) < 0.1
+    assert float(np.abs(dx - dy).mean()) > 0.05  # two fields, not one
+    np.testing.assert_array_equal(out, rig_residual(7, ramps, 0.3))
+    assert not np.array_equal(out, rig_residual(8, ramps, 0.3))
+    img = (_texture(seed=3) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(rig_residual(7, img, 0.0), img)
+
+
+def test_floored_log_scale_adds_the_floor_in_quadrature() -> None:
+    std = torch.tensor([0.0, 0.1, 1.0, float("nan")])
+    log_scale = torch.log(std / math.sqrt(2.0))
+    out = math.sqrt(2.0) * torch.exp(va.floored_log_scale(log_scale, 0.3))
+    want = torch.sqrt(std ** 2 + 0.09)
+    assert torch.allclose(out[:3], want[:3], atol=1e-6) and bool(out[3].isnan())
+    assert va.floored_log_scale(log_scale, 0.0) is log_scale
+
+
+def test_pipeline_floor_applies_with_the_per_pixel_factor_only() -> None:
+    """two_pass_std_floor: std = sqrt(std_no_floor^2 + floor^2) on the per-pixel path; ignored without an
+    SGBM candidate (per frame) and on the one-refinement path; refused when negative."""
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    floor = dataclasses.replace(cfg, two_pass_std_floor=0.5)
+    r0, rf = _run(cfg, 0.01, 256.0), _run(floor, 0.01, 256.0)
+    assert rf.two_pass_per_pixel
+    np.testing.assert_allclose(rf.disparity_std, np.sqrt(r0.disparity_std ** 2 + 0.25), rtol=1e-5)
+    per_frame = _run(dataclasses.replace(cfg, sgbm_candidate=False), 0.01, 256.0)
+    no_sgbm = dataclasses.replace(floor, sgbm_candidate=False)
+    np.testing.assert_array_equal(_run(no_sgbm, 0.01, 256.0).disparity_std, per_frame.disparity_std)
+    np.testing.assert_array_equal(_run(floor, 0.01, None).disparity_std, _run(cfg, 0.01, None).disparity_std)
+    with pytest.raises(ValueError, match="two_pass_std_floor"):
+        LocalRefinementConfig(two_pass_std_floor=-0.1)
+
+
 @pytest.mark.parametrize("field,value", [
     ("two_pass_std_measure", "ssim"), ("two_pass_std_reference", 0.0), ("two_pass_std_reference", math.inf),
     ("two_pass_std_exponent", -1.0), ("two_pass_std_exponent", math.nan)])
@@ -336,6 +384,9 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     assert len(sgbm["fit"]["shape"]["w"]) == 5 and sgbm["fit"]["search"]["evaluations"] > 1
     assert sgbm["pipeline_check"]["holds"], sgbm["pipeline_check"]
     assert len(sgbm["fit"]["setting"]["two_pass_std_pixel"]) == 12
+    floor = load("two_pass_floor").main(["--quick", "--threads", "1"])
+    assert floor["fit"]["conditions"] == ["exact", "nuisance", "camera", "rig"]
+    assert floor["pipeline_check"]["holds"], floor["pipeline_check"]
     setting = f"zncc,{0.04},{2.0},{0.5}"
     cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
                                     "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", "",

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["CAMERA_EFFECTS", "VIEW_EFFECTS", "AugmentConfig", "augment_pair", "view_effects_pair"]
+__all__ = ["CAMERA_EFFECTS", "VIEW_EFFECTS", "AugmentConfig", "augment_pair", "rig_residual",
+           "view_effects_pair"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,24 @@ def view_effects_pair(seed: int, left: np.ndarray, right: np.ndarray) -> tuple[n
     """``augment_pair`` with :data:`VIEW_EFFECTS`, its generator seeded by ``seed`` alone: the same pair comes
     out of every benchmark that renders seed ``seed`` "through a camera"."""
     return augment_pair(np.random.default_rng([seed, 0x7A3E]), left, right, VIEW_EFFECTS)
+
+
+def rig_residual(seed: int, image: np.ndarray, sigma: float, grid: tuple[int, int] = (4, 8)) -> np.ndarray:
+    """``image`` (the right view) warped by a smooth random displacement field, horizontal and vertical, each
+    of RMS ``sigma`` px: the sub-pixel residual a real rig keeps after calibration and rectification.
+
+    **An evaluation effect, not a training augmentation, and unlike everything above it moves geometry**: a
+    pair with it, scored against the ideal rig's GT, is off by the field's horizontal part, as a real rig's
+    disparity is against GT measured another way (issue 25, ``rule_pixel5.md``: the floor under the
+    two-pass std).  Per axis: Gaussian noise on a ``grid`` (rows, columns), seeded by ``seed`` alone,
+    upsampled bicubically to the image and scaled to RMS ``sigma``."""
+    rng = np.random.default_rng([seed, 0x51D])
+    h, w = image.shape[:2]
+    fields = []
+    for _ in range(2):
+        coarse = rng.standard_normal(grid).astype(np.float32)
+        field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        rms = float(np.sqrt(np.mean(field ** 2)))
+        fields.append(field * (sigma / rms) if rms > 0 else np.zeros_like(field))
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(image, xs + fields[0], ys + fields[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

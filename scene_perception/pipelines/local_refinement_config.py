@@ -93,6 +93,10 @@ class LocalRefinementConfig:
             only with ``two_pass_std_measure`` ``zncc`` (another measure, or ``none``, switches it off), the
             12-number form only when the second refinement had an SGBM candidate: without one (a GPU engine
             without ``sgbm_on_accelerator``) the frame gets the per-frame factor of the fields above.
+        two_pass_std_floor: px; where the per-pixel factor applies, the published std becomes
+            ``sqrt((factor std)^2 + floor^2)``: the sub-pixel residual a real rig keeps after rectification,
+            which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
+            0 = none.  Monotone in the std, so it leaves the order of the pixels (AUSE) alone.
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -127,6 +131,7 @@ class LocalRefinementConfig:
     two_pass_std_pixel: tuple[float, ...] = (2.68, 0.107441,  # base, exponent
                                              0.129981, -0.058904, -0.10319, 0.495106, 0.323321,  # weights
                                              -2.461694, -4.066388, -1.376649, 0.0, -0.938532)  # centres
+    two_pass_std_floor: float = 0.0
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -163,6 +168,8 @@ class LocalRefinementConfig:
         if len(pixel) == 12 and not (pixel[0] > 0.0 and 0.0 <= pixel[1] <= 10.0):
             raise ValueError(f"two_pass_std_pixel's base must be > 0 and its exponent in [0, 10], "
                              f"got {pixel[:2]}")
+        if not 0.0 <= self.two_pass_std_floor <= 10.0:
+            raise ValueError(f"two_pass_std_floor must be in [0, 10] px, got {self.two_pass_std_floor}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
 

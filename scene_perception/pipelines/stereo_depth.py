@@ -361,7 +361,8 @@ class StereoDepthPipeline:
         log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before,
                                                                    candidate)
         if isinstance(log_factor, torch.Tensor):
-            return log_scale + log_factor, float(torch.exp(log_factor.median())), value, True
+            floored = view_agreement.floored_log_scale(log_scale + log_factor, cfg.two_pass_std_floor)
+            return floored, float(torch.exp(log_factor.median())), value, True
         if log_factor == 0.0:
             return log_scale, 1.0, value, False
         return log_scale + log_factor, math.exp(log_factor), value, False

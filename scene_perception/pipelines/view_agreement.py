@@ -37,8 +37,8 @@ from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES
 from scene_perception.pipelines.quality import photometric_residual
 
 __all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "measure", "noise_sigma",
-           "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor", "two_pass_log_factor",
-           "zncc_map", "zncc_residual"]
+           "floored_log_scale", "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor",
+           "two_pass_log_factor", "zncc_map", "zncc_residual"]
 
 #: The measures :func:`measure` knows ("none" turns the adjustment off).
 MEASURES = TWO_PASS_MEASURES
@@ -180,3 +180,12 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
     lo, hi = TWO_PASS_PIXEL_RANGE
     per_pixel = torch.nan_to_num(per_pixel, nan=log_f)  # never a NaN std from a feature
     return per_pixel.clamp(math.log(lo), math.log(hi))[None, None], value
+
+
+def floored_log_scale(log_scale: Tensor, floor: float) -> Tensor:
+    """The Laplace log-scale of ``sqrt(std^2 + floor^2)`` (``std = sqrt(2) exp(log_scale)``): a floor under
+    the std in quadrature (``two_pass_std_floor``); a zero std gets the floor, NaN stays NaN."""
+    if floor <= 0.0:
+        return log_scale
+    floor_log_scale = torch.full_like(log_scale, 2.0 * math.log(floor) - math.log(2.0))
+    return 0.5 * torch.logaddexp(2.0 * log_scale, floor_log_scale)

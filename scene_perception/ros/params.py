@@ -350,6 +350,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.two_pass_std_floor",
+        _REFINE.two_pass_std_floor,
+        "px; where the per-pixel two-pass factor applies, the published disparity std becomes "
+        "sqrt((factor std)^2 + floor^2): your rig's sub-pixel rectification residual (about the rectified "
+        "row error of its calibration, x 1.25); 0 = none (docs/calibration.md).",
+        0.0,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.sgbm_candidate",
         _REFINE.sgbm_candidate,
         "Before the rounds, offer each pixel OpenCV SGBM's disparity (CPU, the network's range); it is "
