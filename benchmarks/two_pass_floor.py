@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import RIG_RESIDUAL_PX, pct, pipeline_check_line, pipeline_coverage  # noqa: E402
-from two_pass_pixel import LEVEL_GRID, collect, coverage_rows, factors  # noqa: E402
+from two_pass_pixel import LEVEL_GRID, collect, coverage_rows, factors, shipped_shape  # noqa: E402
 
 from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
@@ -65,11 +65,8 @@ def rows(frames: list[dict[str, Any]], fac: list[np.ndarray], floor: float) -> d
 
 def fit(frames: list[dict[str, Any]], shipped: Any, floor: float) -> dict[str, Any]:
     """Steps 1-2 of the rule against ``shipped`` (the per-pixel default, no floor)."""
-    from scene_perception.pipelines.view_agreement import pixel_setting
-
-    base, exponent, w, c = pixel_setting(shipped)
-    cfg = dataclasses.replace(shipped, two_pass_std_factor=base)  # factors() reads the base from here
-    shape = {"w": list(w), "centre": list(c), "exponent": exponent}
+    cfg, shape = shipped_shape(shipped)
+    base, exponent, w, c = cfg.two_pass_std_factor, shape["exponent"], shape["w"], shape["centre"]
     conds = list(dict.fromkeys(fr["condition"] for fr in frames))
     today = {"level": None, **rows(frames, factors(frames, cfg, shape, 1.0), 0.0)}
     grid = [{"level": lv, **rows(frames, factors(frames, cfg, shape, lv), floor)} for lv in LEVEL_GRID]

@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--coverage-search", action="store_true",
                    help="rule_pixel3.md: then search the weights for the coverage goals (implies "
                         "--free-frame-exponent)")
+    p.add_argument("--today-shipped", action="store_true",
+                   help="rule_pixel6.md: the checks compare with the shipped per-pixel default, not the "
+                        "per-frame baseline")
     p.add_argument("--sgbm-features", action="store_true",
                    help="rule_pixel4.md: add SGBM's verdict (no answer; |d - SGBM|) as features (implies "
                         "--coverage-search)")
@@ -284,12 +287,27 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
                                               "evaluations": evaluations}
 
 
-def fit(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False, search: bool = False
-        ) -> dict[str, Any]:
-    """Steps 1-3 of the rule against ``cfg`` (today's per-frame setting)."""
+def shipped_shape(shipped: Any) -> tuple[Any, dict[str, Any]]:
+    """A per-pixel ``LocalRefinementConfig`` as (the config whose per-frame base and exponent are the
+    setting's, the shape :func:`factors` reads)."""
+    from scene_perception.pipelines.view_agreement import pixel_setting
+
+    base, exponent, w, c = pixel_setting(shipped)
+    cfg = dataclasses.replace(shipped, two_pass_std_factor=base, two_pass_std_exponent=exponent)
+    return cfg, {"w": list(w), "centre": list(c), "exponent": exponent}
+
+
+def fit(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False, search: bool = False,
+        today_setting: Any = None) -> dict[str, Any]:
+    """Steps 1-3 of the rule against ``cfg`` (the per-frame baseline the fit starts from); the checks
+    compare with ``today_setting`` (a per-pixel config: rule_pixel6.md) or, when None, with ``cfg``."""
     shape = fit_shape(frames, cfg, free_exponent)
     conds = list(dict.fromkeys(fr["condition"] for fr in frames))
-    today = {"level": None, **coverage_rows(frames, factors(frames, cfg, None, 1.0))}
+    if today_setting is None:
+        today_fac = factors(frames, cfg, None, 1.0)
+    else:
+        today_fac = factors(frames, *shipped_shape(today_setting), 1.0)
+    today = {"level": None, **coverage_rows(frames, today_fac)}
     rows = [{"level": lv, **coverage_rows(frames, factors(frames, cfg, shape, lv))} for lv in LEVEL_GRID]
     pool = [r for r in rows if all(r[c]["meets_goals"] for c in conds)]
     candidates = pool or rows
@@ -302,7 +320,7 @@ def fit(frames: list[dict[str, Any]], cfg: Any, free_exponent: bool = False, sea
         shape, level, search_trace = coverage_search(frames, cfg, shape, best["level"])
         best = {"level": round(level, 6), **coverage_rows(frames, factors(frames, cfg, shape, level))}
         pool = [best] if all(best[c]["meets_goals"] for c in conds) else []
-    today["ause"] = pooled_ause(frames, factors(frames, cfg, None, 1.0))
+    today["ause"] = pooled_ause(frames, today_fac)
     best["ause"] = pooled_ause(frames, factors(frames, cfg, shape, best["level"]))
     checks = {"a_goals_every_condition": bool(pool) and best in pool,
               "b_gap_below_today": best["pooled"]["gap"] <= today["pooled"]["gap"] - 0.01,
@@ -344,7 +362,7 @@ def markdown(res: dict[str, Any]) -> str:
              "|---|" + "---|" * (len(conds) + 3)]
     for key in ("today", "chosen"):
         r = f[key]
-        name = "today (per frame)" if key == "today" else f"per pixel, level {r['level']}"
+        name = (res["today_name"] if key == "today" else f"per pixel, level {r['level']}")
         lines.append(f"| {name} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
                      + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
     if f.get("search"):
@@ -380,7 +398,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      "two_pass_std_exponent": cfg.two_pass_std_exponent},
                            "free_frame_exponent": args.free_frame_exponent,
                            "coverage_search": args.coverage_search, "sgbm_features": args.sgbm_features,
-                           "fit": fit(frames, cfg, args.free_frame_exponent, args.coverage_search)}
+                           "today_name": "today (shipped per pixel)" if args.today_shipped
+                           else "today (per frame)",
+                           "fit": fit(frames, cfg, args.free_frame_exponent, args.coverage_search,
+                                      DEFAULT_LOCAL_REFINEMENT if args.today_shipped else None)}
     res["pipeline_check"] = check_through_pipeline(args, pipe, cfg, frames, res["fit"])
     res["seconds"] = time.perf_counter() - t0
     print(markdown(res))

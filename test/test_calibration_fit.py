@@ -93,9 +93,12 @@ def test_shipped_two_pass_factor_is_the_validation_fit() -> None:
     frame_fits = [json.loads(path.read_text(encoding="utf-8"))["fit"] for path in _ADAPTIVE_FITS]
     frame_shipped = [f for f in frame_fits if f["ship"]]
     pixel_fits = [json.loads((_ADAPTIVE / f"validation_{n}.json").read_text(encoding="utf-8"))["fit"]
-                  for n in ("pixel", "pixel2", "pixel3", "pixel4")]
+                  for n in ("pixel", "pixel2", "pixel3", "pixel4", "pixel6")]
     pixel_shipped = [f for f in pixel_fits if f["ship"]]
     cfg = DEFAULT_LOCAL_REFINEMENT
+    floor_fit = json.loads((_ADAPTIVE / "validation_pixel5.json").read_text(encoding="utf-8"))["fit"]
+    floor = floor_fit["setting"]["two_pass_std_floor"] if floor_fit["ship"] else 0.0
+    assert cfg.two_pass_std_floor == floor
     if pixel_shipped:
         chosen = pixel_shipped[-1]["setting"]
         assert all(pixel_shipped[-1]["checks"].values()) and cfg.two_pass_std_measure == "zncc"

@@ -380,7 +380,9 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_start"] + 1e-9
     assert pixel["pipeline_check"]["holds"], pixel["pipeline_check"]
     assert len(pixel["fit"]["setting"]["two_pass_std_pixel"]) == 6
-    sgbm = load("two_pass_pixel").main(["--quick", "--threads", "1", "--sgbm-features"])
+    sgbm = load("two_pass_pixel").main(["--quick", "--threads", "1", "--sgbm-features", "--today-shipped",
+                                        "--conditions", "exact,rig"])
+    assert sgbm["today_name"] == "today (shipped per pixel)" and sgbm["fit"]["conditions"] == ["exact", "rig"]
     assert len(sgbm["fit"]["shape"]["w"]) == 5 and sgbm["fit"]["search"]["evaluations"] > 1
     assert sgbm["pipeline_check"]["holds"], sgbm["pipeline_check"]
     assert len(sgbm["fit"]["setting"]["two_pass_std_pixel"]) == 12
