@@ -346,12 +346,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.pairs:
         datasets["synthetic"] = synthetic_frames(args)
     # Aloe and Motorcycle are evaluation data: never on the validation split (the one to choose on).
-    aloe = None if args.split == "validation" else aloe_frame(args)
-    if aloe is not None:
-        datasets["aloe"] = [("aloe", *aloe)]
-    moto = None if args.split == "validation" else motorcycle_frame(args)
-    if moto is not None:
-        datasets["motorcycle"] = [("motorcycle", *moto)]
+    for name, load in (("aloe", aloe_frame), ("motorcycle", motorcycle_frame)):
+        frame = None if args.split == "validation" else load(args)
+        if frame is not None:
+            datasets[name] = [(name, *frame)]
     t_start = time.perf_counter()
     for name, frames in datasets.items():
         # Warm-up at this size (allocator, oneDNN kernels): the first call is not a frame time.
@@ -395,10 +393,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{cost['quality_ms']:.1f} ms = {100 * cost['ratio_uniqueness']:.1f} % of the frame; with the "
               f"network check (second pass + assessment) {cost['quality_network_ms']:.1f} ms = "
               f"{100 * cost['ratio_network']:.1f} %")
-    if aloe is None and args.split == "test":
-        print(f"\nAloe skipped: no data in {args.aloe_dir} (bash tools/fetch_eval_data.sh)")
-    if moto is None and args.split == "test":
-        print(f"\nMotorcycle skipped: no data in {args.motorcycle_dir} (bash tools/fetch_eval_data.sh)")
+    for name, directory in (("aloe", args.aloe_dir), ("motorcycle", args.motorcycle_dir)):
+        if name not in datasets and args.split == "test":
+            print(f"\n{REAL_TITLES[name]} skipped: no data in {directory} (bash tools/fetch_eval_data.sh)")
     results["wall_s"] = time.perf_counter() - t_start
     print(f"\nwall time {results['wall_s']:.0f} s")
     if args.json is not None:
