@@ -311,7 +311,8 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         _REFINE.two_pass_std_factor,
         "When the scene needs more disparity range than the network's and the pipeline refines twice, the "
         "frame's published disparity std is multiplied by this; with two_pass_std_measure, it is the factor "
-        "at the reference value of the measure (fitted on validation pairs: docs/calibration.md).",
+        "at the reference value of the measure (fitted on validation pairs: docs/calibration.md). Per frame: "
+        "used where the per-pixel factor (two_pass_std_per_pixel) does not apply.",
         0.1,
         10.0,
         dynamic=True,
