@@ -49,8 +49,10 @@ NOMINAL_2STD = expected_coverage(2.0, "laplace")
 MIN_RHO = 0.5
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def frame_parser(description: str, conditions: str | None) -> argparse.ArgumentParser:
+    """The arguments every two-pass rule script shares (which frames, which weights, where the JSON goes);
+    ``--conditions`` with default ``conditions`` unless None (a script with fixed conditions)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--split", default="validation", choices=("validation", "test"))
@@ -58,23 +60,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ranges", default="192,256", help="max disparities above the network's range")
     p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the rendered pairs")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--conditions", default="exact,nuisance", help=f"renders per seed, of {CONDITIONS}")
-    p.add_argument("--today", default="none,1,1.5,0", metavar="MEASURE,REF,F0,B",
-                   help="the setting to beat (default: the constant 1.5 of 2026-12-05)")
+    if conditions is not None:
+        p.add_argument("--conditions", default=conditions, help=f"renders per seed, of {CONDITIONS}")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs per range at 96x192")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs per range at 96x192, range 160")
+    return p
+
+
+def frame_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``frame_parser``'s arguments: ranges as floats, conditions checked, ``--quick`` applied."""
     args = p.parse_args(argv)
     args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
-    args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    if not args.conditions or set(args.conditions) - set(CONDITIONS):
-        p.error(f"--conditions must name some of {CONDITIONS}, got {args.conditions}")
+    if hasattr(args, "conditions"):
+        args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        if not args.conditions or set(args.conditions) - set(CONDITIONS):
+            p.error(f"--conditions must name some of {CONDITIONS}, got {args.conditions}")
+    if args.quick:
+        args.pairs, args.size, args.ranges = 2, (96, 192), [160.0]
+    return args
+
+
+def cpu_pipeline(args: argparse.Namespace) -> Any:
+    """The default stereo pipeline's setup on the CPU at ``--threads``, torch seeded: what each rule ran."""
+    import torch
+
+    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
+                                 compute_points=False)
+
+
+def report(res: dict[str, Any], args: argparse.Namespace, markdown_of: Any, t0: float) -> dict[str, Any]:
+    """Stamp the run's seconds, print ``markdown_of(res)`` and write ``--json``; returns ``res``."""
+    res["seconds"] = time.perf_counter() - t0
+    print(markdown_of(res))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return res
+
+
+def coverage_line(name: str, row: dict[str, Any], conds: list[str]) -> str:
+    """A markdown table row: per condition and pooled 1 / 2 / 3-std coverage, pooled gap and AUSE."""
+    return (f"| {name} | " + " | ".join(pct(row[c]["coverage"]) for c in conds)
+            + f" | {pct(row['pooled']['coverage'])} | {row['pooled']['gap']:.3f} | {row['ause']:.4f} |")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = frame_parser(__doc__.split("\n\n")[0], "exact,nuisance")
+    p.add_argument("--today", default="none,1,1.5,0", metavar="MEASURE,REF,F0,B",
+                   help="the setting to beat (default: the constant 1.5 of 2026-12-05)")
+    args = frame_args(p, argv)
     name, *numbers = args.today.split(",")
     args.today = (name, *(float(v) for v in numbers))
     if len(args.today) != 4:
         p.error("--today wants MEASURE,REF,F0,B")
-    if args.quick:
-        args.pairs, args.size = 2, (96, 192)
-        args.ranges = [160.0]
     return args
 
 
@@ -290,8 +333,7 @@ def markdown(res: dict[str, Any]) -> str:
               + " | pooled | pooled gap | AUSE |", "|---|" + "---|" * (len(conds) + 3)]
     for key in ("today", "chosen"):
         r = fit_[key]
-        lines.append(f"| {key} f0 {r['f0']} b {r['b']} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
-                     + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
+        lines.append(coverage_line(f"{key} f0 {r['f0']} b {r['b']}", r, conds))
     lines += ["", f"pool meeting the goals in every condition: {fit_['pool_size']} settings",
               f"checks: {fit_['checks']}", f"ship: {fit_['ship']}"]
     if "pipeline_check" in res:
@@ -300,16 +342,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import torch
-
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
-    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
-                                  compute_points=False)
+    setup = cpu_pipeline(args)
     pipe = setup.pipeline
     if any(r <= pipe.network_max_disparity for r in args.ranges):
         raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
@@ -321,13 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "fit": fit(frames, args.today)}
     if "chosen" in res["fit"]:
         res["pipeline_check"] = check_through_pipeline(args, pipe, base, frames, res["fit"])
-    res["seconds"] = time.perf_counter() - t0
-    print(markdown(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return res
+    return report(res, args, markdown, t0)
 
 
 if __name__ == "__main__":

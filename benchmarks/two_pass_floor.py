@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,31 +25,27 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from two_pass_adaptive import RIG_RESIDUAL_PX, pct, pipeline_check_line, pipeline_coverage  # noqa: E402
+from two_pass_adaptive import (  # noqa: E402
+    RIG_RESIDUAL_PX,
+    coverage_line,
+    cpu_pipeline,
+    frame_args,
+    frame_parser,
+    pipeline_check_line,
+    pipeline_coverage,
+    report,
+)
 from two_pass_pixel import LEVEL_GRID, collect, coverage_rows, factors, shipped_shape  # noqa: E402
 
-from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 
 CONDITIONS = ("exact", "nuisance", "camera", "rig")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="lite")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--split", default="validation", choices=("validation", "test"))
-    p.add_argument("--pairs", type=int, default=30, help="pairs per range")
-    p.add_argument("--ranges", default="192,256")
-    p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the rendered pairs")
+    p = frame_parser(__doc__.split("\n\n")[0], None)
     p.add_argument("--floor", type=float, default=RIG_RESIDUAL_PX, help="s, px (the rule's: measured)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs at 96x192, range 160")
-    args = p.parse_args(argv)
-    args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
-    if args.quick:
-        args.pairs, args.size, args.ranges = 2, (96, 192), [160.0]
+    args = frame_args(p, argv)
     args.conditions, args.sgbm_features = list(CONDITIONS), True  # what ``collect`` reads
     return args
 
@@ -96,8 +91,7 @@ def markdown(res: dict[str, Any]) -> str:
     for key in ("today", "chosen"):
         r = f[key]
         name = "today (rule_pixel4, no floor)" if key == "today" else f"floor, level {r['level']}"
-        lines.append(f"| {name} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
-                     + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
+        lines.append(coverage_line(name, r, conds))
     lines += ["", f"pool meeting the goals in every condition: {f['pool_size']} levels",
               f"checks: {f['checks']}", f"ship: {f['ship']}", f"setting: {f['setting']}"]
     if "pipeline_check" in res:
@@ -106,16 +100,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import torch
-
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
-    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
-                                  compute_points=False)
+    setup = cpu_pipeline(args)
     pipe = setup.pipeline
     shipped = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_floor=0.0)
     if len(shipped.two_pass_std_pixel) != 12:
@@ -130,13 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  two_pass_std_floor=args.floor)
     want = fitted["chosen"]["pooled"]["coverage"]
     res["pipeline_check"] = pipeline_coverage(args, pipe, chosen, frames, want)
-    res["seconds"] = time.perf_counter() - t0
-    print(markdown(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return res
+    return report(res, args, markdown, t0)
 
 
 if __name__ == "__main__":

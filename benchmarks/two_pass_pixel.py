@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -30,19 +29,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import (  # noqa: E402
-    CONDITIONS,
     KS,
+    coverage_line,
+    cpu_pipeline,
+    frame_args,
+    frame_parser,
     gap,
     meets_goals,
-    pct,
     pipeline_check_line,
     pipeline_coverage,
     pooled_ause,
     render,
+    report,
     rule_camera_setting,
 )
-
-from scene_perception.evaluation.benchmarking import parse_size  # noqa: E402
 
 #: The rule's constants (rule_pixel.md).
 LEVEL_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(51))
@@ -52,16 +52,7 @@ FEATURE_NAMES = ("1 - ZNCC", "texture", "correction", "SGBM silent", "SGBM disag
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="lite")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--split", default="validation", choices=("validation", "test"))
-    p.add_argument("--pairs", type=int, default=30, help="pairs per range")
-    p.add_argument("--ranges", default="192,256")
-    p.add_argument("--size", type=parse_size, default=(256, 512), help="HxW of the rendered pairs")
-    p.add_argument("--conditions", default="exact,nuisance,camera")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=None)
+    p = frame_parser(__doc__.split("\n\n")[0], "exact,nuisance,camera")
     p.add_argument("--free-frame-exponent", action="store_true",
                    help="rule_pixel2.md: fit the frame term's exponent with the per-pixel weights")
     p.add_argument("--coverage-search", action="store_true",
@@ -73,14 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sgbm-features", action="store_true",
                    help="rule_pixel4.md: add SGBM's verdict (no answer; |d - SGBM|) as features (implies "
                         "--coverage-search)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs at 96x192, range 160")
-    args = p.parse_args(argv)
-    args.ranges = [float(v) for v in str(args.ranges).split(",") if v.strip()]
-    args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    if set(args.conditions) - set(CONDITIONS):
-        p.error(f"--conditions must name some of {CONDITIONS}")
-    if args.quick:
-        args.pairs, args.size, args.ranges = 2, (96, 192), [160.0]
+    args = frame_args(p, argv)
     args.coverage_search = args.coverage_search or args.sgbm_features
     args.free_frame_exponent = args.free_frame_exponent or args.coverage_search
     return args
@@ -362,9 +346,8 @@ def markdown(res: dict[str, Any]) -> str:
              "|---|" + "---|" * (len(conds) + 3)]
     for key in ("today", "chosen"):
         r = f[key]
-        name = (res["today_name"] if key == "today" else f"per pixel, level {r['level']}")
-        lines.append(f"| {name} | " + " | ".join(pct(r[c]["coverage"]) for c in conds)
-                     + f" | {pct(r['pooled']['coverage'])} | {r['pooled']['gap']:.3f} | {r['ause']:.4f} |")
+        lines.append(coverage_line(res["today_name"] if key == "today" else f"per pixel, level {r['level']}",
+                                   r, conds))
     if f.get("search"):
         t = f["search"]
         lines += ["", f"coverage search from the NLL solution {f['shape']['nll_solution']}: objective "
@@ -377,16 +360,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import torch
-
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
-    from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
-                                  compute_points=False)
+    setup = cpu_pipeline(args)
     pipe = setup.pipeline
     cfg = rule_camera_setting(DEFAULT_LOCAL_REFINEMENT)  # the baseline of every per-pixel rule
     t0 = time.perf_counter()
@@ -403,13 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "fit": fit(frames, cfg, args.free_frame_exponent, args.coverage_search,
                                       DEFAULT_LOCAL_REFINEMENT if args.today_shipped else None)}
     res["pipeline_check"] = check_through_pipeline(args, pipe, cfg, frames, res["fit"])
-    res["seconds"] = time.perf_counter() - t0
-    print(markdown(res))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return res
+    return report(res, args, markdown, t0)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ frame: each is computed from the two images and the refined disparity alone, aft
 * ``zncc``: median of ``1 - ZNCC`` at the refined disparity over textured in-image pixels (the refinement's
   own window and texture threshold): what the refinement's evidence looked like.
 
-The shipped default is per frame (``zncc``; ``rule_camera.md``).  :func:`two_pass_log_factor` can also set a
-factor per pixel from the ZNCC map, the texture and the second pass's correction (``two_pass_std_pixel``),
-and from the SGBM candidate's verdict (``rule_pixel4.md``).  Three validation rules did not ship the first
-form (``rule_pixel{,2,3}.md``: it ranks errors better, but the coverage goals were not met in every
-condition), so it is off.
+:func:`two_pass_log_factor` sets the factor per frame from one measure (``rule_camera.md``), or per pixel
+(``two_pass_std_pixel``) from the ZNCC map, the texture, the second pass's correction and the SGBM
+candidate's verdict.  The shipped default is per pixel where the second refinement had an SGBM candidate
+(``rule_pixel4.md``) and per frame where it had none.  The three-feature per-pixel form
+(``rule_pixel{,2,3}.md``) never met the coverage goals in every validation condition and did not ship.
 
 Images are (1, C, H, W) floats in 0..1 on any device, the disparity (1, 1, H, W) px.  A frame with nothing
 to score gives NaN ("unknown"), which :func:`two_pass_factor` treats as "no adjustment".
@@ -36,8 +36,8 @@ from scene_perception.pipelines.local_refinement import zncc_at
 from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES, LocalRefinementConfig
 from scene_perception.pipelines.quality import photometric_residual
 
-__all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "measure", "noise_sigma",
-           "floored_log_scale", "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor",
+__all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "floored_log_scale", "measure",
+           "noise_sigma", "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor",
            "two_pass_log_factor", "zncc_map", "zncc_residual"]
 
 #: The measures :func:`measure` knows ("none" turns the adjustment off).
@@ -48,6 +48,8 @@ TWO_PASS_FACTOR_RANGE = (1.0, 6.0)
 TWO_PASS_PIXEL_RANGE = (0.5, 8.0)
 
 _LAPLACIAN_PAIR = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+#: The row of :func:`pixel_features` that is NaN where SGBM gave no disparity (its term then adds nothing).
+_SGBM_DISAGREEMENT = 4
 
 
 def _median(values: Tensor, mask: Tensor) -> float:
@@ -176,7 +178,7 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
     per_pixel = torch.full_like(feats[0], log_f)
     for i, (w, centre) in enumerate(zip(weights, centres, strict=True)):
         term = w * (feats[i] - centre)
-        per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i == 4 else term)
+        per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i == _SGBM_DISAGREEMENT else term)
     lo, hi = TWO_PASS_PIXEL_RANGE
     per_pixel = torch.nan_to_num(per_pixel, nan=log_f)  # never a NaN std from a feature
     return per_pixel.clamp(math.log(lo), math.log(hi))[None, None], value
