@@ -306,6 +306,18 @@ def pct(c: list[float]) -> str:
     return " / ".join(f"{100 * v:.1f}" for v in c)
 
 
+def decision_lines(fit_: dict[str, Any], res: dict[str, Any], unit: str) -> list[str]:
+    """The end of a rule's report: how many ``unit`` met the goals, the checks, the decision, the setting
+    (when the fit has one) and the pipeline's own check (when it ran)."""
+    lines = ["", f"pool meeting the goals in every condition: {fit_['pool_size']} {unit}",
+             f"checks: {fit_['checks']}", f"ship: {fit_['ship']}"]
+    if "setting" in fit_:
+        lines.append(f"setting: {fit_['setting']}")
+    if "pipeline_check" in res:
+        lines.append(pipeline_check_line(res["pipeline_check"]))
+    return lines
+
+
 def pipeline_check_line(check: dict[str, Any]) -> str:
     return (f"through the pipeline: {pct(check['coverage'])} vs numpy {pct(check['numpy_coverage'])} "
             f"(max diff {100 * check['max_diff']:.2f} points, holds: {check['holds']}); "
@@ -334,11 +346,7 @@ def markdown(res: dict[str, Any]) -> str:
     for key in ("today", "chosen"):
         r = fit_[key]
         lines.append(coverage_line(f"{key} f0 {r['f0']} b {r['b']}", r, conds))
-    lines += ["", f"pool meeting the goals in every condition: {fit_['pool_size']} settings",
-              f"checks: {fit_['checks']}", f"ship: {fit_['ship']}"]
-    if "pipeline_check" in res:
-        lines.append(pipeline_check_line(res["pipeline_check"]))
-    return "\n".join(lines)
+    return "\n".join(lines + decision_lines(fit_, res, "settings"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from two_pass_adaptive import (  # noqa: E402
     RIG_RESIDUAL_PX,
     coverage_line,
     cpu_pipeline,
+    decision_lines,
     frame_args,
     frame_parser,
-    pipeline_check_line,
     pipeline_coverage,
     report,
 )
@@ -92,11 +92,7 @@ def markdown(res: dict[str, Any]) -> str:
         r = f[key]
         name = "today (rule_pixel4, no floor)" if key == "today" else f"floor, level {r['level']}"
         lines.append(coverage_line(name, r, conds))
-    lines += ["", f"pool meeting the goals in every condition: {f['pool_size']} levels",
-              f"checks: {f['checks']}", f"ship: {f['ship']}", f"setting: {f['setting']}"]
-    if "pipeline_check" in res:
-        lines.append(pipeline_check_line(res["pipeline_check"]))
-    return "\n".join(lines)
+    return "\n".join(lines + decision_lines(f, res, "levels"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -32,11 +32,11 @@ from two_pass_adaptive import (  # noqa: E402
     KS,
     coverage_line,
     cpu_pipeline,
+    decision_lines,
     frame_args,
     frame_parser,
     gap,
     meets_goals,
-    pipeline_check_line,
     pipeline_coverage,
     pooled_ause,
     render,
@@ -352,11 +352,7 @@ def markdown(res: dict[str, Any]) -> str:
         t = f["search"]
         lines += ["", f"coverage search from the NLL solution {f['shape']['nll_solution']}: objective "
                   f"{t['objective_start']:.4f} -> {t['objective_end']:.4f} in {t['evaluations']} evaluations"]
-    lines += ["", f"pool meeting the goals in every condition: {f['pool_size']} levels",
-              f"checks: {f['checks']}", f"ship: {f['ship']}", f"setting: {f['setting']}"]
-    if "pipeline_check" in res:
-        lines.append(pipeline_check_line(res["pipeline_check"]))
-    return "\n".join(lines)
+    return "\n".join(lines + decision_lines(f, res, "levels"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
