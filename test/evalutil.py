@@ -3,7 +3,10 @@ test_pose_eval) and the benchmarks that score real GT pairs (test_metrics, test_
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -19,6 +22,18 @@ from scene_perception.models.multitask import CONFIGS, MultiTaskNet
 from scene_perception.models.weights import save_scene_model, save_stereo_model
 
 W, H = 128, 64
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, a script rather than a package module, loaded from its file and registered
+    as ``bench_<name>`` (dataclasses look their module up in ``sys.modules`` while the file executes)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_gt_bag(directory: Path) -> Path:

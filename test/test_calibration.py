@@ -3,14 +3,13 @@ and one tiny run of benchmarks/calibration.py that checks what it writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from evalutil import load_benchmark
 
 from scene_perception.evaluation.calibration import (
     chi2_cdf,
@@ -148,18 +147,9 @@ def test_calibrated_gaussian_gives_nees_d_and_sigma_coverage() -> None:
 
 
 # ----------------------------------------------------------------------------------------- benchmark
-def _load_benchmark():
-    path = REPO / "benchmarks" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("bench_calibration", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_refined_std_mirrors_the_pipeline_rule() -> None:
     """The benchmark's numpy std update: scale where changed, floor of c x |delta| everywhere."""
-    bench = _load_benchmark()
+    bench = load_benchmark("calibration")
     std = np.array([1.0, 1.0, 1.0, 1.0])
     changed = np.array([True, False, True, False])
     delta = np.array([0.0, 0.0, 4.0, np.nan])
@@ -173,7 +163,7 @@ def test_calibration_benchmark_smoke(tmp_path: Path) -> None:
 
     bag = write_synthetic_bag(tmp_path / "pose", 4, width=192, height=96, fps=2.0, seed=1000,
                               trajectory={"trajectory_seed": 1, "speed": 3.1, "world_length": 260})
-    bench = _load_benchmark()
+    bench = load_benchmark("calibration")
     out = tmp_path / "calibration.json"
     figures = tmp_path / "figures"
     results = bench.main(["--quick", "--pose-bag", str(bag), "--scene-cache-dir", str(tmp_path / "scene"),
@@ -221,7 +211,7 @@ def test_calibration_scores_motorcycle_at_native_input(tmp_path: Path) -> None:
 
     moto = tmp_path / "moto"
     s = write_motorcycle_standin(moto, seed=7)
-    bench = _load_benchmark()
+    bench = load_benchmark("calibration")
     pipe = build_stereo_pipeline("lite", None, backend="torch", device="cpu", compute_points=False,
                                  local_refinement=None).pipeline
     args = bench.parse_args(["--sections", "disparity", "--motorcycle-dir", str(moto), "--aloe-dir", ""])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from evalutil import load_benchmark
 from test_procedural import SMALL, _warp_error  # the GT-warp proof of the base renderer
 
 from scene_perception.data.augment import CAMERA_EFFECTS, AugmentConfig, augment_pair
@@ -157,25 +158,12 @@ def test_train_config_plumbs_and_checks_coverage() -> None:
         TrainConfig(camera_effects=True).validate()
 
 
-def _load_benchmark(name: str):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_coverage_benchmark_scores_each_phenomenon_on_its_pixels(tmp_path) -> None:
     """benchmarks/coverage.py on the shipped lite, tiny: every row present, the sky scored against GT 0."""
     import json
 
-    cov = _load_benchmark("coverage")
+    cov = load_benchmark("coverage")
     out = tmp_path / "cov.json"
     assert cov.main(["--pairs", "2", "--width", "128", "--height", "64", "--max-disparity", "24",
                      "--only", "plain", "sky", "thin", "textureless", "--json", str(out)]) == 0
@@ -196,7 +184,7 @@ def test_coverage_ablation_smoke(tmp_path) -> None:
     of the shipped weights and both probes."""
     import json
 
-    abl = _load_benchmark("coverage_ablation")
+    abl = load_benchmark("coverage_ablation")
     out = tmp_path / "ablation.json"
     assert abl.main(["--smoke", "--device", "cpu", "--probes", "control", "thin", "--minutes", "2",
                      "--pairs", "1", "--json", str(out)]) == 0

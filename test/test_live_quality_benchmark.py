@@ -3,29 +3,17 @@ assessment, each real pair scored when its files are there and named as skipped 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from evalutil import load_benchmark
 
 from scene_perception.data.datasets.real_pairs import load_motorcycle
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    path = REPO / "benchmarks" / "live_quality.py"
-    spec = importlib.util.spec_from_file_location("bench_live_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_quick_run_scores_synthetic_and_names_a_missing_real_pair(tmp_path: Path, capsys) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("live_quality")
     results = bench.main(["--quick", "--threads", "1", "--aloe-dir", str(tmp_path / "no_aloe"),
                           "--json", str(tmp_path / "out.json")])
     out = capsys.readouterr().out

@@ -3,26 +3,16 @@ weights through the real pipeline, and a swapped pair that must score worse."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import cv2
+from evalutil import load_benchmark
 
 from scene_perception.data.procedural import make_stereo_sample
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    path = REPO / "benchmarks" / "unlabelled_quality.py"
-    spec = importlib.util.spec_from_file_location("bench_unlabelled_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_pairs(root: Path, swap: bool) -> None:
@@ -36,7 +26,7 @@ def _write_pairs(root: Path, swap: bool) -> None:
 
 
 def test_scores_a_folder_and_a_swapped_pair_scores_worse(tmp_path: Path) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("unlabelled_quality")
     _write_pairs(tmp_path / "good", swap=False)
     _write_pairs(tmp_path / "swapped", swap=True)
     weights = REPO / "models" / "lite.safetensors"

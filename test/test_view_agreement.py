@@ -352,45 +352,36 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     """benchmarks/two_pass_adaptive.py and two_pass_pixel.py --quick end to end: the rules' steps on real
     renders through the real pipeline, the pipeline's own run agreeing with the numpy fit; and calibration.py
     scoring a per-frame setting."""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", repo / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+    from evalutil import load_benchmark
 
     out = tmp_path / "fit.json"
-    res = load("two_pass_adaptive").main(["--quick", "--threads", "1", "--json", str(out), "--conditions",
-                                          "exact,camera", "--today", "zncc,0.04,2,0.1"])
+    res = load_benchmark("two_pass_adaptive").main(["--quick", "--threads", "1", "--json", str(out),
+                                                    "--conditions", "exact,camera",
+                                                    "--today", "zncc,0.04,2,0.1"])
     fit = json.loads(out.read_text())["fit"]
     assert fit["measure"] in ("photometric", "noise", "zncc") and fit["frames"] == 4
     assert fit["conditions"] == ["exact", "camera"] and fit["today_setting"]["measure"] == "zncc"
     if "chosen" in fit:
         assert res["pipeline_check"]["holds"], res["pipeline_check"]
         assert fit["reference"] > 0 and 1.0 <= fit["chosen"]["f0"] <= 4.0
-    pixel = load("two_pass_pixel").main(["--quick", "--threads", "1"])
+    pixel = load_benchmark("two_pass_pixel").main(["--quick", "--threads", "1"])
     shape = pixel["fit"]["shape"]
     assert len(shape["w"]) == 3 and shape["nll_fitted"] <= shape["nll_start"] + 1e-9
     assert pixel["pipeline_check"]["holds"], pixel["pipeline_check"]
     assert len(pixel["fit"]["setting"]["two_pass_std_pixel"]) == 6
-    sgbm = load("two_pass_pixel").main(["--quick", "--threads", "1", "--sgbm-features", "--today-shipped",
-                                        "--conditions", "exact,rig"])
+    sgbm = load_benchmark("two_pass_pixel").main(["--quick", "--threads", "1", "--sgbm-features",
+                                                  "--today-shipped", "--conditions", "exact,rig"])
     assert sgbm["today_name"] == "today (shipped per pixel)" and sgbm["fit"]["conditions"] == ["exact", "rig"]
     assert len(sgbm["fit"]["shape"]["w"]) == 5 and sgbm["fit"]["search"]["evaluations"] > 1
     assert sgbm["pipeline_check"]["holds"], sgbm["pipeline_check"]
     assert len(sgbm["fit"]["setting"]["two_pass_std_pixel"]) == 12
-    floor = load("two_pass_floor").main(["--quick", "--threads", "1"])
+    floor = load_benchmark("two_pass_floor").main(["--quick", "--threads", "1"])
     assert floor["fit"]["conditions"] == ["exact", "nuisance", "camera", "rig"]
     assert floor["pipeline_check"]["holds"], floor["pipeline_check"]
     setting = f"zncc,{0.04},{2.0},{0.5}"
-    cal = load("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
+    cal = load_benchmark("calibration").main(["--quick", "--sections", "disparity", "--two-pass",
                                     "--two-pass-setting", setting, "--aloe-dir", "", "--motorcycle-dir", "",
                                     "--nuisance", "--camera-effects"])
     tp = cal["disparity"]["two_pass"]
