@@ -157,6 +157,42 @@ def test_sgbm_features_and_the_twelve_number_form() -> None:
     assert isinstance(va.two_pass_log_factor(six, left, right, disp, disp, None)[0], torch.Tensor)
 
 
+def test_frame_disagreement_feature_and_the_fourteen_number_form() -> None:
+    """rule_pixel7: the sixth feature is one value per frame, the median log disagreement over the pixels
+    SGBM answered (NaN when it answered nowhere, then adding nothing); the 14-number setting raises every
+    pixel's factor by w6 per log unit of it, and falls back to the per-frame fields without a candidate."""
+    cfg = DEFAULT_LOCAL_REFINEMENT
+    left, right, disp = _pair(0.01)
+    score, _, var_l = va.zncc_map(left, right, disp, cfg)
+    candidate = disp.clone()
+    candidate[..., :, :40] = float("nan")  # silent: not in the median
+    candidate[..., :, 40:70] += 0.25  # 30 columns 0.25 px off, 90 columns 2 px off: the median is 2 px off
+    candidate[..., :, 70:] += 2.0
+    feats = va.pixel_features(score, var_l, disp, disp, candidate, frame_disagreement=True)
+    assert feats.shape == (6, *left.shape[2:])
+    assert torch.equal(feats[:5].nan_to_num(-99.0),
+                       va.pixel_features(score, var_l, disp, disp, candidate).nan_to_num(-99.0))
+    assert torch.allclose(feats[5], torch.full_like(feats[5], math.log(2.05)))
+    silent = va.pixel_features(score, var_l, disp, disp, torch.full_like(disp, float("nan")),
+                               frame_disagreement=True)
+    assert bool(silent[5].isnan().all())
+    centre = [float(v) for v in feats[:3].flatten(1).median(dim=1).values]
+    g0, m0 = math.log(2.05), math.log(0.55)
+    setting = (2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, *centre, 0.0, g0, m0)
+    fourteen = dataclasses.replace(cfg, two_pass_std_pixel=setting, two_pass_std_factor=3.0)
+    assert LocalRefinementConfig(two_pass_std_pixel=setting).two_pass_std_pixel == setting
+    log_f, _ = va.two_pass_log_factor(fourteen, left, right, disp, disp, candidate)
+    assert isinstance(log_f, torch.Tensor)
+    assert torch.allclose(log_f, torch.full_like(log_f, math.log(2.0) + 0.3 * (math.log(2.05) - m0)))
+    log_f, _ = va.two_pass_log_factor(fourteen, left, right, disp, disp, torch.full_like(disp, float("nan")))
+    assert torch.allclose(log_f, torch.full_like(log_f, math.log(2.0)))  # nothing answered: no term
+    assert isinstance(va.two_pass_log_factor(fourteen, left, right, disp, disp, None)[0], float)
+    with pytest.raises(ValueError, match="base must be > 0"):
+        LocalRefinementConfig(two_pass_std_pixel=(0.0,) * 14)
+    with pytest.raises(ValueError, match="6, 12 or 14"):
+        LocalRefinementConfig(two_pass_std_pixel=(1.0,) * 13)
+
+
 def test_rig_residual_moves_the_right_view_by_a_smooth_field_of_the_given_rms() -> None:
     """rig_residual: on linear ramps (where bilinear sampling is exact) the image moves by a field of RMS
     ``sigma`` px per axis, smooth at the pixel scale, the same for a seed and other for another; 0 px leaves
@@ -377,6 +413,15 @@ def test_two_pass_adaptive_benchmark_smoke(tmp_path) -> None:
     assert len(sgbm["fit"]["shape"]["w"]) == 5 and sgbm["fit"]["search"]["evaluations"] > 1
     assert sgbm["pipeline_check"]["holds"], sgbm["pipeline_check"]
     assert len(sgbm["fit"]["setting"]["two_pass_std_pixel"]) == 12
+    cache = tmp_path / "frames.npz"
+    frame_args = ["--quick", "--threads", "1", "--frame-disagreement", "--today-shipped", "--conditions",
+                  "exact,rig", "--cache", str(cache)]
+    frame = load_benchmark("two_pass_pixel").main(frame_args)
+    assert len(frame["fit"]["shape"]["w"]) == 6 and cache.is_file()
+    assert frame["pipeline_check"]["holds"], frame["pipeline_check"]
+    assert len(frame["fit"]["setting"]["two_pass_std_pixel"]) == 14
+    again = load_benchmark("two_pass_pixel").main(frame_args)  # from the cache: the same fit
+    assert again["fit"]["setting"] == frame["fit"]["setting"]
     floor = load_benchmark("two_pass_floor").main(["--quick", "--threads", "1"])
     assert floor["fit"]["conditions"] == ["exact", "nuisance", "camera", "rig"]
     assert floor["pipeline_check"]["holds"], floor["pipeline_check"]

@@ -15,8 +15,9 @@ __all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "TWO_PASS_PIXEL_LENG
 #: GT-free per-frame measures the two-pass factor may follow (``pipelines/view_agreement.py``).
 TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
 #: ``two_pass_std_pixel``: 3 weights and their centres, or its own base and exponent and 5 weights (with the
-#: SGBM terms) and their centres (rule_pixel4.md).
-TWO_PASS_PIXEL_LENGTHS = (6, 12)
+#: SGBM terms) and their centres (rule_pixel4.md), or 6 with the frame's median SGBM disagreement
+#: (rule_pixel7.md).
+TWO_PASS_PIXEL_LENGTHS = (6, 12, 14)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,13 @@ class LocalRefinementConfig:
             the matching shows there (``view_agreement.py: two_pass_log_factor``; 1 - ZNCC, texture and the
             second pass's correction, log-scaled and centred on ``z0, t0, c0``; the 12-number form adds
             SGBM's verdict: no answer, and the log disagreement with the refined disparity where it
-            answered, and carries its own base and exponent in place of the per-frame fields'); applies
-            only with ``two_pass_std_measure`` ``zncc`` (another measure, or ``none``, switches it off), the
-            12-number form only when the second refinement had an SGBM candidate: without one (a GPU engine
-            without ``sgbm_on_accelerator``) the frame gets the per-frame factor of the fields above.
+            answered, and carries its own base and exponent in place of the per-frame fields'; the
+            14-number form adds, as a sixth weight and centre ``m0``, the frame's median of that log
+            disagreement: how far two independent matchers part on this frame, a GT-free reading of its
+            sub-pixel noise, ``rule_pixel7.md``); applies only with ``two_pass_std_measure`` ``zncc``
+            (another measure, or ``none``, switches it off), the 12- and 14-number forms only when the second
+            refinement had an SGBM candidate: without one (a GPU engine without ``sgbm_on_accelerator``) the
+            frame gets the per-frame factor of the fields above.
         two_pass_std_floor: px; where the per-pixel factor applies, the published std becomes
             ``sqrt((factor std)^2 + floor^2)``: the sub-pixel residual a real rig keeps after rectification,
             which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
@@ -164,8 +168,8 @@ class LocalRefinementConfig:
                              f"got {self.two_pass_std_reference}")
         pixel = self.two_pass_std_pixel
         if pixel and (len(pixel) not in TWO_PASS_PIXEL_LENGTHS or not all(math.isfinite(v) for v in pixel)):
-            raise ValueError(f"two_pass_std_pixel must be empty or 6 or 12 finite numbers, got {pixel}")
-        if len(pixel) == 12 and not (pixel[0] > 0.0 and 0.0 <= pixel[1] <= 10.0):
+            raise ValueError(f"two_pass_std_pixel must be empty or 6, 12 or 14 finite numbers, got {pixel}")
+        if len(pixel) >= 12 and not (pixel[0] > 0.0 and 0.0 <= pixel[1] <= 10.0):
             raise ValueError(f"two_pass_std_pixel's base must be > 0 and its exponent in [0, 10], "
                              f"got {pixel[:2]}")
         if not 0.0 <= self.two_pass_std_floor <= 10.0:

@@ -48,7 +48,8 @@ TWO_PASS_FACTOR_RANGE = (1.0, 6.0)
 TWO_PASS_PIXEL_RANGE = (0.5, 8.0)
 
 _LAPLACIAN_PAIR = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
-#: The row of :func:`pixel_features` that is NaN where SGBM gave no disparity (its term then adds nothing).
+#: The first row of :func:`pixel_features` that is NaN where SGBM gave no disparity (the SGBM disagreement;
+#: the frame's median of it, after it, is NaN when SGBM answered nowhere): such a term adds nothing.
 _SGBM_DISAGREEMENT = 4
 
 
@@ -95,14 +96,18 @@ def zncc_residual(left: Tensor, right: Tensor, disparity: Tensor, config: LocalR
 
 
 def pixel_features(score: Tensor, var_l: Tensor, disparity: Tensor, before: Tensor,
-                   candidate: Tensor | None = None) -> Tensor:
+                   candidate: Tensor | None = None, frame_disagreement: bool = False) -> Tensor:
     """Per-pixel features of the per-pixel two-pass factor (``two_pass_std_pixel``), (3, H, W): log(1 - ZNCC
     + 0.01), log(texture + 0.002) and log(|second-pass correction| + 0.05)
     (``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_pixel.md``); with the SGBM ``candidate`` the
     second refinement was offered, (5, H, W), adding 1 where SGBM gave no disparity (else 0) and
     log(|disparity - SGBM| + 0.05) where it gave one (NaN where not): SGBM checked its own answers
     (uniqueness, left-right, speckles), so its silence or its disagreement is evidence of a gross error,
-    which the first three cannot single out (``rule_pixel4.md``)."""
+    which the first three cannot single out (``rule_pixel4.md``).  With ``frame_disagreement`` (and a
+    candidate), (6, H, W): a sixth, constant row, the frame's median of that log disagreement over the
+    pixels SGBM answered (NaN when none): two matchers with independent errors part by about their own
+    sub-pixel noise, which a render lacks and a real camera has, so the frame's typical parting reads that
+    noise without GT (``rule_pixel7.md``)."""
     # ZNCC from box sums can leave [-1, 1] by rounding in weakly textured windows: clamp before the log.
     z = torch.log(1.0 - score.clamp(-1.0, 1.0) + 0.01)
     t = torch.log(var_l.clamp_min(0.0).sqrt() + 0.002)
@@ -110,7 +115,12 @@ def pixel_features(score: Tensor, var_l: Tensor, disparity: Tensor, before: Tens
     rows = [z, t, c]
     if candidate is not None:
         silent = ~torch.isfinite(candidate)
-        rows += [silent.to(z.dtype), torch.log((disparity.float() - candidate.float()).abs() + 0.05)]
+        g = torch.log((disparity.float() - candidate.float()).abs() + 0.05)
+        rows += [silent.to(z.dtype), g]
+        if frame_disagreement:
+            answered = g[torch.isfinite(g)]
+            level = answered.median() if answered.numel() else torch.tensor(math.nan, device=g.device)
+            rows.append(torch.full_like(g, float(level)))
     return torch.cat(rows, dim=1)[0]
 
 
@@ -139,10 +149,10 @@ def two_pass_factor(value: float, base: float, reference: float, exponent: float
 
 def pixel_setting(config: LocalRefinementConfig) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:
     """``(base, exponent, weights, centres)`` of a per-pixel ``two_pass_std_pixel``: the 6-number form
-    takes base and exponent from the per-frame fields, the 12-number form carries its own (so the per-frame
-    fields stay the validated per-frame setting it falls back to)."""
+    takes base and exponent from the per-frame fields, the 12- and 14-number forms carry their own (so the
+    per-frame fields stay the validated per-frame setting they fall back to)."""
     pixel = tuple(config.two_pass_std_pixel)
-    if len(pixel) == 12:
+    if len(pixel) >= 12:
         base, exponent, rest = pixel[0], pixel[1], pixel[2:]
     else:
         base, exponent, rest = config.two_pass_std_factor, config.two_pass_std_exponent, pixel
@@ -154,8 +164,9 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
                         before: Tensor, candidate: Tensor | None = None) -> tuple[float | Tensor, float]:
     """The log of the factor for a two-refinement frame's std map and the frame's measure (NaN: none).
 
-    Per frame (``two_pass_std_pixel`` empty, a measure other than ``zncc``, or the 12-number form without an
-    SGBM ``candidate``): :func:`two_pass_factor` of the configured measure and the per-frame fields, a float.
+    Per frame (``two_pass_std_pixel`` empty, a measure other than ``zncc``, or the 12- or 14-number form
+    without an SGBM ``candidate``): :func:`two_pass_factor` of the configured measure and the per-frame
+    fields, a float.
     Per pixel: ``log f = log base + exponent log(m / reference) + w . (features - centres)`` over
     :func:`pixel_features` (:func:`pixel_setting`; a pixel SGBM left without a disparity adds nothing for
     the disagreement term), clipped to ``TWO_PASS_PIXEL_RANGE``, a (1, 1, H, W) tensor; ``before`` is the
@@ -163,7 +174,7 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
     answer)."""
     cfg = config
     pixel = cfg.two_pass_std_pixel
-    if not pixel or cfg.two_pass_std_measure != "zncc" or (len(pixel) == 12 and candidate is None):
+    if not pixel or cfg.two_pass_std_measure != "zncc" or (len(pixel) >= 12 and candidate is None):
         value = measure(cfg.two_pass_std_measure, left, right, disparity, cfg)
         factor = two_pass_factor(value, cfg.two_pass_std_factor, cfg.two_pass_std_reference,
                                  cfg.two_pass_std_exponent)
@@ -174,11 +185,12 @@ def two_pass_log_factor(config: LocalRefinementConfig, left: Tensor, right: Tens
     log_f = math.log(base)
     if exponent and math.isfinite(value) and value > 0.0:
         log_f += exponent * math.log(value / cfg.two_pass_std_reference)
-    feats = pixel_features(score, var_l, disparity, before, candidate if len(weights) == 5 else None)
+    feats = pixel_features(score, var_l, disparity, before, candidate if len(weights) >= 5 else None,
+                           frame_disagreement=len(weights) == 6)
     per_pixel = torch.full_like(feats[0], log_f)
     for i, (w, centre) in enumerate(zip(weights, centres, strict=True)):
         term = w * (feats[i] - centre)
-        per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i == _SGBM_DISAGREEMENT else term)
+        per_pixel = per_pixel + (torch.nan_to_num(term, nan=0.0) if i >= _SGBM_DISAGREEMENT else term)
     lo, hi = TWO_PASS_PIXEL_RANGE
     per_pixel = torch.nan_to_num(per_pixel, nan=log_f)  # never a NaN std from a feature
     return per_pixel.clamp(math.log(lo), math.log(hi))[None, None], value
