@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="score the pipeline with this two_pass_std_factor instead of the default (1 = old)")
     p.add_argument("--two-pass-pixel", default=None, metavar="W1,W2,W3,Z0,T0,C0",
                    help="with --two-pass-setting zncc,...: the per-pixel factor's weights and centres (6 "
-                        "numbers), or its base, exponent, weights and centres with the SGBM terms (12); "
-                        "two_pass_pixel.py fits them")
+                        "numbers), or its base, exponent, weights and centres with the SGBM terms (12; 14 "
+                        "with the frame's SGBM disagreement); two_pass_pixel.py fits them")
     p.add_argument("--two-pass-setting", default=None, metavar="MEASURE,REF,F0,B",
                    help="score a per-frame two-pass factor instead (two_pass_std_measure, _reference, "
                         "two_pass_std_factor, _exponent; two_pass_adaptive.py fits them)")
@@ -184,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except ValueError:
             args.two_pass_pixel = ()
         if len(args.two_pass_pixel) not in TWO_PASS_PIXEL_LENGTHS:
-            p.error(f"--two-pass-pixel wants 6 or 12 numbers, got {args.two_pass_pixel!r}")
+            p.error(f"--two-pass-pixel wants 6, 12 or 14 numbers, got {args.two_pass_pixel!r}")
     if args.refinement_std is not None:
         try:
             scale, floor = (float(v) for v in args.refinement_std.split(","))

@@ -88,9 +88,12 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     h, w = args.size
     seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     # Per-pixel path with all weights 0, base 1 and exponent 0: log f = 0, the std is left at factor 1.
-    n = 6 if getattr(args, "frame_disagreement", False) else 5 if args.sgbm_features else 3
-    # Base 1, exponent 0 (12/14-number form: its own), every weight 0: the std is left at factor 1.
-    zeros = (1.0, 0.0, *(0.0,) * (2 * n)) if n >= 5 else (0.0,) * 6
+    # With SGBM all six rows are collected ("all_features": a shipped 14-number setting can be scored on the
+    # frames of a five-feature fit), the fit reads the first n ("features").
+    n = feature_count(args)
+    rows = 6 if n >= 5 else 3
+    # Base 1, exponent 0 (14-number form: its own), every weight 0: the std is left at factor 1.
+    zeros = (1.0, 0.0, *(0.0,) * 12) if n >= 5 else (0.0,) * 6
     pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=1.0, two_pass_std_measure="zncc",
                                                 two_pass_std_exponent=0.0, two_pass_std_pixel=zeros)
     original = view_agreement.two_pass_log_factor
@@ -102,7 +105,7 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
         score, _, var_l = view_agreement.zncc_map(left, right, disparity, cfg)
         seen["features"] = view_agreement.pixel_features(score, var_l, disparity, before,
                                                          candidate if n >= 5 else None,
-                                                         frame_disagreement=n == 6).cpu().numpy()
+                                                         frame_disagreement=rows == 6).cpu().numpy()
         return original(cfg, left, right, disparity, before, candidate)
 
     view_agreement.two_pass_log_factor = spy
@@ -122,11 +125,17 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
                         "seed": seed, "range": rng, "condition": condition, "measure": r.two_pass_measure,
                         "error": np.abs(r.disparity - s.disparity)[mask].astype(np.float32),
                         "std": r.disparity_std[mask].astype(np.float32),
-                        "features": seen["features"][:, mask].astype(np.float32)})
+                        "all_features": seen["features"][:, mask].astype(np.float32)})
+                    frames[-1]["features"] = frames[-1]["all_features"][:n]
     finally:
         view_agreement.two_pass_log_factor = original
         pipe.max_disparity = None
     return frames
+
+
+def feature_count(args: argparse.Namespace) -> int:
+    """How many features the fit uses: 3, 5 with ``--sgbm-features``, 6 with ``--frame-disagreement``."""
+    return 6 if getattr(args, "frame_disagreement", False) else 5 if args.sgbm_features else 3
 
 
 def cached_collect(args: argparse.Namespace, pipe: Any, base: Any, weights_sha: str) -> list[dict[str, Any]]:
@@ -136,14 +145,15 @@ def cached_collect(args: argparse.Namespace, pipe: Any, base: Any, weights_sha: 
 
     key = json.dumps({"split": args.split, "size": list(args.size), "ranges": list(args.ranges),
                       "pairs": args.pairs, "conditions": list(args.conditions), "weights": weights_sha,
-                      "sgbm": bool(args.sgbm_features),
-                      "frame": bool(getattr(args, "frame_disagreement", False))}, sort_keys=True)
+                      "sgbm": bool(args.sgbm_features)}, sort_keys=True)
+    n = feature_count(args)
     path = getattr(args, "cache", None)
     if path is not None and Path(path).is_file():
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) == key:
                 meta = json.loads(str(z["meta"]))
-                return [{**m, **{k: z[f"{i}_{k}"] for k in ("error", "std", "features")}}
+                return [{**m, "error": z[f"{i}_error"], "std": z[f"{i}_std"],
+                         "all_features": z[f"{i}_all_features"], "features": z[f"{i}_all_features"][:n]}
                         for i, m in enumerate(meta)]
         print(f"# {path} was collected with other arguments: collecting again")
     frames = collect(args, pipe, base)
@@ -151,7 +161,7 @@ def cached_collect(args: argparse.Namespace, pipe: Any, base: Any, weights_sha: 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps([{"seed": int(fr["seed"]), "range": float(fr["range"]),
                             "condition": fr["condition"], "measure": float(fr["measure"])} for fr in frames])
-        arrays = {f"{i}_{k}": fr[k] for i, fr in enumerate(frames) for k in ("error", "std", "features")}
+        arrays = {f"{i}_{k}": fr[k] for i, fr in enumerate(frames) for k in ("error", "std", "all_features")}
         np.savez(path, key=np.array(key), meta=np.array(meta), **arrays)
     return frames
 
@@ -232,9 +242,10 @@ def factors(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any] | None
             out.append(np.full(fr["error"].size, f, np.float32))
             continue
         w, c = np.array(shape["w"]), np.array(shape["centre"])
-        # A setting with fewer features than collected (the shipped 12-number one on rule_pixel7's frames)
-        # reads the first ones, in pixel_features' order.
-        log_f = fpart + math.log(level) + w @ centred(fr["features"][:w.size].astype(np.float64), c)
+        # A setting reads the first of the collected features, in pixel_features' order (the shipped
+        # 14-number one all six, a five-feature fit five).
+        feats = fr.get("all_features", fr["features"])[:w.size]
+        log_f = fpart + math.log(level) + w @ centred(feats.astype(np.float64), c)
         out.append(np.exp(np.clip(log_f, lo, hi)).astype(np.float32))
     return out
 

@@ -79,10 +79,13 @@ class LocalRefinementConfig:
             ``benchmarks/results/2026-12-06_cpu/two_pass_adaptive/rule_camera.md``; within 1 / 2 / 3 std at
             the constant 1.5: exact 78.5 / 90.4 / 94.2 %, nuisance 58.7 / 77.9 / 88.6 %; then 82.3 / 92.7 /
             95.5, 84.6 / 94.4 / 96.2 and camera 77.2 / 90.0 / 93.3 %.  With the SGBM candidate the default
-            is per pixel (``two_pass_std_pixel``, ``rule_pixel4.md``): 81.3 / 92.9 / 96.2, 81.1 / 93.6 /
+            is per pixel (``two_pass_std_pixel``): ``rule_pixel4.md`` (81.3 / 92.9 / 96.2, 81.1 / 93.6 /
             96.1 and 75.2 / 90.0 / 94.0 % on the same frames, pooled AUSE 0.180 -> 0.165, but more
-            over-confident on the real pairs (Aloe full input 2 std 85.5 -> 78.2 %).  Costs one ZNCC pass
-            at full size per two-refinement frame.
+            over-confident on the real pairs: Aloe full input 2 std 85.5 -> 78.2 %), then since
+            ``rule_pixel7.md`` with a fourth condition, ``rig`` (a rig's sub-pixel residual), and the frame's
+            SGBM disagreement: 81.4 / 93.0 / 96.3, 81.2 / 93.9 / 96.7, 79.4 / 92.2 / 95.4 and rig 76.2 /
+            90.0 / 94.4 % (rule_pixel4's: 71.3 / 87.1 / 92.6), pooled AUSE 0.179 -> 0.172.  Costs one ZNCC
+            pass at full size per two-refinement frame.
         two_pass_std_reference: the measure's value at which the factor is ``two_pass_std_factor`` (> 0).
         two_pass_std_exponent: how fast the factor grows with the measure (0 = constant factor).
         two_pass_std_pixel: empty = one factor per frame (above); else ``(w1, w2, w3, z0, t0, c0)`` or
@@ -127,14 +130,17 @@ class LocalRefinementConfig:
     correction_std: float = 0.3
     # Fitted on validation renders: exact, with a camera's nuisance, and through its effects.  Per frame
     # (rule_camera.md; rule.md chose 2.15, 0.041566, 0.1 from the first two), the setting without an SGBM
-    # candidate; per pixel with SGBM's verdict (rule_pixel4.md: base 2.68, exponent 0.107441) with one.
+    # candidate; per pixel with SGBM's verdict and the frame's SGBM disagreement (rule_pixel7.md, also
+    # fitted on the rig condition; rule_pixel4.md's 12-number setting before) with one.
     two_pass_std_factor: float = 3.35
     two_pass_std_measure: str = "zncc"
     two_pass_std_reference: float = 0.09351
     two_pass_std_exponent: float = 0.25
-    two_pass_std_pixel: tuple[float, ...] = (2.68, 0.107441,  # base, exponent
-                                             0.129981, -0.058904, -0.10319, 0.495106, 0.323321,  # weights
-                                             -2.461694, -4.066388, -1.376649, 0.0, -0.938532)  # centres
+    two_pass_std_pixel: tuple[float, ...] = (2.8475, 0.105409,  # base, exponent
+                                             -0.008406, -0.117192, -0.027523, 2.364725, 0.19827,  # weights
+                                             0.558337,
+                                             -2.242736, -4.078694, -1.283845, 0.0, -0.857607,  # centres
+                                             -0.6952)
     two_pass_std_floor: float = 0.0
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
