@@ -95,13 +95,21 @@ def test_shipped_two_pass_factor_is_the_validation_fit() -> None:
     pixel_fits = [json.loads((_ADAPTIVE / f"validation_{n}.json").read_text(encoding="utf-8"))["fit"]
                   for n in ("pixel", "pixel2", "pixel3", "pixel4", "pixel6", "pixel7")]
     pixel_shipped = [f for f in pixel_fits if f["ship"]]
+    # rule_pixel8.md then chose among the fitted settings with the chessboard condition
+    # (chessboard_planes.py).
+    choice = json.loads((_ADAPTIVE / "validation_pixel8.json").read_text(encoding="utf-8"))
+    if choice["decision"]["changes_default"]:
+        picked = choice["board"]["settings"][choice["decision"]["chosen"]]
+        pixel_shipped = [f for f in pixel_fits if picked and f["setting"]["two_pass_std_pixel"] == picked]
+        assert pixel_shipped or not picked  # a fitted setting, or the per-frame one
     cfg = DEFAULT_LOCAL_REFINEMENT
     floor_fit = json.loads((_ADAPTIVE / "validation_pixel5.json").read_text(encoding="utf-8"))["fit"]
     floor = floor_fit["setting"]["two_pass_std_floor"] if floor_fit["ship"] else 0.0
     assert cfg.two_pass_std_floor == floor
     if pixel_shipped:
         chosen = pixel_shipped[-1]["setting"]
-        assert all(pixel_shipped[-1]["checks"].values()) and cfg.two_pass_std_measure == "zncc"
+        assert cfg.two_pass_std_measure == "zncc"
+        assert all(pixel_shipped[-1]["checks"].values()) or choice["decision"]["changes_default"]
         assert list(cfg.two_pass_std_pixel) == pytest.approx(chosen["two_pass_std_pixel"])
         assert cfg.two_pass_std_reference == pytest.approx(frame_shipped[-1]["reference"], rel=1e-4)
         per_frame = (chosen["two_pass_std_factor"], chosen["two_pass_std_exponent"])

@@ -291,11 +291,11 @@ def test_pipeline_applies_the_per_frame_factor_on_the_two_refinement_path_only()
 
 
 def test_pipeline_default_is_per_pixel_with_the_sgbm_candidate_and_per_frame_without() -> None:
-    """The shipped setting (rule_pixel7.md): a factor map within the clip on the two-refinement path, its
-    median reported; with the SGBM candidate off, one factor per frame from the per-frame fields
-    (rule_camera.md's setting)."""
+    """The shipped setting (rule_pixel6.md's, chosen by rule_pixel8.md): a factor map within the clip on the
+    two-refinement path, its median reported; with the SGBM candidate off, one factor per frame from the
+    per-frame fields (rule_camera.md's setting)."""
     cfg = DEFAULT_LOCAL_REFINEMENT
-    assert len(cfg.two_pass_std_pixel) == 14 and cfg.sgbm_candidate
+    assert len(cfg.two_pass_std_pixel) == 12 and cfg.sgbm_candidate
     one = dataclasses.replace(cfg, two_pass_std_factor=1.0, two_pass_std_exponent=0.0, two_pass_std_pixel=())
     r1, r = _run(one, 0.01, 256.0), _run(cfg, 0.01, 256.0)
     assert r.two_pass_per_pixel and r.scale == pytest.approx(0.5)

@@ -1,0 +1,82 @@
+"""benchmarks/chessboard_planes.py: the chessboard plane as a reference disparity on real pairs without GT,
+the calibration check rule_pixel8.md chose the two-pass std with (issue 25)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from evalutil import load_benchmark
+from test_chessboard import BOARD, CHESSBOARD, K, render_board
+
+from scene_perception.data.datasets.chessboard import board_points
+
+BASELINE = 3.0  # squares
+
+
+def _rectified_pair(rvec: np.ndarray, tvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ideal rectified rig: the same K, the right camera BASELINE squares to the right."""
+    right_t = tvec + np.array([[-BASELINE], [0.0], [0.0]])
+    return render_board(rvec, tvec, K), render_board(rvec, right_t, K)
+
+
+def test_board_reference_is_the_boards_true_disparity() -> None:
+    """On a rendered tilted board the fitted plane gives f B / Z at every inner corner to a tenth of a pixel,
+    the reference covers the board inside the corners only, and a pair without a board gives None."""
+    cp = load_benchmark("chessboard_planes")
+    rvec, tvec = np.deg2rad([[20.0], [-25.0], [5.0]]), np.array([[-4.0], [-2.5], [22.0]])
+    ref = cp.board_reference(*_rectified_pair(rvec, tvec))
+    assert ref is not None and ref["rms"] < 0.1 and ref["row_error"] < 0.1
+    pts = board_points(BOARD).reshape(-1, 3)
+    cam = (cv2.Rodrigues(rvec)[0] @ pts.T + tvec).T
+    uv, _ = cv2.projectPoints(pts, rvec, tvec, K, None)
+    uv = uv.reshape(-1, 2)
+    a, b, c = ref["plane"]
+    truth = K[0, 0] * BASELINE / cam[:, 2]
+    np.testing.assert_allclose(a * uv[:, 0] + b * uv[:, 1] + c, truth, atol=0.1)
+    inside = np.isfinite(ref["reference"])
+    hull = np.zeros(inside.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(uv.astype(np.float32)).round().astype(np.int32), 1)
+    assert inside.sum() > 0.8 * hull.sum() and not (inside & (hull == 0)).any()
+    assert ref["corner_disparity"][0] == pytest.approx(truth.min(), abs=0.3)
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    assert cp.board_reference(blank, blank) is None
+
+
+def test_violation_is_zero_inside_the_goals_only() -> None:
+    cp = load_benchmark("chessboard_planes")
+    assert cp.violation([0.76, 0.94, 0.98]) == 0.0
+    assert cp.violation([0.76, 0.88, 0.95]) == pytest.approx(0.02)
+    assert cp.violation([0.90, 0.98, 0.99]) == pytest.approx(0.01 + (0.90 - 0.757 - 0.10))
+
+
+def test_candidates_are_the_fitted_settings_and_pixel6_is_the_default() -> None:
+    """rule_pixel8.md's candidates differ only in two_pass_std_pixel; the default is the one it chose."""
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
+    cp = load_benchmark("chessboard_planes")
+    cands = cp.candidates(DEFAULT_LOCAL_REFINEMENT)
+    assert list(cands) == ["per frame", "pixel4", "pixel6", "pixel7"]
+    assert cands["per frame"].two_pass_std_pixel == () and cands["pixel7"].two_pass_std_pixel == cp.PIXEL7
+    assert DEFAULT_LOCAL_REFINEMENT.two_pass_std_pixel == cp.PIXEL6
+    for cfg in cands.values():
+        assert (cfg.two_pass_std_factor, cfg.two_pass_std_exponent) == (3.35, 0.25)
+
+
+@pytest.mark.skipif(not (CHESSBOARD / "left01.jpg").is_file(),
+                    reason="opencv-doc chessboard pairs absent (tools/fetch_eval_data.sh)")
+def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
+    """--quick end to end on the opencv-doc pairs: rectified at full size, the board found, every candidate
+    scored on the same pipeline disparities (refined twice)."""
+    cp = load_benchmark("chessboard_planes")
+    out = tmp_path / "q.json"
+    res = cp.main(["--quick", "--threads", "1", "--json", str(out)])
+    used = [p for p in res["board"]["pairs"] if p["used"]]
+    assert len(res["board"]["pairs"]) == 2 and used and out.is_file()
+    assert all(p["rms"] <= 0.25 and 90 < p["corner_disparity"][0] for p in used)
+    rows = res["board"]["candidates"]
+    assert set(rows) == {"per frame", "pixel4", "pixel6", "pixel7"}
+    assert len({r["pixels"] for r in rows.values()}) == 1
+    assert len({round(r["median_std"], 6) for r in rows.values()}) == 4  # the stds differ, the pixels not
