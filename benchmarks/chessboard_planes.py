@@ -18,6 +18,7 @@ disparities are the same for all.
 
     python benchmarks/chessboard_planes.py                 # coverage of each candidate on the board pixels
     python benchmarks/chessboard_planes.py --rule --json out/pixel8.json   # rule_pixel8.md's decision
+    python benchmarks/chessboard_planes.py --accuracy      # also EPE / bad-x against the plane: ours, SGBM
     python benchmarks/chessboard_planes.py --quick         # smoke run: 2 pairs, no rule
 """
 
@@ -38,6 +39,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from two_pass_adaptive import KS, rule_camera_setting  # noqa: E402
+
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 
 #: rule_pixel4.md's and rule_pixel6.md's 12-number settings and rule_pixel7.md's 14 numbers, as each rule's
 #: validation JSON recorded them (rule_pixel8.md chose rule_pixel6.md's as the default).
@@ -138,6 +141,7 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     if args.pairs:
         pairs = pairs[:args.pairs]
     per_pair, errors, stds = [], [], {k: [] for k in settings}
+    accuracy: dict[str, list[dict[str, float]]] = {}
     for name, left, right in pairs:
         ref = board_reference(left, right)
         row: dict[str, Any] = {"pair": name}
@@ -164,17 +168,45 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
             stds[key].append(r.disparity_std[ok])
         e = np.abs(d - ref["reference"])[ok]
         errors.append(e)
+        if args.accuracy:
+            for method, disp in method_disparities(pipe, left, right, d).items():
+                accuracy.setdefault(method, []).append(disparity_metrics(disp, ref["reference"]))
         per_pair.append({**row, "used": True, "pixels": int(ok.sum()),
                          "reference_pixels": int(np.isfinite(ref["reference"]).sum()),
                          "median_error": float(np.median(e)), "mean_error": float(np.mean(e))})
     if not errors:
         raise SystemExit("no chessboard pair gave a reference plane")
     e = np.concatenate(errors)
-    return {"pairs": per_pair, "max_plane_rms": args.max_plane_rms, "max_disparity": MAX_DISPARITY,
+    return {"accuracy": {k: pool_metrics(v) for k, v in accuracy.items()}, "pairs": per_pair,
+            "max_plane_rms": args.max_plane_rms, "max_disparity": MAX_DISPARITY,
             "settings": {k: list(cfg.two_pass_std_pixel) for k, cfg in settings.items()},
             "error": {"median": float(np.median(e)), "mean": float(np.mean(e)),
                       "over_2px": float(np.mean(e > 2.0))},
             "candidates": {k: coverage_row(e, np.concatenate(v)) for k, v in stds.items()}}
+
+
+def method_disparities(pipe: Any, left: np.ndarray, right: np.ndarray, default: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """``--accuracy``: the disparities scored against the board's plane. They are the default pipeline's
+    (``default``, already run), the same without the SGBM candidate, the network alone (no local
+    refinement), and OpenCV SGBM_3WAY at the same
+    range, sparse and hole-filled as ``stereo_accuracy.py`` scores it.  The plane is no GT data set, so,
+    unlike Aloe, this real-camera accuracy may be tuned on (issue 22)."""
+    from scene_perception.evaluation.metrics import fill_holes_background
+    from scene_perception.pipelines.sgbm import SGBMMatcher
+
+    kept = pipe.local_refinement
+    try:
+        pipe.local_refinement = dataclasses.replace(kept, sgbm_candidate=False)
+        no_candidate = pipe(left, right).disparity
+        pipe.local_refinement = None
+        alone = pipe(left, right).disparity
+    finally:
+        pipe.local_refinement = kept
+    sparse = SGBMMatcher(MAX_DISPARITY)(left, right)
+    return {"ours (default pipeline)": default, "ours, no SGBM candidate": no_candidate,
+            "ours, network alone": alone, "SGBM_3WAY sparse": sparse,
+            "SGBM_3WAY filled": fill_holes_background(sparse)}
 
 
 def synthetic_scores(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,6 +282,15 @@ def markdown(res: dict[str, Any]) -> str:
             line += " " + " | ".join(pct(c["coverage"]) for c in s["conditions"].values())
             line += f" | {s['ause']:.4f} | {res['decision']['violation'][key]:.4f} |"
         lines.append(line)
+    if b.get("accuracy"):
+        n = next(iter(b["accuracy"].values()))["n_pixels"]
+        lines += ["", f"disparity against the board's plane ({n} reference pixels, range "
+                  f"{b['max_disparity']:.0f}):", "",
+                  "| method | EPE px | bad-1 % | bad-2 % | bad-3 % | density % |",
+                  "|---|---|---|---|---|---|"]
+        for method, m in b["accuracy"].items():
+            lines.append(f"| {method} | {m['epe']:.2f} | {m['bad1']:.1f} | {m['bad2']:.1f} | "
+                         f"{m['bad3']:.1f} | {m['density']:.1f} |")
     if "decision" in res:
         d = res["decision"]
         lines += ["", f"tied within {TIE}: {d['tied']}; chosen: **{d['chosen']}** (changes the default: "
@@ -270,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "decide")
     p.add_argument("--cache", type=Path, default=REPO / "runs/two_pass_pixel7_val.npz",
                    help="rule_pixel7.md's validation frames (collected when absent: ~7 min)")
+    p.add_argument("--accuracy", action="store_true",
+                   help="also score the disparity against the plane: the default pipeline, the network "
+                        "alone and SGBM (EPE, bad-1/2/3, density)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs, no rule")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

@@ -72,7 +72,7 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
     scored on the same pipeline disparities (refined twice)."""
     cp = load_benchmark("chessboard_planes")
     out = tmp_path / "q.json"
-    res = cp.main(["--quick", "--threads", "1", "--json", str(out)])
+    res = cp.main(["--quick", "--threads", "1", "--accuracy", "--json", str(out)])
     used = [p for p in res["board"]["pairs"] if p["used"]]
     assert len(res["board"]["pairs"]) == 2 and used and out.is_file()
     assert all(p["rms"] <= 0.25 and 90 < p["corner_disparity"][0] for p in used)
@@ -80,3 +80,8 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
     assert set(rows) == {"per frame", "pixel4", "pixel6", "pixel7"}
     assert len({r["pixels"] for r in rows.values()}) == 1
     assert len({round(r["median_std"], 6) for r in rows.values()}) == 4  # the stds differ, the pixels not
+    acc = res["board"]["accuracy"]
+    assert set(acc) == {"ours (default pipeline)", "ours, no SGBM candidate", "ours, network alone",
+                        "SGBM_3WAY sparse", "SGBM_3WAY filled"}
+    assert acc["ours (default pipeline)"]["density"] == 100.0 and acc["SGBM_3WAY sparse"]["density"] < 100.0
+    assert len({m["n_pixels"] for m in acc.values()}) == 1  # every method on the same reference pixels
