@@ -142,6 +142,7 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
         pairs = pairs[:args.pairs]
     per_pair, errors, stds = [], [], {k: [] for k in settings}
     accuracy: dict[str, list[dict[str, float]]] = {}
+    signed: dict[str, list[np.ndarray]] = {}
     for name, left, right in pairs:
         ref = board_reference(left, right)
         row: dict[str, Any] = {"pair": name}
@@ -171,13 +172,17 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
         if args.accuracy:
             for method, disp in method_disparities(pipe, left, right, d).items():
                 accuracy.setdefault(method, []).append(disparity_metrics(disp, ref["reference"]))
+                s = (disp - ref["reference"])[np.isfinite(ref["reference"]) & np.isfinite(disp)]
+                signed.setdefault(method, []).append(s)
         per_pair.append({**row, "used": True, "pixels": int(ok.sum()),
                          "reference_pixels": int(np.isfinite(ref["reference"]).sum()),
                          "median_error": float(np.median(e)), "mean_error": float(np.mean(e))})
     if not errors:
         raise SystemExit("no chessboard pair gave a reference plane")
     e = np.concatenate(errors)
-    return {"accuracy": {k: pool_metrics(v) for k, v in accuracy.items()}, "pairs": per_pair,
+    acc = {k: {**pool_metrics(v), "median_signed": float(np.median(np.concatenate(signed[k])))}
+           for k, v in accuracy.items()}
+    return {"accuracy": acc, "pairs": per_pair,
             "max_plane_rms": args.max_plane_rms, "max_disparity": MAX_DISPARITY,
             "settings": {k: list(cfg.two_pass_std_pixel) for k, cfg in settings.items()},
             "error": {"median": float(np.median(e)), "mean": float(np.mean(e)),
@@ -286,11 +291,11 @@ def markdown(res: dict[str, Any]) -> str:
         n = next(iter(b["accuracy"].values()))["n_pixels"]
         lines += ["", f"disparity against the board's plane ({n} reference pixels, range "
                   f"{b['max_disparity']:.0f}):", "",
-                  "| method | EPE px | bad-1 % | bad-2 % | bad-3 % | density % |",
-                  "|---|---|---|---|---|---|"]
+                  "| method | EPE px | bad-1 % | bad-2 % | bad-3 % | density % | median signed error px |",
+                  "|---|---|---|---|---|---|---|"]
         for method, m in b["accuracy"].items():
             lines.append(f"| {method} | {m['epe']:.2f} | {m['bad1']:.1f} | {m['bad2']:.1f} | "
-                         f"{m['bad3']:.1f} | {m['density']:.1f} |")
+                         f"{m['bad3']:.1f} | {m['density']:.1f} | {m['median_signed']:+.2f} |")
     if "decision" in res:
         d = res["decision"]
         lines += ["", f"tied within {TIE}: {d['tied']}; chosen: **{d['chosen']}** (changes the default: "
