@@ -179,6 +179,9 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
                          "median_error": float(np.median(e)), "mean_error": float(np.mean(e))})
     if not errors:
         raise SystemExit("no chessboard pair gave a reference plane")
+    used = sorted(p["pair"] for p in per_pair if p["used"])
+    if args.require_pairs is not None and used != sorted(args.require_pairs.split(",")):
+        raise SystemExit(f"scored pairs {used}, --require-pairs {args.require_pairs}")
     e = np.concatenate(errors)
     acc = {k: {**pool_metrics(v), "median_signed": float(np.median(np.concatenate(signed[k])))}
            for k, v in accuracy.items()}
@@ -319,6 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accuracy", action="store_true",
                    help="also score the disparity against the plane: the default pipeline, the network "
                         "alone and SGBM (EPE, bad-1/2/3, density)")
+    p.add_argument("--require-pairs", default=None, metavar="01,02,...",
+                   help="fail unless exactly these pairs are scored (held-out pairs of a training split)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs, no rule")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
