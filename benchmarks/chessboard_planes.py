@@ -38,7 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from two_pass_adaptive import KS, rule_camera_setting  # noqa: E402
+from two_pass_adaptive import KS, goal_violation, rule_camera_setting  # noqa: E402
 
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 
@@ -54,7 +54,6 @@ PIXEL7 = (2.8475, 0.105409, -0.008406, -0.117192, -0.027523, 2.364725, 0.19827, 
 MAX_DISPARITY = 256.0
 ERODE_PX = 2
 TIE = 0.005
-LAPLACE_1STD = 0.757
 
 
 def candidates(default: Any) -> dict[str, Any]:
@@ -109,19 +108,13 @@ def rectified_pairs(src: Path, out: Path) -> list[tuple[str, np.ndarray, np.ndar
 
 
 def coverage_row(error: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    from scene_perception.evaluation.calibration import coverage
     from scene_perception.evaluation.uncertainty import ause
 
-    r = error / np.maximum(std, 1e-12)
-    cov = [float(np.mean(r <= k)) for k in KS]
-    return {"coverage": cov, "violation": violation(cov),
+    cov = coverage(error, std, KS)["observed"]
+    return {"coverage": cov, "violation": goal_violation(cov),
             "ause": float(ause(error.astype(np.float64), std.astype(np.float64))["ause"]),
             "median_std": float(np.median(std)), "pixels": int(error.size)}
-
-
-def violation(cov: list[float]) -> float:
-    """rule_pixel8.md: how far a condition's 1- and 2-std shares are from the issue's goals (0 = met)."""
-    c1, c2 = cov[0], cov[1]
-    return max(0.0, 0.90 - c2) + max(0.0, c2 - 0.97) + max(0.0, abs(c1 - LAPLACE_1STD) - 0.10)
 
 
 def board_scores(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,7 +229,7 @@ def synthetic_scores(args: argparse.Namespace) -> dict[str, Any]:
         fac = (tp.factors(frames, cfg, None, 1.0) if not cfg.two_pass_std_pixel
                else tp.factors(frames, *tp.shipped_shape(cfg), 1.0))
         rows = tp.coverage_rows(frames, fac)
-        conds = {c: {"coverage": rows[c]["coverage"], "violation": violation(rows[c]["coverage"])}
+        conds = {c: {"coverage": rows[c]["coverage"], "violation": goal_violation(rows[c]["coverage"])}
                  for c in rows if c != "pooled"}
         out[key] = {"conditions": conds, "ause": pooled_ause(frames, fac)}
     return {"frames": len(frames), "candidates": out}

@@ -201,6 +201,14 @@ def meets_goals(cov: list[float]) -> bool:
     return bool(0.90 <= cov[1] <= 0.97 and abs(cov[0] - expected_coverage(1.0, "laplace")) <= 0.10)
 
 
+def goal_violation(cov: list[float]) -> float:
+    """How far the 1- and 2-std shares are from :func:`meets_goals`' intervals (0 = met): the penalty of
+    ``two_pass_pixel.coverage_search`` (rule_pixel3.md) and the score of rule_pixel8.md."""
+    c1, c2 = cov[0], cov[1]
+    return (max(0.0, 0.90 - c2) + max(0.0, c2 - 0.97)
+            + max(0.0, abs(c1 - expected_coverage(1.0, "laplace")) - 0.10))
+
+
 def setting_row(frames: list[dict[str, Any]], name: str, reference: float, f0: float, b: float
                 ) -> dict[str, Any]:
     f = frame_factors(frames, name, reference, f0, b)

@@ -36,6 +36,7 @@ from two_pass_adaptive import (  # noqa: E402
     frame_args,
     frame_parser,
     gap,
+    goal_violation,
     meets_goals,
     pipeline_coverage,
     pooled_ause,
@@ -268,7 +269,6 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
     """rule_pixel3.md step 2: compass search over (b', w1..wn, log level) for pooled gap + 10 x the goal
     violations per condition, on every ``STRIDE``-th pixel (rule_pixel4.md: five weights, at most 800
     evaluations); returns the new shape, level and a trace."""
-    from scene_perception.evaluation.calibration import expected_coverage
     from scene_perception.pipelines.view_agreement import TWO_PASS_PIXEL_RANGE
 
     conds = list(dict.fromkeys(fr["condition"] for fr in frames))
@@ -279,7 +279,6 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
     lm = np.concatenate([np.full(fr["error"][::STRIDE].size, _log_measure(fr, cfg)) for fr in frames])
     cid = np.concatenate([np.full(fr["error"][::STRIDE].size, conds.index(fr["condition"])) for fr in frames])
     lo, hi = (math.log(v) for v in TWO_PASS_PIXEL_RANGE)
-    one = expected_coverage(1.0, "laplace")
 
     def objective(x: np.ndarray) -> float:
         b, w, log_level = max(0.0, x[0]), x[1:-1], x[-1]
@@ -289,8 +288,7 @@ def coverage_search(frames: list[dict[str, Any]], cfg: Any, shape: dict[str, Any
         penalty = 0.0
         for i in range(len(conds)):
             ri = r[cid == i]
-            c1, c2 = float(np.mean(ri <= 1.0)), float(np.mean(ri <= 2.0))
-            penalty += max(0.0, 0.90 - c2) + max(0.0, c2 - 0.97) + max(0.0, abs(c1 - one) - 0.10)
+            penalty += goal_violation([float(np.mean(ri <= 1.0)), float(np.mean(ri <= 2.0))])
         return gap(pooled) + 10.0 * penalty
 
     x = np.array([shape["exponent"] or 0.0, *shape["w"], math.log(level)])

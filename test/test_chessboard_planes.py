@@ -46,10 +46,15 @@ def test_board_reference_is_the_boards_true_disparity() -> None:
 
 
 def test_violation_is_zero_inside_the_goals_only() -> None:
-    cp = load_benchmark("chessboard_planes")
-    assert cp.violation([0.76, 0.94, 0.98]) == 0.0
-    assert cp.violation([0.76, 0.88, 0.95]) == pytest.approx(0.02)
-    assert cp.violation([0.90, 0.98, 0.99]) == pytest.approx(0.01 + (0.90 - 0.757 - 0.10))
+    """two_pass_adaptive.goal_violation, rule_pixel8.md's score: 0 exactly where meets_goals holds."""
+    from scene_perception.evaluation.calibration import expected_coverage
+
+    ta = load_benchmark("two_pass_adaptive")
+    one = expected_coverage(1.0, "laplace")
+    assert ta.goal_violation([0.76, 0.94, 0.98]) == 0.0 and ta.meets_goals([0.76, 0.94, 0.98])
+    assert ta.goal_violation([0.76, 0.88, 0.95]) == pytest.approx(0.02)
+    assert ta.goal_violation([0.90, 0.98, 0.99]) == pytest.approx(0.01 + (0.90 - one - 0.10))
+    assert not ta.meets_goals([0.90, 0.98, 0.99])
 
 
 def test_candidates_are_the_fitted_settings_and_pixel6_is_the_default() -> None:
