@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,13 +218,9 @@ def test_card_of_a_trained_head_records_its_stereo_weights(tmp_path: Path) -> No
 def test_sky_validity_benchmark_scores_the_far_rule_on_a_real_street_bag(tmp_path: Path, capsys) -> None:
     """benchmarks/sky_validity.py end to end (a real rosbag2 street, the pipeline rerun per threshold): a head
     that calls everything far leaves no sky and no scene at 0.5 and changes nothing at 1 (off)."""
-    import importlib.util
+    from evalutil import load_benchmark
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("sky_validity", root / "benchmarks" / "sky_validity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sky_validity"] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
+    module = load_benchmark("sky_validity")
     head = write_head(constant_head(4.0), tmp_path / "lite_far.safetensors", SHIPPED.sha256)
     assert module.main(["--seeds", "7", "--frames", "1", "--width", "128", "--height", "64",
                         "--validation-pairs", "1", "--max-uncertainty", "inf", "--threads", "1",

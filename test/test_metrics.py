@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from evalutil import load_benchmark
 
 from scene_perception.evaluation import (
     depth_metrics,
@@ -20,7 +19,6 @@ from scene_perception.evaluation import (
 )
 from scene_perception.pipelines.sgbm import SGBMMatcher, num_disparities_for, upsample_disparity
 
-REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
@@ -169,16 +167,6 @@ def test_sgbm_settings_and_upsampling() -> None:
 
 
 # ----------------------------------------------------------------------------------------- benchmark
-def load_benchmark() -> ModuleType:
-    """The benchmark is a script, not a package module: load it from its file."""
-    path = REPO / "benchmarks" / "stereo_accuracy.py"
-    spec = importlib.util.spec_from_file_location("stereo_accuracy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
@@ -188,7 +176,7 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     torch.manual_seed(0)
     weights = tmp_path / "lite.safetensors"
     save_stereo_model(GCNet(CONFIGS["lite"]), weights, {"trained": False})
-    bench = load_benchmark()
+    bench = load_benchmark("stereo_accuracy")
     out = tmp_path / "acc.json"
     # A Motorcycle stand-in in the fetched layout (rendered, so the test needs no download).
     from evalutil import write_motorcycle_standin
@@ -219,7 +207,7 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_held_out_check_catches_training_seed() -> None:
-    bench = load_benchmark()
+    bench = load_benchmark("stereo_accuracy")
     train_item = int(np.random.SeedSequence([0, 7]).generate_state(1)[0])
     with pytest.raises(RuntimeError, match="training item 7"):
         bench.check_held_out([train_item], train_seed=0, train_samples=10)
@@ -242,7 +230,7 @@ def test_benchmark_validation_split_chooses_without_touching_test_data(tmp_path:
     for name in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png", "motorcycle_left.png", "motorcycle_right.png",
                  "motorcycle_disp.npz"):
         (aloe / name).write_bytes(b"not an image")
-    bench = load_benchmark()
+    bench = load_benchmark("stereo_accuracy")
     common = ["--weights", str(weights), "--synthetic-pairs", "2", "--synthetic-size", "64x128",
               "--synthetic-max-disparity", "32", "--train-samples", "100", "--aloe-dir", str(aloe),
               "--motorcycle-dir", str(aloe), "--threads", "1"]

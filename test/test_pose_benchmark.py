@@ -3,12 +3,12 @@ third drive, and records what it measured in a model card without touching the w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from evalutil import load_benchmark
 
 from scene_perception.data.synth import write_synthetic_bag
 from scene_perception.models.posenet import CONFIGS, PoseNet
@@ -16,15 +16,7 @@ from scene_perception.models.weights import file_sha256, load_pose_model, save_m
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 WORLD = {"world_length": 120.0}
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("pose_accuracy", ROOT / "benchmarks" / "pose_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_refuses_anything_but_another_drive_through_the_training_world(bags: dict[str, Path]) -> None:
-    bench = _bench()
+    bench = load_benchmark("pose_accuracy")
     with pytest.raises(SystemExit, match="not the training world"):
         bench.main(["--train-bag", str(bags["train"]), "--heldout-bag", str(bags["other_world"])])
     with pytest.raises(SystemExit, match="training trajectory itself"):
@@ -58,7 +50,7 @@ def test_scores_baseline_and_model_calibrates_on_a_third_drive_and_updates_the_c
     weights = tmp_path / "p.safetensors"
     sha = save_model(PoseNet(CONFIGS["tiny"]), weights, {"architecture": "posenet"})
     card = weights.with_suffix(".json")
-    results = _bench().main([
+    results = load_benchmark("pose_accuracy").main([
         "--train-bag", str(bags["train"]), "--heldout-bag", str(bags["heldout"]),
         "--calibration-bag", str(bags["val"]), "--weights", f"m={weights}", "--mc-samples", "8",
         "--update-card", f"m={card}",

@@ -7,32 +7,19 @@ is stopped cleanly), so that a long run is not wasted on a broken script.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from evalutil import load_benchmark
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_soak() -> ModuleType:
-    """The benchmark is a script, not a package module: load it from its file."""
-    spec = importlib.util.spec_from_file_location("benchmarks_soak", REPO / "benchmarks" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_soak_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    soak = load_soak()
+    soak = load_benchmark("soak")
     out = tmp_path / "soak.json"
     transport_before = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
     code = soak.main([
