@@ -33,13 +33,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from two_pass_adaptive import KS, goal_violation, rule_camera_setting  # noqa: E402
 
+from scene_perception.evaluation.board_plane import (  # noqa: E402
+    MAX_PLANE_RMS,
+    board_reference,
+    rectified_chessboard,
+)
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 
 #: rule_pixel4.md's and rule_pixel6.md's 12-number settings and rule_pixel7.md's 14 numbers, as each rule's
@@ -50,9 +54,8 @@ PIXEL6 = (2.8475, 0.190792, 0.065798, 0.263812, -0.026041, 1.196897, 0.291425,
           -2.242783, -4.078694, -1.284322, 0.0, -0.857391)
 PIXEL7 = (2.8475, 0.105409, -0.008406, -0.117192, -0.027523, 2.364725, 0.19827, 0.558337,
           -2.242736, -4.078694, -1.283845, 0.0, -0.857607, -0.6952)
-#: rule_pixel8.md's constants.
+#: rule_pixel8.md's constants (the plane's own: evaluation.board_plane).
 MAX_DISPARITY = 256.0
-ERODE_PX = 2
 TIE = 0.005
 
 
@@ -63,48 +66,6 @@ def candidates(default: Any) -> dict[str, Any]:
     return {"per frame": frame, **{name: dataclasses.replace(frame, two_pass_std_pixel=setting)
                                    for name, setting in (("pixel4", PIXEL4), ("pixel6", PIXEL6),
                                                          ("pixel7", PIXEL7))}}
-
-
-def board_reference(left: np.ndarray, right: np.ndarray) -> dict[str, Any] | None:
-    """The plane fitted to the inner corners' disparities of a rectified pair, and its reference map (NaN
-    outside the eroded hull); None when the board is not found in both views."""
-    from scene_perception.data.datasets.chessboard import find_corners
-
-    grey = [cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) for img in (left, right)]
-    corners = [find_corners(g) for g in grey]
-    if corners[0] is None or corners[1] is None:
-        return None
-    (xl, yl), (xr, yr) = corners[0].T, corners[1].T
-    d = xl - xr
-    a = np.stack([xl, yl, np.ones_like(xl)], axis=1).astype(np.float64)
-    coef, *_ = np.linalg.lstsq(a, d.astype(np.float64), rcond=None)
-    residual = d - a @ coef
-    h, w = grey[0].shape
-    mask = np.zeros((h, w), np.uint8)
-    hull = cv2.convexHull(corners[0].astype(np.float32)).round().astype(np.int32)
-    cv2.fillConvexPoly(mask, hull, 1)
-    mask = cv2.erode(mask, np.ones((2 * ERODE_PX + 1, 2 * ERODE_PX + 1), np.uint8)).astype(bool)
-    ys, xs = np.mgrid[0:h, 0:w]
-    plane = coef[0] * xs + coef[1] * ys + coef[2]
-    return {"plane": coef.tolist(), "rms": float(np.sqrt(np.mean(residual ** 2))),
-            "row_error": float(np.mean(np.abs(yl - yr))),
-            "corner_disparity": [float(d.min()), float(d.max())],
-            "reference": np.where(mask, plane, np.nan).astype(np.float32)}
-
-
-def rectified_pairs(src: Path, out: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Every pair under ``src`` rectified at full size (the package's calibration), as (name, left, right)
-    RGB arrays."""
-    from scene_perception.data.datasets.chessboard import chessboard_to_folder
-    from scene_perception.data.datasets.folder import StereoFolder
-
-    chessboard_to_folder(src, out, scale=1.0)
-    reader = StereoFolder(out)
-    pairs = []
-    for i in range(len(reader)):
-        s = reader[i]
-        pairs.append((Path(reader.item_name(i)).name, s.left, s.right))
-    return pairs
 
 
 def coverage_row(error: np.ndarray, std: np.ndarray) -> dict[str, Any]:
@@ -130,7 +91,7 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     pipe.max_disparity = MAX_DISPARITY
     settings = candidates(pipe.local_refinement)
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = rectified_pairs(Path(args.chessboard_dir), Path(tmp))
+        pairs = rectified_chessboard(args.chessboard_dir, tmp)
     if args.pairs:
         pairs = pairs[:args.pairs]
     per_pair, errors, stds = [], [], {k: [] for k in settings}
@@ -306,7 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=0, help="only the first N pairs (0 = all)")
-    p.add_argument("--max-plane-rms", type=float, default=0.25, help="px; rule_pixel8.md: 0.25")
+    p.add_argument("--max-plane-rms", type=float, default=MAX_PLANE_RMS, help="px; rule_pixel8.md: 0.25")
     p.add_argument("--rule", action="store_true",
                    help="rule_pixel8.md: also score the candidates on the synthetic validation frames and "
                         "decide")

@@ -1,5 +1,6 @@
-"""benchmarks/chessboard_planes.py: the chessboard plane as a reference disparity on real pairs without GT,
-the calibration check rule_pixel8.md chose the two-pass std with (issue 25)."""
+"""evaluation/board_plane.py and benchmarks/chessboard_planes.py: the chessboard plane as a reference
+disparity on real pairs without GT, the calibration check rule_pixel8.md chose the two-pass std with
+(issue 25)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from evalutil import load_benchmark
 from test_chessboard import BOARD, CHESSBOARD, K, render_board
 
 from scene_perception.data.datasets.chessboard import board_points
+from scene_perception.evaluation.board_plane import board_reference
 
 BASELINE = 3.0  # squares
 
@@ -25,9 +27,8 @@ def _rectified_pair(rvec: np.ndarray, tvec: np.ndarray) -> tuple[np.ndarray, np.
 def test_board_reference_is_the_boards_true_disparity() -> None:
     """On a rendered tilted board the fitted plane gives f B / Z at every inner corner to a tenth of a pixel,
     the reference covers the board inside the corners only, and a pair without a board gives None."""
-    cp = load_benchmark("chessboard_planes")
     rvec, tvec = np.deg2rad([[20.0], [-25.0], [5.0]]), np.array([[-4.0], [-2.5], [22.0]])
-    ref = cp.board_reference(*_rectified_pair(rvec, tvec))
+    ref = board_reference(*_rectified_pair(rvec, tvec))
     assert ref is not None and ref["rms"] < 0.1 and ref["row_error"] < 0.1
     pts = board_points(BOARD).reshape(-1, 3)
     cam = (cv2.Rodrigues(rvec)[0] @ pts.T + tvec).T
@@ -42,7 +43,7 @@ def test_board_reference_is_the_boards_true_disparity() -> None:
     assert inside.sum() > 0.8 * hull.sum() and not (inside & (hull == 0)).any()
     assert ref["corner_disparity"][0] == pytest.approx(truth.min(), abs=0.3)
     blank = np.full((480, 640, 3), 128, np.uint8)
-    assert cp.board_reference(blank, blank) is None
+    assert board_reference(blank, blank) is None
 
 
 def test_violation_is_zero_inside_the_goals_only() -> None:
@@ -90,3 +91,25 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
                         "SGBM_3WAY sparse", "SGBM_3WAY filled"}
     assert acc["ours (default pipeline)"]["density"] == 100.0 and acc["SGBM_3WAY sparse"]["density"] < 100.0
     assert len({m["n_pixels"] for m in acc.values()}) == 1  # every method on the same reference pixels
+
+
+@pytest.mark.skipif(not (CHESSBOARD / "left01.jpg").is_file(),
+                    reason="opencv-doc chessboard pairs absent (tools/fetch_eval_data.sh)")
+def test_adaptation_on_the_chessboard_rig_streams_the_other_pairs_and_scores_the_plane_pairs(
+        tmp_path: Path) -> None:
+    """benchmarks/adaptation.py --shift chessboard: the 6 pairs without a plane fit are the stream (half size,
+    no reference), the 7 plane pairs the evaluation (full size, reference on the board only); a quick run
+    scores before and after and refuses the bad stream."""
+    ad = load_benchmark("adaptation")
+    stream, evaluation = ad.chessboard_data(CHESSBOARD)
+    assert len(stream) == 13 - len(ad.PLANE_PAIRS) and len(evaluation) == len(ad.PLANE_PAIRS)
+    assert all(left.shape == (240, 320, 3) for left, _ in stream)
+    for left, _, ref in evaluation:
+        assert left.shape == (480, 640, 3) and 0.05 < np.isfinite(ref).mean() < 0.6
+        assert 90.0 < np.nanmin(ref) and np.nanmax(ref) < 210.0
+    res = ad.main(["--shift", "chessboard", "--quick", "--holdout-every", "3", "--out-dir", str(tmp_path),
+                   "--chessboard-dir", str(CHESSBOARD)])
+    assert res["size"] == [240, 320] and len(res["rounds"]) == 2
+    assert 0.0 < res["before"]["bad2"] < 100.0 and res["before"]["density"] > 90.0
+    bad = res["bad_stream"]
+    assert bad["weights_unchanged"] and bad["rejected"] == bad["offered"]

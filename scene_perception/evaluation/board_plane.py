@@ -1,0 +1,67 @@
+"""The chessboard's plane as a reference disparity on real stereo pairs that have no ground truth.
+
+A board is a plane, so in a rectified pair its disparity is affine in the image position, ``d = a x + b y +
+c``, fixed by the inner corners found to sub-pixel precision in both views.  Inside the board that plane is a
+reference that comes from the pair's own geometry: an error against it carries what a real camera adds
+(sensor noise, optics, the rig's rectification residual) and no render has.  The opencv-doc pairs have no
+GT data set, so, unlike Aloe, they may be validated and tuned on (``benchmarks/chessboard_planes.py``, the
+adaptation benchmark's ``--shift chessboard``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: The scored pixels: inside the left corners' convex hull, eroded by this many px (rule_pixel8.md).
+ERODE_PX = 2
+#: A pair whose plane fit leaves a larger RMS corner residual (px, full size) is no reference
+#: (rule_pixel8.md: 7 of the 13 opencv-doc pairs pass).
+MAX_PLANE_RMS = 0.25
+
+
+def board_reference(left: np.ndarray, right: np.ndarray) -> dict[str, Any] | None:
+    """The plane fitted to the inner corners' disparities of a rectified RGB pair, and its reference map (NaN
+    outside the eroded hull); None when the board is not found in both views."""
+    from scene_perception.data.datasets.chessboard import find_corners
+
+    grey = [cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) for img in (left, right)]
+    corners = [find_corners(g) for g in grey]
+    if corners[0] is None or corners[1] is None:
+        return None
+    (xl, yl), (xr, yr) = corners[0].T, corners[1].T
+    d = xl - xr
+    a = np.stack([xl, yl, np.ones_like(xl)], axis=1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, d.astype(np.float64), rcond=None)
+    residual = d - a @ coef
+    h, w = grey[0].shape
+    mask = np.zeros((h, w), np.uint8)
+    hull = cv2.convexHull(corners[0].astype(np.float32)).round().astype(np.int32)
+    cv2.fillConvexPoly(mask, hull, 1)
+    mask = cv2.erode(mask, np.ones((2 * ERODE_PX + 1, 2 * ERODE_PX + 1), np.uint8)).astype(bool)
+    ys, xs = np.mgrid[0:h, 0:w]
+    plane = coef[0] * xs + coef[1] * ys + coef[2]
+    return {"plane": coef.tolist(), "rms": float(np.sqrt(np.mean(residual ** 2))),
+            "row_error": float(np.mean(np.abs(yl - yr))),
+            "corner_disparity": [float(d.min()), float(d.max())],
+            "reference": np.where(mask, plane, np.nan).astype(np.float32)}
+
+
+def rectified_chessboard(src: str | Path, out: str | Path, scale: float = 1.0
+                         ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every pair under ``src`` rectified with the package's calibration (``data/datasets/chessboard.py``,
+    written to ``out``) and shrunk by ``scale``, as (name, left, right) RGB arrays; ``name`` is the pair's
+    number (``"01"`` for ``left01.jpg``)."""
+    from scene_perception.data.datasets.chessboard import chessboard_to_folder
+    from scene_perception.data.datasets.folder import StereoFolder
+
+    chessboard_to_folder(src, out, scale=scale)
+    reader = StereoFolder(out)
+    pairs = []
+    for i in range(len(reader)):
+        s = reader[i]
+        pairs.append((Path(reader.item_name(i)).name, s.left, s.right))
+    return pairs
