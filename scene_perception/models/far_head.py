@@ -18,12 +18,14 @@ their sha256 and the factory uses it only with those weights.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from scene_perception.models.config_dict import config_from_dict
 
 __all__ = ["FAR_CONFIGS", "FAR_DISPARITY_PX", "FarHead", "FarHeadConfig", "far_head_inputs", "far_labels"]
 
@@ -64,14 +66,9 @@ class FarHeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FarHeadConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FarHeadConfig fields: {sorted(unknown)}")
-        kwargs = dict(data)
-        if "dilations" in kwargs:
-            kwargs["dilations"] = tuple(int(d) for d in kwargs["dilations"])
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict` (``config_dict.config_from_dict``: a typo in a card is an error, not a
+        default)."""
+        return config_from_dict(cls, data)
 
 
 FAR_CONFIGS: dict[str, FarHeadConfig] = {"far": FarHeadConfig(name="far")}

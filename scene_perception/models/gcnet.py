@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from scene_perception.models.config_dict import config_from_dict
 from scene_perception.models.layers import (
     ResidualBlock2d,
     concat_cost_volume,
@@ -118,17 +119,9 @@ class GCNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GCNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error so a typo in a card is not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown GCNetConfig fields: {sorted(unknown)}")
-        kwargs = dict(data)
-        if "encoder_channels" in kwargs:
-            kwargs["encoder_channels"] = tuple(int(c) for c in kwargs["encoder_channels"])
-        if "refine_dilations" in kwargs:
-            kwargs["refine_dilations"] = tuple(int(c) for c in kwargs["refine_dilations"])
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict` (``config_dict.config_from_dict``: a typo in a card is an error, not a
+        default)."""
+        return config_from_dict(cls, data)
 
 
 CONFIGS: dict[str, GCNetConfig] = {

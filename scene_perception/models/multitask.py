@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from scene_perception.models.config_dict import config_from_dict
 
 __all__ = [
     "CONFIGS",
@@ -102,15 +104,9 @@ class MultiTaskConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MultiTaskConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error so a typo in a card is not ignored."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown MultiTaskConfig fields: {sorted(unknown)}")
-        kwargs = dict(data)
-        for key in ("encoder_channels", "context_dilations", "decoder_channels"):
-            if key in kwargs:
-                kwargs[key] = tuple(int(c) for c in kwargs[key])
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict` (``config_dict.config_from_dict``: a typo in a card is an error, not a
+        default)."""
+        return config_from_dict(cls, data)
 
 
 CONFIGS: dict[str, MultiTaskConfig] = {

@@ -18,12 +18,14 @@ the losses are sign-invariant, the canonical sign makes outputs comparable).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scene_perception.models.config_dict import config_from_dict
 
 __all__ = ["CONFIGS", "PoseNet", "PoseNetConfig"]
 
@@ -84,18 +86,9 @@ class PoseNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoseNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error so a typo in a card is not ignored."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown PoseNetConfig fields: {sorted(unknown)}")
-        kwargs = dict(data)
-        for key in ("channels", "pool"):
-            if key in kwargs:
-                kwargs[key] = tuple(int(c) for c in kwargs[key])
-        for key in ("position_mean", "position_scale", "covariance_scale"):
-            if key in kwargs:
-                kwargs[key] = tuple(float(c) for c in kwargs[key])
-        return cls(**kwargs)
+        """Inverse of :meth:`to_dict` (``config_dict.config_from_dict``: a typo in a card is an error, not a
+        default)."""
+        return config_from_dict(cls, data)
 
 
 CONFIGS: dict[str, PoseNetConfig] = {
