@@ -19,6 +19,7 @@ disparities are the same for all.
     python benchmarks/chessboard_planes.py                 # coverage of each candidate on the board pixels
     python benchmarks/chessboard_planes.py --rule --json out/pixel8.json   # rule_pixel8.md's decision
     python benchmarks/chessboard_planes.py --accuracy      # also EPE / bad-x against the plane: ours, SGBM
+    python benchmarks/chessboard_planes.py --ablation      # bad-x of the refinement with one part changed
     python benchmarks/chessboard_planes.py --quick         # smoke run: 2 pairs, no rule
 """
 
@@ -78,10 +79,27 @@ def coverage_row(error: np.ndarray, std: np.ndarray) -> dict[str, Any]:
             "median_std": float(np.median(std)), "pixels": int(error.size)}
 
 
+def refinement_variants(default: Any) -> dict[str, Any]:
+    """``--ablation``: the local refinement with one part changed at a time, and all at once ("minimal"),
+    ``None`` = the network alone.  Why: on the board the refinement makes the network's disparity worse
+    (2026-12-06), and this says which part does it."""
+    nos = dataclasses.replace(default, sgbm_candidate=False)
+    minimal = dataclasses.replace(nos, iterations=1, radius=1, propagation=0, window_shift=0)
+    return {"network alone": None, "default": default, "no SGBM candidate": nos,
+            "no SGBM, iterations 1": dataclasses.replace(nos, iterations=1),
+            "no SGBM, radius 1": dataclasses.replace(nos, radius=1),
+            "no SGBM, propagation 0": dataclasses.replace(nos, propagation=0),
+            "no SGBM, window_shift 0": dataclasses.replace(nos, window_shift=0),
+            "no SGBM, min_texture 0.04": dataclasses.replace(nos, min_texture=0.04),
+            "minimal: no SGBM, iterations 1, radius 1, propagation 0, window_shift 0": minimal,
+            "minimal with the SGBM candidate": dataclasses.replace(minimal, sgbm_candidate=True)}
+
+
 def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     """The chessboard condition: per pair its plane, pooled coverage per candidate."""
     import torch
 
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
     from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
     torch.set_num_threads(args.threads)
@@ -96,6 +114,8 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
         pairs = pairs[:args.pairs]
     per_pair, errors, stds = [], [], {k: [] for k in settings}
     accuracy: dict[str, list[dict[str, float]]] = {}
+    ablation: dict[str, list[dict[str, float]]] = {}
+    variants = refinement_variants(DEFAULT_LOCAL_REFINEMENT) if args.ablation else {}
     signed: dict[str, list[np.ndarray]] = {}
     for name, left, right in pairs:
         ref = board_reference(left, right)
@@ -128,6 +148,10 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
                 accuracy.setdefault(method, []).append(disparity_metrics(disp, ref["reference"]))
                 s = (disp - ref["reference"])[np.isfinite(ref["reference"]) & np.isfinite(disp)]
                 signed.setdefault(method, []).append(s)
+        for key, cfg in variants.items():
+            pipe.local_refinement = cfg
+            ablation.setdefault(key, []).append(disparity_metrics(pipe(left, right).disparity,
+                                                                  ref["reference"]))
         per_pair.append({**row, "used": True, "pixels": int(ok.sum()),
                          "reference_pixels": int(np.isfinite(ref["reference"]).sum()),
                          "median_error": float(np.median(e)), "mean_error": float(np.mean(e))})
@@ -139,7 +163,8 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     e = np.concatenate(errors)
     acc = {k: {**pool_metrics(v), "median_signed": float(np.median(np.concatenate(signed[k])))}
            for k, v in accuracy.items()}
-    return {"accuracy": acc, "pairs": per_pair,
+    return {"accuracy": acc, "ablation": {k: pool_metrics(v) for k, v in ablation.items()},
+            "pairs": per_pair,
             "max_plane_rms": args.max_plane_rms, "max_disparity": MAX_DISPARITY,
             "settings": {k: list(cfg.two_pass_std_pixel) for k, cfg in settings.items()},
             "error": {"median": float(np.median(e)), "mean": float(np.mean(e)),
@@ -253,6 +278,11 @@ def markdown(res: dict[str, Any]) -> str:
         for method, m in b["accuracy"].items():
             lines.append(f"| {method} | {m['epe']:.2f} | {m['bad1']:.1f} | {m['bad2']:.1f} | "
                          f"{m['bad3']:.1f} | {m['density']:.1f} | {m['median_signed']:+.2f} |")
+    if b.get("ablation"):
+        lines += ["", "the local refinement with one part changed (board pixels; network alone: none):",
+                  "", "| refinement | EPE px | bad-1 % | bad-2 % | bad-3 % |", "|---|---|---|---|---|"]
+        for key, m in b["ablation"].items():
+            lines.append(f"| {key} | {m['epe']:.2f} | {m['bad1']:.1f} | {m['bad2']:.1f} | {m['bad3']:.1f} |")
     if "decision" in res:
         d = res["decision"]
         lines += ["", f"tied within {TIE}: {d['tied']}; chosen: **{d['chosen']}** (changes the default: "
@@ -276,6 +306,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accuracy", action="store_true",
                    help="also score the disparity against the plane: the default pipeline, the network "
                         "alone and SGBM (EPE, bad-1/2/3, density)")
+    p.add_argument("--ablation", action="store_true",
+                   help="also score the local refinement with one part changed at a time")
     p.add_argument("--require-pairs", default=None, metavar="01,02,...",
                    help="fail unless exactly these pairs are scored (held-out pairs of a training split)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 pairs, no rule")

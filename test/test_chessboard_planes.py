@@ -78,7 +78,7 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
     scored on the same pipeline disparities (refined twice)."""
     cp = load_benchmark("chessboard_planes")
     out = tmp_path / "q.json"
-    res = cp.main(["--quick", "--threads", "1", "--accuracy", "--json", str(out)])
+    res = cp.main(["--quick", "--threads", "1", "--accuracy", "--ablation", "--json", str(out)])
     used = [p for p in res["board"]["pairs"] if p["used"]]
     assert len(res["board"]["pairs"]) == 2 and used and out.is_file()
     assert all(p["rms"] <= 0.25 and 90 < p["corner_disparity"][0] for p in used)
@@ -91,6 +91,10 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
                         "SGBM_3WAY sparse", "SGBM_3WAY filled"}
     assert acc["ours (default pipeline)"]["density"] == 100.0 and acc["SGBM_3WAY sparse"]["density"] < 100.0
     assert len({m["n_pixels"] for m in acc.values()}) == 1  # every method on the same reference pixels
+    abl = res["board"]["ablation"]
+    assert len(abl) == 10 and abl["default"]["bad2"] == acc["ours (default pipeline)"]["bad2"]
+    assert abl["network alone"]["bad2"] == acc["ours, network alone"]["bad2"]
+    assert len({round(m["bad2"], 6) for m in abl.values()}) > 5  # the variants really differ
 
 
 @pytest.mark.skipif(not (CHESSBOARD / "left01.jpg").is_file(),
