@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--audit", action="store_true",
                         help="also score every round's candidate on the test pairs: how often each gate "
                              "accepts a network that got worse")
+    parser.add_argument("--seed", type=int, default=AdaptConfig.seed,
+                        help="the adapter's seed (which buffered frames and crops each step draws)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="where the adapter trains and the scoring runs")
     parser.add_argument("--out-dir", default="runs/adaptation_benchmark", help="accepted versions go here")
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
                          lr=args.lr, loss=args.loss, anchor_pairs=args.anchor_pairs,
                          max_anchor_rise=args.max_anchor_rise, min_holdout_frames=args.min_holdout_frames,
-                         holdout_every=args.holdout_every, out_dir=args.out_dir)
+                         holdout_every=args.holdout_every, seed=args.seed, out_dir=args.out_dir)
 
     before = evaluate(model)
     adapter = OnlineAdapter(model, config, args.device, base={"name": info.name, "sha256": info.sha256})
