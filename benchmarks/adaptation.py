@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -99,9 +100,13 @@ def chessboard_data(src: str | Path, plane_pairs: tuple[str, ...] = PLANE_PAIRS,
     board's plane as the reference (NaN off the board).  Every pair calibrates the rig (from the corners, not
     the network).  Exits when a plane pair has no board or a plane fit above MAX_PLANE_RMS."""
     with tempfile.TemporaryDirectory() as tmp:
-        small = rectified_chessboard(src, Path(tmp) / "small", scale=scale)
-        full = rectified_chessboard(src, Path(tmp) / "full")
-    stream = [(left, right) for name, left, right in small if name not in plane_pairs]
+        full = rectified_chessboard(src, tmp)
+    # Shrunk as chessboard_to_folder(scale=...) writes them (INTER_AREA of the rectified pair): one
+    # calibration, not two.
+    h, w = full[0][1].shape[:2]
+    small = (max(1, round(w * scale)), max(1, round(h * scale)))
+    stream = [tuple(cv2.resize(img, small, interpolation=cv2.INTER_AREA) for img in (left, right))
+              for name, left, right in full if name not in plane_pairs]
     evaluation = []
     for name, left, right in full:
         if name not in plane_pairs:
