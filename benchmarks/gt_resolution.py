@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from calibration import width_range  # noqa: E402
 
-from scene_perception.evaluation.calibration import expected_coverage  # noqa: E402
+from scene_perception.evaluation.calibration import coverage, expected_coverage  # noqa: E402
 
 KS = (1.0, 2.0, 3.0)
 BINS = 20
@@ -48,8 +48,8 @@ CELLS = {"rounded": (np.round, -0.5), "truncated": (np.floor, 0.0)}
 
 
 def covered(error: np.ndarray, std: np.ndarray) -> list[float]:
-    """Share (%) of ``|error| <= k std`` for k in KS."""
-    return [100.0 * float(np.mean(np.abs(error) <= k * std)) for k in KS]
+    """Share (%) of ``|error| <= k std`` for k in KS (``evaluation.calibration.coverage``)."""
+    return [100.0 * c for c in coverage(error, std, KS)["observed"]]
 
 
 def std_edges(*stds: np.ndarray, bins: int = BINS) -> np.ndarray:
@@ -59,12 +59,17 @@ def std_edges(*stds: np.ndarray, bins: int = BINS) -> np.ndarray:
     return edges
 
 
+def stratum(std: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each pixel's std stratum: the index of its bin between ``edges``."""
+    return np.clip(np.searchsorted(edges, std, side="right") - 1, 0, len(edges) - 2)
+
+
 def stratum_loss(error_exact: np.ndarray, error_coarse: np.ndarray, std: np.ndarray, edges: np.ndarray,
                  k: float, min_pixels: int = 200) -> np.ndarray:
     """Per std stratum, the coverage (%) at ``k`` std lost by scoring against the coarse GT instead of the
     exact one (NaN where a stratum has fewer than ``min_pixels``)."""
     loss = np.full(len(edges) - 1, np.nan)
-    idx = np.clip(np.searchsorted(edges, std, side="right") - 1, 0, len(edges) - 2)
+    idx = stratum(std, edges)
     for i in range(len(edges) - 1):
         sel = idx == i
         if sel.sum() >= min_pixels:
@@ -76,8 +81,7 @@ def stratum_loss(error_exact: np.ndarray, error_coarse: np.ndarray, std: np.ndar
 def transferred_loss(loss: np.ndarray, std: np.ndarray, edges: np.ndarray) -> float:
     """The per-stratum ``loss`` averaged over the pixels of another pair with stds ``std`` (strata without a
     measured loss are left out)."""
-    idx = np.clip(np.searchsorted(edges, std, side="right") - 1, 0, len(edges) - 2)
-    return float(np.nanmean(loss[idx]))
+    return float(np.nanmean(loss[stratum(std, edges)]))
 
 
 def _laplace_integral(y: np.ndarray, b: np.ndarray) -> np.ndarray:
