@@ -143,15 +143,20 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
             stds[key].append(r.disparity_std[ok])
         e = np.abs(d - ref["reference"])[ok]
         errors.append(e)
-        if args.accuracy:
-            for method, disp in method_disparities(pipe, left, right, d).items():
-                accuracy.setdefault(method, []).append(disparity_metrics(disp, ref["reference"]))
-                s = (disp - ref["reference"])[np.isfinite(ref["reference"]) & np.isfinite(disp)]
-                signed.setdefault(method, []).append(s)
+        methods = method_disparities(pipe, left, right, d) if args.accuracy else {}
+        for method, disp in methods.items():
+            accuracy.setdefault(method, []).append(disparity_metrics(disp, ref["reference"]))
+            s = (disp - ref["reference"])[np.isfinite(ref["reference"]) & np.isfinite(disp)]
+            signed.setdefault(method, []).append(s)
+        # The variants already run above are not run again.
+        ran = {"default": d, "network alone": methods.get("ours, network alone"),
+               "no SGBM candidate": methods.get("ours, no SGBM candidate")}
         for key, cfg in variants.items():
-            pipe.local_refinement = cfg
-            ablation.setdefault(key, []).append(disparity_metrics(pipe(left, right).disparity,
-                                                                  ref["reference"]))
+            disp = ran.get(key)
+            if disp is None:
+                pipe.local_refinement = cfg
+                disp = pipe(left, right).disparity
+            ablation.setdefault(key, []).append(disparity_metrics(disp, ref["reference"]))
         per_pair.append({**row, "used": True, "pixels": int(ok.sum()),
                          "reference_pixels": int(np.isfinite(ref["reference"]).sum()),
                          "median_error": float(np.median(e)), "mean_error": float(np.mean(e))})
