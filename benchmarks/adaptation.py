@@ -46,6 +46,7 @@ import torch
 from tqdm import tqdm
 
 from scene_perception.data.augment import CAMERA_EFFECTS, augment_pair
+from scene_perception.data.datasets import DatasetError
 from scene_perception.data.procedural import SceneConfig, make_stereo_sample
 from scene_perception.data.splits import held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
@@ -99,8 +100,11 @@ def chessboard_data(src: str | Path, plane_pairs: tuple[str, ...] = PLANE_PAIRS,
     by ``scale`` (no labels: what the adapter sees), and each of ``plane_pairs`` at full size with its
     board's plane as the reference (NaN off the board).  Every pair calibrates the rig (from the corners, not
     the network).  Exits when a plane pair has no board or a plane fit above MAX_PLANE_RMS."""
-    with tempfile.TemporaryDirectory() as tmp:
-        full = rectified_chessboard(src, tmp)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            full = rectified_chessboard(src, tmp)
+    except DatasetError as exc:  # no pairs there (not fetched), or too few with the board found
+        raise SystemExit(f"error: {exc} (tools/fetch_eval_data.sh)") from exc
     # Shrunk as chessboard_to_folder(scale=...) writes them (INTER_AREA of the rectified pair): one
     # calibration, not two.
     h, w = full[0][1].shape[:2]
