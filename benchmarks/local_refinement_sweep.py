@@ -11,6 +11,10 @@ the same over all pixels with ground truth, AUSE of the disparity std over non-o
 pixels each setting changed and the refinement's ms per pair.
 
     python benchmarks/local_refinement_sweep.py --pairs 200 --json out/bench/local_refinement_sweep.json
+
+``--condition camera`` renders the same pairs as a camera sees them (per-view gain, bias and noise, then
+``data/augment.py: VIEW_EFFECTS``; ``two_pass_adaptive.render``), so a setting that only works on exact
+renders shows it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,17 +31,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from scene_perception.data.procedural import make_stereo_sample
-from scene_perception.data.splits import held_out_seeds
-from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
-from scene_perception.evaluation.uncertainty import ause
-from scene_perception.pipelines.image_tensor import image_to_tensor
-from scene_perception.pipelines.local_refinement import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from two_pass_adaptive import render  # noqa: E402
+
+from scene_perception.data.splits import held_out_seeds  # noqa: E402
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
+from scene_perception.evaluation.uncertainty import ause  # noqa: E402
+from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
+from scene_perception.pipelines.local_refinement import (  # noqa: E402
     LocalRefinementConfig,
     refine_disparity_locally,
 )
-from scene_perception.pipelines.sgbm import SGBMMatcher
-from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
+from scene_perception.pipelines.sgbm import SGBMMatcher  # noqa: E402
+from scene_perception.pipelines.stereo_factory import build_stereo_pipeline  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
@@ -58,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=_ints, default=[5, 7, 9])
     p.add_argument("--min-zncc", type=_floats, default=[0.5, 0.7, 0.9])
     p.add_argument("--min-texture", type=_floats, default=[0.005, 0.01, 0.02])
+    p.add_argument("--min-x-texture", type=_floats, default=[0.0])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
     p.add_argument("--propagation", type=_ints, default=[0])
     p.add_argument("--window-shift", type=_ints, default=[0])
@@ -65,22 +73,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
     p.add_argument("--correction-std", type=_floats, default=[0.0])
     p.add_argument("--sgbm-candidate", type=_ints, default=[0], help="0 / 1 (off / on), comma-separated")
+    p.add_argument("--condition", choices=("exact", "camera"), default="exact",
+                   help="exact renders, or as a camera sees them (nuisance + VIEW_EFFECTS)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
+def collect(args: argparse.Namespace, sgbm_candidate: bool) -> tuple[list[tuple], object]:
+    """Render the validation pairs in ``args.condition`` and run the network once per pair (refinement off),
+    with SGBM's full-width disparity when ``sgbm_candidate``.  Returns (cached pairs, model info)."""
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                   compute_points=False, local_refinement=None)
     pipeline, info = setup.pipeline, setup.info
-    sgbm = SGBMMatcher(float(pipeline.model.max_disparity)) if any(args.sgbm_candidate) else None
+    sgbm = SGBMMatcher(float(pipeline.model.max_disparity)) if sgbm_candidate else None
     cached = []
-    for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc="network", unit="pair"):
-        s = make_stereo_sample(seed, width=w, height=h, max_disparity=args.max_disparity)
+    for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc=f"network ({args.condition})",
+                     unit="pair"):
+        s = render(seed, w, h, args.max_disparity, args.condition)
         result = pipeline(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         candidate, sgbm_seconds = None, 0.0
@@ -91,24 +103,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cached.append((image_to_tensor(s.left), image_to_tensor(s.right), result.disparity,
                        result.disparity_std, s.disparity, mask, np.isfinite(s.disparity), candidate,
                        sgbm_seconds))
+    return cached, info
 
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    cached, info = collect(args, any(args.sgbm_candidate))
     settings: list[LocalRefinementConfig | None] = [None]
-    grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.iterations,
-                             args.propagation, args.window_shift, args.fill_border, args.uncertainty_scale,
-                             args.correction_std, args.sgbm_candidate)
-    for r, win, z, t, it, prop, shift, fill, us, cs, sg in grid:
-        settings.append(LocalRefinementConfig(radius=r, window=win, min_zncc=z, min_texture=t, iterations=it,
-                                              propagation=prop, window_shift=shift, fill_border=bool(fill),
-                                              uncertainty_scale=us, correction_std=cs,
-                                              sgbm_candidate=bool(sg)))
-    rows = []
+    grid = itertools.product(args.radius, args.window, args.min_zncc, args.min_texture, args.min_x_texture,
+                             args.iterations, args.propagation, args.window_shift, args.fill_border,
+                             args.uncertainty_scale, args.correction_std, args.sgbm_candidate)
+    for r, win, z, t, xt, it, prop, shift, fill, us, cs, sg in grid:
+        settings.append(LocalRefinementConfig(
+            radius=r, window=win, min_zncc=z, min_texture=t, min_x_texture=xt, iterations=it,
+            propagation=prop, window_shift=shift, fill_border=bool(fill), uncertainty_scale=us,
+            correction_std=cs, sgbm_candidate=bool(sg)))
+    h, w = (int(v) for v in args.size.split("x"))
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
-          f"validation pairs {w}x{h}, pooled; non-occluded pixels (as the goals), and all pixels with GT "
-          "(occluded too, as Aloe is scored)\n")
-    print("| radius | window | min ZNCC | min texture | iterations | propagation | window shift "
-          "| fill border | uncertainty scale | correction std | SGBM candidate | EPE px | bad-1 % | bad-2 % "
-          "| bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % | ms/pair |")
-    print("|" + "---|" * 20)
+          f"validation pairs {w}x{h} ({args.condition}), pooled; non-occluded pixels (as the goals), and "
+          "all pixels with GT (occluded too, as Aloe is scored)\n")
+    rows = score(cached, settings)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"weights_sha256": info.sha256, "pairs": len(cached),
+                                         "condition": args.condition, "rows": rows}, indent=1))
+    return rows
+
+
+def score(cached: list[tuple], settings: list[LocalRefinementConfig | None]) -> list[dict]:
+    """Each setting (None = the network alone) on the cached pairs: prints a markdown row per setting,
+    returns the rows (pooled metrics, AUSE, share changed, ms per pair)."""
+    rows = []
+    print("| radius | window | min ZNCC | min texture | min x texture | iterations | propagation "
+          "| window shift | fill border | uncertainty scale | correction std | SGBM candidate | EPE px "
+          "| bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE | changed % | ms/pair |")
+    print("|" + "---|" * 21)
     # Settings that differ only in how the std is treated give the same disparities: refine once per the rest.
     refined_by: dict[LocalRefinementConfig, list[tuple[np.ndarray, np.ndarray, float]]] = {}
     for cfg in settings:
@@ -139,8 +168,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
         sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
-        desc = ("off",) + ("-",) * 10 if cfg is None else (
-            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.iterations, cfg.propagation,
+        desc = ("off",) + ("-",) * 11 if cfg is None else (
+            cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.min_x_texture, cfg.iterations,
+            cfg.propagation,
             cfg.window_shift, int(cfg.fill_border), cfg.uncertainty_scale, cfg.correction_std,
             int(cfg.sgbm_candidate))
         ms = 1000.0 * seconds / len(cached)
@@ -150,10 +180,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"| {' | '.join(str(v) for v in desc)} | {m['epe']:.3f} | {m['bad1']:.2f} | {m['bad2']:.2f} | "
               f"{m['bad3']:.2f} | {m_all['epe']:.3f} | {m_all['bad2']:.2f} | {sparsification:.4f} | "
               f"{100.0 * changed / total:.1f} | {ms:.0f} |", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"weights_sha256": info.sha256, "pairs": len(cached), "rows": rows},
-                                        indent=1))
     return rows
 
 

@@ -32,9 +32,10 @@ value to their right (:func:`fill_left_border`).
 
 A pixel is changed only when the evidence is clear: the best offset lies inside the searched range (not at
 its border), its ZNCC is at least ``min_zncc``, and the left window has texture (grey-level std at least
-``min_texture``).  Textureless regions, occlusions and repetitive patterns the network resolved keep the
-network's value.  Cost: ``2 * radius + 3`` (+ 9 with propagation) warps and box filters per round, batched,
-in strips of rows (cache-sized on a CPU), on the engine's device.
+``min_texture``, and optionally an RMS horizontal derivative of at least ``min_x_texture``).  Textureless
+regions, occlusions and repetitive patterns the network resolved keep the network's value.  Cost:
+``2 * radius + 3`` (+ 9 with propagation) warps and box filters per round, batched, in strips of rows
+(cache-sized on a CPU), on the engine's device.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from torch.nn import functional as F
 
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 
-__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "window_std", "zncc_at"]
+__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "textured_windows",
+           "window_std", "zncc_at"]
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -118,6 +120,22 @@ def window_std(image: Tensor, window: int) -> Tensor:
     return _window_mean_var(_grey(image.float()), window)[1].sqrt()
 
 
+def textured_windows(grey: Tensor, var: Tensor, cfg: LocalRefinementConfig) -> Tensor:
+    """Where a window has enough texture to fix a disparity: grey std >= ``min_texture`` and, when
+    ``min_x_texture`` > 0, an RMS horizontal derivative >= it (both over ``window`` x ``window``).
+
+    Why the second test: a window whose only structure is a horizontal edge has a large grey std but
+    matches every horizontal shift equally well (the aperture problem), so the best ZNCC there is
+    arbitrary.  ``grey``, ``var``: (1, 1, H, W), the left image and its window variance.
+    """
+    textured = var >= cfg.min_texture ** 2
+    if cfg.min_x_texture > 0:
+        padded = F.pad(grey, (1, 1, 0, 0), mode="replicate")
+        gx = 0.5 * (padded[..., 2:] - padded[..., :-2])
+        textured &= _box(gx * gx, cfg.window) >= cfg.min_x_texture ** 2
+    return textured
+
+
 def zncc_at(left: Tensor, right: Tensor, disparity: Tensor, window: int) -> tuple[Tensor, Tensor, Tensor]:
     """ZNCC of each pixel's ``window`` x ``window`` box with the right image warped by ``disparity``, the
     refinement's own score (no window shift), for measures that judge a finished disparity
@@ -160,7 +178,7 @@ def refine_disparity_locally(
     mean_l, var_l = _window_mean_var(grey_l, cfg.window)
     refined = disparity.float()
     changed = torch.zeros_like(refined, dtype=torch.bool)
-    images = (grey_l, grey_r, mean_l, var_l)
+    images = (grey_l, grey_r, mean_l, var_l, textured_windows(grey_l, var_l, cfg))
     if candidate is not None:
         if candidate.shape != disparity.shape:
             raise ValueError(f"candidate must be shaped like the disparity {tuple(disparity.shape)}, "
@@ -269,7 +287,7 @@ def _neighbour_fields(field: Tensor, steps: list[tuple[int, int]]) -> Tensor:
 
 
 def _propagate(
-    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor,
+    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, textured: Tensor, disparity: Tensor,
     cfg: LocalRefinementConfig,
 ) -> tuple[Tensor, Tensor]:
     """Each pixel tries its neighbours' disparities (see ``propagation``) and keeps the best-matching one."""
@@ -279,12 +297,13 @@ def _propagate(
     fields = _neighbour_fields(base, steps)
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
     # A candidate must sample inside the right image.
-    return _keep_best((grey_l, grey_r, mean_l, var_l), disparity, fields, (xs - fields >= 0)[None], cfg)
+    return _keep_best((grey_l, grey_r, mean_l, var_l, textured), disparity, fields, (xs - fields >= 0)[None],
+                      cfg)
 
 
 def _offer_candidate(
-    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor, candidate: Tensor,
-    cfg: LocalRefinementConfig,
+    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, textured: Tensor, disparity: Tensor,
+    candidate: Tensor, cfg: LocalRefinementConfig,
 ) -> tuple[Tensor, Tensor]:
     """Each pixel takes ``candidate`` where it is finite, samples inside the right image and wins
     :func:`_keep_best`'s test against the current value.  Whole frame at once (two fields only, so no
@@ -294,17 +313,17 @@ def _offer_candidate(
                           torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)])
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
     usable = torch.stack([torch.ones_like(c, dtype=torch.bool), torch.isfinite(c) & (xs - c >= 0)])[None]
-    return _keep_best((grey_l, grey_r, mean_l, var_l), disparity, fields, usable, cfg)
+    return _keep_best((grey_l, grey_r, mean_l, var_l, textured), disparity, fields, usable, cfg)
 
 
 def _keep_best(
-    images: tuple[Tensor, Tensor, Tensor, Tensor], disparity: Tensor, fields: Tensor, usable: Tensor,
+    images: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], disparity: Tensor, fields: Tensor, usable: Tensor,
     cfg: LocalRefinementConfig,
 ) -> tuple[Tensor, Tensor]:
     """Each pixel takes the best-ZNCC field among the ``usable`` ones (1, K, H, W) of ``fields`` (K, H, W)
     where that is not field 0 (its own value, always eligible; a tie keeps it), scores at least
     ``min_zncc`` and the left window is textured.  Returns ``(disparity, accepted mask)``."""
-    grey_l, grey_r, mean_l, var_l = images
+    grey_l, grey_r, mean_l, var_l, textured = images
     zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
     usable = usable.clone()
     usable[:, 0] = True
@@ -312,14 +331,14 @@ def _keep_best(
     accept = (
         (best > 0)
         & (best_score >= cfg.min_zncc)
-        & (var_l >= cfg.min_texture**2)
+        & textured
         & torch.isfinite(disparity)
     )
     return torch.where(accept, fields[None].gather(1, best), disparity), accept
 
 
 def _search(
-    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, disparity: Tensor,
+    grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, textured: Tensor, disparity: Tensor,
     cfg: LocalRefinementConfig,
 ) -> tuple[Tensor, Tensor]:
     """One ZNCC search of +-radius (+1 for the parabola) around ``disparity``; see the module docstring."""
@@ -345,7 +364,7 @@ def _search(
         & (best <= k - 2)
         & (curvature < -1e-6)
         & (best_score >= cfg.min_zncc)
-        & (var_l >= cfg.min_texture**2)
+        & textured
         & in_image
         & torch.isfinite(disparity)
     )

@@ -35,6 +35,11 @@ class LocalRefinementConfig:
         window: side of the square ZNCC window, odd.
         min_zncc: a correction is applied only where the best ZNCC reaches this (-1 .. 1).
         min_texture: ... and where the left window's grey-level std (0..1 intensities) reaches this.
+        min_x_texture: ... and, when > 0, where the RMS of the left window's horizontal grey derivative
+            (``(I(x+1) - I(x-1)) / 2``, 0..1 intensities) reaches this.  Why: a window whose only structure
+            is a horizontal edge has grey std but matches every horizontal shift alike (the aperture
+            problem), so the grey-std gate lets arbitrary values through there; on a real chessboard the
+            refinement made the network worse (docs/refinement.md).  0 = off.
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
@@ -125,6 +130,7 @@ class LocalRefinementConfig:
     window: int = 7
     min_zncc: float = 0.7
     min_texture: float = 0.005
+    min_x_texture: float = 0.0
     iterations: int = 3
     propagation: int = 4
     window_shift: int = 3
@@ -156,6 +162,8 @@ class LocalRefinementConfig:
             raise ValueError(f"min_zncc must be in [-1, 1], got {self.min_zncc}")
         if self.min_texture < 0:
             raise ValueError(f"min_texture must be >= 0, got {self.min_texture}")
+        if not 0.0 <= self.min_x_texture <= 1.0:
+            raise ValueError(f"min_x_texture must be in [0, 1], got {self.min_x_texture}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:

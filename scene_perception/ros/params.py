@@ -256,6 +256,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.min_x_texture",
+        _REFINE.min_x_texture,
+        "... and, when > 0, where the RMS horizontal grey derivative over the window reaches this: a window "
+        "with only horizontal edges fixes no disparity (the aperture problem). 0 = off.",
+        0.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.iterations",
         _REFINE.iterations,
         "Rounds of (propagation, search), each from the previous round's result; cost is linear in it.",
