@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Choose the local refinement on synthetic validation and the real chessboard together (issue 22).
 
-The rule, written before any candidate was scored: ``benchmarks/results/2026-12-06_cpu/refinement_rule/
-rule.md``.  Why: the default refinement was chosen on exact synthetic renders, and on the real opencv-doc
-chessboard (scored against the board's plane, ``evaluation/board_plane.py``) it makes the network's disparity
-worse.  The candidates add a gate on horizontal texture (``min_x_texture``, against the aperture problem) or
-raise the grey-std gate, with the SGBM candidate on and off; each is scored on
+The rules, each written before its candidates were scored: ``benchmarks/results/2026-12-06_cpu/
+refinement_rule/rule.md`` (``--rule 1``) and ``rule2.md`` (``--rule 2``).  Why: the default refinement was
+chosen on exact synthetic renders, and on the real opencv-doc chessboard (scored against the board's plane,
+``evaluation/board_plane.py``) it makes the network's disparity worse.  The candidates add a gate against the
+aperture problem (rule 1: ``min_x_texture``, horizontal texture; rule 2: ``min_x_share``, the horizontal
+share of the gradient energy) or raise the grey-std gate, with the SGBM candidate on and off;
+each is scored on
 
 - 200 validation pairs, exact and as a camera sees them (``local_refinement_sweep.py``'s pairs, one
   refinement): non-occluded EPE, bad-2, AUSE;
 - the chessboard pairs whose plane fits, the whole pipeline at 640x480 and range 256 (two refinements):
   bad-2 against the plane, and the published std's coverage (reported, deciding nothing).
 
-    python benchmarks/refinement_rule.py --json out/refinement_rule.json    # ~20 min on 2 cores
+    python benchmarks/refinement_rule.py --json out/refinement_rule.json    # rule 1, ~35 min on 2 cores
+    python benchmarks/refinement_rule.py --rule 2 --json out/refinement_rule2.json
     python benchmarks/refinement_rule.py --quick                           # smoke: 4 pairs, 2 boards
 """
 
@@ -56,10 +59,19 @@ DEFAULT = "D"
 CONDITIONS = ("exact", "camera")
 
 
-def candidates(default: LocalRefinementConfig = DEFAULT_LOCAL_REFINEMENT) -> dict[str, LocalRefinementConfig]:
-    """rule.md's 15 settings: ``X<t>`` / ``X<t> no SGBM`` (min_x_texture t, SGBM candidate on / off; X0 with
-    SGBM is today's default ``D``) and the control ``T<t>`` (min_texture t, SGBM on)."""
-    out: dict[str, LocalRefinementConfig] = {}
+def candidates(rule: int = 1, default: LocalRefinementConfig = DEFAULT_LOCAL_REFINEMENT
+               ) -> dict[str, LocalRefinementConfig]:
+    """The rule's settings.  Rule 2: ``D`` and ``S<s>`` / ``S<s> no SGBM`` (min_x_share s).  Rule 1: 15
+    settings, ``X<t>`` / ``X<t> no SGBM`` (min_x_texture t, SGBM candidate on / off; X0 with SGBM is today's
+    default ``D``) and the control ``T<t>`` (min_texture t, SGBM on)."""
+    if rule == 2:
+        out = {DEFAULT: default}
+        for share in (0.05, 0.1, 0.2, 0.3):
+            on = dataclasses.replace(default, min_x_share=share, sgbm_candidate=True)
+            out[f"S{share:g}"] = on
+            out[f"S{share:g} no SGBM"] = dataclasses.replace(on, sgbm_candidate=False)
+        return out
+    out = {}
     for t in (0.0, 0.0025, 0.005, 0.01, 0.02, 0.04):
         on = dataclasses.replace(default, min_x_texture=t, sgbm_candidate=True)
         out[DEFAULT if t == 0.0 else f"X{t:g}"] = on
@@ -132,10 +144,11 @@ def synthetic_scores(args: argparse.Namespace, condition: str,
             for key, row in zip(settings, rows, strict=True)}
 
 
-def decide(board: dict[str, Any], synthetic: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """rule.md: eligible within the slacks of D on both validation conditions; the lowest board bad-2; ties
-    within ``TIE`` points by V-exact EPE; replaces D only with a board gain of ``MIN_BOARD_GAIN`` points."""
-    names = list(candidates())
+def decide(board: dict[str, Any], synthetic: dict[str, dict[str, Any]], rule: int = 1) -> dict[str, Any]:
+    """rule.md (rule2.md the same): eligible within the slacks of D on both validation conditions; the lowest
+    board bad-2; ties within ``TIE`` points by V-exact EPE; replaces D only with a board gain of
+    ``MIN_BOARD_GAIN`` points."""
+    names = list(candidates(rule))
     why: dict[str, str] = {}
     for key in names:
         for cond, rows in synthetic.items():
@@ -171,7 +184,7 @@ def markdown(res: dict[str, Any]) -> str:
                              f"{synth[c][key]['ause']:.4f}")) if key in synth.get(c, {}) else "-"
                  for c in CONDITIONS]
         elig = ("yes" if key in decision.get("eligible", []) else decision.get("ineligible", {}).get(key, "-")
-                if key in candidates() else "reference")
+                if key in candidates(res["rule_number"]) else "reference")
         cov = " / ".join(f"{c:.1f}" for c in b["coverage"])
         lines.append(f"| {key} | {cells[0]} | {cells[1]} | {b['epe']:.2f} / {b['bad1']:.1f} / "
                      f"{b['bad2']:.1f} / {b['bad3']:.1f} | {cov} | {elig} |")
@@ -189,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rule", type=int, choices=(1, 2), default=1, help="rule.md (1) or rule2.md (2)")
     p.add_argument("--pairs", type=int, default=200, help="validation pairs per condition (rule.md: 200)")
     p.add_argument("--boards", type=int, default=0, help="only the first N usable boards (0 = all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 validation pairs, 2 boards")
@@ -204,14 +218,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not Path(args.chessboard_dir).is_dir():
         raise SystemExit(f"no chessboard pairs at {args.chessboard_dir}: run tools/fetch_eval_data.sh")
     t0 = time.perf_counter()
-    settings: dict[str, LocalRefinementConfig | None] = {**references(), **candidates()}
-    res: dict[str, Any] = {"rule": "benchmarks/results/2026-12-06_cpu/refinement_rule/rule.md",
+    settings: dict[str, LocalRefinementConfig | None] = {**references(), **candidates(args.rule)}
+    name = "rule.md" if args.rule == 1 else f"rule{args.rule}.md"
+    res: dict[str, Any] = {"rule": f"benchmarks/results/2026-12-06_cpu/refinement_rule/{name}",
+                           "rule_number": args.rule,
                            "pairs": args.pairs,
                            "settings": {k: None if c is None else dataclasses.asdict(c)
                                         for k, c in settings.items()}}
     res["synthetic"] = {c: synthetic_scores(args, c, settings) for c in CONDITIONS}
     res["board"] = board_scores(args, settings)
-    res["decision"] = decide(res["board"], res["synthetic"])
+    res["decision"] = decide(res["board"], res["synthetic"], args.rule)
     res["seconds"] = time.perf_counter() - t0
     print("\n" + markdown(res))
     if args.json is not None:

@@ -79,10 +79,11 @@ def test_textureless_and_non_finite_pixels_are_kept() -> None:
     assert changed[0, 0, 8:-8, 20:50].float().mean() > 0.9  # the textured part still is
 
 
-def test_min_x_texture_keeps_windows_that_fix_no_disparity() -> None:
+@pytest.mark.parametrize("gate", [{"min_x_texture": 0.01}, {"min_x_share": 0.2}])
+def test_aperture_gates_keep_windows_that_fix_no_disparity(gate: dict) -> None:
     """Horizontal stripes have grey std but match every horizontal shift (the aperture problem): the grey-std
-    gate lets the search move them anywhere, the horizontal-texture gate keeps them; texture is still
-    corrected with it."""
+    gate lets the search move them anywhere, either aperture gate keeps them; texture is still corrected with
+    it."""
     rows = torch.from_numpy(_texture(4)[:, :1].repeat(W, axis=1))[None, None].repeat(1, 3, 1, 1)
     rows = 0.5 + 4.0 * (rows - rows.mean())  # stripes with a grey std well above min_texture
     gen = torch.Generator().manual_seed(0)
@@ -91,11 +92,11 @@ def test_min_x_texture_keeps_windows_that_fix_no_disparity() -> None:
     start = _const(8.6)
     free = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0)
     _, moved = refine_disparity_locally(noisy_l, noisy_r, start, free)
-    _, kept = refine_disparity_locally(noisy_l, noisy_r, start, dataclasses.replace(free, min_x_texture=0.01))
+    _, kept = refine_disparity_locally(noisy_l, noisy_r, start, dataclasses.replace(free, **gate))
     assert moved.float().mean() > 0.05, "without the gate the stripes' flat ZNCC curve is 'corrected'"
     assert not kept.any()
     left, right = _pair(8.0)
-    gated = dataclasses.replace(free, min_x_texture=0.01)
+    gated = dataclasses.replace(free, **gate)
     refined, changed = refine_disparity_locally(left, right, start, gated)
     assert changed[0, 0, 4:-4, 20:-4].float().mean() > 0.9
     assert (refined[0, 0, 4:-4, 20:-4] - 8.0).abs()[changed[0, 0, 4:-4, 20:-4]].median() < 0.1
@@ -227,7 +228,8 @@ def test_fill_border_repairs_the_left_band_and_is_not_counted_as_a_correction() 
 
 
 @pytest.mark.parametrize("kwargs", [{"radius": -1}, {"window": 4}, {"window": 1}, {"min_zncc": 1.5},
-                                    {"min_texture": -0.1}, {"min_x_texture": -0.01}, {"iterations": 0},
+                                    {"min_texture": -0.1}, {"min_x_texture": -0.01}, {"min_x_share": 1.5},
+                                    {"iterations": 0},
                                     {"propagation": -1}, {"window_shift": -1}, {"correction_std": -0.1},
                                     {"uncertainty_scale": 0.0}, {"uncertainty_scale": 1.5}])
 def test_config_is_checked(kwargs: dict) -> None:

@@ -49,3 +49,10 @@ def test_the_camera_condition_can_rule_a_setting_out() -> None:
     synth["camera"]["X0.01"]["ause"] = 0.25  # D's 0.2 + more than AUSE_SLACK
     d = rr.decide(board, synth)
     assert d["ineligible"]["X0.01"].startswith("camera AUSE") and d["chosen"] == "D"
+
+
+def test_rule_2_s_candidates_gate_the_gradient_share() -> None:
+    cands = rr.candidates(2)
+    assert len(cands) == 9 and cands["D"] == DEFAULT_LOCAL_REFINEMENT
+    assert cands["S0.1"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_x_share=0.1)
+    assert not cands["S0.3 no SGBM"].sgbm_candidate and cands["S0.3 no SGBM"].min_x_share == 0.3

@@ -122,17 +122,23 @@ def window_std(image: Tensor, window: int) -> Tensor:
 
 def textured_windows(grey: Tensor, var: Tensor, cfg: LocalRefinementConfig) -> Tensor:
     """Where a window has enough texture to fix a disparity: grey std >= ``min_texture`` and, when
-    ``min_x_texture`` > 0, an RMS horizontal derivative >= it (both over ``window`` x ``window``).
+    ``min_x_texture`` > 0, an RMS horizontal derivative >= it, and, when ``min_x_share`` > 0, a horizontal
+    share of the gradient energy >= it (all over ``window`` x ``window``).
 
     Why the second test: a window whose only structure is a horizontal edge has a large grey std but
     matches every horizontal shift equally well (the aperture problem), so the best ZNCC there is
     arbitrary.  ``grey``, ``var``: (1, 1, H, W), the left image and its window variance.
     """
     textured = var >= cfg.min_texture ** 2
-    if cfg.min_x_texture > 0:
-        padded = F.pad(grey, (1, 1, 0, 0), mode="replicate")
-        gx = 0.5 * (padded[..., 2:] - padded[..., :-2])
-        textured &= _box(gx * gx, cfg.window) >= cfg.min_x_texture ** 2
+    if cfg.min_x_texture > 0 or cfg.min_x_share > 0:
+        padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+        gx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
+        gy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
+        energy_x, energy_y = _box(torch.cat([gx * gx, gy * gy], dim=1), cfg.window).split(1, dim=1)
+        if cfg.min_x_texture > 0:
+            textured &= energy_x >= cfg.min_x_texture ** 2
+        if cfg.min_x_share > 0:
+            textured &= energy_x >= cfg.min_x_share * (energy_x + energy_y)
     return textured
 
 

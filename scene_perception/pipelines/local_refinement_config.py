@@ -40,6 +40,10 @@ class LocalRefinementConfig:
             is a horizontal edge has grey std but matches every horizontal shift alike (the aperture
             problem), so the grey-std gate lets arbitrary values through there; on a real chessboard the
             refinement made the network worse (docs/refinement.md).  0 = off.
+        min_x_share: ... and, when > 0, where the horizontal share of the left window's gradient energy,
+            ``box(gx^2) / (box(gx^2) + box(gy^2))``, reaches this (0..1).  The same aperture test as
+            ``min_x_texture`` without its contrast: isotropic texture gives about 0.5 at any contrast, a
+            window holding only a horizontal edge about 0.  0 = off.
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
@@ -131,6 +135,7 @@ class LocalRefinementConfig:
     min_zncc: float = 0.7
     min_texture: float = 0.005
     min_x_texture: float = 0.0
+    min_x_share: float = 0.0
     iterations: int = 3
     propagation: int = 4
     window_shift: int = 3
@@ -164,6 +169,8 @@ class LocalRefinementConfig:
             raise ValueError(f"min_texture must be >= 0, got {self.min_texture}")
         if not 0.0 <= self.min_x_texture <= 1.0:
             raise ValueError(f"min_x_texture must be in [0, 1], got {self.min_x_texture}")
+        if not 0.0 <= self.min_x_share <= 1.0:
+            raise ValueError(f"min_x_share must be in [0, 1], got {self.min_x_share}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:

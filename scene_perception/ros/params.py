@@ -265,6 +265,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.min_x_share",
+        _REFINE.min_x_share,
+        "... and, when > 0, where the horizontal share of the window's gradient energy reaches this: the "
+        "same aperture test without contrast (isotropic texture about 0.5, a horizontal edge about 0). "
+        "0 = off.",
+        0.0,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.iterations",
         _REFINE.iterations,
         "Rounds of (propagation, search), each from the previous round's result; cost is linear in it.",
