@@ -12,6 +12,7 @@ import torch
 from scene_perception.pipelines.local_refinement import (
     LocalRefinementConfig,
     fill_left_border,
+    noise_std,
     refine_disparity_locally,
 )
 
@@ -100,6 +101,32 @@ def test_aperture_gates_keep_windows_that_fix_no_disparity(gate: dict) -> None:
     refined, changed = refine_disparity_locally(left, right, start, gated)
     assert changed[0, 0, 4:-4, 20:-4].float().mean() > 0.9
     assert (refined[0, 0, 4:-4, 20:-4] - 8.0).abs()[changed[0, 0, 4:-4, 20:-4]].median() < 0.1
+
+
+@pytest.mark.parametrize("sigma", [0.003, 0.01, 0.03])
+def test_noise_std_reads_the_noise_not_shading_or_edges(sigma: float) -> None:
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    scene = 0.2 + 0.002 * xs + 0.003 * ys + 0.3 * ((xs // 20 + ys // 16) % 2)  # shading and a checkerboard
+    noisy = scene + sigma * torch.randn(scene.shape, generator=torch.Generator().manual_seed(1))
+    assert float(noise_std(scene[None, None])) < 1e-4
+    assert abs(float(noise_std(noisy[None, None])) / sigma - 1.0) < 0.1
+
+
+def test_min_x_snr_follows_the_frame_s_noise() -> None:
+    """A faint texture is corrected in an exact pair; with noise on both views its ZNCC peaks are noise, and
+    the noise-relative gate (same setting) keeps those pixels, while the fixed gates would not know."""
+    left, right = _pair(8.0)
+    faint_l, faint_r = 0.5 + 0.15 * (left - 0.5), 0.5 + 0.15 * (right - 0.5)  # grey std ~0.01
+    cfg = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0, min_x_snr=4.0)
+    _, exact = refine_disparity_locally(faint_l, faint_r, _const(8.6), cfg)
+    assert exact[0, 0, 4:-4, 20:-4].float().mean() > 0.9
+    gen = torch.Generator().manual_seed(2)
+    noisy_l, noisy_r = (t + 0.01 * torch.randn(t.shape, generator=gen) for t in (faint_l, faint_r))
+    _, gated = refine_disparity_locally(noisy_l, noisy_r, _const(8.6), cfg)
+    off = dataclasses.replace(cfg, min_x_snr=0.0)
+    _, ungated = refine_disparity_locally(noisy_l, noisy_r, _const(8.6), off)
+    assert gated.float().mean() < 0.2 * ungated.float().mean()
 
 
 def test_pixels_whose_search_leaves_the_image_are_kept() -> None:

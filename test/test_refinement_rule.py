@@ -56,3 +56,5 @@ def test_rule_2_s_candidates_gate_the_gradient_share() -> None:
     assert len(cands) == 9 and cands["D"] == DEFAULT_LOCAL_REFINEMENT
     assert cands["S0.1"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_x_share=0.1)
     assert not cands["S0.3 no SGBM"].sgbm_candidate and cands["S0.3 no SGBM"].min_x_share == 0.3
+    snr = rr.candidates(3)
+    assert len(snr) == 9 and snr["N4"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_x_snr=4.0)

@@ -48,8 +48,8 @@ from torch.nn import functional as F
 
 from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 
-__all__ = ["LocalRefinementConfig", "fill_left_border", "refine_disparity_locally", "textured_windows",
-           "window_std", "zncc_at"]
+__all__ = ["LocalRefinementConfig", "fill_left_border", "noise_std", "refine_disparity_locally",
+           "textured_windows", "window_std", "zncc_at"]
 
 
 def _box(x: Tensor, window: int) -> Tensor:
@@ -122,24 +122,42 @@ def window_std(image: Tensor, window: int) -> Tensor:
 
 def textured_windows(grey: Tensor, var: Tensor, cfg: LocalRefinementConfig) -> Tensor:
     """Where a window has enough texture to fix a disparity: grey std >= ``min_texture`` and, when
-    ``min_x_texture`` > 0, an RMS horizontal derivative >= it, and, when ``min_x_share`` > 0, a horizontal
-    share of the gradient energy >= it (all over ``window`` x ``window``).
+    ``min_x_texture`` > 0, an RMS horizontal derivative >= it, when ``min_x_snr`` > 0 >= it times the
+    frame's :func:`noise_std`, and, when ``min_x_share`` > 0, a horizontal share of the gradient energy >=
+    it (all over ``window`` x ``window``).
 
     Why the second test: a window whose only structure is a horizontal edge has a large grey std but
     matches every horizontal shift equally well (the aperture problem), so the best ZNCC there is
     arbitrary.  ``grey``, ``var``: (1, 1, H, W), the left image and its window variance.
     """
     textured = var >= cfg.min_texture ** 2
-    if cfg.min_x_texture > 0 or cfg.min_x_share > 0:
+    if cfg.min_x_texture > 0 or cfg.min_x_share > 0 or cfg.min_x_snr > 0:
         padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
         gx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
         gy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
         energy_x, energy_y = _box(torch.cat([gx * gx, gy * gy], dim=1), cfg.window).split(1, dim=1)
         if cfg.min_x_texture > 0:
             textured &= energy_x >= cfg.min_x_texture ** 2
+        if cfg.min_x_snr > 0:
+            textured &= energy_x >= (cfg.min_x_snr * noise_std(grey)) ** 2
         if cfg.min_x_share > 0:
             textured &= energy_x >= cfg.min_x_share * (energy_x + energy_y)
     return textured
+
+
+#: Immerkaer's 3x3 mask, the difference of two discrete Laplacians: it cancels planes (smooth shading), and
+#: white noise of std sigma gives a response of std 6 sigma.
+_NOISE_MASK = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+
+
+def noise_std(grey: Tensor) -> Tensor:
+    """GT-free estimate of a grey image's noise std (0-dim tensor, grey units): ``1.4826 median(|I * M|) /
+    6`` with Immerkaer's mask M (J. Immerkaer, "Fast noise variance estimation", CVIU 1996).  The median (a
+    robust std of the response) keeps edges and texture, which give a few large responses, out of it.
+    ``grey``: (1, 1, H, W), at least 3x3."""
+    kernel = torch.tensor(_NOISE_MASK, dtype=grey.dtype, device=grey.device).view(1, 1, 3, 3)
+    response = F.conv2d(grey, kernel)
+    return 1.4826 * response.abs().median() / 6.0
 
 
 def zncc_at(left: Tensor, right: Tensor, disparity: Tensor, window: int) -> tuple[Tensor, Tensor, Tensor]:

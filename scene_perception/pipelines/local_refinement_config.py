@@ -44,6 +44,12 @@ class LocalRefinementConfig:
             ``box(gx^2) / (box(gx^2) + box(gy^2))``, reaches this (0..1).  The same aperture test as
             ``min_x_texture`` without its contrast: isotropic texture gives about 0.5 at any contrast, a
             window holding only a horizontal edge about 0.  0 = off.
+        min_x_snr: ... and, when > 0, where that RMS horizontal derivative reaches this many times the
+            frame's noise std, estimated without GT from the left image
+            (:func:`~scene_perception.pipelines.local_refinement.noise_std`).  Why: in a noisy view a weakly
+            textured window's ZNCC peak is noise (noise of std sigma moves a shift estimated over N pixels by
+            about sqrt(2) sigma / (RMS(gx) sqrt(N))), while a fixed threshold that suits a noisy camera
+            throws away what an exact render supports.  0 = off.
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
@@ -136,6 +142,7 @@ class LocalRefinementConfig:
     min_texture: float = 0.005
     min_x_texture: float = 0.0
     min_x_share: float = 0.0
+    min_x_snr: float = 0.0
     iterations: int = 3
     propagation: int = 4
     window_shift: int = 3
@@ -171,6 +178,8 @@ class LocalRefinementConfig:
             raise ValueError(f"min_x_texture must be in [0, 1], got {self.min_x_texture}")
         if not 0.0 <= self.min_x_share <= 1.0:
             raise ValueError(f"min_x_share must be in [0, 1], got {self.min_x_share}")
+        if not 0.0 <= self.min_x_snr <= 1000.0:
+            raise ValueError(f"min_x_snr must be in [0, 1000], got {self.min_x_snr}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:

@@ -275,6 +275,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.min_x_snr",
+        _REFINE.min_x_snr,
+        "... and, when > 0, where the window's RMS horizontal grey derivative reaches this many times the "
+        "frame's noise std (estimated from the left image): in a noisy view a weakly textured window's ZNCC "
+        "peak is noise. 0 = off.",
+        0.0,
+        1000.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.iterations",
         _REFINE.iterations,
         "Rounds of (propagation, search), each from the previous round's result; cost is linear in it.",
