@@ -50,7 +50,7 @@ from scene_perception.data.datasets import DatasetError
 from scene_perception.data.procedural import SceneConfig, make_stereo_sample
 from scene_perception.data.splits import held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
-from scene_perception.evaluation.board_plane import MAX_PLANE_RMS, board_reference, rectified_chessboard
+from scene_perception.evaluation.board_plane import plane_reference, rectified_chessboard
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 from scene_perception.models.weights import ModelLoadError, load_far_head, load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
@@ -71,8 +71,8 @@ REPETITIVE = SceneConfig(repetitive_probability=0.6)
 SHIFTS = ("repetitive", "surfaces", "camera", "both", "chessboard")
 STREAM_SEED_START = 30_000_000
 DEFAULT_CHESSBOARD = Path(__file__).resolve().parents[1] / ".cache" / "eval" / "chessboard"
-#: The opencv-doc pairs whose board fits a plane within MAX_PLANE_RMS (rule_pixel8.md): the evaluation of
-#: ``--shift chessboard``, never streamed.
+#: The opencv-doc pairs whose board fits a plane (evaluation.board_plane.plane_reference, rule_pixel8.md): the
+#: evaluation of ``--shift chessboard``, never streamed.
 PLANE_PAIRS = ("01", "02", "04", "06", "07", "12", "13")
 #: The board sits at 100-204 px at full size: the network alone runs on the pair at half size.
 CHESSBOARD_RANGE = 256.0
@@ -99,7 +99,7 @@ def chessboard_data(src: str | Path, plane_pairs: tuple[str, ...] = PLANE_PAIRS,
     """(stream, evaluation) of ``--shift chessboard``: the pairs not in ``plane_pairs`` rectified and shrunk
     by ``scale`` (no labels: what the adapter sees), and each of ``plane_pairs`` at full size with its
     board's plane as the reference (NaN off the board).  Every pair calibrates the rig (from the corners, not
-    the network).  Exits when a plane pair has no board or a plane fit above MAX_PLANE_RMS."""
+    the network).  Exits when a plane pair gives no plane reference (``plane_reference``)."""
     try:
         with tempfile.TemporaryDirectory() as tmp:
             full = rectified_chessboard(src, tmp)
@@ -115,9 +115,9 @@ def chessboard_data(src: str | Path, plane_pairs: tuple[str, ...] = PLANE_PAIRS,
     for name, left, right in full:
         if name not in plane_pairs:
             continue
-        ref = board_reference(left, right)
-        if ref is None or ref["rms"] > MAX_PLANE_RMS:
-            raise SystemExit(f"error: chessboard pair {name} gives no plane reference")
+        ref, why = plane_reference(left, right)
+        if why:
+            raise SystemExit(f"error: chessboard pair {name} gives no plane reference: {why}")
         evaluation.append((left, right, ref["reference"]))
     if len(evaluation) != len(plane_pairs) or not stream:
         raise SystemExit(f"error: {src}: {len(evaluation)} of the plane pairs {plane_pairs}, {len(stream)} "

@@ -42,7 +42,7 @@ from two_pass_adaptive import KS, goal_violation, rule_camera_setting  # noqa: E
 
 from scene_perception.evaluation.board_plane import (  # noqa: E402
     MAX_PLANE_RMS,
-    board_reference,
+    plane_reference,
     rectified_chessboard,
 )
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
@@ -118,14 +118,12 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     variants = refinement_variants(DEFAULT_LOCAL_REFINEMENT) if args.ablation else {}
     signed: dict[str, list[np.ndarray]] = {}
     for name, left, right in pairs:
-        ref = board_reference(left, right)
+        ref, why = plane_reference(left, right, args.max_plane_rms)
         row: dict[str, Any] = {"pair": name}
-        if ref is None:
-            per_pair.append({**row, "used": False, "why": "board not found in both rectified views"})
-            continue
-        row.update({k: ref[k] for k in ("plane", "rms", "row_error", "corner_disparity")})
-        if ref["rms"] > args.max_plane_rms:
-            per_pair.append({**row, "used": False, "why": f"plane RMS {ref['rms']:.3f} px"})
+        if ref is not None:
+            row.update({k: ref[k] for k in ("plane", "rms", "row_error", "corner_disparity")})
+        if why:
+            per_pair.append({**row, "used": False, "why": why})
             continue
         results = {}
         for key, cfg in settings.items():

@@ -39,7 +39,7 @@ import local_refinement_sweep as sweep  # noqa: E402
 
 from scene_perception.evaluation.board_plane import (  # noqa: E402
     MAX_PLANE_RMS,
-    board_reference,
+    plane_reference,
     rectified_chessboard,
 )
 from scene_perception.evaluation.calibration import coverage  # noqa: E402
@@ -115,8 +115,8 @@ def board_scores(args: argparse.Namespace, settings: dict[str, LocalRefinementCo
     for name, left, right in pairs:
         if args.boards and len(used) >= args.boards:
             break
-        ref = board_reference(left, right)
-        if ref is None or ref["rms"] > MAX_PLANE_RMS:
+        ref, why = plane_reference(left, right)
+        if why:
             continue
         used.append(name)
         for key, cfg in settings.items():

@@ -13,7 +13,7 @@ from evalutil import load_benchmark
 from test_chessboard import BOARD, CHESSBOARD, K, render_board
 
 from scene_perception.data.datasets.chessboard import board_points
-from scene_perception.evaluation.board_plane import board_reference
+from scene_perception.evaluation.board_plane import board_reference, plane_reference
 
 BASELINE = 3.0  # squares
 
@@ -44,6 +44,16 @@ def test_board_reference_is_the_boards_true_disparity() -> None:
     assert ref["corner_disparity"][0] == pytest.approx(truth.min(), abs=0.3)
     blank = np.full((480, 640, 3), 128, np.uint8)
     assert board_reference(blank, blank) is None
+
+
+def test_plane_reference_says_why_a_pair_is_no_reference() -> None:
+    pair = _rectified_pair(np.deg2rad([[20.0], [-25.0], [5.0]]), np.array([[-4.0], [-2.5], [22.0]]))
+    ref, why = plane_reference(*pair)
+    assert ref is not None and why == ""
+    refused, why = plane_reference(*pair, max_rms=ref["rms"] / 2)  # a stricter fit than this one
+    assert refused is not None and why.startswith("plane RMS")
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    assert plane_reference(blank, blank) == (None, "board not found in both rectified views")
 
 
 def test_violation_is_zero_inside_the_goals_only() -> None:

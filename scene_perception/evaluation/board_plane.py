@@ -50,6 +50,20 @@ def board_reference(left: np.ndarray, right: np.ndarray) -> dict[str, Any] | Non
             "reference": np.where(mask, plane, np.nan).astype(np.float32)}
 
 
+def plane_reference(left: np.ndarray, right: np.ndarray, max_rms: float = MAX_PLANE_RMS
+                    ) -> tuple[dict[str, Any] | None, str]:
+    """:func:`board_reference` and why it is no reference: ``(ref, "")`` for a usable pair; ``(None, why)``
+    when the board is not found; ``(ref, why)`` when the plane fit leaves an RMS corner residual above
+    ``max_rms`` px (kept so a report can show the fit it refused).  The one place the benchmarks apply the
+    plane filter."""
+    ref = board_reference(left, right)
+    if ref is None:
+        return None, "board not found in both rectified views"
+    if ref["rms"] > max_rms:
+        return ref, f"plane RMS {ref['rms']:.3f} px"
+    return ref, ""
+
+
 def rectified_chessboard(src: str | Path, out: str | Path, scale: float = 1.0
                          ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Every pair under ``src`` rectified with the package's calibration (``data/datasets/chessboard.py``,
