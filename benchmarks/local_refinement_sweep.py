@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--uncertainty-scale", type=_floats, default=[1.0])
     p.add_argument("--correction-std", type=_floats, default=[0.0])
     p.add_argument("--sgbm-candidate", type=_ints, default=[0], help="0 / 1 (off / on), comma-separated")
+    p.add_argument("--split", choices=("validation", "test"), default="validation",
+                   help="test pairs only to report a setting already chosen, never to choose one")
     p.add_argument("--condition", choices=("exact", "camera"), default="exact",
                    help="exact renders, or as a camera sees them (nuisance + VIEW_EFFECTS)")
     p.add_argument("--threads", type=int, default=2)
@@ -92,7 +94,7 @@ def collect(args: argparse.Namespace, sgbm_candidate: bool) -> tuple[list[tuple]
     pipeline, info = setup.pipeline, setup.info
     sgbm = SGBMMatcher(float(pipeline.model.max_disparity)) if sgbm_candidate else None
     cached = []
-    for seed in tqdm(held_out_seeds(args.pairs, "validation"), desc=f"network ({args.condition})",
+    for seed in tqdm(held_out_seeds(args.pairs, args.split), desc=f"network ({args.condition})",
                      unit="pair"):
         s = render(seed, w, h, args.max_disparity, args.condition)
         result = pipeline(s.left, s.right)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             correction_std=cs, sgbm_candidate=bool(sg)))
     h, w = (int(v) for v in args.size.split("x"))
     print(f"# Local refinement sweep: {info.name} ({info.sha256 and info.sha256[:12]}), {len(cached)} "
-          f"validation pairs {w}x{h} ({args.condition}), pooled; non-occluded pixels (as the goals), and "
+          f"{args.split} pairs {w}x{h} ({args.condition}), pooled; non-occluded pixels (as the goals), and "
           "all pixels with GT (occluded too, as Aloe is scored)\n")
     rows = score(cached, settings)
     if args.json:

@@ -53,6 +53,7 @@ from scene_perception.evaluation.metrics import (
     fill_holes_background,
     pool_metrics,
 )
+from scene_perception.pipelines.local_refinement_config import LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
@@ -109,15 +110,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--figure", type=Path, default=None, help="save an Aloe comparison figure (PNG)")
     p.add_argument("--update-card", type=Path, default=None,
                    help="record the results in this model card's metrics (weights sha256 untouched)")
+    p.add_argument("--refinement-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="score the local refinement with this LocalRefinementConfig field changed from the "
+                        "default (repeatable), e.g. min_x_snr=8")
     args = p.parse_args(argv)
+    try:
+        args.refinement = refinement_setting(args.refinement_set)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.synthetic_pairs is None:
         args.synthetic_pairs = 200 if args.split == "validation" else 50
     if args.synthetic_pairs < 0 or args.repeats < 1 or args.threads < 1:
         p.error("--synthetic-pairs must be >= 0, --repeats and --threads >= 1")
     if args.split == "validation" and args.update_card is not None:
         p.error("--update-card records test-split metrics; validation numbers are for choosing only")
-    if args.no_local_refinement and args.update_card is not None:
-        p.error("--update-card records what the pipeline does by default: drop --no-local-refinement")
+    if (args.no_local_refinement or args.refinement_set) and args.update_card is not None:
+        p.error("--update-card records what the pipeline does by default: drop --no-local-refinement and "
+                "--refinement-set")
     if args.regression_window is not None and args.update_card is not None:
         p.error("--update-card records the card's own setting: put regression_window in its config instead")
     return args
@@ -382,6 +391,20 @@ def notes_table() -> str:
 
 
 # ----------------------------------------------------------------------------------------- main
+def refinement_setting(changes: list[str]) -> LocalRefinementConfig:
+    """The default refinement with ``FIELD=VALUE`` changes, each value cast to the field's default's type."""
+    defaults = dataclasses.asdict(DEFAULT_LOCAL_REFINEMENT)
+    fields = {}
+    for change in changes:
+        name, sep, value = change.partition("=")
+        if not sep or name not in defaults or isinstance(defaults[name], tuple):
+            raise ValueError(f"--refinement-set {change!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{sorted(k for k, v in defaults.items() if not isinstance(v, tuple))}")
+        kind = type(defaults[name])
+        fields[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, **fields)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print markdown, optionally write JSON; returns the results dict (for tests)."""
     args = parse_args(argv)
@@ -390,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cv2.setNumThreads(args.threads)
 
     torch.manual_seed(0)  # untrained weights (pipeline checks) are then the same in every run
-    refinement = None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT
+    refinement = None if args.no_local_refinement else args.refinement
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device=args.device,
                                   regression_window=args.regression_window, compute_points=False,
                                   local_refinement=refinement, far_head_weights=args.far_head,

@@ -263,3 +263,19 @@ def test_sgbm_full_width_answers_in_the_band_plain_sgbm_leaves_empty() -> None:
     assert np.isfinite(band).mean() > 0.9 and np.nanmedian(np.abs(band - 10.0)) < 0.5
     both = np.isfinite(plain[:, 64:]) & np.isfinite(full[:, 64:])
     assert both.mean() > 0.9 and (np.abs(plain[:, 64:] - full[:, 64:])[both] < 0.5).mean() > 0.98
+
+
+def test_refinement_set_changes_one_field_and_refuses_typos() -> None:
+    """stereo_accuracy --refinement-set: score a non-default refinement; a typo is an error, not ignored."""
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
+    bench = load_benchmark("stereo_accuracy")
+    cfg = bench.refinement_setting(["min_x_snr=8", "sgbm_candidate=false"])
+    assert cfg.min_x_snr == 8.0 and cfg.sgbm_candidate is False
+    assert cfg.radius == DEFAULT_LOCAL_REFINEMENT.radius
+    with pytest.raises(ValueError, match="min_x_snr"):
+        bench.refinement_setting(["min_x_snrr=8"])
+    args = bench.parse_args(["--refinement-set", "iterations=1"])
+    assert args.refinement.iterations == 1
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--refinement-set", "iterations=1", "--update-card", "x.md"])
