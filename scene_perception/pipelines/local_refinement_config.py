@@ -39,17 +39,22 @@ class LocalRefinementConfig:
             (``(I(x+1) - I(x-1)) / 2``, 0..1 intensities) reaches this.  Why: a window whose only structure
             is a horizontal edge has grey std but matches every horizontal shift alike (the aperture
             problem), so the grey-std gate lets arbitrary values through there; on a real chessboard the
-            refinement made the network worse (docs/refinement.md).  0 = off.
+            refinement made the network worse (docs/refinement.md).  0 = off; kept off by
+            ``benchmarks/results/2026-12-06_cpu/refinement_rule/rule.md``: every threshold that helped the
+            board or validation renders through a camera cost exact renders >= 0.04 px.
         min_x_share: ... and, when > 0, where the horizontal share of the left window's gradient energy,
             ``box(gx^2) / (box(gx^2) + box(gy^2))``, reaches this (0..1).  The same aperture test as
             ``min_x_texture`` without its contrast: isotropic texture gives about 0.5 at any contrast, a
-            window holding only a horizontal edge about 0.  0 = off.
+            window holding only a horizontal edge about 0.  0 = off; kept off by ``rule2.md`` (exact
+            renders >= 0.07 px worse at any share tried).
         min_x_snr: ... and, when > 0, where that RMS horizontal derivative reaches this many times the
             frame's noise std, estimated without GT from the left image
             (:func:`~scene_perception.pipelines.local_refinement.noise_std`).  Why: in a noisy view a weakly
             textured window's ZNCC peak is noise (noise of std sigma moves a shift estimated over N pixels by
             about sqrt(2) sigma / (RMS(gx) sqrt(N))), while a fixed threshold that suits a noisy camera
-            throws away what an exact render supports.  0 = off.
+            throws away what an exact render supports.  0 = off; kept off by ``rule3.md`` (1: eligible but
+            no gain on the board; 2: camera AUSE).  8 was the best setting tried on validation renders through
+            a camera (docs/refinement.md), at a cost on clean views.
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
