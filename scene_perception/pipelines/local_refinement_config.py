@@ -54,7 +54,7 @@ class LocalRefinementConfig:
             about sqrt(2) sigma / (RMS(gx) sqrt(N))), while a fixed threshold that suits a noisy camera
             throws away what an exact render supports.  0 = off; kept off by ``rule3.md`` (1: eligible but
             no gain on the board; 2: camera AUSE).  8 was the best setting tried on validation renders through
-            a camera (docs/refinement.md), at a cost on clean views.
+            a camera, but lost most of the refinement's gain on Aloe (docs/refinement.md).
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
