@@ -13,7 +13,7 @@ pixels each setting changed and the refinement's ms per pair.
     python benchmarks/local_refinement_sweep.py --pairs 200 --json out/bench/local_refinement_sweep.json
 
 ``--condition camera`` renders the same pairs as a camera sees them (per-view gain, bias and noise, then
-``data/augment.py: VIEW_EFFECTS``; ``two_pass_adaptive.render``), so a setting that only works on exact
+``data/augment.py: VIEW_EFFECTS``; ``data/conditions.py``), so a setting that only works on exact
 renders shows it.
 """
 
@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -31,19 +30,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from two_pass_adaptive import render  # noqa: E402
-
-from scene_perception.data.splits import held_out_seeds  # noqa: E402
-from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
-from scene_perception.evaluation.uncertainty import ause  # noqa: E402
-from scene_perception.pipelines.image_tensor import image_to_tensor  # noqa: E402
-from scene_perception.pipelines.local_refinement import (  # noqa: E402
+from scene_perception.data.conditions import render_condition
+from scene_perception.data.splits import held_out_seeds
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
+from scene_perception.evaluation.uncertainty import ause
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.local_refinement import (
     LocalRefinementConfig,
     refine_disparity_locally,
 )
-from scene_perception.pipelines.sgbm import SGBMMatcher  # noqa: E402
-from scene_perception.pipelines.stereo_factory import build_stereo_pipeline  # noqa: E402
+from scene_perception.pipelines.sgbm import SGBMMatcher
+from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 
 def _ints(text: str) -> list[int]:
@@ -96,7 +93,7 @@ def collect(args: argparse.Namespace, sgbm_candidate: bool) -> tuple[list[tuple]
     cached = []
     for seed in tqdm(held_out_seeds(args.pairs, args.split), desc=f"network ({args.condition})",
                      unit="pair"):
-        s = render(seed, w, h, args.max_disparity, args.condition)
+        s = render_condition(seed, w, h, args.max_disparity, args.condition)
         result = pipeline(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         candidate, sgbm_seconds = None, 0.0

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from scene_perception.data.conditions import CONDITIONS, RIG_RESIDUAL_PX, render_condition  # noqa: F401
 from scene_perception.evaluation.benchmarking import parse_size
 from scene_perception.evaluation.calibration import expected_coverage, spearman
 from scene_perception.evaluation.uncertainty import ause
@@ -39,11 +40,6 @@ from scene_perception.evaluation.uncertainty import ause
 #: The rule's grids and constants (rule.md, written before the run).
 F0_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(61))
 B_GRID = tuple(round(0.05 * i, 2) for i in range(41))
-#: ``rig`` (rule_pixel5.md): ``camera`` plus a rig's sub-pixel rectification residual in the right view.
-CONDITIONS = ("exact", "nuisance", "camera", "rig")
-#: rule_pixel5.md: the residual's RMS per axis, px, from the opencv-doc chessboard rig (real, no GT): mean
-#: rectified row error 0.2195 px x sqrt(pi / 2).
-RIG_RESIDUAL_PX = 0.275
 KS = (1.0, 2.0, 3.0)
 NOMINAL_2STD = expected_coverage(2.0, "laplace")
 MIN_RHO = 0.5
@@ -129,18 +125,8 @@ def rule_camera_setting(cfg: Any) -> Any:
 
 
 def render(seed: int, width: int, height: int, max_disparity: float, condition: str) -> Any:
-    """One validation / test pair in ``condition`` (``CONDITIONS``)."""
-    from scene_perception.data.augment import rig_residual, view_effects_pair
-    from scene_perception.data.procedural import make_stereo_sample
-
-    s = make_stereo_sample(seed, width=width, height=height, max_disparity=max_disparity,
-                           nuisance=condition != "exact")
-    if condition in ("camera", "rig"):
-        left, right = view_effects_pair(seed, s.left, s.right)
-        if condition == "rig":
-            right = rig_residual(seed, right, RIG_RESIDUAL_PX)
-        s = dataclasses.replace(s, left=left, right=right)
-    return s
+    """One validation / test pair in ``condition`` (``data/conditions.py``)."""
+    return render_condition(seed, width, height, max_disparity, condition)
 
 
 def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, Any]]:
