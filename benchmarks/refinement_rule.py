@@ -57,7 +57,8 @@ AUSE_SLACK = 0.02
 MIN_BOARD_GAIN = 3.0
 TIE = 0.5
 DEFAULT = "D"
-CONDITIONS = ("exact", "camera")
+#: The rules' validation conditions (``data/conditions.py``).
+RULE_CONDITIONS = ("exact", "camera")
 
 
 def candidates(rule: int = 1, default: LocalRefinementConfig = DEFAULT_LOCAL_REFINEMENT
@@ -186,7 +187,7 @@ def markdown(res: dict[str, Any]) -> str:
     for key, b in board["settings"].items():
         cells = [" / ".join((f"{synth[c][key]['epe']:.3f}", f"{synth[c][key]['bad2']:.2f}",
                              f"{synth[c][key]['ause']:.4f}")) if key in synth.get(c, {}) else "-"
-                 for c in CONDITIONS]
+                 for c in RULE_CONDITIONS]
         elig = ("yes" if key in decision.get("eligible", []) else decision.get("ineligible", {}).get(key, "-")
                 if key in candidates(res["rule_number"]) else "reference")
         cov = " / ".join(f"{c:.1f}" for c in b["coverage"])
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "pairs": args.pairs,
                            "settings": {k: None if c is None else dataclasses.asdict(c)
                                         for k, c in settings.items()}}
-    res["synthetic"] = {c: synthetic_scores(args, c, settings) for c in CONDITIONS}
+    res["synthetic"] = {c: synthetic_scores(args, c, settings) for c in RULE_CONDITIONS}
     res["board"] = board_scores(args, settings)
     res["decision"] = decide(res["board"], res["synthetic"], args.rule)
     res["seconds"] = time.perf_counter() - t0

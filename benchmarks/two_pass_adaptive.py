@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from scene_perception.data.conditions import CONDITIONS, RIG_RESIDUAL_PX, render_condition  # noqa: F401
+from scene_perception.data.conditions import CONDITIONS, render_condition
 from scene_perception.evaluation.benchmarking import parse_size
 from scene_perception.evaluation.calibration import expected_coverage, spearman
 from scene_perception.evaluation.uncertainty import ause
@@ -124,11 +124,6 @@ def rule_camera_setting(cfg: Any) -> Any:
                                two_pass_std_factor=3.35, two_pass_std_exponent=0.25, two_pass_std_pixel=())
 
 
-def render(seed: int, width: int, height: int, max_disparity: float, condition: str) -> Any:
-    """One validation / test pair in ``condition`` (``data/conditions.py``)."""
-    return render_condition(seed, width, height, max_disparity, condition)
-
-
 def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, Any]]:
     """Per frame: |error| / std (factor 1) on non-occluded pixels, every measure, condition and range."""
     import torch
@@ -146,7 +141,7 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
         for j, rng in enumerate(args.ranges):
             pipe.max_disparity = rng
             for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                s = render(seed, w, h, rng, condition)
+                s = render_condition(seed, w, h, rng, condition)
                 r = pipe(s.left, s.right)
                 if r.two_pass_factor != 1.0 or r.scale >= 1.0:
                     raise RuntimeError("the pipeline did not refine twice with factor 1")
@@ -282,7 +277,7 @@ def pipeline_coverage(args: argparse.Namespace, pipe: Any, cfg: Any, frames: lis
     ratios, factors = [], []
     for fr in frames:
         pipe.max_disparity = fr["range"]
-        s = render(fr["seed"], w, h, fr["range"], fr["condition"])
+        s = render_condition(fr["seed"], w, h, fr["range"], fr["condition"])
         r = pipe(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         ratios.append(np.abs(r.disparity - s.disparity)[mask] / np.maximum(r.disparity_std[mask], 1e-12))

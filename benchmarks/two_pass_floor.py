@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import (  # noqa: E402
-    RIG_RESIDUAL_PX,
     coverage_line,
     cpu_pipeline,
     decision_lines,
@@ -37,9 +36,8 @@ from two_pass_adaptive import (  # noqa: E402
 )
 from two_pass_pixel import LEVEL_GRID, collect, coverage_rows, factors, shipped_shape  # noqa: E402
 
+from scene_perception.data.conditions import CONDITIONS, RIG_RESIDUAL_PX  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
-
-CONDITIONS = ("exact", "nuisance", "camera", "rig")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -40,10 +40,11 @@ from two_pass_adaptive import (  # noqa: E402
     meets_goals,
     pipeline_coverage,
     pooled_ause,
-    render,
     report,
     rule_camera_setting,
 )
+
+from scene_perception.data.conditions import render_condition  # noqa: E402
 
 #: The rule's constants (rule_pixel.md).
 LEVEL_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(51))
@@ -116,7 +117,7 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
             for j, rng in enumerate(args.ranges):
                 pipe.max_disparity = rng
                 for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                    s = render(seed, w, h, rng, condition)
+                    s = render_condition(seed, w, h, rng, condition)
                     seen.clear()
                     r = pipe(s.left, s.right)
                     if "features" not in seen or r.scale >= 1.0 or r.two_pass_factor != 1.0:

@@ -23,7 +23,8 @@ def test_candidates_are_rule_md_s_fifteen_with_today_s_default_as_d() -> None:
 
 def _scores(epe: dict[str, float], board_bad2: dict[str, float]) -> tuple[dict, dict]:
     names = list(rr.candidates())
-    synth = {c: {k: {"epe": epe.get(k, 1.0), "bad2": 5.0, "ause": 0.2} for k in names} for c in rr.CONDITIONS}
+    synth = {c: {k: {"epe": epe.get(k, 1.0), "bad2": 5.0, "ause": 0.2} for k in names}
+             for c in rr.RULE_CONDITIONS}
     board = {"settings": {k: {"bad2": board_bad2.get(k, 34.0)} for k in names}}
     return board, synth
 
