@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from scene_perception.data.conditions import render_condition
 from scene_perception.data.splits import held_out_seeds
-from scene_perception.evaluation.board_plane import plane_reference, rectified_chessboard
+from scene_perception.evaluation.board_plane import plane_pairs
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 from scene_perception.pipelines.quality import assess_arrays
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
@@ -99,14 +98,8 @@ def board_rows(pipe: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The plane pairs at the range every refinement benchmark scores them at (two refinements); run last,
     since it leaves that range on ``pipe``."""
     pipe.max_disparity = 256.0
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs = rectified_chessboard(args.chessboard_dir, tmp)
-    rows = []
-    for _name, left, right in tqdm(pairs, desc="board", unit="pair"):
-        ref, why = plane_reference(left, right)
-        if not why:
-            rows.append(frame_row(pipe, left, right, ref["reference"], None))
-    return rows
+    return [frame_row(pipe, left, right, ref["reference"], None)
+            for _name, left, right, ref in tqdm(plane_pairs(args.chessboard_dir), desc="board", unit="pair")]
 
 
 def markdown(res: dict[str, Any]) -> str:

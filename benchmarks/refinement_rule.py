@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ import local_refinement_sweep as sweep  # noqa: E402
 
 from scene_perception.evaluation.board_plane import (  # noqa: E402
     MAX_PLANE_RMS,
-    plane_reference,
-    rectified_chessboard,
+    plane_pairs,
 )
 from scene_perception.evaluation.calibration import coverage  # noqa: E402
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
@@ -107,18 +105,13 @@ def board_scores(args: argparse.Namespace, settings: dict[str, LocalRefinementCo
     pipe = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                  compute_points=False).pipeline
     pipe.max_disparity = MAX_DISPARITY
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs = rectified_chessboard(args.chessboard_dir, tmp)
     per: dict[str, list[dict[str, float]]] = {k: [] for k in settings}
     errors: dict[str, list[np.ndarray]] = {k: [] for k in settings}
     stds: dict[str, list[np.ndarray]] = {k: [] for k in settings}
     used = []
-    for name, left, right in pairs:
+    for name, left, right, ref in plane_pairs(args.chessboard_dir):
         if args.boards and len(used) >= args.boards:
             break
-        ref, why = plane_reference(left, right)
-        if why:
-            continue
         used.append(name)
         for key, cfg in settings.items():
             pipe.local_refinement = cfg

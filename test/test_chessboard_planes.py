@@ -13,7 +13,7 @@ from evalutil import load_benchmark
 from test_chessboard import BOARD, CHESSBOARD, K, render_board
 
 from scene_perception.data.datasets.chessboard import board_points
-from scene_perception.evaluation.board_plane import board_reference, plane_reference
+from scene_perception.evaluation.board_plane import board_reference, plane_pairs, plane_reference
 
 BASELINE = 3.0  # squares
 
@@ -105,6 +105,15 @@ def test_quick_run_on_the_real_pairs(tmp_path: Path) -> None:
     assert len(abl) == 10 and abl["default"]["bad2"] == acc["ours (default pipeline)"]["bad2"]
     assert abl["network alone"]["bad2"] == acc["ours, network alone"]["bad2"]
     assert len({round(m["bad2"], 6) for m in abl.values()}) > 5  # the variants really differ
+
+
+@pytest.mark.skipif(not (CHESSBOARD / "left01.jpg").is_file(),
+                    reason="opencv-doc chessboard pairs absent (tools/fetch_eval_data.sh)")
+def test_plane_pairs_are_the_seven_the_rules_name() -> None:
+    pairs = plane_pairs(CHESSBOARD)
+    assert [name for name, *_ in pairs] == list(load_benchmark("adaptation").PLANE_PAIRS)
+    for _, left, right, ref in pairs:
+        assert left.shape == right.shape == (480, 640, 3) and ref["reference"].shape == (480, 640)
 
 
 @pytest.mark.skipif(not (CHESSBOARD / "left01.jpg").is_file(),

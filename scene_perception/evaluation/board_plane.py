@@ -10,6 +10,7 @@ adaptation benchmark's ``--shift chessboard``).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,17 @@ def rectified_chessboard(src: str | Path, out: str | Path, scale: float = 1.0
         s = reader[i]
         pairs.append((Path(reader.item_name(i)).name, s.left, s.right))
     return pairs
+
+
+def plane_pairs(src: str | Path, max_rms: float = MAX_PLANE_RMS
+                ) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]:
+    """The pairs under ``src`` that are a reference, rectified at full size: ``(name, left, right, ref)``
+    for each whose :func:`plane_reference` holds (rule_pixel8.md's 7 of the 13 opencv-doc pairs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = rectified_chessboard(src, tmp)
+    out = []
+    for name, left, right in pairs:
+        ref, why = plane_reference(left, right, max_rms)
+        if not why:
+            out.append((name, left, right, ref))
+    return out

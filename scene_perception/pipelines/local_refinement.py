@@ -32,7 +32,7 @@ value to their right (:func:`fill_left_border`).
 
 A pixel is changed only when the evidence is clear: the best offset lies inside the searched range (not at
 its border), its ZNCC is at least ``min_zncc``, and the left window has texture (grey-level std at least
-``min_texture``, and optionally an RMS horizontal derivative of at least ``min_x_texture``).  Textureless
+``min_texture``, and optionally the horizontal-texture gates of :func:`textured_windows`).  Textureless
 regions, occlusions and repetitive patterns the network resolved keep the network's value.  Cost:
 ``2 * radius + 3`` (+ 9 with propagation) warps and box filters per round, batched, in strips of rows
 (cache-sized on a CPU), on the engine's device.
@@ -126,7 +126,7 @@ def textured_windows(grey: Tensor, var: Tensor, cfg: LocalRefinementConfig) -> T
     frame's :func:`noise_std`, and, when ``min_x_share`` > 0, a horizontal share of the gradient energy >=
     it (all over ``window`` x ``window``).
 
-    Why the second test: a window whose only structure is a horizontal edge has a large grey std but
+    Why the horizontal tests: a window whose only structure is a horizontal edge has a large grey std but
     matches every horizontal shift equally well (the aperture problem), so the best ZNCC there is
     arbitrary.  ``grey``, ``var``: (1, 1, H, W), the left image and its window variance.
     """
