@@ -57,7 +57,7 @@ from scene_perception.pipelines.local_refinement_config import LocalRefinementCo
 from scene_perception.pipelines.sgbm import SGBMConfig, SGBMMatcher
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
-from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY
+from scene_perception.pipelines.validity_defaults import DEFAULT_EXTEND_RANGE, DEFAULT_FAR_PROBABILITY
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ALOE_DIR = _REPO / ".cache" / "eval" / "middlebury_aloe"
@@ -84,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-local-refinement", action="store_true",
                    help="score the network's own disparity, without the pipeline's default local refinement "
                         "(pipelines/local_refinement.py), to see what the refinement does")
+    p.add_argument("--extend-range", action=argparse.BooleanOptionalAction, default=DEFAULT_EXTEND_RANGE,
+                   help="above the network's range (Aloe at full size): widen its cost volume instead of "
+                   "shrinking the pair (pipelines/stereo_depth.py)")
     p.add_argument("--far-probability", type=float, default=None,
                    help="the pipeline's far_probability rule (1 = off; default: the node's default, "
                    f"{DEFAULT_FAR_PROBABILITY:g}, where a far head fits the weights)")
@@ -417,6 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = build_stereo_pipeline(args.model, args.weights, backend="torch", device=args.device,
                                   regression_window=args.regression_window, compute_points=False,
                                   local_refinement=refinement, far_head_weights=args.far_head,
+                                  extend_range=args.extend_range,
                                   far_probability=DEFAULT_FAR_PROBABILITY if args.far_probability is None
                                   else args.far_probability)
     pipeline, info = setup.pipeline, setup.info
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "far_probability": pipeline.far_probability if setup.far_head else 1.0,
                   "far_head": str(setup.far_head.weights_path) if setup.far_head else None},
         "local_refinement": dataclasses.asdict(refinement) if refinement else None,
+        "extend_range": args.extend_range,
         "threads": args.threads,
         "sgbm": {"mode": "SGBM_3WAY", "block_size": c.block_size, "P1": c.p1, "P2": c.p2,
                  "uniqueness_ratio": c.uniqueness_ratio, "speckle_window_size": c.speckle_window_size,
@@ -442,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"# Stereo accuracy: model {info.name} (config {info.config_name}), "
           f"weights {info.weights_path or 'none'}, {args.threads} threads, local refinement "
-          f"{results['local_refinement'] or 'off'}")
+          f"{results['local_refinement'] or 'off'}, extend_range {args.extend_range}")
     if not info.trained:
         print("\n**UNTRAINED weights: the model's numbers are meaningless (pipeline check only).**")
 

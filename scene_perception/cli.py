@@ -40,7 +40,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
         setup = build_stereo_pipeline(
             args.model, args.weights, backend=args.backend, device=args.device,
             engine_cache_dir=args.engine_cache_dir, num_threads=args.threads, compute_points=False,
-            max_disparity=args.max_disparity,
+            max_disparity=args.max_disparity, extend_range=args.extend_range,
             local_refinement=None if args.no_local_refinement else DEFAULT_LOCAL_REFINEMENT,
         )
         result = setup.pipeline(left, right)
@@ -230,7 +230,8 @@ def cmd_eval_dataset(args: argparse.Namespace) -> int:
         setup = build_stereo_pipeline(
             args.model, args.weights, backend=args.backend, device=args.device,
             engine_cache_dir=args.engine_cache_dir, num_threads=args.threads, compute_points=False,
-            max_network_pixels=args.max_network_pixels, local_refinement=refinement,
+            max_network_pixels=args.max_network_pixels, extend_range=args.extend_range,
+            local_refinement=refinement,
         )
     except (ModelLoadError, EngineError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
@@ -242,7 +243,8 @@ def cmd_eval_dataset(args: argparse.Namespace) -> int:
         "trained": info.trained, "sha256": info.sha256, "backend": setup.choice.backend,
         "device": str(setup.pipeline.device), "local_refinement": refinement is not None,
         "baseline": None if args.baseline == "none" else args.baseline, "limit": args.limit,
-        "max_network_pixels": args.max_network_pixels, "threads": args.threads,
+        "max_network_pixels": args.max_network_pixels, "extend_range": args.extend_range,
+        "threads": args.threads,
     }
     scene = None
     if args.dataset == "cityscapes" and not args.no_scene:
@@ -328,6 +330,14 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     raise SystemExit(f"error: unknown training task {args.task!r}")
 
 
+def _add_extend_range(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    from scene_perception.pipelines.validity_defaults import DEFAULT_EXTEND_RANGE
+
+    p.add_argument("--extend-range", action=argparse.BooleanOptionalAction, default=DEFAULT_EXTEND_RANGE,
+                   help="above the network's range: widen its cost volume and run at full size (torch "
+                   "backend), instead of shrinking the pair (docs/refinement.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scene-perception", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -366,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the network's own disparity, without the default local refinement (docs/refinement.md)",
     )
+    _add_extend_range(p)
 
     p = sub.add_parser("export-onnx", help="export GC-Net at one static size to ONNX (checked for TensorRT)")
     p.add_argument("--model", default="lite", help="model configuration (lite, paper)")
@@ -436,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-network-pixels", type=int, default=0,
                    help="run the network on at most this many pixels (the pair shrunk, the result scaled "
                    "back and refined at full size); 0 = only the range decides")
+    _add_extend_range(g)
     g.add_argument("--figures", type=int, default=3, help="figures of the N worst scenes in report.md")
     g.add_argument("--engine-cache-dir", default="~/.cache/scene_perception/engines",
                    help="where onnxruntime/tensorrt backends cache exported graphs and engines")

@@ -61,6 +61,17 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         print(f"bad-2 among valid pixels: default {bad_default:.3f}, max_disparity 192 {bad_scaled:.3f}")
         assert bad_scaled < bad_default
 
+        # extend_range, live: the network widens its range to 192 and runs on the whole pair instead.
+        assert node.set_parameters([Parameter("extend_range", value=True)])[0].successful
+        d, msg, _ = publish(5)
+        valid = d > msg.min_disparity
+        assert msg.max_disparity == 192.0 and d[valid].max() <= 192.0
+        assert node.pipeline is not None and node.pipeline.engine.max_disparity == 192
+        assert (valid & (gt > 128)).mean() > 0.05
+        bad_wide = float((np.abs(d - gt)[valid] > 2).mean())
+        print(f"bad-2 among valid pixels, extend_range: {bad_wide:.3f}")
+        assert node.set_parameters([Parameter("extend_range", value=False)])[0].successful
+
         # An explicit max_depth: nothing farther is published, in depth or in the disparity message.
         z_max = float(np.nanpercentile(SAMPLE.depth, 50))
         assert node.set_parameters([Parameter("max_depth", value=z_max)])[0].successful

@@ -100,6 +100,18 @@ class InferenceEngine(ABC):
     #: the largest disparity the network can output is ``max_disparity - disparity_step``, and a pixel there
     #: is saturated (its true disparity may be anything larger). None when the engine does not know.
     disparity_step: int | None = None
+    #: When set, :meth:`set_max_disparity` accepts multiples of this: the engine can search a wider range
+    #: than it was trained with (torch). None: the range is fixed (ONNX / TensorRT graphs bake the cost
+    #: volume's size in at export), and the pipeline shrinks the pair instead.
+    range_multiple: int | None = None
+
+    def set_max_disparity(self, value: int) -> None:
+        """Search ``value`` px from the next :meth:`infer` on (a multiple of :attr:`range_multiple`).
+
+        Raises:
+            EngineError: this engine's range is fixed.
+        """
+        raise EngineError(f"the {self.backend} engine's disparity range is fixed at {self.max_disparity} px")
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -128,6 +128,8 @@ class TorchEngine(InferenceEngine):
         self.max_disparity = int(md) if md is not None else None
         step = getattr(model, "cost_stride", None)
         self.disparity_step = int(step) if step is not None else None
+        multiple = getattr(model, "range_multiple", None)
+        self.range_multiple = int(multiple) if multiple is not None else None
         h, w = input_hw if input_hw is not None else (None, None)
         self.inputs = tuple(TensorSpec(n, (1, 3, h, w)) for n in INPUT_NAMES)
         self.outputs = tuple(TensorSpec(n, (1, 1, h, w)) for n in OUTPUT_NAMES)
@@ -203,6 +205,17 @@ class TorchEngine(InferenceEngine):
             ("torch.compile", self.compiled),
         ]
         return text + "".join(f", {name}" for name, on in extras if on)
+
+    def set_max_disparity(self, value: int) -> None:
+        """Widen (or narrow back) the range of the engine's copy; :attr:`model` keeps its own. The CUDA
+        graph of the old range is dropped (its cost volume had another size)."""
+        if self.range_multiple is None:
+            super().set_max_disparity(value)
+        if int(value) == self.max_disparity:
+            return
+        self._run.set_max_disparity(int(value))  # type: ignore[operator]
+        self.max_disparity = int(value)
+        self._graph = None
 
     def _to_device(self, x: Array) -> torch.Tensor:
         t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))

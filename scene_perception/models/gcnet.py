@@ -167,6 +167,7 @@ class GCNet(nn.Module):
             config = CONFIGS[config]
         self.config = config
         self.max_disparity = config.max_disparity
+        self._trained_max = config.max_disparity  # set_max_disparity changes the former only
         self.size_divisor = config.size_divisor
 
         self.register_buffer("rgb_mean", torch.tensor(_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -234,6 +235,35 @@ class GCNet(nn.Module):
             uncertainty_out = (slice(None), 1) if self.config.transposed_head else (1,)
             head.weight[uncertainty_out].zero_()  # ConvTranspose weights are (in, out, ...)
             head.bias.zero_()
+
+    @property
+    def trained_max_disparity(self) -> int:
+        """The range the weights were trained with (the refinement's residual stays scaled by it)."""
+        return self._trained_max
+
+    @property
+    def range_multiple(self) -> int:
+        """:meth:`set_max_disparity` takes multiples of this (every 3-D level must halve cleanly)."""
+        return self.config.feature_stride * 2 ** len(self.config.encoder_channels)
+
+    def set_max_disparity(self, value: int) -> None:
+        """Search ``value`` px instead of the configured range, with the same weights.
+
+        An inference setting: save a model only at its trained range, since the card records ``config``.
+
+        Why this works: the 3-D convolutions slide along the disparity axis and the soft arg-min is an
+        expectation over whatever levels there are, so no weight depends on the number of levels. A scene
+        with larger disparities can then run at its own resolution instead of being shrunk to fit (the
+        pipeline's ``extend_range``). The refinement keeps the trained range as its residual's unit.
+
+        Raises:
+            ValueError: ``value`` is not a positive multiple of :attr:`range_multiple`.
+        """
+        value = int(value)
+        if value <= 0:
+            raise ValueError(f"max_disparity must be positive, got {value}")
+        self.config = replace(self.config, max_disparity=value)  # validates the multiple
+        self.max_disparity = value
 
     @property
     def cost_stride(self) -> int:

@@ -25,10 +25,15 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.sgbm import SGBMMatcher
-from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY, DEFAULT_FAR_SIGMA
+from scene_perception.pipelines.validity_defaults import (
+    DEFAULT_EXTEND_RANGE,
+    DEFAULT_FAR_PROBABILITY,
+    DEFAULT_FAR_SIGMA,
+)
 
 __all__ = [
     "AUTO_MIN_DISPARITY_PX",
+    "DEFAULT_EXTEND_RANGE",
     "DEFAULT_LOCAL_REFINEMENT",
     "DeviceTimer",
     "StereoDepthPipeline",
@@ -188,6 +193,14 @@ class StereoDepthPipeline:
             512x256, run at 2/3 scale: non-occluded EPE 6.35 -> 5.86 px, bad-2 14.7 -> 12.7 %).
         max_network_pixels: the network runs on at most this many pixels (the pair shrunk as for the
             range, scaled back the same way): bounds the cost volume's memory on large frames. 0 = no limit.
+            With a widened range (``extend_range``) it counts pixels x levels / the trained levels, so a
+            frame never builds a larger cost volume than shrinking would.
+        extend_range: when ``max_disparity`` exceeds the network's trained range and the engine can
+            (``engine.range_multiple``: the torch backend), widen the network's cost volume to cover it
+            (rounded up to the multiple) and run at the input resolution instead of shrinking the pair.
+            Same weights (:meth:`GCNet.set_max_disparity` says why that works); costs about
+            ``max_disparity / trained range`` x the network's time per pixel. Engines with a fixed range
+            (ONNX / TensorRT) shrink as before.
         max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
         min_texture: pixels whose left-image grey-level std (0..1) over a :data:`TEXTURE_WINDOW` box is
             below this are invalid, as stereo_image_proc's ``texture_threshold`` does: with nothing to
@@ -229,6 +242,7 @@ class StereoDepthPipeline:
         max_depth: float = 0.0,
         max_disparity: float | None = None,
         max_network_pixels: int = 0,
+        extend_range: bool = DEFAULT_EXTEND_RANGE,
         max_uncertainty: float = float("inf"),
         min_texture: float = 0.0,
         far_sigma: float = DEFAULT_FAR_SIGMA,
@@ -252,6 +266,9 @@ class StereoDepthPipeline:
         self.max_depth = float(max_depth)
         self.max_disparity = float(max_disparity) if max_disparity else None
         self.max_network_pixels = int(max_network_pixels)
+        self.extend_range = bool(extend_range)
+        # The trained range: engine.max_disparity follows set_max_disparity, this does not.
+        self._trained_max = float(getattr(self.engine, "max_disparity", None) or FALLBACK_MAX_DISPARITY)
         self.max_uncertainty = float(max_uncertainty)
         self.min_texture = float(min_texture)
         if not far_sigma >= 0.0:
@@ -415,7 +432,9 @@ class StereoDepthPipeline:
                 "use camera.scaled(sx, sy) for resized images"
             )
 
-        scale = self.network_scale(h, w)
+        scale, network_range = self.network_plan(h, w)
+        if getattr(self.engine, "range_multiple", None) and self.engine.max_disparity != network_range:
+            self.engine.set_max_disparity(int(network_range))
         two_pass_factor, two_pass_measure, two_pass_per_pixel = 1.0, math.nan, False
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -425,7 +444,7 @@ class StereoDepthPipeline:
             left_n, right_n = left, right
         hn, wn = left_n.shape[:2]
         factor = w / wn  # input px per network px (1.0 unscaled)
-        network_max = self.network_max_disparity
+        network_max = float(network_range)
         searched_max = network_max * factor
 
         div = self.size_divisor
@@ -483,16 +502,45 @@ class StereoDepthPipeline:
 
     @property
     def network_max_disparity(self) -> float:
-        """The network's disparity range in px at the resolution it runs at."""
-        return float(getattr(self.engine, "max_disparity", None) or FALLBACK_MAX_DISPARITY)
+        """The network's trained disparity range in px at the resolution it runs at."""
+        return self._trained_max
 
     def network_scale(self, height: int, width: int) -> float:
-        """The scale (<= 1) the network runs at for a ``height`` x ``width`` pair: what the scene's
-        ``max_disparity`` needs, lowered further to keep it within ``max_network_pixels``."""
-        scale = scale_for_range(self.network_max_disparity, self.max_disparity)
-        if self.max_network_pixels > 0 and height * width * scale * scale > self.max_network_pixels:
-            scale = math.sqrt(self.max_network_pixels / (height * width))
-        return scale
+        """The scale (<= 1) the network runs at for a ``height`` x ``width`` pair (:meth:`network_plan`)."""
+        return self.network_plan(height, width)[0]
+
+    def network_plan(self, height: int, width: int) -> tuple[float, int]:
+        """(scale <= 1, range in network px) the network runs with for a ``height`` x ``width`` pair.
+
+        Without a widened range: the trained range, at the scale the scene's ``max_disparity`` needs,
+        lowered further to keep within ``max_network_pixels``. With ``extend_range`` (and an engine that
+        can): the range rounded up to cover ``max_disparity`` at full size; if that volume (pixels x
+        levels / trained levels) exceeds the budget, the pair shrinks by ``s`` with the range shrinking
+        along (volume ~ s^3), down to the trained range, below which only pixels shrink (~ s^2).
+        """
+        trained = self._trained_max
+        budget = float(self.max_network_pixels)
+        pixels = float(height * width)
+        multiple = getattr(self.engine, "range_multiple", None)
+        wanted = self.max_disparity or trained
+        if not (self.extend_range and multiple and wanted > trained):
+            scale = scale_for_range(trained, self.max_disparity)
+            if budget > 0 and pixels * scale * scale > budget:
+                scale = math.sqrt(budget / pixels)
+            return scale, int(trained)
+
+        def cover(value: float) -> int:
+            return max(int(trained), int(math.ceil(value / multiple - 1e-9)) * multiple)
+
+        if budget <= 0 or pixels * cover(wanted) / trained <= budget:
+            return 1.0, cover(wanted)
+        scale = (budget * trained / (pixels * wanted)) ** (1.0 / 3.0)
+        if wanted * scale <= trained:  # the budget allows no more than the trained range
+            return min(scale_for_range(trained, wanted), math.sqrt(budget / pixels)), int(trained)
+        # Rounding the range up to the multiple may overshoot the budget: shrink a little more to absorb it.
+        while pixels * scale * scale * cover(wanted * scale) / trained > budget:
+            scale *= 0.99
+        return scale, cover(wanted * scale)
 
     def effective_min_disparity(self, camera: StereoCamera | None) -> float:
         """The disparity floor in effect (px): ``min_disparity``, raised by ``max_depth``."""

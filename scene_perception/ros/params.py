@@ -24,7 +24,11 @@ from scene_perception.pipelines.local_refinement_config import (
     TWO_PASS_MEASURES,
     LocalRefinementConfig,
 )
-from scene_perception.pipelines.validity_defaults import DEFAULT_FAR_PROBABILITY, DEFAULT_FAR_SIGMA
+from scene_perception.pipelines.validity_defaults import (
+    DEFAULT_EXTEND_RANGE,
+    DEFAULT_FAR_PROBABILITY,
+    DEFAULT_FAR_SIGMA,
+)
 from scene_perception.ros.image_input import IMAGE_TRANSPORTS
 
 #: Why the code default (sensor_data) differs from config/perception.yaml (reliable).
@@ -580,9 +584,19 @@ _RANGE_PARAMS: tuple[ParamSpec, ...] = (
         1280 * 720,
         "The network runs on at most this many pixels: larger frames are shrunk for it and the disparity is "
         "scaled back and refined at full size. Bounds memory on large frames (CPU, lite, default "
-        "refinement: ~0.75 GB per network megapixel; docs/benchmarks.md). 0 = no limit.",
+        "refinement: ~0.75 GB per network megapixel; docs/benchmarks.md). 0 = no limit. With extend_range "
+        "it counts pixels x levels / the trained levels, the cost volume's size.",
         0,
         1 << 28,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "extend_range",
+        DEFAULT_EXTEND_RANGE,
+        "When max_disparity exceeds the network's range: true widens the network's cost volume to cover it "
+        "and runs at the input resolution (same weights; torch backend only, ONNX Runtime / TensorRT "
+        "engines have a fixed range and shrink); false shrinks the pair to fit and refines twice. Costs "
+        "about max_disparity / range x the network's time per pixel (docs/refinement.md).",
         dynamic=True,
     ),
 )

@@ -95,7 +95,8 @@ class StereoDepthNode(StereoNodeBase):
             self._adapt.serve = bool(change.value)
         if self.pipeline is not None and (
             change.name in ("min_disparity", "max_uncertainty", "min_texture", "far_sigma", "far_probability",
-                            "max_disparity", "max_depth", "max_network_pixels")
+                            "max_disparity", "max_depth", "max_network_pixels",
+                            "extend_range")
             or change.name.startswith("local_refinement.")
         ):
             self._apply_pipeline_params()
@@ -106,6 +107,13 @@ class StereoDepthNode(StereoNodeBase):
         self.pipeline.max_depth = float(self.params["max_depth"])
         self.pipeline.max_disparity = float(self.params["max_disparity"]) or None
         self.pipeline.max_network_pixels = int(self.params["max_network_pixels"])
+        self.pipeline.extend_range = bool(self.params["extend_range"])
+        engine = self.pipeline.engine
+        if self.pipeline.extend_range and getattr(engine, "range_multiple", None) is None:
+            self.get_logger().warning(
+                f"extend_range: the {engine.backend} engine's disparity range is fixed at "
+                f"{self.pipeline.network_max_disparity:g} px (compiled graph); pairs whose max_disparity "
+                "exceeds it are shrunk to fit instead (backend torch widens the range)")
         max_unc = float(self.params["max_uncertainty"])
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
         self.pipeline.min_texture = float(self.params["min_texture"])
