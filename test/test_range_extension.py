@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from evalutil import load_benchmark
 
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.engines.base import EngineError
@@ -121,3 +122,16 @@ def test_fixed_range_engines_shrink_instead(lite: GCNet, tmp_path: Path) -> None
     left = np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)
     result = pipe(left, np.roll(left, -3, axis=1))
     assert result.scale == 0.5 and result.max_disparity == 256.0
+
+
+def test_range_extension_benchmark_quick_run() -> None:
+    """The rule's script end to end on two tiny pairs per range: every cell in both modes and settings,
+    and the decision applies rule.md's four clauses."""
+    bench = load_benchmark("range_extension")
+    res = bench.main(["--quick", "--threads", "1"])
+    assert len(res["rows"]) == 2 * 2 * 2 * 2  # conditions x ranges x settings x modes
+    assert {r["scale"] for r in res["rows"] if r["mode"] == "E"} == {1.0}
+    assert {round(r["scale"], 3) for r in res["rows"] if r["mode"] == "S"} == {0.5, round(128 / 192, 3)}
+    decision = res["decision"]
+    assert set(decision["clauses"]) == {"epe", "bad2", "ause", "coverage"}
+    assert decision["extend_range_default"] == all(decision["clauses"].values())
