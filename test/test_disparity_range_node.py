@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rosutil import Driver, RosHarness, send, stereo_messages
+from rosutil import Driver, RosHarness, last_status, send, stereo_messages
 
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.ros.codec import image_to_numpy
@@ -29,7 +29,8 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
     harness = RosHarness()
     try:
         node = harness.add(StereoDepthNode("range_stereo", context=harness.context, parameter_overrides=[
-            Parameter("num_threads", value=1), Parameter("input_depth", value=5)]))
+            Parameter("num_threads", value=1), Parameter("input_depth", value=5),
+            Parameter("diagnostics_period", value=0.2)]))
         driver = harness.add(Driver(harness.context))
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -43,7 +44,20 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
             depth = image_to_numpy(driver.got["depth"][-1]).astype(np.float32)
             return d, msg, depth
 
+        def network_run() -> str:
+            """What /diagnostics says of the last frame's network run (after that frame's outputs)."""
+            driver.got["diag"].clear()
+            key = "network run (last frame)"
+
+            def reported() -> bool:
+                st = last_status(driver, "range_stereo")
+                return st is not None and any(kv.key == key for kv in st.values)
+
+            assert harness.spin_until(reported, 10)
+            return {kv.key: kv.value for kv in last_status(driver, "range_stereo").values}[key]
+
         d, msg, depth = publish(1)
+        assert network_run().startswith("as trained: scale 1.00, network range 128 px")
         valid = d > msg.min_disparity
         assert msg.max_disparity == 128.0 and msg.min_disparity == 1.0  # lite's range; max_depth auto: 1 px
         assert d[valid].max() <= msg.max_disparity
@@ -58,24 +72,26 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         assert msg.max_disparity == 192.0 and d[valid].max() <= 192.0
         assert (valid & (gt > 128)).mean() > 0.05  # the near surfaces are reached now
         bad_scaled = float((np.abs(d - gt)[valid] > 2).mean())
+        assert network_run() == "pair shrunk: scale 0.67, network range 128 px (192 px of the frame)"
         print(f"bad-2 among valid pixels: default {bad_default:.3f}, max_disparity 192 {bad_scaled:.3f}")
         assert bad_scaled < bad_default
 
         # extend_range, live: the network widens its range to 192 and runs on the whole pair instead.
         assert node.set_parameters([Parameter("extend_range", value=True)])[0].successful
-        d, msg, _ = publish(5)
+        d, msg, _ = publish(3)
         valid = d > msg.min_disparity
         assert msg.max_disparity == 192.0 and d[valid].max() <= 192.0
         assert node.pipeline is not None and node.pipeline.engine.max_disparity == 192
         assert (valid & (gt > 128)).mean() > 0.05
         bad_wide = float((np.abs(d - gt)[valid] > 2).mean())
+        assert network_run() == "range widened: scale 1.00, network range 192 px (192 px of the frame)"
         print(f"bad-2 among valid pixels, extend_range: {bad_wide:.3f}")
         assert node.set_parameters([Parameter("extend_range", value=False)])[0].successful
 
         # An explicit max_depth: nothing farther is published, in depth or in the disparity message.
         z_max = float(np.nanpercentile(SAMPLE.depth, 50))
         assert node.set_parameters([Parameter("max_depth", value=z_max)])[0].successful
-        d, msg, depth = publish(3)
+        d, msg, depth = publish(6)
         floor = SAMPLE.camera.focal_baseline / z_max
         assert msg.min_disparity == pytest.approx(floor, rel=1e-5)  # a float32 field
         assert np.nanmax(depth) <= z_max * (1 + 1e-5)
@@ -83,7 +99,7 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
 
         # far_sigma, live: pixels within K std of that floor are dropped too (their depth is unbounded).
         assert node.set_parameters([Parameter("far_sigma", value=3.0)])[0].successful
-        _, _, depth_far = publish(4)
+        _, _, depth_far = publish(7)
         kept, kept_far = np.isfinite(depth).sum(), np.isfinite(depth_far).sum()
         assert 0 < kept_far < kept
         assert np.isfinite(depth[np.isfinite(depth_far)]).all()  # a subset: nothing new appears

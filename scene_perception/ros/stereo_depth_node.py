@@ -80,6 +80,7 @@ class StereoDepthNode(StereoNodeBase):
         self._refinement_ms: collections.deque[float] = collections.deque(maxlen=100)
         # The last frame's (factor, measure, per pixel, the measure's name then).
         self._two_pass: tuple[float, float, bool, str] | None = None
+        self._network_run = ""  # how the network ran on the last frame (scale, range; diagnostics)
         self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
         self._far_head: Any = None  # ModelInfo of the far head in use
@@ -244,6 +245,8 @@ class StereoDepthNode(StereoNodeBase):
             cfg = self.pipeline.local_refinement
             self._two_pass = (result.two_pass_factor, result.two_pass_measure, result.two_pass_per_pixel,
                               cfg.two_pass_std_measure if cfg is not None else "measure")
+            self._network_run = _describe_network_run(result.scale, result.max_disparity,
+                                                      self.pipeline.network_max_disparity)
             if self._adapt is not None:
                 self._adapt.offer(left, right)
             return result
@@ -296,6 +299,8 @@ class StereoDepthNode(StereoNodeBase):
         }
         if self._refinement_ms:
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
+        if self._network_run:
+            extra["network run (last frame)"] = self._network_run
         if self._two_pass is not None:
             extra["two-pass std factor (last frame)"] = _describe_two_pass(*self._two_pass)
         quality_values, quality_warning = self._quality.status(self.params)
@@ -322,6 +327,16 @@ def _describe(config: LocalRefinementConfig | None) -> str:
     if config is None:
         return "off"
     return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(config).items())
+
+
+def _describe_network_run(scale: float, searched: float, trained: float) -> str:
+    """How the network ran: at what scale of the frame and over what range (px of the frame), and whether
+    the pair was shrunk or the range widened for it (``max_disparity``, ``extend_range``,
+    ``max_network_pixels``)."""
+    network_range = searched * scale
+    how = ("range widened" if network_range > trained + 0.5
+           else "pair shrunk" if scale < 1.0 else "as trained")
+    return f"{how}: scale {scale:.2f}, network range {network_range:.0f} px ({searched:.0f} px of the frame)"
 
 
 def _describe_two_pass(factor: float, measure: float, per_pixel: bool, name: str) -> str:
