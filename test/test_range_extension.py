@@ -109,9 +109,9 @@ def test_widened_range_reaches_near_surfaces_at_full_size(lite: GCNet) -> None:
     assert pipe.engine.max_disparity == 128 and back.max_disparity == 128.0
 
 
-def test_fixed_range_engines_shrink_instead(lite: GCNet, tmp_path: Path) -> None:
-    """An ONNX graph bakes the cost volume's size in: the engine refuses to widen, and the pipeline with
-    ``extend_range`` on shrinks the pair as it always did."""
+def test_fixed_size_engines_shrink_instead(lite: GCNet, tmp_path: Path) -> None:
+    """An ONNX graph built for one size bakes the cost volume's size in too: that engine refuses to widen,
+    and the pipeline with ``extend_range`` on shrinks the pair as it always did."""
     export_onnx(lite, tmp_path / "lite.onnx", 64, 128)
     engine = OnnxRuntimeEngine(tmp_path / "lite.onnx")
     assert engine.range_multiple is None and engine.max_disparity == 128
@@ -135,3 +135,38 @@ def test_range_extension_benchmark_quick_run() -> None:
     decision = res["decision"]
     assert set(decision["clauses"]) == {"epe", "bad2", "ause", "coverage"}
     assert decision["extend_range_default"] == all(decision["clauses"].values())
+
+
+def test_onnxruntime_per_resolution_engine_exports_the_widened_range(lite: GCNet, tmp_path: Path) -> None:
+    """Without a fixed input size, ONNX Runtime (and TensorRT, same code path) builds one graph per size and
+    range through the cache: the widened graph agrees with the widened torch model, the trained range keeps
+    its old cache key, and a frame back inside the range gets the trained graph again."""
+    from scene_perception.engines.base import PerResolutionEngine
+    from scene_perception.engines.cache import model_digest
+    from scene_perception.engines.select import choose_backend, create_engine
+
+    digest = model_digest(lite, "test")
+    engine = create_engine(choose_backend("onnxruntime", "cpu"), lite, model_sha256=digest,
+                           cache_dir=tmp_path / "cache")
+    assert isinstance(engine, PerResolutionEngine) and engine.range_multiple == 16
+    with pytest.raises(ValueError, match="multiple of 16"):
+        engine.set_max_disparity(150)
+    s = make_stereo_sample(SEED, width=256, height=128, max_disparity=180)
+    pipe = StereoDepthPipeline(engine, local_refinement=None, max_disparity=192, extend_range=True)
+    wide = pipe(s.left, s.right)
+    assert wide.scale == 1.0 and wide.max_disparity == 192.0 and engine.max_disparity == 192
+    assert engine.current is not None and engine.current.max_disparity == 192
+    reference = StereoDepthPipeline(lite, local_refinement=None, max_disparity=192, extend_range=True)
+    want = reference(s.left, s.right).disparity
+    diff = np.abs(wide.disparity - want)
+    # The card's windowed soft arg-min may pick the other mode where two are within rounding: a few pixels.
+    assert float(np.median(diff)) < 1e-3 and float((diff > 0.05).mean()) < 0.01
+    pipe.max_disparity = None
+    back = pipe(s.left, s.right)
+    assert back.max_disparity == 128.0 and engine.current.max_disparity == 128
+    pipe.max_disparity = 192
+    again = pipe(s.left, s.right)  # back to the widened graph: loaded from the cache, not exported again
+    np.testing.assert_array_equal(again.disparity, wide.disparity)
+    graphs = sorted(p.name for p in (tmp_path / "cache").rglob("*.onnx"))
+    assert len(graphs) == 2, graphs  # one per range at this size
+    assert engine.builds == 3

@@ -101,8 +101,9 @@ class InferenceEngine(ABC):
     #: is saturated (its true disparity may be anything larger). None when the engine does not know.
     disparity_step: int | None = None
     #: When set, :meth:`set_max_disparity` accepts multiples of this: the engine can search a wider range
-    #: than it was trained with (torch). None: the range is fixed (ONNX / TensorRT graphs bake the cost
-    #: volume's size in at export), and the pipeline shrinks the pair instead.
+    #: than it was trained with (torch; ONNX Runtime / TensorRT per resolution, which export a graph per
+    #: range). None: the range is fixed (a graph built for one size has the cost volume's size baked in),
+    #: and the pipeline shrinks the pair instead.
     range_multiple: int | None = None
 
     def set_max_disparity(self, value: int) -> None:
@@ -203,9 +204,12 @@ class PerResolutionEngine(InferenceEngine):
 
     Args:
         factory: ``factory((H, W)) -> InferenceEngine`` for padded sizes; expected to go through the
-            engine cache, so returning to a size seen before loads from disk instead of rebuilding.
+            engine cache, so returning to a size seen before loads from disk instead of rebuilding. With
+            ``range_multiple``, ``factory((H, W), max_disparity)``: the graph is exported at that range.
         backend, device, precision: reported before the first engine exists.
         size_divisor, max_disparity: of the network (the pipeline pads to ``size_divisor``).
+        range_multiple: when set, :meth:`set_max_disparity` takes multiples of it and the next frame gets an
+            engine built for that range (the cost volume's size is part of the graph, like the input's).
         log: where "building engine for WxH" lines go (the ROS node passes its logger).
 
     Only the current engine is kept in memory: a robot's camera changes resolution rarely, and two TensorRT
@@ -215,23 +219,26 @@ class PerResolutionEngine(InferenceEngine):
 
     def __init__(
         self,
-        factory: Callable[[tuple[int, int]], InferenceEngine],
+        factory: Callable[..., InferenceEngine],
         *,
         backend: str,
         device: str,
         precision: str,
         size_divisor: int,
         max_disparity: int | None = None,
+        range_multiple: int | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self._factory = factory
         self.backend, self.device, self.precision = backend, device, precision
         self.size_divisor = int(size_divisor)
         self.max_disparity = max_disparity
+        self.range_multiple = range_multiple if range_multiple and max_disparity else None
         self._log = log or _LOG.info
         self._engine: InferenceEngine | None = None
         self._hw: tuple[int, int] | None = None
-        self._failed: dict[tuple[int, int], EngineError] = {}
+        self._range = max_disparity  # the range of the current engine
+        self._failed: dict[tuple[int, int, int | None], EngineError] = {}
         self.builds = 0
         self.inputs = tuple(TensorSpec(n, (1, 3, None, None)) for n in INPUT_NAMES)
         self.outputs = tuple(TensorSpec(n, (1, 1, None, None)) for n in OUTPUT_NAMES)
@@ -250,35 +257,50 @@ class PerResolutionEngine(InferenceEngine):
             return f"{self.backend} on {self.device} ({self.precision}): built per resolution on first frame"
         return self._engine.describe()
 
+    def set_max_disparity(self, value: int) -> None:
+        """The next frame's engine searches ``value`` px (built for it, or loaded from the cache)."""
+        if self.range_multiple is None:
+            super().set_max_disparity(value)
+        value = int(value)
+        if value <= 0 or value % self.range_multiple:
+            raise ValueError(f"max_disparity must be a positive multiple of {self.range_multiple}, "
+                             f"got {value}")
+        self.max_disparity = value
+
     def prepare(self, input_hw: tuple[int, int]) -> None:
         hw = (int(input_hw[0]), int(input_hw[1]))
-        if hw == self._hw and self._engine is not None:
+        rng = self.max_disparity
+        if hw == self._hw and rng == self._range and self._engine is not None:
             return
-        if hw in self._failed:
-            raise self._failed[hw]
+        if (*hw, rng) in self._failed:
+            raise self._failed[(*hw, rng)]
         if hw[0] % self.size_divisor or hw[1] % self.size_divisor:
             raise ValueError(f"input {hw[1]}x{hw[0]} is not a multiple of size_divisor={self.size_divisor}")
+        at = f", {rng} px range" if self.range_multiple else ""
         if self._engine is not None:
             assert self._hw is not None
+            was = f", {self._range} px range" if self.range_multiple else ""
+            what = "input resolution or range" if self.range_multiple else "input resolution"
             self._log(
-                f"input resolution changed from {self._hw[1]}x{self._hw[0]} to {hw[1]}x{hw[0]} (padded): "
-                f"switching to a {self.backend} engine for the new size (from the cache if built before)"
+                f"{what} changed from {self._hw[1]}x{self._hw[0]}{was} to {hw[1]}x{hw[0]}{at} (padded): "
+                f"switching to a {self.backend} engine for it (from the cache if built before)"
             )
             self._engine.close()
             self._engine, self._hw = None, None
         else:
-            self._log(f"first frame: preparing the {self.backend} engine for {hw[1]}x{hw[0]} (padded) inputs")
+            self._log(f"first frame: preparing the {self.backend} engine for {hw[1]}x{hw[0]} (padded) "
+                      f"inputs{at}")
         start = time.perf_counter()
         try:
-            engine = self._factory(hw)
+            engine = self._factory(hw, rng) if self.range_multiple else self._factory(hw)
         except EngineError as exc:
-            self._failed[hw] = exc
+            self._failed[(*hw, rng)] = exc
             raise
         except (OSError, ValueError, RuntimeError) as exc:
-            err = EngineError(f"building the {self.backend} engine for {hw[1]}x{hw[0]} failed: {exc}")
-            self._failed[hw] = err
+            err = EngineError(f"building the {self.backend} engine for {hw[1]}x{hw[0]}{at} failed: {exc}")
+            self._failed[(*hw, rng)] = err
             raise err from exc
-        self._engine, self._hw = engine, hw
+        self._engine, self._hw, self._range = engine, hw, rng
         self.builds += 1
         self.precision = engine.precision
         self.inputs, self.outputs = engine.inputs, engine.outputs

@@ -20,6 +20,7 @@ the CPU" is answered by the log.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -236,17 +237,35 @@ def choose_backend(
 
 
 # ------------------------------------------------------------------------------------------ building
+def _range_extra(model: nn.Module, max_disparity: int | None) -> str:
+    """The cache key's mark of a widened range ('' at the model's own: keys of earlier versions stay)."""
+    own = getattr(model, "max_disparity", None)
+    return "" if max_disparity is None or max_disparity == own else f"max_disparity={int(max_disparity)}"
+
+
+def _at_range(model: nn.Module, max_disparity: int | None) -> nn.Module:
+    """``model`` itself, or a copy searching ``max_disparity`` px (``GCNet.set_max_disparity``)."""
+    if not _range_extra(model, max_disparity):
+        return model
+    widened = copy.deepcopy(model)
+    widened.set_max_disparity(int(max_disparity))  # type: ignore[operator]
+    return widened
+
+
 def _onnx_for(
-    cache: Any, model: nn.Module, model_sha256: str, hw: tuple[int, int], label: str
+    cache: Any, model: nn.Module, model_sha256: str, hw: tuple[int, int], label: str,
+    max_disparity: int | None = None,
 ) -> tuple[Path, str]:
-    """Path of the verified (re-exported when missing/stale/corrupt) ONNX graph for one input size."""
+    """Path of the verified (re-exported when missing/stale/corrupt) ONNX graph for one input size (and a
+    widened range, when ``max_disparity`` differs from the model's)."""
     from scene_perception.engines.cache import EngineKey
     from scene_perception.engines.onnx_export import check_onnx, export_onnx
 
-    key = EngineKey(model_sha256, (1, 3, *hw), "fp32", artifact="onnx", opset=DEFAULT_OPSET)
+    key = EngineKey(model_sha256, (1, 3, *hw), "fp32", artifact="onnx", opset=DEFAULT_OPSET,
+                    extra=_range_extra(model, max_disparity))
 
     def build(tmp: Path) -> dict[str, Any]:
-        report = export_onnx(model, tmp, hw[0], hw[1], model_sha256=model_sha256)
+        report = export_onnx(_at_range(model, max_disparity), tmp, hw[0], hw[1], model_sha256=model_sha256)
         return {"op_counts": report.op_counts, "opset": report.opset}
 
     def load(path: Path) -> Path:
@@ -312,19 +331,19 @@ def create_engine(
     max_disp = getattr(model, "max_disparity", None)
     max_disparity = int(max_disp) if max_disp is not None else None
 
-    def build_ort(hw: tuple[int, int]) -> InferenceEngine:
+    def build_ort(hw: tuple[int, int], rng: int | None = max_disparity) -> InferenceEngine:
         from scene_perception.engines.ort_engine import OnnxRuntimeEngine
 
-        onnx_path, _ = _onnx_for(cache, model, model_sha256, hw, label)
+        onnx_path, _ = _onnx_for(cache, model, model_sha256, hw, label, rng)
         return OnnxRuntimeEngine(
             onnx_path,
             device=choice.device,
             num_threads=num_threads,
             size_divisor=size_divisor,
-            max_disparity=max_disparity,
+            max_disparity=rng,
         )
 
-    def build_trt(hw: tuple[int, int]) -> InferenceEngine:
+    def build_trt(hw: tuple[int, int], rng: int | None = max_disparity) -> InferenceEngine:
         from scene_perception.engines.tensorrt_engine import (
             TensorRTEngine,
             build_serialized_engine,
@@ -333,7 +352,7 @@ def create_engine(
             tensorrt_version,
         )
 
-        onnx_path, onnx_digest = _onnx_for(cache, model, model_sha256, hw, label)
+        onnx_path, onnx_digest = _onnx_for(cache, model, model_sha256, hw, label, rng)
         # TensorRT version + typing (strong) + fp16 policy in the key: an engine built by another TensorRT,
         # or by the old weakly typed code with the same precision name, is stale, not reusable.
         key = EngineKey(
@@ -344,7 +363,7 @@ def create_engine(
             tensorrt_version=tensorrt_version(),
             artifact="tensorrt",
             opset=DEFAULT_OPSET,
-            extra=engine_key_extra(choice.precision),
+            extra=";".join(filter(None, (engine_key_extra(choice.precision), _range_extra(model, rng)))),
         )
 
         def build(tmp: Path) -> dict[str, Any]:
@@ -359,7 +378,7 @@ def create_engine(
                 device=choice.device,
                 precision=choice.precision,
                 size_divisor=size_divisor,
-                max_disparity=max_disparity,
+                max_disparity=rng,
             )
 
         engine, _ = cache.get_or_build(key, build, load, label=label, what="TensorRT engine")
@@ -377,6 +396,7 @@ def create_engine(
             precision=choice.precision,
             size_divisor=size_divisor,
             max_disparity=max_disparity,
+            range_multiple=getattr(model, "range_multiple", None),
             log=logger.info,
         )
     step = getattr(model, "cost_stride", None)  # not in the exported graph: the model knows it

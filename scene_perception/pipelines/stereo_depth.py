@@ -196,11 +196,12 @@ class StereoDepthPipeline:
             With a widened range (``extend_range``) it counts pixels x levels / the trained levels, so a
             frame never builds a larger cost volume than shrinking would.
         extend_range: when ``max_disparity`` exceeds the network's trained range and the engine can
-            (``engine.range_multiple``: the torch backend), widen the network's cost volume to cover it
-            (rounded up to the multiple) and run at the input resolution instead of shrinking the pair.
+            (``engine.range_multiple``: torch, and ONNX Runtime / TensorRT built per resolution), widen the
+            network's cost volume to cover it (rounded up to the multiple) and run at the input resolution
+            instead of shrinking the pair.
             Same weights (:meth:`GCNet.set_max_disparity` says why that works); costs about
-            ``max_disparity / trained range`` x the network's time per pixel. Engines with a fixed range
-            (ONNX / TensorRT) shrink as before.
+            ``max_disparity / trained range`` x the network's time per pixel. Engines built for one fixed
+            input size have a fixed range too and shrink as before.
         max_uncertainty: pixels whose disparity std (px) exceeds this are invalid.
         min_texture: pixels whose left-image grey-level std (0..1) over a :data:`TEXTURE_WINDOW` box is
             below this are invalid, as stereo_image_proc's ``texture_threshold`` does: with nothing to

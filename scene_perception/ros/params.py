@@ -594,8 +594,8 @@ _RANGE_PARAMS: tuple[ParamSpec, ...] = (
         "extend_range",
         DEFAULT_EXTEND_RANGE,
         "When max_disparity exceeds the network's range: true widens the network's cost volume to cover it "
-        "and runs at the input resolution (same weights; torch backend only, ONNX Runtime / TensorRT "
-        "engines have a fixed range and shrink); false shrinks the pair to fit and refines twice. Costs "
+        "and runs at the input resolution (same weights; ONNX Runtime / TensorRT export and cache a graph "
+        "per resolution and range); false shrinks the pair to fit and refines twice. Costs "
         "about max_disparity / range x the network's time per pixel (docs/refinement.md).",
         dynamic=True,
     ),
