@@ -127,6 +127,15 @@ class LocalRefinementConfig:
             ``sqrt((factor std)^2 + floor^2)``: the sub-pixel residual a real rig keeps after rectification,
             which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
             0 = none.  Monotone in the std, so it leaves the order of the pixels (AUSE) alone.
+        one_pass_std_measure: for frames refined once (the network at full scale: the common case), multiply
+            the whole std map by ``clip(one_pass_std_factor * (m / one_pass_std_reference) **
+            one_pass_std_exponent, 1, 6)``, ``m`` that GT-free measure of the frame after the refinement
+            (``view_agreement.MEASURES``); ``none`` = off (factor 1).  Why: the refinement's std update was
+            fitted on photometrically exact renders, and through a camera's effects the frames it refined
+            once held only 70.8 % of their errors within 2 std
+            (``benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md``).
+        one_pass_std_reference, one_pass_std_factor, one_pass_std_exponent: that factor's ``m_ref`` (> 0),
+            ``f0`` (> 0) and ``b`` (0 .. 10).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -167,6 +176,10 @@ class LocalRefinementConfig:
                                              0.065798, 0.263812, -0.026041, 1.196897, 0.291425,  # weights
                                              -2.242783, -4.078694, -1.284322, 0.0, -0.857391)  # centres
     two_pass_std_floor: float = 0.0
+    one_pass_std_measure: str = "none"
+    one_pass_std_reference: float = 0.1
+    one_pass_std_factor: float = 1.0
+    one_pass_std_exponent: float = 0.0
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -213,6 +226,14 @@ class LocalRefinementConfig:
             raise ValueError(f"two_pass_std_floor must be in [0, 10] px, got {self.two_pass_std_floor}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
+        if self.one_pass_std_measure not in TWO_PASS_MEASURES:
+            raise ValueError(f"one_pass_std_measure must be one of {TWO_PASS_MEASURES}, "
+                             f"got {self.one_pass_std_measure!r}")
+        for name in ("one_pass_std_reference", "one_pass_std_factor"):
+            if not 0.0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.one_pass_std_exponent <= 10.0:
+            raise ValueError(f"one_pass_std_exponent must be in [0, 10], got {self.one_pass_std_exponent}")
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation

@@ -98,6 +98,9 @@ class StereoDepthResult:
             NaN when none was computed.
         two_pass_per_pixel: the factor was a map, one value per pixel (``two_pass_std_pixel``), rather than
             one per frame.
+        one_pass_factor: the factor the std map was multiplied by after a single refinement
+            (``one_pass_std_measure``; 1.0 when it is off, or the frame was refined twice or not at all).
+        one_pass_measure: the view-agreement measure that factor followed; NaN when none was computed.
         far_mask: bool (H, W), the pixels the far head put beyond the matcher's range (None without a
             head): the depth image may carry them as +Inf (REP 117 "too far") instead of NaN.
         saturated_mask: bool (H, W), the pixels whose disparity sat at the top of the searched range
@@ -120,6 +123,8 @@ class StereoDepthResult:
     two_pass_factor: float = 1.0
     two_pass_measure: float = math.nan
     two_pass_per_pixel: bool = False
+    one_pass_factor: float = 1.0
+    one_pass_measure: float = math.nan
     far_mask: np.ndarray | None = None
     saturated_mask: np.ndarray | None = None
 
@@ -385,6 +390,21 @@ class StereoDepthPipeline:
             return log_scale, 1.0, value, False
         return log_scale + log_factor, math.exp(log_factor), value, False
 
+    def _one_pass_std(
+        self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+    ) -> tuple[torch.Tensor, float, float]:
+        """The frame's log-scale after its single refinement times the one-pass factor (in log), with the
+        factor and the measure it followed (NaN when none).  Same form as the per-frame two-pass factor
+        (``view_agreement.two_pass_factor``) with the ``one_pass_std_*`` fields: one number per frame, so
+        the order of the pixels within the frame (AUSE) is unchanged.  Off (``none``): the input itself."""
+        cfg = self.local_refinement
+        if cfg is None or cfg.one_pass_std_measure == "none":
+            return log_scale, 1.0, math.nan
+        value = view_agreement.measure(cfg.one_pass_std_measure, left, right, disparity, cfg)
+        factor = view_agreement.two_pass_factor(value, cfg.one_pass_std_factor, cfg.one_pass_std_reference,
+                                                cfg.one_pass_std_exponent)
+        return (log_scale + math.log(factor) if factor != 1.0 else log_scale), factor, value
+
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
         max_disparity: float | None = None,
@@ -437,6 +457,7 @@ class StereoDepthPipeline:
         if getattr(self.engine, "range_multiple", None) and self.engine.max_disparity != network_range:
             self.engine.set_max_disparity(int(network_range))
         two_pass_factor, two_pass_measure, two_pass_per_pixel = 1.0, math.nan, False
+        one_pass_factor, one_pass_measure = 1.0, math.nan
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             left_n = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
@@ -484,6 +505,9 @@ class StereoDepthPipeline:
                                                             candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
                         log_scale_t, left_t, right_t, disparity_t, before, candidate)
+            else:
+                log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
+                    log_scale_t, left_t, right_t, disparity_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,
@@ -497,8 +521,8 @@ class StereoDepthPipeline:
             saturated=int(host["saturated"].sum()), far=0 if host["far"] is None else int(host["far"].sum()),
             max_disparity=searched_max, min_disparity=min_disparity,
             scale=scale, two_pass_factor=two_pass_factor, two_pass_measure=two_pass_measure,
-            two_pass_per_pixel=two_pass_per_pixel,
-            far_mask=host["far"], saturated_mask=host["saturated"],
+            two_pass_per_pixel=two_pass_per_pixel, one_pass_factor=one_pass_factor,
+            one_pass_measure=one_pass_measure, far_mask=host["far"], saturated_mask=host["saturated"],
         )
 
     @property

@@ -384,6 +384,39 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.one_pass_std_measure",
+        _REFINE.one_pass_std_measure,
+        "For frames refined once (the network at full scale): the GT-free measure a per-frame std factor "
+        "follows, factor = clip(one_pass_std_factor * (measure / one_pass_std_reference) ** "
+        "one_pass_std_exponent, 1, 6); none = off (docs/calibration.md).",
+        choices=TWO_PASS_MEASURES,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_std_reference",
+        _REFINE.one_pass_std_reference,
+        "The measure's value at which the one-pass factor is one_pass_std_factor.",
+        1e-6,
+        1e3,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_std_factor",
+        _REFINE.one_pass_std_factor,
+        "The one-pass factor at the reference measure (before the clip to 1..6).",
+        1e-3,
+        100.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_std_exponent",
+        _REFINE.one_pass_std_exponent,
+        "How fast the one-pass factor grows with the measure (0 = constant one_pass_std_factor).",
+        0.0,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.two_pass_std_floor",
         _REFINE.two_pass_std_floor,
         "px; where the per-pixel two-pass factor applies, the published disparity std becomes "
