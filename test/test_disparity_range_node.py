@@ -58,6 +58,8 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
 
         d, msg, depth = publish(1)
         assert network_run().startswith("as trained: scale 1.00, network range 128 px")
+        values = {kv.key: kv.value for kv in last_status(driver, "range_stereo").values}
+        assert values["one-pass std factor (last frame)"] == "1 (off: one_pass_std_measure none)"
         valid = d > msg.min_disparity
         assert msg.max_disparity == 128.0 and msg.min_disparity == 1.0  # lite's range; max_depth auto: 1 px
         assert d[valid].max() <= msg.max_disparity

@@ -81,6 +81,7 @@ class StereoDepthNode(StereoNodeBase):
         # The last frame's (factor, measure, per pixel, the measure's name then).
         self._two_pass: tuple[float, float, bool, str] | None = None
         self._network_run = ""  # how the network ran on the last frame (scale, range; diagnostics)
+        self._one_pass = ""  # the last frame's one-pass std factor (diagnostics)
         self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
         self._far_head: Any = None  # ModelInfo of the far head in use
@@ -245,6 +246,8 @@ class StereoDepthNode(StereoNodeBase):
             cfg = self.pipeline.local_refinement
             self._two_pass = (result.two_pass_factor, result.two_pass_measure, result.two_pass_per_pixel,
                               cfg.two_pass_std_measure if cfg is not None else "measure")
+            self._one_pass = _describe_one_pass(result.one_pass_factor, result.one_pass_measure,
+                                                cfg.one_pass_std_measure if cfg is not None else "none")
             self._network_run = _describe_network_run(result.scale, result.max_disparity,
                                                       self.pipeline.network_max_disparity)
             if self._adapt is not None:
@@ -301,6 +304,8 @@ class StereoDepthNode(StereoNodeBase):
             extra["local refinement p50 (ms)"] = f"{float(np.median(self._refinement_ms)):.1f}"
         if self._network_run:
             extra["network run (last frame)"] = self._network_run
+        if self._one_pass:
+            extra["one-pass std factor (last frame)"] = self._one_pass
         if self._two_pass is not None:
             extra["two-pass std factor (last frame)"] = _describe_two_pass(*self._two_pass)
         quality_values, quality_warning = self._quality.status(self.params)
@@ -337,6 +342,14 @@ def _describe_network_run(scale: float, searched: float, trained: float) -> str:
     how = ("range widened" if network_range > trained + 0.5
            else "pair shrunk" if scale < 1.0 else "as trained")
     return f"{how}: scale {scale:.2f}, network range {network_range:.0f} px ({searched:.0f} px of the frame)"
+
+
+def _describe_one_pass(factor: float, measure: float, name: str) -> str:
+    """The last frame's one-pass std factor and the measure it followed (``one_pass_std_measure``)."""
+    if math.isnan(measure):
+        return f"{factor:g} (" + ("off: one_pass_std_measure none)" if name == "none"
+                                  else "the frame was not refined once)")
+    return f"{factor:.2f} ({name} {measure:.4f})"
 
 
 def _describe_two_pass(factor: float, measure: float, per_pixel: bool, name: str) -> str:
