@@ -8,6 +8,8 @@ sub-pixel disparities, i.e. phantom points hundreds of km away, out of disparity
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -59,7 +61,7 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         d, msg, depth = publish(1)
         assert network_run().startswith("as trained: scale 1.00, network range 128 px")
         values = {kv.key: kv.value for kv in last_status(driver, "range_stereo").values}
-        assert values["one-pass std factor (last frame)"] == "1 (off: one_pass_std_measure none)"
+        assert re.fullmatch(r"\d\.\d\d \(zncc 0\.\d{4}\)", values["one-pass std factor (last frame)"])
         valid = d > msg.min_disparity
         assert msg.max_disparity == 128.0 and msg.min_disparity == 1.0  # lite's range; max_depth auto: 1 px
         assert d[valid].max() <= msg.max_disparity
@@ -75,6 +77,8 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         assert (valid & (gt > 128)).mean() > 0.05  # the near surfaces are reached now
         bad_scaled = float((np.abs(d - gt)[valid] > 2).mean())
         assert network_run() == "pair shrunk: scale 0.67, network range 128 px (192 px of the frame)"
+        values = {kv.key: kv.value for kv in last_status(driver, "range_stereo").values}
+        assert values["one-pass std factor (last frame)"] == "1 (the frame was not refined once)"
         print(f"bad-2 among valid pixels: default {bad_default:.3f}, max_disparity 192 {bad_scaled:.3f}")
         assert bad_scaled < bad_default
 
