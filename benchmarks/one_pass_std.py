@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
                    help="score this setting against today instead of fitting (reports only)")
     p.add_argument("--real", action="store_true", help="with --setting: also Aloe and Motorcycle")
     p.add_argument("--chessboard-dir", type=Path, default=REPO / ".cache/eval/chessboard")
+    p.add_argument("--cost", action="store_true",
+                   help="only time the zncc measure per frame at 320x240, 640x480 and 1282x1110")
     args = frame_args(p, argv)
     if args.quick:
         args.ranges = [48.0]  # frame_args' quick range is the two-pass one
@@ -206,6 +208,28 @@ def real_pairs(extend: bool) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarr
     return out
 
 
+def measure_cost(threads: int, repeats: int = 5) -> dict[str, float]:
+    """ms per frame of the one-pass factor's measure (``view_agreement.zncc_residual``) on random images:
+    what the default adds to a frame refined once, beside the refinement itself."""
+    import torch
+
+    from scene_perception.pipelines import view_agreement
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for h, w in ((240, 320), (480, 640), (1110, 1282)):
+        left, right = torch.rand(1, 3, h, w, generator=gen), torch.rand(1, 3, h, w, generator=gen)
+        disparity = 20.0 * torch.rand(1, 1, h, w, generator=gen)
+        view_agreement.zncc_residual(left, right, disparity, DEFAULT_LOCAL_REFINEMENT)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            view_agreement.zncc_residual(left, right, disparity, DEFAULT_LOCAL_REFINEMENT)
+        out[f"{w}x{h}"] = 1000.0 * (time.perf_counter() - start) / repeats
+    return out
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [fit_markdown(res)] if "fit" in res else [f"split {res['split']}, setting {res['setting']}"]
     for title, key in (("chessboard plane pairs, 320x240 (validation, real, no GT)", "board"),
@@ -232,6 +256,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 
     args = parse_args(argv)
+    if args.cost:
+        cost = measure_cost(args.threads)
+        print(f"zncc measure, ms per frame on {args.threads} threads: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in cost.items()))
+        return {"cost_ms": cost}
     setup = cpu_pipeline(args)
     pipe = setup.pipeline
     if any(r > pipe.network_max_disparity for r in args.ranges):

@@ -88,6 +88,7 @@ def test_one_pass_std_script_quick_runs() -> None:
     """The rule's script on tiny renders: the fit (which stops at its Spearman floor or chooses) and the
     report mode with a given setting."""
     bench = load_benchmark("one_pass_std")
+    assert set(bench.main(["--cost", "--threads", "1"])["cost_ms"]) == {"320x240", "640x480", "1282x1110"}
     res = bench.main(["--quick", "--threads", "1"])
     assert res["fit"]["frames"] == 4 * 2 and res["fit"]["measure"] in ("photometric", "noise", "zncc")
     rep = bench.main(["--quick", "--threads", "1", "--setting", "zncc,0.1,1.5,0.5"])
