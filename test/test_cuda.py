@@ -173,6 +173,41 @@ def test_two_pass_factor_on_cuda_agrees_with_cpu(lite, sample) -> None:
     assert factors[1] == pytest.approx(factors[0], rel=0.02)
 
 
+def test_widened_range_on_cuda_with_graphs_matches_cpu(lite, sample) -> None:
+    """extend_range on CUDA: the engine's copy widens to 192 px, its CUDA graph of the old range is dropped
+    and captured again (a stale graph would replay the 128 px volume), and the disparity matches the CPU
+    engine widened the same way."""
+    from scene_perception.models.gcnet import full_soft_argmin
+
+    feeds = {"left": image_to_tensor(sample.left, "cuda"), "right": image_to_tensor(sample.right, "cuda")}
+    graphs = TorchEngine(lite, device="cuda", precision="fp32", cuda_graphs=True)
+    cpu = TorchEngine(lite, cpu_rewrite=False)
+    with full_soft_argmin(graphs.runner, cpu.runner):
+        narrow = graphs.infer(feeds)["disparity"]
+        graphs.set_max_disparity(192)
+        cpu.set_max_disparity(192)
+        wide = graphs.infer(feeds)["disparity"]
+        want = cpu.infer({k: v.cpu() for k, v in feeds.items()})["disparity"]
+    assert graphs.max_disparity == 192 and float(_abs_diff(wide, narrow).max()) > 0.0
+    assert float((_abs_diff(wide, want) <= FP32_PX).float().mean()) >= 0.999
+
+
+def test_one_pass_factor_on_cuda_agrees_with_cpu(lite, sample) -> None:
+    """The default one-pass std factor (a frame refined once) on CUDA: the same factor within 2 % as on the
+    CPU (SGBM candidate off on both, so both refine the same way)."""
+    import dataclasses
+
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
+    cfg = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, sgbm_candidate=False)
+    factors = []
+    for engine in (TorchEngine(lite, cpu_rewrite=False), TorchEngine(lite, device="cuda", precision="fp32")):
+        r = StereoDepthPipeline(engine, local_refinement=cfg, compute_points=False)(sample.left, sample.right)
+        assert r.scale == 1.0 and np.isfinite(r.one_pass_measure)
+        factors.append(r.one_pass_factor)
+    assert factors[1] == pytest.approx(factors[0], rel=0.02)
+
+
 def test_scene_mc_dropout_batched_on_cuda() -> None:
     from scene_perception.pipelines.scene import ScenePipeline
 
