@@ -170,3 +170,14 @@ def test_onnxruntime_per_resolution_engine_exports_the_widened_range(lite: GCNet
     graphs = sorted(p.name for p in (tmp_path / "cache").rglob("*.onnx"))
     assert len(graphs) == 2, graphs  # one per range at this size
     assert engine.builds == 3
+
+
+def test_full_soft_argmin_gives_back_only_the_window(lite: GCNet) -> None:
+    """A range widened inside ``full_soft_argmin`` stays widened when it restores the regression window."""
+    model = GCNet(lite.config).eval()
+    assert model.config.regression_window == 2
+    with full_soft_argmin(model):
+        assert model.config.regression_window == 0
+        model.set_max_disparity(160)
+    assert model.config.regression_window == 2
+    assert model.config.max_disparity == model.max_disparity == 160

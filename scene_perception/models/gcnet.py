@@ -335,10 +335,11 @@ def full_soft_argmin(*models: nn.Module) -> Iterator[None]:
     for m in models:
         config = getattr(m, "config", None)
         if isinstance(config, GCNetConfig) and config.regression_window:
-            saved.append((m, config))
+            saved.append((m, config.regression_window))
             m.config = replace(config, regression_window=0)
     try:
         yield
     finally:
-        for m, config in saved:
-            m.config = config
+        # Only the window goes back: a range widened inside (set_max_disparity) stays widened.
+        for m, window in saved:
+            m.config = replace(m.config, regression_window=window)
