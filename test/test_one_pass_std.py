@@ -27,13 +27,17 @@ def camera_pair():
     return render_condition(SEED, 256, 128, 40, "camera")
 
 
-def test_off_by_default_and_a_constant_factor_scales_the_whole_map(pipe, camera_pair) -> None:
+def test_off_and_a_constant_factor_scales_the_whole_map(pipe, camera_pair) -> None:
     s = camera_pair
+    default = pipe(s.left, s.right)  # on by default (one_pass_std/rule.md): through a camera it widens
+    assert default.scale == 1.0 and default.one_pass_factor > 1.0 and np.isfinite(default.one_pass_measure)
     off = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, one_pass_std_measure="none")
     pipe.local_refinement = off
     base = pipe(s.left, s.right)
     assert base.scale == 1.0 and base.one_pass_factor == 1.0 and np.isnan(base.one_pass_measure)
-    pipe.local_refinement = dataclasses.replace(off, one_pass_std_measure="zncc", one_pass_std_factor=2.0)
+    np.testing.assert_allclose(default.disparity_std, default.one_pass_factor * base.disparity_std, rtol=1e-5)
+    pipe.local_refinement = dataclasses.replace(off, one_pass_std_measure="zncc", one_pass_std_factor=2.0,
+                                                one_pass_std_exponent=0.0)
     doubled = pipe(s.left, s.right)
     np.testing.assert_array_equal(doubled.disparity, base.disparity)  # the disparity is not touched
     assert doubled.one_pass_factor == 2.0 and 0.0 < doubled.one_pass_measure < 1.0
