@@ -10,6 +10,12 @@ camera.  This probe scores both outputs of each frame with the live quality's GT
 check) and asks how often each measure picks the output with the lower true bad-2, and what pooled bad-2
 its choice would give.  It chooses nothing.
 
+Added 2026-12-07, also probing only: a *frame regime* rather than a comparison.  The frame's median
+``1 - ZNCC`` at the network's own disparity (``view_agreement.zncc_residual``, the one-pass std factor's
+measure; ``zncc net``) is orders of magnitude larger through a camera than on exact views.  For each
+threshold T of ``ZNCC_THRESHOLDS`` the table ``gate`` gives the pooled bad-2 of "refined where zncc net <=
+T, the network alone above".
+
 Frames: validation pairs exact and through a camera (``data/conditions.py``), and the chessboard's plane
 pairs (640x480, range 256, two refinements; the plane as the reference).
 
@@ -34,6 +40,9 @@ from scene_perception.data.conditions import render_condition
 from scene_perception.data.splits import held_out_seeds
 from scene_perception.evaluation.board_plane import plane_pairs
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
+from scene_perception.pipelines import view_agreement
+from scene_perception.pipelines.image_tensor import image_to_tensor
+from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 from scene_perception.pipelines.quality import assess_arrays
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
@@ -42,6 +51,8 @@ OUTPUTS = ("refined", "network alone")
 #: Measures and whether lower is better: the median photometric residual (lower), the left-right consistent
 #: share (higher).
 MEASURES = {"photometric p50": True, "left-right consistent": False}
+#: Thresholds of the frame-regime probe (``zncc net``), log-spaced over what exact and camera renders show.
+ZNCC_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 
 
 def frame_row(pipe: Any, left: np.ndarray, right: np.ndarray, gt: np.ndarray, mask: np.ndarray | None
@@ -56,6 +67,10 @@ def frame_row(pipe: Any, left: np.ndarray, right: np.ndarray, gt: np.ndarray, ma
             q = assess_arrays(left, right, r.disparity, r.valid, want_vertical=False)
             row[name] = {"metrics": disparity_metrics(r.disparity, gt, mask),
                          "photometric p50": q.photometric_p50, "left-right consistent": q.lr_consistent}
+            if cfg is None:
+                lt, rt = image_to_tensor(left), image_to_tensor(right)
+                d = torch.from_numpy(np.ascontiguousarray(r.disparity))[None, None]
+                row["zncc net"] = view_agreement.zncc_residual(lt, rt, d, DEFAULT_LOCAL_REFINEMENT)
     finally:
         pipe.local_refinement = kept
     return row
@@ -82,6 +97,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "agrees with GT in % of frames": 100.0 * float(np.mean(agree)) if agree else float("nan"),
             "picks refined in % of frames": 100.0 * float(np.mean([p == "refined" for p in picks])),
             "pooled": pool_metrics([r[p]["metrics"] for r, p in zip(rows, picks, strict=True)])}
+    zn = np.array([r["zncc net"] for r in rows])
+    out["zncc net"] = {"median": float(np.nanmedian(zn)), "p10": float(np.nanpercentile(zn, 10)),
+                       "p90": float(np.nanpercentile(zn, 90))}
+    out["gate"] = {f"{t:g}": {"refined in % of frames": 100.0 * float(np.mean(zn <= t)),
+                              "bad2": pool_metrics([r["refined" if z <= t else "network alone"]["metrics"]
+                                                    for r, z in zip(rows, zn, strict=True)])["bad2"]}
+                   for t in ZNCC_THRESHOLDS}
     return out
 
 
@@ -114,6 +136,16 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{s['refined']['bad2']:.2f} | {s['network alone']['bad2']:.2f} | "
                      f"{s['oracle']['bad2']:.2f} | "
                      f"{cells[0]} | {cells[1]} |")
+    lines += ["", "Frame regime: zncc net (median 1 - ZNCC at the network's disparity) per set, and the "
+              "pooled bad-2 % of 'refined where zncc net <= T' (refined share of frames in brackets)", "",
+              "| frames | zncc net p10 / median / p90 | " + " | ".join(f"T {t:g}" for t in ZNCC_THRESHOLDS)
+              + " |", "|---|---|" + "---|" * len(ZNCC_THRESHOLDS)]
+    for key, s in res["sets"].items():
+        z, gate = s["zncc net"], s["gate"]
+        cells = [f"{gate[f'{t:g}']['bad2']:.2f} ({gate[f'{t:g}']['refined in % of frames']:.0f})"
+                 for t in ZNCC_THRESHOLDS]
+        lines.append(f"| {key} | {z['p10']:.4f} / {z['median']:.4f} / {z['p90']:.4f} | "
+                     + " | ".join(cells) + " |")
     lines.append(f"\n{res['seconds']:.0f} s")
     return "\n".join(lines)
 
@@ -125,6 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=100, help="validation pairs per condition")
+    p.add_argument("--conditions", default="exact,camera", help="validation conditions (data/conditions.py)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 pairs at 128x256, no board")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     pipe = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                  compute_points=False).pipeline
-    sets = {c: synthetic_rows(pipe, args, c) for c in ("exact", "camera")}
+    sets = {c: synthetic_rows(pipe, args, c) for c in args.conditions.split(",")}
     if not args.quick:
         if not Path(args.chessboard_dir).is_dir():
             raise SystemExit(f"no chessboard pairs at {args.chessboard_dir}: run tools/fetch_eval_data.sh")
