@@ -46,10 +46,9 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
             depth = image_to_numpy(driver.got["depth"][-1]).astype(np.float32)
             return d, msg, depth
 
-        def network_run() -> str:
-            """What /diagnostics says of the last frame's network run (after that frame's outputs)."""
+        def network_run(key: str = "network run (last frame)") -> str:
+            """What /diagnostics says under ``key`` of the last frame (after that frame's outputs)."""
             driver.got["diag"].clear()
-            key = "network run (last frame)"
 
             def reported() -> bool:
                 st = last_status(driver, "range_stereo")
@@ -109,5 +108,11 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         kept, kept_far = np.isfinite(depth).sum(), np.isfinite(depth_far).sum()
         assert 0 < kept_far < kept
         assert np.isfinite(depth[np.isfinite(depth_far)]).all()  # a subset: nothing new appears
+
+        # The view-residual gate, live: a threshold below any frame's residual publishes the network alone.
+        gate = Parameter("local_refinement.max_view_residual", value=1e-4)
+        assert node.set_parameters([gate])[0].successful
+        publish(8)
+        assert network_run("refinement gate (last frame)").startswith("network alone: view residual 0.")
     finally:
         harness.shutdown()

@@ -99,3 +99,39 @@ def test_one_pass_std_script_quick_runs() -> None:
     rows = rep["renders"]["camera"]
     assert rows["today"]["factors"] == [1.0, 1.0] and min(rows["setting"]["factors"]) >= 1.0
     assert rows["setting"]["coverage"][1] >= rows["today"]["coverage"][1]  # a factor >= 1 only widens
+
+
+def test_view_residual_gate_keeps_the_network_output_above_its_threshold(pipe, camera_pair) -> None:
+    """``max_view_residual``: off changes nothing; a threshold below the frame's residual publishes exactly
+    what the pipeline without a refinement publishes (disparity and std); one above it refines as usual."""
+    s = camera_pair
+    default = pipe(s.left, s.right)
+    assert not default.refinement_gated and np.isnan(default.view_residual)
+    pipe.local_refinement = None
+    alone = pipe(s.left, s.right)
+    try:
+        pipe.local_refinement = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, max_view_residual=1e-4)
+        gated = pipe(s.left, s.right)
+        assert gated.refinement_gated and gated.view_residual > 1e-4
+        np.testing.assert_array_equal(gated.disparity, alone.disparity)
+        np.testing.assert_array_equal(gated.disparity_std, alone.disparity_std)
+        assert gated.one_pass_factor == 1.0
+        pipe.local_refinement = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, max_view_residual=2.0)
+        kept = pipe(s.left, s.right)
+        assert not kept.refinement_gated and kept.view_residual == gated.view_residual
+        np.testing.assert_array_equal(kept.disparity, default.disparity)
+        np.testing.assert_array_equal(kept.disparity_std, default.disparity_std)
+        # Frames refined twice are gated the same way, before the first refinement.
+        wide = render_condition(SEED, 256, 128, 180, "camera")
+        pipe.max_disparity = 180
+        pipe.local_refinement = None
+        alone2 = pipe(wide.left, wide.right)
+        pipe.local_refinement = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, max_view_residual=1e-4)
+        gated2 = pipe(wide.left, wide.right)
+        assert gated2.scale < 1.0 and gated2.refinement_gated and gated2.two_pass_factor == 1.0
+        np.testing.assert_array_equal(gated2.disparity, alone2.disparity)
+    finally:
+        pipe.max_disparity = None
+        pipe.local_refinement = DEFAULT_LOCAL_REFINEMENT
+    with pytest.raises(ValueError, match="max_view_residual"):
+        LocalRefinementConfig(max_view_residual=-0.1)

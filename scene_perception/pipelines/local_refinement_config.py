@@ -139,6 +139,12 @@ class LocalRefinementConfig:
             94.0 %, AUSE lower.
         one_pass_std_reference, one_pass_std_factor, one_pass_std_exponent: that factor's ``m_ref`` (> 0),
             ``f0`` (> 0) and ``b`` (0 .. 10).
+        max_view_residual: 0 = off. Otherwise a frame whose median 1 - ZNCC at the network's own disparity
+            (window ``window``, textured pixels; at the network's resolution) exceeds this is not refined at
+            all: the network's output and std are published as they are. Why: through a camera's effects and
+            on the real chessboard the refinement adds error, and this measure tells such frames from clean
+            views (validation probe, ``benchmarks/results/2026-12-07_cpu/refinement_gate/rule.md``, which
+            will choose the value; not run yet).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the
@@ -185,6 +191,7 @@ class LocalRefinementConfig:
     one_pass_std_reference: float = 0.082897
     one_pass_std_factor: float = 2.0
     one_pass_std_exponent: float = 0.2
+    max_view_residual: float = 0.0
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
 
@@ -237,6 +244,8 @@ class LocalRefinementConfig:
         for name in ("one_pass_std_reference", "one_pass_std_factor"):
             if not 0.0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.max_view_residual <= 2.0:
+            raise ValueError(f"max_view_residual must be in [0, 2] (0 = off), got {self.max_view_residual}")
         if not 0.0 <= self.one_pass_std_exponent <= 10.0:
             raise ValueError(f"one_pass_std_exponent must be in [0, 10], got {self.one_pass_std_exponent}")
 

@@ -101,6 +101,10 @@ class StereoDepthResult:
         one_pass_factor: the factor the std map was multiplied by after a single refinement
             (``one_pass_std_measure``; 1.0 when it is off, or the frame was refined twice or not at all).
         one_pass_measure: the view-agreement measure that factor followed; NaN when none was computed.
+        view_residual: the frame's median 1 - ZNCC at the network's disparity, at the network's resolution
+            (``max_view_residual``'s measure); NaN when that gate is off.
+        refinement_gated: the gate kept the network's own output: ``view_residual`` was above
+            ``max_view_residual``, so nothing was refined and no std factor applied.
         far_mask: bool (H, W), the pixels the far head put beyond the matcher's range (None without a
             head): the depth image may carry them as +Inf (REP 117 "too far") instead of NaN.
         saturated_mask: bool (H, W), the pixels whose disparity sat at the top of the searched range
@@ -125,6 +129,8 @@ class StereoDepthResult:
     two_pass_per_pixel: bool = False
     one_pass_factor: float = 1.0
     one_pass_measure: float = math.nan
+    view_residual: float = math.nan
+    refinement_gated: bool = False
     far_mask: np.ndarray | None = None
     saturated_mask: np.ndarray | None = None
 
@@ -390,6 +396,17 @@ class StereoDepthPipeline:
             return log_scale, 1.0, value, False
         return log_scale + log_factor, math.exp(log_factor), value, False
 
+    def _view_gate(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor
+                   ) -> tuple[float, bool]:
+        """(the frame's view residual, whether to skip the refinement) by ``max_view_residual``: the median
+        1 - ZNCC at the network's own disparity (``view_agreement.zncc_residual``).  Off, or not measurable
+        (NaN): (NaN or the value, False)."""
+        cfg = self.local_refinement
+        if cfg is None or cfg.max_view_residual <= 0.0:
+            return math.nan, False
+        value = view_agreement.zncc_residual(left, right, disparity, cfg)
+        return value, bool(value > cfg.max_view_residual)
+
     def _one_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
     ) -> tuple[torch.Tensor, float, float]:
@@ -488,16 +505,19 @@ class StereoDepthPipeline:
             # At the top of the range the soft arg-min is saturated: the true disparity may be larger.
             step = float(getattr(self.engine, "disparity_step", None) or FALLBACK_DISPARITY_STEP)
             saturated_t = disparity_t >= network_max - 1.5 * step
-            candidate = self._candidate(left_n, right_n, None, started)
             left_t, right_t = pair[:1, :, :hn, :wn], pair[1:, :, :hn, :wn]
+            view_residual, gated = self._view_gate(left_t, right_t, disparity_t)
+            if not gated:  # a gated frame drops its SGBM candidate (a started one finishes unused)
+                candidate = self._candidate(left_n, right_n, None, started)
             far_t = self._far(left_t, disparity_t, log_scale_t)
-            disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t, candidate)
+            if not gated:
+                disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t, candidate)
             if scale < 1.0:
                 disparity_t, log_scale_t, saturated_t = _upsample(disparity_t, log_scale_t, saturated_t, h, w)
                 if far_t is not None:
                     far_t = _upsample_mask(far_t, h, w)
                 left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
-                if self.local_refinement is not None:
+                if self.local_refinement is not None and not gated:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
                     candidate = self._candidate(left, right, searched_max)
                     before = disparity_t
@@ -505,7 +525,7 @@ class StereoDepthPipeline:
                                                             candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
                         log_scale_t, left_t, right_t, disparity_t, before, candidate)
-            else:
+            elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
                     log_scale_t, left_t, right_t, disparity_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
@@ -522,7 +542,8 @@ class StereoDepthPipeline:
             max_disparity=searched_max, min_disparity=min_disparity,
             scale=scale, two_pass_factor=two_pass_factor, two_pass_measure=two_pass_measure,
             two_pass_per_pixel=two_pass_per_pixel, one_pass_factor=one_pass_factor,
-            one_pass_measure=one_pass_measure, far_mask=host["far"], saturated_mask=host["saturated"],
+            one_pass_measure=one_pass_measure, view_residual=view_residual, refinement_gated=gated,
+            far_mask=host["far"], saturated_mask=host["saturated"],
         )
 
     @property

@@ -417,6 +417,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.max_view_residual",
+        _REFINE.max_view_residual,
+        "0 = off. Otherwise frames whose median 1 - ZNCC at the network's own disparity exceeds this are not "
+        "refined: the network's output is published (through a camera's effects the refinement can add "
+        "error; docs/refinement.md). Not chosen by a rule yet.",
+        0.0,
+        2.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.two_pass_std_floor",
         _REFINE.two_pass_std_floor,
         "px; where the per-pixel two-pass factor applies, the published disparity std becomes "

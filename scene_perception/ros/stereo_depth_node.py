@@ -82,6 +82,7 @@ class StereoDepthNode(StereoNodeBase):
         self._two_pass: tuple[float, float, bool, str] | None = None
         self._network_run = ""  # how the network ran on the last frame (scale, range; diagnostics)
         self._one_pass = ""  # the last frame's one-pass std factor (diagnostics)
+        self._gate = ""  # whether max_view_residual kept the last frame's network output (diagnostics)
         self._quality = NodeQuality(int(self.params["quality.window"]))
         self._adapt: Any = None  # NodeAdaptation while adapt.enabled and configured
         self._far_head: Any = None  # ModelInfo of the far head in use
@@ -248,6 +249,9 @@ class StereoDepthNode(StereoNodeBase):
                               cfg.two_pass_std_measure if cfg is not None else "measure")
             self._one_pass = _describe_one_pass(result.one_pass_factor, result.one_pass_measure,
                                                 cfg.one_pass_std_measure if cfg is not None else "none")
+            self._gate = ("" if cfg is None or cfg.max_view_residual <= 0 else
+                          f"{'network alone' if result.refinement_gated else 'refined'}: view residual "
+                          f"{result.view_residual:.4f} vs max_view_residual {cfg.max_view_residual:g}")
             self._network_run = _describe_network_run(result.scale, result.max_disparity,
                                                       self.pipeline.network_max_disparity)
             if self._adapt is not None:
@@ -306,6 +310,8 @@ class StereoDepthNode(StereoNodeBase):
             extra["network run (last frame)"] = self._network_run
         if self._one_pass:
             extra["one-pass std factor (last frame)"] = self._one_pass
+        if self._gate:
+            extra["refinement gate (last frame)"] = self._gate
         if self._two_pass is not None:
             extra["two-pass std factor (last frame)"] = _describe_two_pass(*self._two_pass)
         quality_values, quality_warning = self._quality.status(self.params)
