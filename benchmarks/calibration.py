@@ -582,12 +582,6 @@ def fit_two_pass(e: dict[float, np.ndarray], sd: dict[float, np.ndarray], today:
             "by_range": by_range}
 
 
-def width_range(width: int, fraction: float) -> int:
-    """A real pair's range from its input width alone (never the GT): ``stereo_accuracy.py``'s rule,
-    rounded to SGBM's 16 px."""
-    return max(16, 16 * round(fraction * width / 16))
-
-
 def score_real_pair(args: argparse.Namespace, pipe: Any, refinement: Any, gt: np.ndarray,
                     inputs: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> dict[str, Any]:
     """One real pair, network alone and with ``refinement``, at each ``inputs[name] = (left, right, range)``:
@@ -626,7 +620,7 @@ def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, 
     """
     import cv2
 
-    from scene_perception.data.datasets.real_pairs import load_aloe
+    from scene_perception.data.datasets.real_pairs import load_aloe, range_from_width
 
     pair = None if args.split == "validation" else load_aloe(args.aloe_dir)
     if pair is None:
@@ -634,10 +628,10 @@ def run_aloe(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict[str, 
     h, w = pair.gt.shape
     hw, hh = round(w / 2), round(h / 2)
     inputs = {
-        "full": (pair.left, pair.right, width_range(w, args.range_fraction)),
+        "full": (pair.left, pair.right, range_from_width(w, args.range_fraction)),
         "half": (cv2.resize(pair.left, (hw, hh), interpolation=cv2.INTER_AREA),
                  cv2.resize(pair.right, (hw, hh), interpolation=cv2.INTER_AREA),
-                 width_range(hw, args.range_fraction)),
+                 range_from_width(hw, args.range_fraction)),
     }
     return score_real_pair(args, pipe, refinement, pair.gt, inputs)
 
@@ -646,12 +640,12 @@ def run_motorcycle(args: argparse.Namespace, pipe: Any, refinement: Any) -> dict
     """Middlebury 2014 Motorcycle (``load_motorcycle``: scikit-image's 741x500 copy; evaluation only, None
     when absent or on the validation split) at its native input only (``native``), range from the width
     (0.2 x 741 -> 144 px: above the network's 128, so the pipeline shrinks and refines twice)."""
-    from scene_perception.data.datasets.real_pairs import load_motorcycle
+    from scene_perception.data.datasets.real_pairs import load_motorcycle, range_from_width
 
     pair = None if args.split == "validation" else load_motorcycle(args.motorcycle_dir)
     if pair is None:
         return None
-    rng = width_range(pair.gt.shape[1], args.range_fraction)
+    rng = range_from_width(pair.gt.shape[1], args.range_fraction)
     return score_real_pair(args, pipe, refinement, pair.gt, {"native": (pair.left, pair.right, rng)})
 
 

@@ -37,8 +37,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from calibration import width_range  # noqa: E402
 
+from scene_perception.data.datasets.real_pairs import range_from_width  # noqa: E402
 from scene_perception.evaluation.calibration import coverage, expected_coverage  # noqa: E402
 
 KS = (1.0, 2.0, 3.0)
@@ -118,7 +118,7 @@ def run_pairs(args: argparse.Namespace) -> dict[str, dict[str, dict[str, np.ndar
                          "(tools/fetch_eval_data.sh)")
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for name, pair in pairs.items():
-        pipe.max_disparity = float(width_range(pair.gt.shape[1], 0.2))
+        pipe.max_disparity = float(range_from_width(pair.gt.shape[1]))
         out[name] = {}
         for method, cfg in (("network alone", None), ("default pipeline", DEFAULT_LOCAL_REFINEMENT)):
             pipe.local_refinement = cfg

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle
+from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle, range_from_width
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
 from scene_perception.evaluation.benchmarking import parse_size
@@ -151,11 +151,6 @@ def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
         out, ms = timed(fn)
         samples.append(ms)
     return out, statistics.median(samples)
-
-
-def range_from_width(width: int, fraction: float) -> int:
-    """Disparity search range from the image size alone, rounded to SGBM's granularity of 16 px."""
-    return max(16, 16 * round(fraction * width / 16))
 
 
 def fmt(value: Any, digits: int = 2) -> str:

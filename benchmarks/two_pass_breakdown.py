@@ -35,10 +35,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from calibration import width_range
     from two_pass_adaptive import rule_camera_setting
 
-    from scene_perception.data.datasets.real_pairs import load_aloe, load_motorcycle
+    from scene_perception.data.datasets.real_pairs import load_aloe, load_motorcycle, range_from_width
     from scene_perception.pipelines import view_agreement
     from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for pair in (load_aloe(args.aloe_dir), load_motorcycle(args.motorcycle_dir)):
             if pair is None:
                 continue
-            pipe.max_disparity = float(width_range(pair.gt.shape[1], 0.2))
+            pipe.max_disparity = float(range_from_width(pair.gt.shape[1]))
             results = {}
             for name, cfg in settings.items():
                 pipe.local_refinement = cfg

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scene_perception.data.datasets.real_pairs import load_aloe, load_motorcycle
+from scene_perception.data.datasets.real_pairs import load_aloe, load_motorcycle, range_from_width
 from scene_perception.pipelines import view_agreement
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
 repo = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(repo / "benchmarks"))
-from calibration import width_range  # noqa: E402
 from two_pass_adaptive import rule_camera_setting  # noqa: E402
 
 torch.set_num_threads(2)
@@ -44,7 +43,7 @@ print("| pair | setting | measure (zncc) | factor (median) | per pixel | factor 
 print("|---|---|---|---|---|---|---|---|")
 for name, pair in (("Aloe 1282x1110", load_aloe(repo / ".cache/eval/middlebury_aloe")),
                    ("Motorcycle 741x500", load_motorcycle(repo / ".cache/eval/middlebury_motorcycle"))):
-    pipe.max_disparity = float(width_range(pair.gt.shape[1], 0.2))
+    pipe.max_disparity = float(range_from_width(pair.gt.shape[1]))
     for setting, cfg in SETTINGS.items():
         pipe.local_refinement = cfg
         spent.clear()

@@ -22,16 +22,13 @@ import cv2
 import numpy as np
 
 from scene_perception.data.datasets.pfm import write_pfm
+from scene_perception.data.datasets.real_pairs import RANGE_FRACTION, range_from_width
 from scene_perception.data.datasets.sample import DatasetError
 
 __all__ = ["ALOE_RANGE_FRACTION", "aloe_to_middlebury"]
 
 #: ``benchmarks/stereo_accuracy.py``'s default ``--range-fraction``: the range from the width alone.
-ALOE_RANGE_FRACTION = 0.2
-
-
-def _range_from_width(width: int, fraction: float = ALOE_RANGE_FRACTION) -> int:
-    return max(16, 16 * round(fraction * width / 16))
+ALOE_RANGE_FRACTION = RANGE_FRACTION
 
 
 def aloe_to_middlebury(src: str | Path, out: str | Path, resolutions: tuple[str, ...] = ("F", "H")) -> Path:
@@ -49,7 +46,7 @@ def aloe_to_middlebury(src: str | Path, out: str | Path, resolutions: tuple[str,
     gt = gt_png.astype(np.float32)
     gt[gt_png == 0] = np.inf
     h, w = gt.shape
-    calib = f"width={w}\nheight={h}\nndisp={_range_from_width(w)}\n"
+    calib = f"width={w}\nheight={h}\nndisp={range_from_width(w)}\n"
     for res in resolutions:
         factor = {"F": 1, "H": 2, "Q": 4}[res]
         scene = out / f"training{res}" / "Aloe"

@@ -24,10 +24,20 @@ import numpy as np
 
 from scene_perception.data.datasets.sample import DatasetError, read_png_unchanged, read_rgb
 
-__all__ = ["ALOE_FILES", "MOTORCYCLE_FILES", "RealPair", "load_aloe", "load_motorcycle", "load_real_pairs"]
+__all__ = ["ALOE_FILES", "MOTORCYCLE_FILES", "RANGE_FRACTION", "RealPair", "load_aloe", "load_motorcycle",
+           "load_real_pairs", "range_from_width"]
+
+#: The benchmarks' default search range of a real pair, as a fraction of its input width (never its GT).
+RANGE_FRACTION = 0.2
 
 ALOE_FILES = ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")
 MOTORCYCLE_FILES = ("motorcycle_left.png", "motorcycle_right.png", "motorcycle_disp.npz")
+
+
+def range_from_width(width: int, fraction: float = RANGE_FRACTION) -> int:
+    """A real pair's disparity search range from its input width alone (never the GT), rounded to SGBM's
+    granularity of 16 px: the range every benchmark and the Aloe conversion use for these pairs."""
+    return max(16, 16 * round(fraction * width / 16))
 
 
 @dataclass(frozen=True)
