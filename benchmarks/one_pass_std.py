@@ -10,7 +10,8 @@ before it ran) with the two-pass rule's own fit (``two_pass_adaptive.fit``):
    pipeline with the one-pass factor off and computes every view-agreement measure per frame;
 2. chooses the measure and grids ``f = clip(f0 (m / m_ref)^b, 1, 6)`` as the two-pass rule did;
 3. scores today and the chosen setting on the real chessboard plane pairs shrunk to 320x240 (no GT data
-   set, so validation; refined once there), and checks the chosen setting through the pipeline.
+   set, so validation; refined once there), and checks the chosen setting through the pipeline
+   (``two_pass_adaptive.pipeline_coverage``).
 
 ``--setting MEASURE,REF,F0,B`` skips the fit and reports that setting against today on ``--split``'s renders,
 and with ``--real`` on Aloe (641x555), Motorcycle (370x250) and, with the range widened (``extend_range``),
@@ -23,7 +24,6 @@ Aloe 1282x1110 and Motorcycle 741x500: deciding nothing.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,11 +41,13 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     frame_parser,
     goal_violation,
     pct,
+    pipeline_coverage,
     report,
 )
 from two_pass_adaptive import markdown as fit_markdown  # noqa: E402
 
 from scene_perception.data.conditions import render_condition  # noqa: E402
+from scene_perception.data.datasets.real_pairs import range_from_width  # noqa: E402
 from scene_perception.data.splits import held_out_seeds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,10 +134,6 @@ def board_frames(args: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarra
     return out
 
 
-def coverage_of(ratio: np.ndarray) -> list[float]:
-    return [float(np.mean(ratio <= k)) for k in KS]
-
-
 def score_frames(pipe: Any, base: Any, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                  settings: dict[str, tuple[str, float, float, float]], extend: bool = False
                  ) -> dict[str, Any]:
@@ -150,14 +148,15 @@ def score_frames(pipe: Any, base: Any, pairs: list[tuple[str, np.ndarray, np.nda
         errors, stds, factors = [], [], []
         for _name, left, right, gt in pairs:
             if extend:
-                pipe.max_disparity = float(16 * math.ceil(0.2 * left.shape[1] / 16))
+                pipe.max_disparity = float(range_from_width(left.shape[1]))
             r = pipe(left, right)
             ok = np.isfinite(gt) & (gt > 0) & np.isfinite(r.disparity) & np.isfinite(r.disparity_std)
             errors.append(np.abs(r.disparity - gt)[ok].astype(np.float64))
             stds.append(r.disparity_std[ok].astype(np.float64))
             factors.append(r.one_pass_factor)
         e, s = np.concatenate(errors), np.concatenate(stds)
-        cov = coverage_of(e / np.maximum(s, 1e-12))
+        ratio = e / np.maximum(s, 1e-12)
+        cov = [float(np.mean(ratio <= k)) for k in KS]
         out[key] = {"coverage": cov, "violation": goal_violation(cov), "ause": float(ause(e, s)["ause"]),
                     "factors": factors}
     pipe.extend_range, pipe.max_disparity = False, None
@@ -166,24 +165,6 @@ def score_frames(pipe: Any, base: Any, pairs: list[tuple[str, np.ndarray, np.nda
 
 def band_distance(share: float) -> float:
     return max(0.90 - share, 0.0, share - 0.97)
-
-
-def check_through_pipeline(args: Any, pipe: Any, base: Any, frames: list[dict[str, Any]],
-                           setting: tuple[str, float, float, float], want: list[float]) -> dict[str, Any]:
-    """The rule's check: the chosen setting run by the pipeline on the same frames, within 0.5 point."""
-    h, w = args.size
-    pipe.local_refinement = with_setting(base, setting)
-    ratios, factors = [], []
-    for fr in frames:
-        s = render_condition(fr["seed"], w, h, fr["range"], fr["condition"])
-        r = pipe(s.left, s.right)
-        mask = s.nonoccluded & np.isfinite(s.disparity) & np.isfinite(r.disparity_std)
-        ratios.append(np.abs(r.disparity - s.disparity)[mask] / np.maximum(r.disparity_std[mask], 1e-12))
-        factors.append(r.one_pass_factor)
-    cov = coverage_of(np.concatenate(ratios))
-    diff = max(abs(a - b) for a, b in zip(cov, want, strict=True))
-    return {"coverage": cov, "numpy_coverage": want, "max_diff": diff, "holds": diff <= 0.005,
-            "factor_range": [float(min(factors)), float(max(factors))]}
 
 
 def real_pairs(extend: bool) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -279,8 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return report(res, args, markdown, t0)
         setting = (res["fit"]["measure"], res["fit"]["reference"], chosen["f0"], chosen["b"])
         res["fit"]["setting"] = list(setting)
-        res["pipeline_check"] = check_through_pipeline(args, pipe, base, frames, setting,
-                                                       chosen["pooled"]["coverage"])
+        res["pipeline_check"] = pipeline_coverage(args, pipe, with_setting(base, setting), frames,
+                                                  chosen["pooled"]["coverage"], factor="one_pass_factor")
         settings = {"today": TODAY, "chosen": setting}
         if board:
             res["board"] = {"chessboard": score_frames(pipe, base, board, settings)}

@@ -269,9 +269,10 @@ def check_through_pipeline(args: argparse.Namespace, pipe: Any, base: Any, frame
 
 
 def pipeline_coverage(args: argparse.Namespace, pipe: Any, cfg: Any, frames: list[dict[str, Any]],
-                      want: list[float]) -> dict[str, Any]:
+                      want: list[float], factor: str = "two_pass_factor") -> dict[str, Any]:
     """The pooled 1 / 2 / 3-std coverage of ``frames`` re-rendered and run through the pipeline with ``cfg``,
-    against the numpy figure ``want`` (the rules' check: within 0.5 point)."""
+    against the numpy figure ``want`` (the rules' check: within 0.5 point); ``factor`` names the result
+    field whose range is reported (``one_pass_factor`` for frames refined once)."""
     pipe.local_refinement = cfg
     h, w = args.size
     ratios, factors = [], []
@@ -281,7 +282,7 @@ def pipeline_coverage(args: argparse.Namespace, pipe: Any, cfg: Any, frames: lis
         r = pipe(s.left, s.right)
         mask = s.nonoccluded & np.isfinite(s.disparity)
         ratios.append(np.abs(r.disparity - s.disparity)[mask] / np.maximum(r.disparity_std[mask], 1e-12))
-        factors.append(r.two_pass_factor)
+        factors.append(getattr(r, factor))
     pipe.max_disparity = None
     ratio = np.concatenate(ratios)
     cov = [float(np.mean(ratio <= k)) for k in KS]
