@@ -244,7 +244,7 @@ class GCNet(nn.Module):
     @property
     def range_multiple(self) -> int:
         """:meth:`set_max_disparity` takes multiples of this (every 3-D level must halve cleanly)."""
-        return self.config.feature_stride * 2 ** len(self.config.encoder_channels)
+        return self.config.size_divisor  # the same product of strides as the input's
 
     def set_max_disparity(self, value: int) -> None:
         """Search ``value`` px instead of the configured range, with the same weights.

@@ -569,24 +569,23 @@ class StereoDepthPipeline:
         pixels = float(height * width)
         multiple = getattr(self.engine, "range_multiple", None)
         wanted = self.max_disparity or trained
-        if not (self.extend_range and multiple and wanted > trained):
-            scale = scale_for_range(trained, self.max_disparity)
-            if budget > 0 and pixels * scale * scale > budget:
-                scale = math.sqrt(budget / pixels)
-            return scale, int(trained)
+        if self.extend_range and multiple and wanted > trained:
 
-        def cover(value: float) -> int:
-            return max(int(trained), int(math.ceil(value / multiple - 1e-9)) * multiple)
+            def cover(value: float) -> int:
+                return max(int(trained), int(math.ceil(value / multiple - 1e-9)) * multiple)
 
-        if budget <= 0 or pixels * cover(wanted) / trained <= budget:
-            return 1.0, cover(wanted)
-        scale = (budget * trained / (pixels * wanted)) ** (1.0 / 3.0)
-        if wanted * scale <= trained:  # the budget allows no more than the trained range
-            return min(scale_for_range(trained, wanted), math.sqrt(budget / pixels)), int(trained)
-        # Rounding the range up to the multiple may overshoot the budget: shrink a little more to absorb it.
-        while pixels * scale * scale * cover(wanted * scale) / trained > budget:
-            scale *= 0.99
-        return scale, cover(wanted * scale)
+            scale = 1.0
+            if budget > 0 and pixels * cover(wanted) / trained > budget:
+                scale = (budget * trained / (pixels * wanted)) ** (1.0 / 3.0)
+            if wanted * scale > trained:  # else the budget allows no more than the trained range: shrink
+                # Rounding the range up to the multiple may overshoot the budget: shrink a little more.
+                while budget > 0 and pixels * scale * scale * cover(wanted * scale) / trained > budget:
+                    scale *= 0.99
+                return scale, cover(wanted * scale)
+        scale = scale_for_range(trained, self.max_disparity)
+        if budget > 0 and pixels * scale * scale > budget:
+            scale = math.sqrt(budget / pixels)
+        return scale, int(trained)
 
     def effective_min_disparity(self, camera: StereoCamera | None) -> float:
         """The disparity floor in effect (px): ``min_disparity``, raised by ``max_depth``."""
