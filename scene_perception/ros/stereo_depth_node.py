@@ -115,8 +115,9 @@ class StereoDepthNode(StereoNodeBase):
         if self.pipeline.extend_range and getattr(engine, "range_multiple", None) is None:
             self.get_logger().warning(
                 f"extend_range: the {engine.backend} engine's disparity range is fixed at "
-                f"{self.pipeline.network_max_disparity:g} px (compiled graph); pairs whose max_disparity "
-                "exceeds it are shrunk to fit instead (backend torch widens the range)")
+                f"{self.pipeline.network_max_disparity:g} px (a graph built for one input size); pairs "
+                "whose max_disparity exceeds it are shrunk to fit instead (torch, and ONNX Runtime / "
+                "TensorRT built per resolution, widen the range)")
         max_unc = float(self.params["max_uncertainty"])
         self.pipeline.max_uncertainty = max_unc if max_unc > 0 else math.inf
         self.pipeline.min_texture = float(self.params["min_texture"])
