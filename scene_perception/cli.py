@@ -334,8 +334,8 @@ def _add_extend_range(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     from scene_perception.pipelines.validity_defaults import DEFAULT_EXTEND_RANGE
 
     p.add_argument("--extend-range", action=argparse.BooleanOptionalAction, default=DEFAULT_EXTEND_RANGE,
-                   help="above the network's range: widen its cost volume and run at full size (torch "
-                   "backend), instead of shrinking the pair (docs/refinement.md)")
+                   help="above the network's range: widen its cost volume and run at full size, instead "
+                   "of shrinking the pair (docs/refinement.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
