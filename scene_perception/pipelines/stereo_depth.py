@@ -506,11 +506,10 @@ class StereoDepthPipeline:
             step = float(getattr(self.engine, "disparity_step", None) or FALLBACK_DISPARITY_STEP)
             saturated_t = disparity_t >= network_max - 1.5 * step
             left_t, right_t = pair[:1, :, :hn, :wn], pair[1:, :, :hn, :wn]
+            far_t = self._far(left_t, disparity_t, log_scale_t)
             view_residual, gated = self._view_gate(left_t, right_t, disparity_t)
             if not gated:  # a gated frame drops its SGBM candidate (a started one finishes unused)
                 candidate = self._candidate(left_n, right_n, None, started)
-            far_t = self._far(left_t, disparity_t, log_scale_t)
-            if not gated:
                 disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t, candidate)
             if scale < 1.0:
                 disparity_t, log_scale_t, saturated_t = _upsample(disparity_t, log_scale_t, saturated_t, h, w)
