@@ -166,7 +166,25 @@ def fmt(value: Any, digits: int = 2) -> str:
 def published_line(rows: list[dict[str, Any]]) -> str:
     """Ours' published (valid) share per input, from the rows that carry it."""
     parts = [f"{r['input']} {r['published']:.1f} %" for r in rows if "published" in r]
-    return "\nOurs published (the pipeline's valid mask) on the pixels with GT: " + ", ".join(parts)
+    runs = [f"{r['input']}: {run_text(r['run'])}" for r in rows if "run" in r]
+    return ("\nOurs published (the pipeline's valid mask) on the pixels with GT: " + ", ".join(parts)
+            + "\nOurs' network run: " + "; ".join(runs))
+
+
+def run_info(result: Any) -> dict[str, Any]:
+    """How the pipeline ran a frame: the network's scale, whether the view gate kept the network's output
+    (``max_view_residual``) and the std factors that applied."""
+    return {"scale": result.scale, "view_residual": result.view_residual,
+            "refinement_gated": result.refinement_gated, "one_pass_factor": result.one_pass_factor,
+            "two_pass_factor": result.two_pass_factor}
+
+
+def run_text(run: dict[str, Any]) -> str:
+    verdict = "gated" if run["refinement_gated"] else "refined"
+    residual = run["view_residual"]
+    gate = "" if not math.isfinite(residual) else f", view residual {residual:.4f} ({verdict})"
+    return (f"scale {run['scale']:.3f}{gate}, std factor one-pass {run['one_pass_factor']:.2f} / "
+            f"two-pass {run['two_pass_factor']:.2f}")
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -248,11 +266,13 @@ def run_real(
     range_half = range_from_width(hw, args.range_fraction)
 
     valid: dict[str, np.ndarray] = {}  # the pipeline's own valid mask of the last run, at full resolution
+    runs: dict[str, dict[str, Any]] = {}  # how the pipeline ran the last frame (run_info)
 
     def ours(lt: np.ndarray, rt: np.ndarray, max_disparity: float) -> np.ndarray:
         pipeline.max_disparity = max_disparity  # the pipeline shrinks the pair when the range needs it
         result = pipeline(lt, rt)
         valid["last"] = result.valid
+        runs["last"] = run_info(result)
         return result.disparity
 
     def ours_full() -> np.ndarray:
@@ -275,6 +295,7 @@ def run_real(
         # What the node would publish: the pipeline's valid share of the pixels with GT (the dense row
         # scores every pixel; this says how many of them its validity rules keep).
         rows[-1]["published"] = 100.0 * float(valid["last"][np.isfinite(gt)].mean())
+        rows[-1]["run"] = runs["last"]
         maps[f"ours_{key}"] = disp
 
     # SGBM at the same width-derived range as ours, then at the notes' 224/112 to check the baseline.

@@ -204,6 +204,10 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert m["name"] == "Motorcycle" and m["size"] == [96, 160] and m["range_full"] == 32
     assert [r["method"] for r in m["rows"][:2]] == ["ours (dense)", "ours (dense)"]
     assert all(0.0 <= r["bad2"] <= 100.0 for r in m["rows"])
+    # How ours ran each input: the gate is off by default (no residual), the half input at scale 1.
+    runs = [r["run"] for r in m["rows"][:2]]
+    assert [r["refinement_gated"] for r in runs] == [False, False] and runs[1]["scale"] == 1.0
+    assert "Ours' network run: 160x96: scale" in text
 
 
 def test_held_out_check_catches_training_seed() -> None:
