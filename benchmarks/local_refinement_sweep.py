@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-x-texture", type=_floats, default=[0.0])
     p.add_argument("--min-x-share", type=_floats, default=[0.0])
     p.add_argument("--min-x-snr", type=_floats, default=[0.0])
+    p.add_argument("--min-peak-curvature", type=_floats, default=[0.0])
     p.add_argument("--iterations", type=_ints, default=[1, 2])
     p.add_argument("--propagation", type=_ints, default=[0])
     p.add_argument("--window-shift", type=_ints, default=[0])
@@ -113,12 +114,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings: list[LocalRefinementConfig | None] = [None]
     grid = itertools.product(
         args.radius, args.window, args.min_zncc, args.min_texture, args.min_x_texture, args.min_x_share,
-        args.min_x_snr, args.iterations, args.propagation, args.window_shift, args.fill_border,
-        args.uncertainty_scale, args.correction_std, args.sgbm_candidate)
-    for r, win, z, t, xt, xs, snr, it, prop, shift, fill, us, cs, sg in grid:
+        args.min_x_snr, args.min_peak_curvature, args.iterations, args.propagation, args.window_shift,
+        args.fill_border, args.uncertainty_scale, args.correction_std, args.sgbm_candidate)
+    for r, win, z, t, xt, xs, snr, pk, it, prop, shift, fill, us, cs, sg in grid:
         settings.append(LocalRefinementConfig(
             radius=r, window=win, min_zncc=z, min_texture=t, min_x_texture=xt, min_x_share=xs, min_x_snr=snr,
-            iterations=it,
+            min_peak_curvature=pk, iterations=it,
             propagation=prop, window_shift=shift, fill_border=bool(fill), uncertainty_scale=us,
             correction_std=cs, sgbm_candidate=bool(sg)))
     h, w = (int(v) for v in args.size.split("x"))
@@ -137,11 +138,12 @@ def score(cached: list[tuple], settings: list[LocalRefinementConfig | None]) -> 
     """Each setting (None = the network alone) on the cached pairs: prints a markdown row per setting,
     returns the rows (pooled metrics, AUSE, share changed, ms per pair)."""
     rows = []
-    print("| radius | window | min ZNCC | min texture | min x texture | min x share | min x SNR | iterations "
+    print("| radius | window | min ZNCC | min texture | min x texture | min x share | min x SNR "
+          "| min peak curvature | iterations "
           "| propagation | window shift | fill border | uncertainty scale | correction std "
           "| SGBM candidate | EPE px | bad-1 % | bad-2 % | bad-3 % | all: EPE px | all: bad-2 % | AUSE"
           " | changed % | ms/pair |")
-    print("|" + "---|" * 23)
+    print("|" + "---|" * 24)
     # Settings that differ only in how the std is treated give the same disparities: refine once per the rest.
     refined_by: dict[LocalRefinementConfig, list[tuple[np.ndarray, np.ndarray, float]]] = {}
     for cfg in settings:
@@ -172,10 +174,10 @@ def score(cached: list[tuple], settings: list[LocalRefinementConfig | None]) -> 
                 stds.append(std[mask])
         m, m_all = pool_metrics(per), pool_metrics(per_all)
         sparsification = ause(np.concatenate(errors), np.concatenate(stds))["ause"]
-        desc = ("off",) + ("-",) * 13 if cfg is None else (
+        desc = ("off",) + ("-",) * 14 if cfg is None else (
             cfg.radius, cfg.window, cfg.min_zncc, cfg.min_texture, cfg.min_x_texture, cfg.min_x_share,
-            cfg.min_x_snr, cfg.iterations, cfg.propagation, cfg.window_shift, int(cfg.fill_border),
-            cfg.uncertainty_scale, cfg.correction_std, int(cfg.sgbm_candidate))
+            cfg.min_x_snr, cfg.min_peak_curvature, cfg.iterations, cfg.propagation, cfg.window_shift,
+            int(cfg.fill_border), cfg.uncertainty_scale, cfg.correction_std, int(cfg.sgbm_candidate))
         ms = 1000.0 * seconds / len(cached)
         setting = None if cfg is None else dataclasses.asdict(cfg)
         rows.append({"setting": setting, **m, "all_pixels": m_all, "ause": sparsification,

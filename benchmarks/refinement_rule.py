@@ -2,12 +2,14 @@
 """Choose the local refinement on synthetic validation and the real chessboard together (issue 22).
 
 The rules, each written before its candidates were scored: ``benchmarks/results/2026-12-06_cpu/
-refinement_rule/rule.md`` (``--rule 1``), ``rule2.md`` and ``rule3.md`` (``--rule 2`` / ``3``).  Why: the
+refinement_rule/rule.md`` (``--rule 1``), ``rule2.md`` and ``rule3.md`` (``--rule 2`` / ``3``), and
+``benchmarks/results/2026-12-07_cpu/refinement_rule/rule4.md`` (``--rule 4``).  Why: the
 default refinement was chosen on exact synthetic renders, and on the real opencv-doc chessboard (scored
 against the board's plane, ``evaluation/board_plane.py``) it makes the network's disparity worse.  The
 candidates add a gate against the aperture problem (rule 1: ``min_x_texture``, horizontal texture; rule 2:
 ``min_x_share``, the horizontal share of the gradient energy; rule 3: ``min_x_snr``, horizontal texture
-against the frame's noise) or raise the grey-std gate, with the SGBM candidate on and off; each is scored on
+against the frame's noise) or raise the grey-std gate (rule 4: ``min_peak_curvature``, the search's
+sub-pixel peak must be sharp), with the SGBM candidate on and off; each is scored on
 
 - 200 validation pairs, exact and as a camera sees them (``local_refinement_sweep.py``'s pairs, one
   refinement): non-occluded EPE, bad-2, AUSE;
@@ -17,6 +19,7 @@ against the frame's noise) or raise the grey-std gate, with the SGBM candidate o
     python benchmarks/refinement_rule.py --json out/refinement_rule.json    # rule 1, ~35 min on 2 cores
     python benchmarks/refinement_rule.py --rule 2 --json out/refinement_rule2.json   # ~25 min
     python benchmarks/refinement_rule.py --rule 3 --json out/refinement_rule3.json   # ~25 min
+    python benchmarks/refinement_rule.py --rule 4 --json out/refinement_rule4.json   # ~25 min
     python benchmarks/refinement_rule.py --quick                           # smoke: 4 pairs, 2 boards
 """
 
@@ -62,12 +65,13 @@ RULE_CONDITIONS = ("exact", "camera")
 def candidates(rule: int = 1, default: LocalRefinementConfig = DEFAULT_LOCAL_REFINEMENT
                ) -> dict[str, LocalRefinementConfig]:
     """The rule's settings.  Rule 2: ``D`` and ``S<s>`` / ``S<s> no SGBM`` (min_x_share s); rule 3 the same
-    with ``N<k>`` (min_x_snr k).  Rule 1: 15
+    with ``N<k>`` (min_x_snr k), rule 4 with ``K<k>`` (min_peak_curvature k).  Rule 1: 15
     settings, ``X<t>`` / ``X<t> no SGBM`` (min_x_texture t, SGBM candidate on / off; X0 with SGBM is today's
     default ``D``) and the control ``T<t>`` (min_texture t, SGBM on)."""
-    if rule in (2, 3):
-        field, prefix, values = (("min_x_share", "S", (0.05, 0.1, 0.2, 0.3)) if rule == 2
-                                 else ("min_x_snr", "N", (1.0, 2.0, 4.0, 8.0)))
+    if rule in (2, 3, 4):
+        field, prefix, values = {2: ("min_x_share", "S", (0.05, 0.1, 0.2, 0.3)),
+                                 3: ("min_x_snr", "N", (1.0, 2.0, 4.0, 8.0)),
+                                 4: ("min_peak_curvature", "K", (0.02, 0.05, 0.1, 0.2))}[rule]
         out = {DEFAULT: default}
         for v in values:
             on = dataclasses.replace(default, **{field: v}, sgbm_candidate=True)
@@ -200,7 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rule", type=int, choices=(1, 2, 3), default=1, help="rule.md (1), rule2.md, rule3.md")
+    p.add_argument("--rule", type=int, choices=(1, 2, 3, 4), default=1,
+                   help="rule.md (1), rule2.md, rule3.md (2026-12-06), rule4.md (2026-12-07)")
     p.add_argument("--pairs", type=int, default=200, help="validation pairs per condition (rule.md: 200)")
     p.add_argument("--boards", type=int, default=0, help="only the first N usable boards (0 = all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 validation pairs, 2 boards")
@@ -218,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     settings: dict[str, LocalRefinementConfig | None] = {**references(), **candidates(args.rule)}
     name = "rule.md" if args.rule == 1 else f"rule{args.rule}.md"
-    res: dict[str, Any] = {"rule": f"benchmarks/results/2026-12-06_cpu/refinement_rule/{name}",
+    day = "2026-12-07" if args.rule == 4 else "2026-12-06"
+    res: dict[str, Any] = {"rule": f"benchmarks/results/{day}_cpu/refinement_rule/{name}",
                            "rule_number": args.rule,
                            "pairs": args.pairs,
                            "settings": {k: None if c is None else dataclasses.asdict(c)

@@ -129,6 +129,30 @@ def test_min_x_snr_follows_the_frame_s_noise() -> None:
     assert gated.float().mean() < 0.2 * ungated.float().mean()
 
 
+def test_min_peak_curvature_keeps_flat_peaks_and_passes_texture() -> None:
+    """Smooth shading with a little independent noise in each view (a flat chessboard square): every shift
+    scores about the same, so the search's maxima are noise and the default takes many of them; a sharp-peak
+    test refuses them.  A textured pair is still corrected at the same setting."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    ramp = (0.2 + 0.004 * xs + 0.001 * ys)[None, None].repeat(1, 3, 1, 1)
+    gen = torch.Generator().manual_seed(3)
+    flat_l, flat_r = (ramp + 0.003 * torch.randn(ramp.shape, generator=gen) for _ in range(2))
+    cfg = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0, min_texture=0.0)
+    sharp = dataclasses.replace(cfg, min_peak_curvature=0.05)
+    inner = (slice(None), slice(None), slice(4, -4), slice(20, -4))
+    _, loose = refine_disparity_locally(flat_l, flat_r, _const(8.0), cfg)
+    _, strict = refine_disparity_locally(flat_l, flat_r, _const(8.0), sharp)
+    took, kept = loose[inner].float().mean(), strict[inner].float().mean()
+    assert took > 0.2 and kept < 0.25 * took, (took, kept)
+    left, right = _pair(8.0)
+    refined, changed = refine_disparity_locally(left, right, _const(8.4), sharp)
+    assert changed[inner].float().mean() > 0.9
+    assert (refined[inner] - 8.0).abs()[changed[inner]].median() < 0.1
+    with pytest.raises(ValueError, match="min_peak_curvature"):
+        LocalRefinementConfig(min_peak_curvature=-0.1)
+
+
 def test_pixels_whose_search_leaves_the_image_are_kept() -> None:
     left, right = _pair(8.0)
     cfg = LocalRefinementConfig(radius=2, iterations=1, propagation=0)

@@ -59,3 +59,11 @@ def test_rule_2_s_candidates_gate_the_gradient_share() -> None:
     assert not cands["S0.3 no SGBM"].sgbm_candidate and cands["S0.3 no SGBM"].min_x_share == 0.3
     snr = rr.candidates(3)
     assert len(snr) == 9 and snr["N4"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_x_snr=4.0)
+
+
+def test_rule_4_s_candidates_gate_the_peak_sharpness() -> None:
+    cands = rr.candidates(4)
+    assert len(cands) == 9 and cands["D"] == DEFAULT_LOCAL_REFINEMENT
+    assert cands["K0.05"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_peak_curvature=0.05)
+    assert not cands["K0.2 no SGBM"].sgbm_candidate and cands["K0.2 no SGBM"].min_peak_curvature == 0.2
+    assert rr.parse_args(["--rule", "4"]).rule == 4

@@ -31,8 +31,9 @@ pixels whose disparity points outside the right image (``x - d < 0``) finally ta
 value to their right (:func:`fill_left_border`).
 
 A pixel is changed only when the evidence is clear: the best offset lies inside the searched range (not at
-its border), its ZNCC is at least ``min_zncc``, and the left window has texture (grey-level std at least
-``min_texture``, and optionally the horizontal-texture gates of :func:`textured_windows`).  Textureless
+its border) with a peak at least ``min_peak_curvature`` sharp, its ZNCC is at least ``min_zncc``, and the
+left window has texture (grey-level std at least ``min_texture``, and optionally the horizontal-texture
+gates of :func:`textured_windows`).  Textureless
 regions, occlusions and repetitive patterns the network resolved keep the network's value.  Cost:
 ``2 * radius + 3`` (+ 9 with propagation) warps and box filters per round, batched, in strips of rows
 (cache-sized on a CPU), on the engine's device.
@@ -386,7 +387,7 @@ def _search(
     accept = (
         (best >= 1)
         & (best <= k - 2)
-        & (curvature < -1e-6)
+        & (curvature < -max(1e-6, cfg.min_peak_curvature))
         & (best_score >= cfg.min_zncc)
         & textured
         & in_image

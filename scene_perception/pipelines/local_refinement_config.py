@@ -55,6 +55,14 @@ class LocalRefinementConfig:
             throws away what an exact render supports.  0 = off; kept off by ``rule3.md`` (1: eligible but
             no gain on the board; 2: camera AUSE).  8 was the best setting tried on validation renders through
             a camera, but lost most of the refinement's gain on Aloe (docs/refinement.md).
+        min_peak_curvature: a search correction is accepted only where the ZNCC scores around the best
+            offset curve down by at least this: ``c(-1) - 2 c(0) + c(+1) <= -min_peak_curvature`` (scores
+            per px of offset, as the search computes them).  0 = any maximum (curvature < -1e-6).  Why: the
+            parabola's sub-pixel error grows as the score noise over the curvature, and a flat peak (smooth
+            shading, a flat chessboard square with JPEG residue: a linear ramp scores the same at every
+            shift) fixes no shift at all; on the real chessboard such corrections were most of the
+            refinement's added error (``benchmarks/results/2026-12-07_cpu/refinement_rule/rule4.md``).
+            Propagation and the SGBM candidate are not affected.
         iterations: rounds of (propagation, search), each starting from the previous round's result (so
             corrections can add up beyond ``radius``).
         propagation: 0 = off; p > 0 = before each search, try the disparities of the pixels p and 2p px
@@ -166,6 +174,7 @@ class LocalRefinementConfig:
     min_x_texture: float = 0.0
     min_x_share: float = 0.0
     min_x_snr: float = 0.0
+    min_peak_curvature: float = 0.0
     iterations: int = 3
     propagation: int = 4
     window_shift: int = 3
@@ -210,6 +219,8 @@ class LocalRefinementConfig:
             raise ValueError(f"min_x_share must be in [0, 1], got {self.min_x_share}")
         if not 0.0 <= self.min_x_snr <= 1000.0:
             raise ValueError(f"min_x_snr must be in [0, 1000], got {self.min_x_snr}")
+        if not 0.0 <= self.min_peak_curvature <= 4.0:
+            raise ValueError(f"min_peak_curvature must be in [0, 4], got {self.min_peak_curvature}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:

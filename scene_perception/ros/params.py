@@ -289,6 +289,16 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.min_peak_curvature",
+        _REFINE.min_peak_curvature,
+        "A search correction is accepted only where the ZNCC scores around the best offset curve down by "
+        "at least this (c(-1) - 2 c(0) + c(+1) <= -value): a flat peak (smooth shading, a flat surface with "
+        "compression residue) fixes no shift. 0 = any maximum.",
+        0.0,
+        4.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.iterations",
         _REFINE.iterations,
         "Rounds of (propagation, search), each from the previous round's result; cost is linear in it.",
