@@ -151,8 +151,12 @@ class LocalRefinementConfig:
             (window ``window``, textured pixels; at the network's resolution) exceeds this is not refined at
             all: the network's output and std are published as they are. Why: through a camera's effects and
             on the real chessboard the refinement adds error, and this measure tells such frames from clean
-            views (validation probe, ``benchmarks/results/2026-12-07_cpu/refinement_gate/rule.md``, which
-            will choose the value; not run yet).
+            views (validation probe).  Kept off by its rule
+            (``benchmarks/results/2026-12-07_cpu/refinement_gate/rule.md``, run 2026-12-07): every
+            threshold won 31 points of summed bad-2 on camera, rig and the board, but lost on renders with a
+            photometric nuisance (where the refinement helps) and, on exact renders, on one frame whose
+            network output failed on a repetitive pattern (a high residual there means the network is
+            wrong, which the refinement fixes).
         sgbm_candidate: before the rounds, offer every pixel OpenCV SGBM's disparity (the project's
             baseline matcher, ``pipelines/sgbm.py``, over the network's range) and let it take that value
             where SGBM answered (it passed SGBM's uniqueness and speckle checks) and its ZNCC beats the

@@ -431,7 +431,7 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         _REFINE.max_view_residual,
         "0 = off. Otherwise frames whose median 1 - ZNCC at the network's own disparity exceeds this are not "
         "refined: the network's output is published (through a camera's effects the refinement can add "
-        "error; docs/refinement.md). Not chosen by a rule yet.",
+        "error; docs/refinement.md). Kept off by its rule: it also gates frames the refinement fixes.",
         0.0,
         2.0,
         dynamic=True,
