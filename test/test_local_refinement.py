@@ -19,16 +19,23 @@ from scene_perception.pipelines.local_refinement import (
 H, W = 64, 160
 
 
-def _texture(seed: int = 0) -> np.ndarray:
+def _cfg(**fields: object) -> LocalRefinementConfig:
+    """A setting with the sharp-peak test off unless asked for: these pairs' texture is band-limited (blur
+    1.2 px), so its ZNCC peak is broader than the default ``min_peak_curvature`` accepts at most pixels, and
+    the tests here are about the other mechanisms."""
+    return LocalRefinementConfig(**{"min_peak_curvature": 0.0, **fields})
+
+
+def _texture(seed: int = 0, blur: float = 1.2) -> np.ndarray:
     """A band-limited random texture (bilinear sampling of it is accurate to well below 0.1 px)."""
     rng = np.random.default_rng(seed)
     noise = rng.random((H, W + 64)).astype(np.float32)
-    return cv2.GaussianBlur(noise, (0, 0), 1.2)
+    return cv2.GaussianBlur(noise, (0, 0), blur)
 
 
-def _pair(disparity: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(disparity: float, seed: int = 0, blur: float = 1.2) -> tuple[torch.Tensor, torch.Tensor]:
     """left(x) = right(x - d) for a constant, fractional d (both cut from one texture)."""
-    tex = _texture(seed)
+    tex = _texture(seed, blur)
     xs = np.arange(W, dtype=np.float32) + 32.0
     grid_x = np.tile(xs, (H, 1))
     grid_y = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
@@ -47,8 +54,8 @@ def test_recovers_a_sub_pixel_shift_from_a_wrong_start(error: float) -> None:
     truth = 12.35
     left, right = _pair(truth)
     start = _const(truth + error)
-    one_search = LocalRefinementConfig(iterations=1, propagation=0)
-    for cfg, median, p95 in ((one_search, 0.1, 0.25), (LocalRefinementConfig(), 0.12, 0.4)):
+    one_search = _cfg(iterations=1, propagation=0)
+    for cfg, median, p95 in ((one_search, 0.1, 0.25), (_cfg(), 0.12, 0.4)):
         refined, changed = refine_disparity_locally(left, right, start, cfg)
         interior = changed[0, 0, 4:-4, 20:-4]
         assert interior.float().mean() > 0.95, "a textured, unambiguous pair is corrected almost everywhere"
@@ -60,7 +67,7 @@ def test_recovers_a_sub_pixel_shift_from_a_wrong_start(error: float) -> None:
 
 def test_corrections_stay_within_the_radius() -> None:
     left, right = _pair(10.0, seed=1)
-    cfg = LocalRefinementConfig(radius=1, min_zncc=-1.0, min_texture=0.0, iterations=1, propagation=0)
+    cfg = _cfg(radius=1, min_zncc=-1.0, min_texture=0.0, iterations=1, propagation=0)
     start = _const(14.0)  # 4 px off: out of reach
     refined, changed = refine_disparity_locally(left, right, start, cfg)
     assert ((refined - start).abs() <= cfg.radius + 0.5 + 1e-5).all()
@@ -73,7 +80,7 @@ def test_textureless_and_non_finite_pixels_are_kept() -> None:
     left[..., :, 60:100] = 0.5  # a flat patch in the left image
     start = _const(8.6)
     start[0, 0, 10, 10] = float("nan")
-    refined, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5))
+    refined, changed = refine_disparity_locally(left, right, start, _cfg(window=5))
     assert not changed[0, 0, :, 63:97].any()
     torch.testing.assert_close(refined[0, 0, :, 63:97], start[0, 0, :, 63:97])
     assert torch.isnan(refined[0, 0, 10, 10]) and not changed[0, 0, 10, 10]
@@ -91,7 +98,7 @@ def test_aperture_gates_keep_windows_that_fix_no_disparity(gate: dict) -> None:
     # Each camera's own sensor noise makes the flat ZNCC curve bumpy: its best offset is then noise.
     noisy_l, noisy_r = (rows + 0.01 * torch.randn(rows.shape, generator=gen) for _ in range(2))
     start = _const(8.6)
-    free = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0)
+    free = _cfg(iterations=1, propagation=0, window_shift=0)
     _, moved = refine_disparity_locally(noisy_l, noisy_r, start, free)
     _, kept = refine_disparity_locally(noisy_l, noisy_r, start, dataclasses.replace(free, **gate))
     assert moved.float().mean() > 0.05, "without the gate the stripes' flat ZNCC curve is 'corrected'"
@@ -118,7 +125,7 @@ def test_min_x_snr_follows_the_frame_s_noise() -> None:
     the noise-relative gate (same setting) keeps those pixels, while the fixed gates would not know."""
     left, right = _pair(8.0)
     faint_l, faint_r = 0.5 + 0.15 * (left - 0.5), 0.5 + 0.15 * (right - 0.5)  # grey std ~0.01
-    cfg = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0, min_x_snr=4.0)
+    cfg = _cfg(iterations=1, propagation=0, window_shift=0, min_x_snr=4.0)
     _, exact = refine_disparity_locally(faint_l, faint_r, _const(8.6), cfg)
     assert exact[0, 0, 4:-4, 20:-4].float().mean() > 0.9
     gen = torch.Generator().manual_seed(2)
@@ -138,7 +145,7 @@ def test_min_peak_curvature_keeps_flat_peaks_and_passes_texture() -> None:
     ramp = (0.2 + 0.004 * xs + 0.001 * ys)[None, None].repeat(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(3)
     flat_l, flat_r = (ramp + 0.003 * torch.randn(ramp.shape, generator=gen) for _ in range(2))
-    cfg = LocalRefinementConfig(iterations=1, propagation=0, window_shift=0, min_texture=0.0)
+    cfg = _cfg(iterations=1, propagation=0, window_shift=0, min_texture=0.0)
     sharp = dataclasses.replace(cfg, min_peak_curvature=0.05)
     inner = (slice(None), slice(None), slice(4, -4), slice(20, -4))
     _, loose = refine_disparity_locally(flat_l, flat_r, _const(8.0), cfg)
@@ -149,13 +156,22 @@ def test_min_peak_curvature_keeps_flat_peaks_and_passes_texture() -> None:
     refined, changed = refine_disparity_locally(left, right, _const(8.4), sharp)
     assert changed[inner].float().mean() > 0.9
     assert (refined[inner] - 8.0).abs()[changed[inner]].median() < 0.1
+    # The default (0.2, refinement rule 4) wants a sharper peak: a finer texture passes it, the blurred one
+    # mostly does not (its corrections are then the network's values, not errors).
+    one = LocalRefinementConfig(iterations=1, propagation=0)
+    fine_l, fine_r = _pair(8.0, blur=0.7)
+    refined, changed = refine_disparity_locally(fine_l, fine_r, _const(8.4), one)
+    assert changed[inner].float().mean() > 0.9
+    assert (refined[inner] - 8.0).abs()[changed[inner]].median() < 0.1
+    _, broad = refine_disparity_locally(left, right, _const(8.4), one)
+    assert broad[inner].float().mean() < 0.5
     with pytest.raises(ValueError, match="min_peak_curvature"):
         LocalRefinementConfig(min_peak_curvature=-0.1)
 
 
 def test_pixels_whose_search_leaves_the_image_are_kept() -> None:
     left, right = _pair(8.0)
-    cfg = LocalRefinementConfig(radius=2, iterations=1, propagation=0)
+    cfg = _cfg(radius=2, iterations=1, propagation=0)
     refined, changed = refine_disparity_locally(left, right, _const(8.4), cfg)
     # x - d - (radius + 1) < 0: the right image has no pixel to compare with.
     assert not changed[0, 0, :, :11].any()
@@ -166,7 +182,7 @@ def test_min_zncc_rejects_a_mismatched_pair() -> None:
     _, other = _pair(8.0, seed=3)  # an unrelated texture: no good match anywhere
     for shift, at_most in ((0, 0.005), (3, 0.05)):
         # A shiftable window takes the best of (2s+1)^2 windows, so chance matches pass the gate more often.
-        cfg = LocalRefinementConfig(min_zncc=0.9, window_shift=shift)
+        cfg = _cfg(min_zncc=0.9, window_shift=shift)
         _, changed = refine_disparity_locally(left, other, _const(8.0), cfg)
         assert changed.float().mean() < at_most, cfg
         ungated_cfg = dataclasses.replace(cfg, min_zncc=-1.0)
@@ -180,9 +196,9 @@ def test_propagation_repairs_a_band_beyond_the_search_radius() -> None:
     left, right = _pair(truth, seed=4)
     start = _const(truth + 0.2)
     start[..., 70:76] = truth + 12.0
-    without, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(propagation=0))
+    without, _ = refine_disparity_locally(left, right, start, _cfg(propagation=0))
     assert ((without[0, 0, 4:-4, 70:76] - truth).abs() > 5).float().mean() > 0.9
-    with_prop, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(propagation=4))
+    with_prop, changed = refine_disparity_locally(left, right, start, _cfg(propagation=4))
     band = (with_prop[0, 0, 4:-4, 70:76] - truth).abs()
     assert (band < 0.5).float().mean() > 0.9 and changed[0, 0, 4:-4, 70:76].all()
 
@@ -218,7 +234,7 @@ def test_shiftable_window_repairs_pixels_next_to_a_depth_edge() -> None:
     start[..., edge - 12:] = front  # the network's edge 12 px too far onto the background
     bad = {}
     for shift in (0, 3):
-        refined, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window_shift=shift))
+        refined, _ = refine_disparity_locally(left, right, start, _cfg(window_shift=shift))
         err = (refined[0, 0, 6:-6] - truth).abs()
         # Visible pixels within 10 px of the occluded band / the edge (the band itself has no right answer).
         near = torch.cat([err[:, occluded_from - 10: occluded_from], err[:, edge: edge + 10]], dim=1)
@@ -245,8 +261,8 @@ def test_window_shift_acts_as_at_most_half_the_window() -> None:
     left, right = _step_pair(back, front, edge)
     start = _const(back)
     start[..., edge - 6:] = front
-    capped, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=2))
-    larger, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(window=5, window_shift=6))
+    capped, _ = refine_disparity_locally(left, right, start, _cfg(window=5, window_shift=2))
+    larger, _ = refine_disparity_locally(left, right, start, _cfg(window=5, window_shift=6))
     torch.testing.assert_close(capped, larger, rtol=0, atol=0)
 
 
@@ -270,8 +286,8 @@ def test_fill_border_repairs_the_left_band_and_is_not_counted_as_a_correction() 
     left, right = _pair(truth, seed=8)
     start = _const(truth)
     start[..., :10] = truth + 6.0  # the network's guess where nothing can be matched (x < 12)
-    off, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig(fill_border=False))
-    on, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(fill_border=True))
+    off, _ = refine_disparity_locally(left, right, start, _cfg(fill_border=False))
+    on, changed = refine_disparity_locally(left, right, start, _cfg(fill_border=True))
     assert ((off[0, 0, :, :10] - truth).abs() > 5).all(), "the search cannot reach that band"
     assert ((on[0, 0, :, :10] - truth).abs() < 0.5).all()
     assert not changed[0, 0, :, :10].any()  # so the pipeline does not shrink their std
@@ -304,8 +320,8 @@ def test_strips_give_the_one_pass_result(monkeypatch: pytest.MonkeyPatch) -> Non
     start = _const(10.0)
     start[..., 30:36, :] = 17.0  # a horizontal band: propagation must reach across strip borders
     start[..., :, 90:95] = 3.0
-    for cfg, tolerance in ((LocalRefinementConfig(iterations=1), 1e-3), (LocalRefinementConfig(), 0.5),
-                           (LocalRefinementConfig(iterations=1, window_shift=3), 1e-3)):
+    for cfg, tolerance in ((_cfg(iterations=1), 1e-3), (_cfg(), 0.5),
+                           (_cfg(iterations=1, window_shift=3), 1e-3)):
         monkeypatch.setattr(lr, "STRIP_ROWS", 10**6)
         whole, whole_changed = refine_disparity_locally(left, right, start, cfg)
         monkeypatch.setattr(lr, "STRIP_ROWS", 16)  # 64 rows: 4 strips, borders inside the band's reach
@@ -323,16 +339,16 @@ def test_a_candidate_repairs_gross_errors_no_search_reaches_and_a_wrong_one_is_r
     left, right = _pair(truth, seed=5)
     start = _const(truth + 0.2)
     start[..., 30:150] = truth + 15.0
-    without, _ = refine_disparity_locally(left, right, start, LocalRefinementConfig())
+    without, _ = refine_disparity_locally(left, right, start, _cfg())
     assert ((without[0, 0, 4:-4, 60:120] - truth).abs() > 5).float().mean() > 0.9
     candidate = _const(truth)
     candidate[..., 100:] = float("nan")  # the other matcher has no answer there
-    fixed, changed = refine_disparity_locally(left, right, start, LocalRefinementConfig(), candidate)
+    fixed, changed = refine_disparity_locally(left, right, start, _cfg(), candidate)
     assert ((fixed[0, 0, 4:-4, 40:95] - truth).abs() < 0.5).float().mean() > 0.95
     assert changed[0, 0, 4:-4, 40:95].all()
     # A candidate that is wrong everywhere does not replace a right answer.
     right_start = _const(truth)
-    kept, _ = refine_disparity_locally(left, right, right_start, LocalRefinementConfig(), _const(truth + 9.0))
+    kept, _ = refine_disparity_locally(left, right, right_start, _cfg(), _const(truth + 9.0))
     assert ((kept[0, 0, 4:-4, 30:-4] - truth).abs() < 0.5).float().mean() > 0.98
     with pytest.raises(ValueError, match="candidate"):
-        refine_disparity_locally(left, right, start, LocalRefinementConfig(), candidate[..., 1:])
+        refine_disparity_locally(left, right, start, _cfg(), candidate[..., 1:])
