@@ -96,7 +96,7 @@ def frame_row(pipe: Any, base: Any, left: np.ndarray, right: np.ndarray, gt: np.
     return row
 
 
-def render_sets(args: Any, pipe: Any, base: Any) -> dict[str, list[tuple[str, Any, Any, Any, Any]]]:
+def render_sets(args: Any) -> dict[str, list[tuple[str, Any, Any, Any, Any]]]:
     """Per condition, the frames to run: (name, left, right, GT, mask)."""
     h, w = args.size
     seeds = held_out_seeds(args.pairs, args.split)
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipe = setup.pipeline
     base = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, max_view_residual=0.0)
     t0 = time.perf_counter()
-    sets = render_sets(args, pipe, base)
+    sets = render_sets(args)
     if not (args.quick or args.no_board):
         if not args.chessboard_dir.is_dir():
             raise SystemExit(f"no chessboard pairs at {args.chessboard_dir}: run tools/fetch_eval_data.sh")
