@@ -123,8 +123,14 @@ def board_frames(args: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarra
     """The chessboard's plane pairs at 320x240: (name, left, right, plane disparity; NaN off the board)."""
     from scene_perception.evaluation.board_plane import plane_pairs
 
+    return shrink_board(plane_pairs(args.chessboard_dir))
+
+
+def shrink_board(pairs: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]
+                 ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``plane_pairs``' output shrunk by ``BOARD_SCALE``: (name, left, right, plane disparity in small px)."""
     out = []
-    for name, left, right, ref in plane_pairs(args.chessboard_dir):
+    for name, left, right, ref in pairs:
         size = (round(left.shape[1] * BOARD_SCALE), round(left.shape[0] * BOARD_SCALE))
         shrink = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (left, right)]
         # Area averaging of the plane (NaN off the board stays NaN at the board's edge): its disparity at

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from one_pass_std import board_frames  # noqa: E402  (sibling scripts)
+from one_pass_std import shrink_board  # noqa: E402  (sibling scripts)
 from two_pass_adaptive import KS, cpu_pipeline, frame_args, frame_parser, pct, report  # noqa: E402
 
 from scene_perception.data.conditions import render_condition  # noqa: E402
@@ -50,8 +50,9 @@ CANDIDATES = (0.03, 0.04, 0.05, 0.06, 0.08)
 #: A gate threshold no frame's residual is at or below: every frame keeps the network's output.
 CLOSED = 1e-9
 OUTPUTS = ("refined", "network")
-#: Board sets: (name, scale of the 640x480 pairs, max_disparity at that scale; None = the network's).
-BOARDS = (("board 640x480", 1.0, 256.0), ("board 320x240", 0.5, None))
+#: Board sets and the max_disparity each is run at (None = the network's): the 640x480 pairs as
+#: ``refinement_rule.py`` scores them, and shrunk to 320x240 (``one_pass_std.shrink_board``).
+BOARD_RANGES = {"board 640x480": 256.0, "board 320x240": None}
 #: The rule's limits.
 EXACT_EPE_SLACK, EXACT_BAD2_SLACK = 0.03, 0.3
 MIN_GAIN, TIE = 3.0, 0.1
@@ -114,18 +115,18 @@ def board_sets(args: Any) -> dict[str, list[tuple[str, Any, Any, Any, Any]]]:
     """The plane pairs at both sizes (the plane as GT; NaN off the board)."""
     from scene_perception.evaluation.board_plane import plane_pairs
 
-    full = [(n, lt, rt, ref["reference"].astype(np.float32))
-            for n, lt, rt, ref in plane_pairs(args.chessboard_dir)]
-    half = board_frames(args)
-    return {name: [(n, lt, rt, gt, np.isfinite(gt)) for n, lt, rt, gt in (full if scale == 1.0 else half)]
-            for name, scale, _ in BOARDS}
+    pairs = plane_pairs(args.chessboard_dir)
+    full = [(n, lt, rt, ref["reference"].astype(np.float32)) for n, lt, rt, ref in pairs]
+    big, small = BOARD_RANGES  # 640x480, 320x240
+    sizes = {big: full, small: shrink_board(pairs)}
+    return {name: [(n, lt, rt, gt, np.isfinite(gt)) for n, lt, rt, gt in frames]
+            for name, frames in sizes.items()}
 
 
 def run_sets(args: Any, pipe: Any, base: Any, sets: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
-    ranges = {name: rng for name, _, rng in BOARDS}
     rows = {}
     for key, frames in sets.items():
-        pipe.max_disparity = ranges.get(key)
+        pipe.max_disparity = BOARD_RANGES.get(key)
         rows[key] = [frame_row(pipe, base, *f[1:], name=f[0]) for f in tqdm(frames, desc=key, unit="pair")]
     pipe.max_disparity = None
     return rows
@@ -156,7 +157,7 @@ def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def decide(summary: dict[str, Any]) -> dict[str, Any]:
     """The rule's steps 2-4 on the validation summary."""
-    boards = [name for name, _, _ in BOARDS]
+    boards = list(BOARD_RANGES)
     scored = [*CAMERA_SETS, *boards]
     missing = [k for k in ("exact", "nuisance", *scored) if k not in summary]
     if missing:
@@ -196,11 +197,10 @@ def check_through_pipeline(args: Any, pipe: Any, base: Any, sets: dict[str, list
                            rows: dict[str, list[dict[str, Any]]], t: float) -> dict[str, Any]:
     """Re-run the first ``--check-frames`` frames of each set with the gate at ``t``: each must equal the
     output the combination took for it (disparity bit-for-bit where finite, same gate decision)."""
-    ranges = {name: rng for name, _, rng in BOARDS}
     mismatches, checked = [], 0
     pipe.local_refinement = dataclasses.replace(base, max_view_residual=t)
     for key, frames in sets.items():
-        pipe.max_disparity = ranges.get(key)
+        pipe.max_disparity = BOARD_RANGES.get(key)
         for (name, left, right, gt, mask), row in zip(frames[:args.check_frames], rows[key], strict=False):
             r = pipe(left, right)
             want = "network" if row["view_residual"] > t else "refined"
