@@ -58,6 +58,11 @@ AUSE_SLACK = 0.02
 MIN_BOARD_GAIN = 3.0
 TIE = 0.5
 DEFAULT = "D"
+#: Each rule's text, written before its candidates were scored.
+RULE_FILES = {1: "benchmarks/results/2026-12-06_cpu/refinement_rule/rule.md",
+              2: "benchmarks/results/2026-12-06_cpu/refinement_rule/rule2.md",
+              3: "benchmarks/results/2026-12-06_cpu/refinement_rule/rule3.md",
+              4: "benchmarks/results/2026-12-07_cpu/refinement_rule/rule4.md"}
 #: The rules' validation conditions (``data/conditions.py``).
 RULE_CONDITIONS = ("exact", "camera")
 
@@ -204,7 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="lite")
     p.add_argument("--weights", default=None)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rule", type=int, choices=(1, 2, 3, 4), default=1,
+    p.add_argument("--rule", type=int, choices=tuple(RULE_FILES), default=1,
                    help="rule.md (1), rule2.md, rule3.md (2026-12-06), rule4.md (2026-12-07)")
     p.add_argument("--pairs", type=int, default=200, help="validation pairs per condition (rule.md: 200)")
     p.add_argument("--boards", type=int, default=0, help="only the first N usable boards (0 = all)")
@@ -222,9 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no chessboard pairs at {args.chessboard_dir}: run tools/fetch_eval_data.sh")
     t0 = time.perf_counter()
     settings: dict[str, LocalRefinementConfig | None] = {**references(), **candidates(args.rule)}
-    name = "rule.md" if args.rule == 1 else f"rule{args.rule}.md"
-    day = "2026-12-07" if args.rule == 4 else "2026-12-06"
-    res: dict[str, Any] = {"rule": f"benchmarks/results/{day}_cpu/refinement_rule/{name}",
+    res: dict[str, Any] = {"rule": RULE_FILES[args.rule],
                            "rule_number": args.rule,
                            "pairs": args.pairs,
                            "settings": {k: None if c is None else dataclasses.asdict(c)

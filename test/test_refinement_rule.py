@@ -67,3 +67,10 @@ def test_rule_4_s_candidates_gate_the_peak_sharpness() -> None:
     assert cands["K0.05"] == dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, min_peak_curvature=0.05)
     assert not cands["K0.2 no SGBM"].sgbm_candidate and cands["K0.2 no SGBM"].min_peak_curvature == 0.2
     assert rr.parse_args(["--rule", "4"]).rule == 4
+
+
+def test_every_rule_names_its_committed_text() -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    assert all((repo / path).is_file() for path in rr.RULE_FILES.values())

@@ -262,10 +262,10 @@ class LocalRefinementConfig:
         for name in ("one_pass_std_reference", "one_pass_std_factor"):
             if not 0.0 < getattr(self, name) < float("inf"):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.max_view_residual <= 2.0:
-            raise ValueError(f"max_view_residual must be in [0, 2] (0 = off), got {self.max_view_residual}")
         if not 0.0 <= self.one_pass_std_exponent <= 10.0:
             raise ValueError(f"one_pass_std_exponent must be in [0, 10], got {self.one_pass_std_exponent}")
+        if not 0.0 <= self.max_view_residual <= 2.0:
+            raise ValueError(f"max_view_residual must be in [0, 2] (0 = off), got {self.max_view_residual}")
 
 
 #: What the pipeline (and so the node, the CLI and the benchmarks) does by default: chosen on the validation
