@@ -75,7 +75,10 @@ def parse_args(argv: list[str] | None = None) -> Any:
     return args
 
 
-def with_setting(base: Any, setting: tuple[str, float, float, float]) -> Any:
+def with_setting(base: Any, setting: Any) -> Any:
+    """``base`` with a (measure, reference, f0, b) one-pass setting; a whole config is taken as it is."""
+    if dataclasses.is_dataclass(setting):
+        return setting
     name, reference, f0, b = setting
     return dataclasses.replace(base, one_pass_std_measure=name, one_pass_std_reference=reference,
                                one_pass_std_factor=f0, one_pass_std_exponent=b)

@@ -60,7 +60,8 @@ def test_range_and_depth_limits_in_the_published_messages() -> None:
         d, msg, depth = publish(1)
         assert network_run().startswith("as trained: scale 1.00, network range 128 px")
         values = {kv.key: kv.value for kv in last_status(driver, "range_stereo").values}
-        assert re.fullmatch(r"\d\.\d\d \(zncc 0\.\d{4}\)", values["one-pass std factor (last frame)"])
+        assert re.fullmatch(r"\d\.\d\d \(zncc 0\.\d{4}, changed pixels\)",
+                            values["one-pass std factor (last frame)"])
         valid = d > msg.min_disparity
         assert msg.max_disparity == 128.0 and msg.min_disparity == 1.0  # lite's range; max_depth auto: 1 px
         assert d[valid].max() <= msg.max_disparity

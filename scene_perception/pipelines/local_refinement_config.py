@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LOCAL_REFINEMENT", "TWO_PASS_MEASURES", "TWO_PASS_PIXEL_LENGTHS", "LocalRefinementConfig"]
+__all__ = ["DEFAULT_LOCAL_REFINEMENT", "ONE_PASS_PIXELS", "TWO_PASS_MEASURES", "TWO_PASS_PIXEL_LENGTHS",
+           "LocalRefinementConfig"]
 
 #: GT-free per-frame measures the two-pass factor may follow (``pipelines/view_agreement.py``).
 TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
@@ -18,6 +19,8 @@ TWO_PASS_MEASURES = ("none", "photometric", "noise", "zncc")
 #: SGBM terms) and their centres (rule_pixel4.md), or 6 with the frame's median SGBM disagreement
 #: (rule_pixel7.md).
 TWO_PASS_PIXEL_LENGTHS = (6, 12, 14)
+#: ``one_pass_std_pixels``: which pixels of a frame refined once the one-pass factor multiplies.
+ONE_PASS_PIXELS = ("all", "changed")
 
 
 @dataclass(frozen=True)
@@ -139,17 +142,31 @@ class LocalRefinementConfig:
             which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
             0 = none.  Monotone in the std, so it leaves the order of the pixels (AUSE) alone.
         one_pass_std_measure: for frames refined once (the network at full scale: the common case), multiply
-            the whole std map by ``clip(one_pass_std_factor * (m / one_pass_std_reference) **
-            one_pass_std_exponent, 1, 6)``, ``m`` that GT-free measure of the frame after the refinement
+            the std map (every pixel, or with ``one_pass_std_pixels`` ``changed`` those the refinement
+            changed) by ``clip(one_pass_std_factor * (m / one_pass_std_reference) ** one_pass_std_exponent,
+            one_pass_std_min_factor, 6)``, ``m`` that GT-free measure of the frame after the refinement
             (``view_agreement.MEASURES``); ``none`` = off (factor 1).  Why: the refinement's std update was
             fitted on photometrically exact renders, and through a camera's effects the frames it refined
-            once held only 70.8 % of their errors within 2 std, and real chessboard pairs 68.5 %.  The
-            default, ``clip(2.0 (m / 0.082897)^0.2, 1, 6)`` with ``zncc``, was fitted on validation renders by
-            ``benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md``: 2-std shares exact / nuisance /
-            camera / rig 93.9 / 78.4 / 70.8 / 66.1 -> 94.5 / 95.7 / 92.6 / 90.3 %, the chessboard 68.5 ->
-            94.0 %, AUSE lower.
+            once held only 70.8 % of their errors within 2 std, and real chessboard pairs 68.5 %.
+            ``benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md`` chose ``zncc`` and a factor on every
+            pixel, ``clip(2.0 (m / 0.082897)^0.2, 1, 6)``; after ``min_peak_curvature`` left more pixels
+            alone, ``one_pass_refit/rule.md`` refitted it on validation renders to the default,
+            ``clip(1.85 (m / 0.082897)^0.3, 0.5, 6)`` on the changed pixels and 0.95 on the others: 2-std
+            shares exact / nuisance / camera / rig 95.2 / 96.6 / 94.1 / 92.4 -> 91.8 / 94.6 / 92.1 / 90.0 %,
+            1-std 86.5 / 85.9 / 80.6 / 76.0 -> 77.0 / 81.6 / 76.3 / 71.3 % (Laplace 75.7), the chessboard
+            95.5 -> 94.5 % within 2 std, AUSE + 0.6 %.
         one_pass_std_reference, one_pass_std_factor, one_pass_std_exponent: that factor's ``m_ref`` (> 0),
             ``f0`` (> 0) and ``b`` (0 .. 10).
+        one_pass_std_pixels: ``all`` = the one-pass factor multiplies the whole std map; ``changed`` = only
+            the pixels the refinement changed.  Why: the factor stands for how far the refinement's
+            corrections can be trusted through a camera; where the refinement left the network's disparity
+            alone the network's own std was already near honest, and the factor widened it (2-std share
+            99.1 % there through a camera, ``one_pass_refit/rule.md``).
+        one_pass_std_min_factor: the one-pass factor's lower clip (0 .. 1]: below 1 lets clean frames'
+            corrections be published narrower than ``uncertainty_scale`` alone makes them.
+        one_pass_unchanged_scale: (0 .. 1], multiplies the std of the pixels a single refinement left
+            unchanged (after the floor, and times the factor in the ``all`` form): those pixels keep the
+            network's own std, whose size the refinement's update never touched (fitted: 0.95).
         max_view_residual: 0 = off. Otherwise a frame whose median 1 - ZNCC at the network's own disparity
             (window ``window``, textured pixels; at the network's resolution) exceeds this is not refined at
             all: the network's output and std are published as they are. Why: through a camera's effects and
@@ -202,11 +219,15 @@ class LocalRefinementConfig:
                                              -2.242783, -4.078694, -1.284322, 0.0, -0.857391)  # centres
     two_pass_std_floor: float = 0.0
     # Fitted on validation renders (exact, nuisance, camera, rig) and kept by the real chessboard pairs
-    # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md (fit.txt beside it).
+    # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md chose the measure and m_ref, and
+    # after min_peak_curvature one_pass_refit/rule.md the rest (fit.txt beside each).
     one_pass_std_measure: str = "zncc"
     one_pass_std_reference: float = 0.082897
-    one_pass_std_factor: float = 2.0
-    one_pass_std_exponent: float = 0.2
+    one_pass_std_factor: float = 1.85
+    one_pass_std_exponent: float = 0.3
+    one_pass_std_pixels: str = "changed"
+    one_pass_std_min_factor: float = 0.5
+    one_pass_unchanged_scale: float = 0.95
     max_view_residual: float = 0.0
     sgbm_candidate: bool = True
     sgbm_on_accelerator: bool = False
@@ -264,6 +285,12 @@ class LocalRefinementConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if not 0.0 <= self.one_pass_std_exponent <= 10.0:
             raise ValueError(f"one_pass_std_exponent must be in [0, 10], got {self.one_pass_std_exponent}")
+        if self.one_pass_std_pixels not in ONE_PASS_PIXELS:
+            raise ValueError(f"one_pass_std_pixels must be one of {ONE_PASS_PIXELS}, "
+                             f"got {self.one_pass_std_pixels!r}")
+        for name in ("one_pass_std_min_factor", "one_pass_unchanged_scale"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.max_view_residual <= 2.0:
             raise ValueError(f"max_view_residual must be in [0, 2] (0 = off), got {self.max_view_residual}")
 

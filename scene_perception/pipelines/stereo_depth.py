@@ -355,11 +355,12 @@ class StereoDepthPipeline:
     def _refine(
         self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor,
         candidate: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The local refinement (if on) of (1, 1, H, W) disparity and log-scale tensors on the device."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The local refinement (if on) of (1, 1, H, W) disparity and log-scale tensors on the device, with
+        the mask of the pixels it changed (None when off)."""
         cfg = self.local_refinement
         if cfg is None:
-            return disparity, log_scale
+            return disparity, log_scale, None
         refined, changed = refine_disparity_locally(left, right, disparity, cfg, candidate)
         if cfg.uncertainty_scale != 1.0:
             log_scale = torch.where(changed, log_scale + math.log(cfg.uncertainty_scale), log_scale)
@@ -367,7 +368,7 @@ class StereoDepthPipeline:
             # std = sqrt(2) * exp(log_scale) >= correction_std * |delta|; 0 (or NaN) delta sets no floor.
             floor = torch.nan_to_num(cfg.correction_std * (refined - disparity).abs(), nan=0.0)
             log_scale = torch.maximum(log_scale, torch.log(floor / math.sqrt(2.0)))
-        return refined, log_scale
+        return refined, log_scale, changed
 
     def _two_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
@@ -409,18 +410,30 @@ class StereoDepthPipeline:
 
     def _one_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
+        changed: torch.Tensor,
     ) -> tuple[torch.Tensor, float, float]:
-        """The frame's log-scale after its single refinement times the one-pass factor (in log), with the
-        factor and the measure it followed (NaN when none).  Same form as the per-frame two-pass factor
-        (``view_agreement.two_pass_factor``) with the ``one_pass_std_*`` fields: one number per frame, so
-        the order of the pixels within the frame (AUSE) is unchanged.  Off (``none``): the input itself."""
+        """The frame's log-scale after its single refinement, with the one-pass factor (in log) on every
+        pixel or, with ``one_pass_std_pixels`` ``changed``, on the ``changed`` ones only, and
+        ``one_pass_unchanged_scale`` on the pixels the refinement left alone; returns it with the factor
+        and the measure it followed (NaN when none).  The factor is one number per frame
+        (``view_agreement.one_pass_factor``), so in the ``all`` form without an unchanged scale the order of
+        the pixels within the frame (AUSE) is unchanged.  Factor and scale 1: the input itself."""
         cfg = self.local_refinement
-        if cfg is None or cfg.one_pass_std_measure == "none":
+        if cfg is None:
             return log_scale, 1.0, math.nan
-        value = view_agreement.measure(cfg.one_pass_std_measure, left, right, disparity, cfg)
-        factor = view_agreement.two_pass_factor(value, cfg.one_pass_std_factor, cfg.one_pass_std_reference,
-                                                cfg.one_pass_std_exponent)
-        return (log_scale + math.log(factor) if factor != 1.0 else log_scale), factor, value
+        factor, value = 1.0, math.nan
+        if cfg.one_pass_std_measure != "none":
+            value = view_agreement.measure(cfg.one_pass_std_measure, left, right, disparity, cfg)
+            factor = view_agreement.one_pass_factor(value, cfg)
+        unchanged = cfg.one_pass_unchanged_scale
+        if cfg.one_pass_std_pixels == "all":
+            if factor != 1.0:
+                log_scale = log_scale + math.log(factor)
+        elif factor != 1.0:  # changed pixels only
+            log_scale = torch.where(changed, log_scale + math.log(factor), log_scale)
+        if unchanged != 1.0:
+            log_scale = torch.where(changed, log_scale, log_scale + math.log(unchanged))
+        return log_scale, factor, value
 
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
@@ -443,7 +456,7 @@ class StereoDepthPipeline:
             log_scale = torch.log(to_device(disparity_std) / math.sqrt(2.0))  # std 0 -> -inf -> std 0 again
             left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
             candidate = self._candidate(left, right, max_disparity)
-            d, log_scale = self._refine(left_t, right_t, to_device(disparity), log_scale, candidate)
+            d, log_scale, _ = self._refine(left_t, right_t, to_device(disparity), log_scale, candidate)
             out_std = math.sqrt(2.0) * torch.exp(log_scale)
             return d[0, 0].cpu().numpy(), out_std[0, 0].cpu().numpy()
 
@@ -510,7 +523,8 @@ class StereoDepthPipeline:
             view_residual, gated = self._view_gate(left_t, right_t, disparity_t)
             if not gated:  # a gated frame drops its SGBM candidate (a started one finishes unused)
                 candidate = self._candidate(left_n, right_n, None, started)
-                disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t, candidate)
+                disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
+                                                                   candidate)
             if scale < 1.0:
                 disparity_t, log_scale_t, saturated_t = _upsample(disparity_t, log_scale_t, saturated_t, h, w)
                 if far_t is not None:
@@ -520,13 +534,13 @@ class StereoDepthPipeline:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
                     candidate = self._candidate(left, right, searched_max)
                     before = disparity_t
-                    disparity_t, log_scale_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
-                                                            candidate)
+                    disparity_t, log_scale_t, _ = self._refine(left_t, right_t, disparity_t, log_scale_t,
+                                                               candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
                         log_scale_t, left_t, right_t, disparity_t, before, candidate)
             elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
-                    log_scale_t, left_t, right_t, disparity_t)
+                    log_scale_t, left_t, right_t, disparity_t, changed_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,

@@ -37,8 +37,8 @@ from scene_perception.pipelines.local_refinement_config import TWO_PASS_MEASURES
 from scene_perception.pipelines.quality import photometric_residual
 
 __all__ = ["MEASURES", "TWO_PASS_FACTOR_RANGE", "TWO_PASS_PIXEL_RANGE", "floored_log_scale", "measure",
-           "noise_sigma", "photometric_median", "pixel_features", "pixel_setting", "two_pass_factor",
-           "two_pass_log_factor", "zncc_map", "zncc_residual"]
+           "noise_sigma", "one_pass_factor", "photometric_median", "pixel_features", "pixel_setting",
+           "two_pass_factor", "two_pass_log_factor", "zncc_map", "zncc_residual"]
 
 #: The measures :func:`measure` knows ("none" turns the adjustment off).
 MEASURES = TWO_PASS_MEASURES
@@ -145,6 +145,17 @@ def two_pass_factor(value: float, base: float, reference: float, exponent: float
         return base
     lo, hi = TWO_PASS_FACTOR_RANGE
     return min(hi, max(lo, base * (value / reference) ** exponent))
+
+
+def one_pass_factor(value: float, config: LocalRefinementConfig) -> float:
+    """The one-pass std factor of a frame whose measure is ``value``: ``clip(one_pass_std_factor * (value /
+    one_pass_std_reference) ** one_pass_std_exponent, one_pass_std_min_factor, 6)``, the power left out
+    when the exponent is 0 or the measure is unknown (NaN) or not positive.  With the lower clip at 1 this
+    is :func:`two_pass_factor` of the ``one_pass_std_*`` fields."""
+    factor = config.one_pass_std_factor
+    if config.one_pass_std_exponent != 0.0 and math.isfinite(value) and value > 0.0:
+        factor *= (value / config.one_pass_std_reference) ** config.one_pass_std_exponent
+    return min(TWO_PASS_FACTOR_RANGE[1], max(config.one_pass_std_min_factor, factor))
 
 
 def pixel_setting(config: LocalRefinementConfig) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:

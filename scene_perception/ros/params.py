@@ -21,6 +21,7 @@ from rclpy.parameter import Parameter
 from scene_perception.geometry.rectification import RECTIFY_MODES
 from scene_perception.pipelines.local_refinement_config import (
     DEFAULT_LOCAL_REFINEMENT,
+    ONE_PASS_PIXELS,
     TWO_PASS_MEASURES,
     LocalRefinementConfig,
 )
@@ -399,7 +400,7 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         _REFINE.one_pass_std_measure,
         "For frames refined once (the network at full scale): the GT-free measure a per-frame std factor "
         "follows, factor = clip(one_pass_std_factor * (measure / one_pass_std_reference) ** "
-        "one_pass_std_exponent, 1, 6); none = off (docs/calibration.md).",
+        "one_pass_std_exponent, one_pass_std_min_factor, 6); none = off (docs/calibration.md).",
         choices=TWO_PASS_MEASURES,
         dynamic=True,
     ),
@@ -414,7 +415,7 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "local_refinement.one_pass_std_factor",
         _REFINE.one_pass_std_factor,
-        "The one-pass factor at the reference measure (before the clip to 1..6).",
+        "The one-pass factor at the reference measure (before the clip to one_pass_std_min_factor..6).",
         1e-3,
         100.0,
         dynamic=True,
@@ -425,6 +426,30 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         "How fast the one-pass factor grows with the measure (0 = constant one_pass_std_factor).",
         0.0,
         10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_std_pixels",
+        _REFINE.one_pass_std_pixels,
+        "Which pixels of a frame refined once the one-pass factor multiplies: all, or only those the "
+        "refinement changed (docs/calibration.md).",
+        choices=ONE_PASS_PIXELS,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_std_min_factor",
+        _REFINE.one_pass_std_min_factor,
+        "The one-pass factor's lower clip (the upper is 6).",
+        0.01,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.one_pass_unchanged_scale",
+        _REFINE.one_pass_unchanged_scale,
+        "Multiplies the std of the pixels a single refinement left unchanged (1 = as the network's).",
+        0.01,
+        1.0,
         dynamic=True,
     ),
     ParamSpec(

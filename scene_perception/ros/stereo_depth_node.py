@@ -249,7 +249,8 @@ class StereoDepthNode(StereoNodeBase):
             self._two_pass = (result.two_pass_factor, result.two_pass_measure, result.two_pass_per_pixel,
                               cfg.two_pass_std_measure if cfg is not None else "measure")
             self._one_pass = _describe_one_pass(result.one_pass_factor, result.one_pass_measure,
-                                                cfg.one_pass_std_measure if cfg is not None else "none")
+                                                cfg.one_pass_std_measure if cfg is not None else "none",
+                                                cfg.one_pass_std_pixels if cfg is not None else "all")
             self._gate = ("" if cfg is None or cfg.max_view_residual <= 0 else
                           f"{'network alone' if result.refinement_gated else 'refined'}: view residual "
                           f"{result.view_residual:.4f} vs max_view_residual {cfg.max_view_residual:g}")
@@ -351,12 +352,13 @@ def _describe_network_run(scale: float, searched: float, trained: float) -> str:
     return f"{how}: scale {scale:.2f}, network range {network_range:.0f} px ({searched:.0f} px of the frame)"
 
 
-def _describe_one_pass(factor: float, measure: float, name: str) -> str:
-    """The last frame's one-pass std factor and the measure it followed (``one_pass_std_measure``)."""
+def _describe_one_pass(factor: float, measure: float, name: str, pixels: str = "all") -> str:
+    """The last frame's one-pass std factor, the measure it followed (``one_pass_std_measure``) and, when it
+    multiplied only the pixels the refinement changed (``one_pass_std_pixels``), that."""
     if math.isnan(measure):
         return f"{factor:g} (" + ("off: one_pass_std_measure none)" if name == "none"
                                   else "the frame was not refined once)")
-    return f"{factor:.2f} ({name} {measure:.4f})"
+    return f"{factor:.2f} ({name} {measure:.4f}" + (", changed pixels)" if pixels == "changed" else ")")
 
 
 def _describe_two_pass(factor: float, measure: float, per_pixel: bool, name: str) -> str:
