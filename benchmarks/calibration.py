@@ -226,6 +226,14 @@ def summarise(error: np.ndarray, std: np.ndarray, distribution: str, bins: int) 
     }
 
 
+def one_pass_multiplier(changed: np.ndarray, factor: float, cfg: Any) -> np.ndarray:
+    """What the pipeline's one-pass std step (``StereoDepthPipeline._one_pass_std``) multiplies the
+    refined std by, per pixel: the frame's ``factor`` where the refinement changed the disparity, and
+    ``one_pass_unchanged_scale`` (times the factor in the ``all`` form) elsewhere."""
+    rest = cfg.one_pass_unchanged_scale * (factor if cfg.one_pass_std_pixels == "all" else 1.0)
+    return np.where(changed, np.float32(factor), np.float32(rest))
+
+
 def refined_std(std: np.ndarray, changed: np.ndarray, delta: np.ndarray, scale: float, floor: float
                 ) -> np.ndarray:
     """The pipeline's std update (``StereoDepthPipeline._refine``) re-applied in numpy: ``scale`` x the
@@ -313,11 +321,11 @@ def run_disparity(args: argparse.Namespace) -> dict[str, Any]:
             pipe.local_refinement = scored_cfg
             published = pipe(s.left, s.right)
             one_pass.append(published.one_pass_factor)
-            std_pub = published.one_pass_factor * refined_std(r.disparity_std, changed, d_ref - r.disparity,
-                                                              *scored)
+            multiplier = one_pass_multiplier(changed, published.one_pass_factor, scored_cfg)
+            std_pub = multiplier * refined_std(r.disparity_std, changed, d_ref - r.disparity, *scored)
             if i == 0:  # the numpy re-application must be the pipeline's own update
                 d_def, std_def = pipe.refine(s.left, s.right, r.disparity, r.disparity_std)
-                rel = np.abs(std_pub / published.one_pass_factor - std_def) / np.maximum(std_def, 1e-6)
+                rel = np.abs(std_pub / multiplier - std_def) / np.maximum(std_def, 1e-6)
                 whole = np.abs(std_pub - published.disparity_std) / np.maximum(published.disparity_std, 1e-6)
                 check = {"max_rel_std_diff": float(np.nanmax(rel)),
                          "max_disparity_diff": float(np.nanmax(np.abs(d_def - d_ref))),

@@ -172,6 +172,8 @@ def test_calibration_benchmark_smoke(tmp_path: Path) -> None:
     assert set(data) >= {"command", "split", "disparity", "semantic", "scene_depth", "pose", "figures"}
     syn = data["disparity"]["synthetic"]
     assert syn["std_update_check"]["max_rel_std_diff"] < 1e-4  # numpy update == the pipeline's
+    # ... and with the one-pass step (changed and unchanged pixels apart) the whole published map
+    assert syn["std_update_check"]["max_rel_std_diff_whole_pipeline"] < 1e-4
     assert syn["std_update_check"]["max_disparity_diff"] == 0.0
     for key in ("network", "pipeline", "depth_network", "depth_pipeline"):
         s = syn[key]
