@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from one_pass_std import board_frames, real_pairs, score_frames  # noqa: E402  (sibling scripts)
+from one_pass_std import (  # noqa: E402  (sibling scripts)
+    band_distance,
+    block_lines,
+    board_frames,
+    score_frames,
+    score_settings,
+)
 from two_pass_adaptive import (  # noqa: E402
     KS,
     cpu_pipeline,
@@ -291,7 +297,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"checks: {f['checks']}")
     if "pipeline_check" in res:
         lines.append(pipeline_check_line(res["pipeline_check"]))
-    lines += board_lines(res)
+    lines += block_lines(res)
     if "board_clause" in res:
         lines += ["", "clause (d), the board's 2-std share no further from [90, 97] %: "
                       f"{res['board_clause']}"]
@@ -299,32 +305,9 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def board_lines(res: dict[str, Any]) -> list[str]:
-    lines = []
-    for title, key in (("chessboard plane pairs, 320x240 (validation, real, no GT)", "board"),
-                       ("renders, pooled per condition", "renders"),
-                       ("real pairs, half input (one refinement)", "real_half"),
-                       ("real pairs, full input, range widened (one refinement)", "real_widened")):
-        block = res.get(key)
-        if not block:
-            continue
-        lines += ["", f"**{title}**", "", "| data | setting | within 1 / 2 / 3 std % | AUSE | factors |",
-                  "|---|---|---|---|---|"]
-        for data, rows in block.items():
-            for name, r in rows.items():
-                fs = r["factors"]
-                lines.append(f"| {data} | {name} | {pct(r['coverage'])} | {r['ause']:.4f} "
-                             f"| {min(fs):.2f}..{max(fs):.2f} |")
-    return lines
-
-
 def report_markdown(res: dict[str, Any]) -> str:
     return "\n".join([f"split {res['split']}, setting {res['setting']} against today {list(TODAY)}",
-                      *board_lines(res)])
-
-
-def band_distance(share: float) -> float:
-    return max(0.90 - share, 0.0, share - 0.97)
+                      *block_lines(res)])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -354,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   chosen["pooled"]["coverage"], factor="one_pass_factor")
         settings_of["chosen"] = setting
         if board:
-            res["board"] = {"chessboard": score_configs(pipe, base, board, settings_of)}
+            configs = {k: config_of(base, v) for k, v in settings_of.items()}
+            res["board"] = {"chessboard": score_frames(pipe, base, board, configs)}
             b = res["board"]["chessboard"]
             res["board_clause"] = (band_distance(b["chosen"]["coverage"][1])
                                    <= band_distance(b["today"]["coverage"][1]))
@@ -363,29 +347,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return report(res, args, markdown, t0)
     settings_of["setting"] = args.setting
     res["setting"] = list(args.setting)
-    h, w = args.size
-    renders: dict[str, Any] = {}
-    for condition in args.conditions:
-        pairs = []
-        for seed in held_out_seeds(args.pairs, args.split):
-            s = render_condition(seed, w, h, args.ranges[0], condition)
-            pairs.append((str(seed), s.left, s.right, np.where(s.nonoccluded, s.disparity, np.nan)))
-        renders[condition] = score_configs(pipe, base, pairs, settings_of)
-    res["renders"] = renders
-    if board:
-        res["board"] = {"chessboard": score_configs(pipe, base, board, settings_of)}
-    if args.real:
-        res["real_half"] = {name: score_configs(pipe, base, [(name, lt, rt, gt)], settings_of)
-                            for name, lt, rt, gt in real_pairs(extend=False)}
-        res["real_widened"] = {name: score_configs(pipe, base, [(name, lt, rt, gt)], settings_of, extend=True)
-                               for name, lt, rt, gt in real_pairs(extend=True)}
+    configs = {k: config_of(base, v) for k, v in settings_of.items()}
+    res.update(score_settings(args, pipe, base, configs, board))
     return report(res, args, markdown, t0)
-
-
-def score_configs(pipe: Any, base: Any, pairs: list[Any], settings_of: dict[str, tuple[Any, ...]],
-                  extend: bool = False) -> dict[str, Any]:
-    """``one_pass_std.score_frames`` for settings of this rule's form."""
-    return score_frames(pipe, base, pairs, {k: config_of(base, v) for k, v in settings_of.items()}, extend)
 
 
 if __name__ == "__main__":

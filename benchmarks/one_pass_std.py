@@ -222,6 +222,16 @@ def measure_cost(threads: int, repeats: int = 5) -> dict[str, float]:
 
 def markdown(res: dict[str, Any]) -> str:
     lines = [fit_markdown(res)] if "fit" in res else [f"split {res['split']}, setting {res['setting']}"]
+    lines += block_lines(res)
+    if "board_clause" in res:
+        lines += ["", "clause (d), the board's 2-std share no further from [90, 97] %: "
+                      f"{res['board_clause']}", f"**ship: {res['ship']}**"]
+    return "\n".join(lines)
+
+
+def block_lines(res: dict[str, Any]) -> list[str]:
+    """Markdown tables of the board, render and real-pair blocks of ``res`` that are present."""
+    lines: list[str] = []
     for title, key in (("chessboard plane pairs, 320x240 (validation, real, no GT)", "board"),
                        ("renders, pooled per condition", "renders"),
                        ("real pairs, half input (one refinement)", "real_half"),
@@ -236,10 +246,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f = row["factors"]
                 lines.append(f"| {data} | {name} | {pct(row['coverage'])} | {row['ause']:.4f} "
                              f"| {min(f):.2f}..{max(f):.2f} |")
-    if "board_clause" in res:
-        lines += ["", "clause (d), the board's 2-std share no further from [90, 97] %: "
-                      f"{res['board_clause']}", f"**ship: {res['ship']}**"]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -280,25 +287,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["ship"] = bool(res["fit"]["ship"] and res["pipeline_check"]["holds"]
                            and res.get("board_clause", False))
         return report(res, args, markdown, t0)
-    settings = {"today": TODAY, "setting": args.setting}
     res["setting"] = list(args.setting)
+    res.update(score_settings(args, pipe, base, {"today": TODAY, "setting": args.setting}, board))
+    return report(res, args, markdown, t0)
+
+
+def score_settings(args: Any, pipe: Any, base: Any, settings: dict[str, Any],
+                   board: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """The report mode (deciding nothing): each of ``settings`` (tuples or whole configs) on ``--split``'s
+    renders per condition, on ``board`` and, with ``--real``, on Aloe and Motorcycle at half input and
+    widened at full input; keys ``renders``, ``board``, ``real_half``, ``real_widened`` as ``markdown``
+    reads them."""
     h, w = args.size
-    renders: dict[str, Any] = {}
+    out: dict[str, Any] = {"renders": {}}
     for condition in args.conditions:
         pairs = []
         for seed in held_out_seeds(args.pairs, args.split):
             s = render_condition(seed, w, h, args.ranges[0], condition)
             pairs.append((str(seed), s.left, s.right, np.where(s.nonoccluded, s.disparity, np.nan)))
-        renders[condition] = score_frames(pipe, base, pairs, settings)
-    res["renders"] = renders
+        out["renders"][condition] = score_frames(pipe, base, pairs, settings)
     if board:
-        res["board"] = {"chessboard": score_frames(pipe, base, board, settings)}
+        out["board"] = {"chessboard": score_frames(pipe, base, board, settings)}
     if args.real:
-        res["real_half"] = {name: score_frames(pipe, base, [(name, lt, rt, gt)], settings)
+        out["real_half"] = {name: score_frames(pipe, base, [(name, lt, rt, gt)], settings)
                             for name, lt, rt, gt in real_pairs(extend=False)}
-        res["real_widened"] = {name: score_frames(pipe, base, [(name, lt, rt, gt)], settings, extend=True)
+        out["real_widened"] = {name: score_frames(pipe, base, [(name, lt, rt, gt)], settings, extend=True)
                                for name, lt, rt, gt in real_pairs(extend=True)}
-    return report(res, args, markdown, t0)
+    return out
 
 
 if __name__ == "__main__":
