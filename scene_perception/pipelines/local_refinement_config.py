@@ -89,7 +89,9 @@ class LocalRefinementConfig:
         correction_std: the std of a pixel whose disparity the refinement moved by ``delta`` px (matching or
             border fill) is at least ``correction_std * |delta|``: a large correction means the network
             and the matching disagreed, and either may be wrong (0 = off; fitted with the scale, by AUSE).
-            Disparities do not depend on it.
+            Disparities do not depend on it.  The frame's one-pass or two-pass factor then multiplies the
+            floored std, so the published floor is that factor times this (the one-pass factor can be 0.5
+            on clean views, ``one_pass_std_min_factor``).
         two_pass_std_factor: when the scene needs more range than the network's and the pipeline refines
             twice (at network scale, then at full size), the whole published std map of the frame is
             multiplied by this after the second refinement.  Why: each refinement applies

@@ -346,7 +346,7 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         "local_refinement.correction_std",
         _REFINE.correction_std,
         "Where the refinement moved the disparity by delta px, its std is at least this times |delta| "
-        "(the network and the matching disagreed; 0 = off).",
+        "before the frame's one-pass or two-pass factor (the network and the matching disagreed; 0 = off).",
         0.0,
         10.0,
         dynamic=True,
