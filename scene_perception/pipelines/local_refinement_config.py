@@ -143,6 +143,12 @@ class LocalRefinementConfig:
             ``sqrt((factor std)^2 + floor^2)``: the sub-pixel residual a real rig keeps after rectification,
             which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
             0 = none.  Monotone in the std, so it leaves the order of the pixels (AUSE) alone.
+        two_pass_changed_scale, two_pass_unchanged_scale: after the two-pass factor, the std of a frame
+            refined twice is multiplied by the first where the second refinement changed the disparity and
+            by the second elsewhere (0 .. 4] and (0 .. 1].  Why: with the sharp-peak refinement the pixels
+            the second refinement left alone were far too wide (validation renders 95-97 % within 1 std,
+            the chessboard 96 %) while the changed ones were narrow (board 91 % within 2 std;
+            ``benchmarks/results/2026-12-07_cpu/two_pass_split/rule.md``).
         one_pass_std_measure: for frames refined once (the network at full scale: the common case), multiply
             the std map (every pixel, or with ``one_pass_std_pixels`` ``changed`` those the refinement
             changed) by ``clip(one_pass_std_factor * (m / one_pass_std_reference) ** one_pass_std_exponent,
@@ -220,6 +226,8 @@ class LocalRefinementConfig:
                                              0.065798, 0.263812, -0.026041, 1.196897, 0.291425,  # weights
                                              -2.242783, -4.078694, -1.284322, 0.0, -0.857391)  # centres
     two_pass_std_floor: float = 0.0
+    two_pass_changed_scale: float = 1.0
+    two_pass_unchanged_scale: float = 1.0
     # Fitted on validation renders (exact, nuisance, camera, rig) and kept by the real chessboard pairs
     # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md chose the measure and m_ref, and
     # after min_peak_curvature one_pass_refit/rule.md the rest (fit.txt beside each).
@@ -279,6 +287,11 @@ class LocalRefinementConfig:
             raise ValueError(f"two_pass_std_floor must be in [0, 10] px, got {self.two_pass_std_floor}")
         if not 0.0 <= self.two_pass_std_exponent <= 10.0:
             raise ValueError(f"two_pass_std_exponent must be in [0, 10], got {self.two_pass_std_exponent}")
+        if not 0.0 < self.two_pass_changed_scale <= 4.0:
+            raise ValueError(f"two_pass_changed_scale must be in (0, 4], got {self.two_pass_changed_scale}")
+        if not 0.0 < self.two_pass_unchanged_scale <= 1.0:
+            raise ValueError(f"two_pass_unchanged_scale must be in (0, 1], "
+                             f"got {self.two_pass_unchanged_scale}")
         if self.one_pass_std_measure not in TWO_PASS_MEASURES:
             raise ValueError(f"one_pass_std_measure must be one of {TWO_PASS_MEASURES}, "
                              f"got {self.one_pass_std_measure!r}")

@@ -397,6 +397,15 @@ class StereoDepthPipeline:
             return log_scale, 1.0, value, False
         return log_scale + log_factor, math.exp(log_factor), value, False
 
+    def _two_pass_split(self, log_scale: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+        """The two-pass log-scale with ``two_pass_changed_scale`` where the second refinement changed the
+        pixel (``changed``) and ``two_pass_unchanged_scale`` elsewhere; both 1: the input itself."""
+        cfg = self.local_refinement
+        if cfg is None or (cfg.two_pass_changed_scale == 1.0 and cfg.two_pass_unchanged_scale == 1.0):
+            return log_scale
+        return log_scale + torch.where(changed, math.log(cfg.two_pass_changed_scale),
+                                       math.log(cfg.two_pass_unchanged_scale))
+
     def _view_gate(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor
                    ) -> tuple[float, bool]:
         """(the frame's view residual, whether to skip the refinement) by ``max_view_residual``: the median
@@ -534,10 +543,11 @@ class StereoDepthPipeline:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
                     candidate = self._candidate(left, right, searched_max)
                     before = disparity_t
-                    disparity_t, log_scale_t, _ = self._refine(left_t, right_t, disparity_t, log_scale_t,
-                                                               candidate)
+                    disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t,
+                                                                       log_scale_t, candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
                         log_scale_t, left_t, right_t, disparity_t, before, candidate)
+                    log_scale_t = self._two_pass_split(log_scale_t, changed_t)
             elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
                     log_scale_t, left_t, right_t, disparity_t, changed_t)

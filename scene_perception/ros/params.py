@@ -396,6 +396,24 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.two_pass_changed_scale",
+        _REFINE.two_pass_changed_scale,
+        "For frames refined twice: after the two-pass factor, multiplies the std where the second "
+        "refinement changed the disparity (docs/calibration.md).",
+        0.01,
+        4.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_unchanged_scale",
+        _REFINE.two_pass_unchanged_scale,
+        "For frames refined twice: after the two-pass factor, multiplies the std where the second "
+        "refinement left the disparity unchanged.",
+        0.01,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.one_pass_std_measure",
         _REFINE.one_pass_std_measure,
         "For frames refined once (the network at full scale): the GT-free measure a per-frame std factor "
