@@ -226,8 +226,9 @@ class LocalRefinementConfig:
                                              0.065798, 0.263812, -0.026041, 1.196897, 0.291425,  # weights
                                              -2.242783, -4.078694, -1.284322, 0.0, -0.857391)  # centres
     two_pass_std_floor: float = 0.0
+    # benchmarks/results/2026-12-07_cpu/two_pass_split/rule.md (fit.txt beside it): the changed pixels kept.
     two_pass_changed_scale: float = 1.0
-    two_pass_unchanged_scale: float = 1.0
+    two_pass_unchanged_scale: float = 0.35
     # Fitted on validation renders (exact, nuisance, camera, rig) and kept by the real chessboard pairs
     # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md chose the measure and m_ref, and
     # after min_peak_curvature one_pass_refit/rule.md the rest (fit.txt beside each).

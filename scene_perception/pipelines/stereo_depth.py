@@ -372,7 +372,7 @@ class StereoDepthPipeline:
 
     def _two_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
-        before: torch.Tensor, candidate: torch.Tensor | None = None,
+        before: torch.Tensor, candidate: torch.Tensor | None = None, changed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float, float, bool]:
         """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
         factor (its median over the frame when it is per pixel), the view-agreement measure it followed
@@ -384,12 +384,16 @@ class StereoDepthPipeline:
         unchanged within the frame); with ``two_pass_std_measure`` it follows a GT-free measure of how well
         the views agree, with ``two_pass_std_pixel`` also what the matching shows at each pixel
         (``view_agreement.py``; ``before`` is the disparity the second refinement started from,
-        ``candidate`` the SGBM disparity it was offered).  Factor 1 returns the input itself."""
+        ``candidate`` the SGBM disparity it was offered).  Then the split by the second refinement's
+        ``changed`` mask (:meth:`_two_pass_split`), and on the per-pixel path the floor last.  Factor 1 and
+        no split return the input itself."""
         cfg = self.local_refinement
         if cfg is None:
             return log_scale, 1.0, math.nan, False
         log_factor, value = view_agreement.two_pass_log_factor(cfg, left, right, disparity, before,
                                                                    candidate)
+        if changed is not None:
+            log_scale = self._two_pass_split(log_scale, changed)
         if isinstance(log_factor, torch.Tensor):
             floored = view_agreement.floored_log_scale(log_scale + log_factor, cfg.two_pass_std_floor)
             return floored, float(torch.exp(log_factor.median())), value, True
@@ -546,8 +550,7 @@ class StereoDepthPipeline:
                     disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t,
                                                                        log_scale_t, candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
-                        log_scale_t, left_t, right_t, disparity_t, before, candidate)
-                    log_scale_t = self._two_pass_split(log_scale_t, changed_t)
+                        log_scale_t, left_t, right_t, disparity_t, before, candidate, changed_t)
             elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
                     log_scale_t, left_t, right_t, disparity_t, changed_t)
