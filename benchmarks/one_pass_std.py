@@ -46,7 +46,7 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
 )
 from two_pass_adaptive import markdown as fit_markdown  # noqa: E402
 
-from scene_perception.data.conditions import render_condition  # noqa: E402
+from scene_perception.data.conditions import condition_renders, render_condition  # noqa: E402
 from scene_perception.data.datasets.real_pairs import range_from_width  # noqa: E402
 from scene_perception.data.splits import held_out_seeds  # noqa: E402
 
@@ -110,15 +110,12 @@ def frame_record(pipe: Any, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
 def collect(args: Any, pipe: Any, base: Any) -> list[dict[str, Any]]:
     h, w = args.size
     pipe.local_refinement = with_setting(base, TODAY)
-    seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     frames = []
-    for condition in args.conditions:
-        for j, rng in enumerate(args.ranges):
-            for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                s = render_condition(seed, w, h, rng, condition)
-                mask = s.nonoccluded & np.isfinite(s.disparity)
-                frames.append(frame_record(pipe, s.left, s.right, s.disparity, mask, seed=seed, range=rng,
-                                           condition=condition))
+    renders = condition_renders(args.split, args.conditions, args.ranges, args.pairs, w, h)
+    for condition, rng, seed, s in renders:
+        mask = s.nonoccluded & np.isfinite(s.disparity)
+        frames.append(frame_record(pipe, s.left, s.right, s.disparity, mask, seed=seed, range=rng,
+                                   condition=condition))
     return frames
 
 

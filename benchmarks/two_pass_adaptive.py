@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from scene_perception.data.conditions import CONDITIONS, render_condition
+from scene_perception.data.conditions import CONDITIONS, condition_renders, render_condition
 from scene_perception.evaluation.benchmarking import parse_size
 from scene_perception.evaluation.calibration import expected_coverage, spearman
 from scene_perception.evaluation.uncertainty import ause
@@ -128,32 +128,28 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     """Per frame: |error| / std (factor 1) on non-occluded pixels, every measure, condition and range."""
     import torch
 
-    from scene_perception.data.splits import held_out_seeds
     from scene_perception.pipelines import view_agreement
     from scene_perception.pipelines.image_tensor import image_to_tensor
 
     h, w = args.size
-    seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     pipe.local_refinement = dataclasses.replace(base, two_pass_std_factor=1.0, two_pass_std_measure="none",
                                                 two_pass_std_exponent=0.0)
     frames = []
-    for condition in args.conditions:
-        for j, rng in enumerate(args.ranges):
-            pipe.max_disparity = rng
-            for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                s = render_condition(seed, w, h, rng, condition)
-                r = pipe(s.left, s.right)
-                if r.two_pass_factor != 1.0 or r.scale >= 1.0:
-                    raise RuntimeError("the pipeline did not refine twice with factor 1")
-                mask = s.nonoccluded & np.isfinite(s.disparity)
-                left, right = image_to_tensor(s.left, pipe.device), image_to_tensor(s.right, pipe.device)
-                disp = torch.from_numpy(r.disparity).to(pipe.device)[None, None]
-                measures = {name: view_agreement.measure(name, left, right, disp, pipe.local_refinement)
-                            for name in view_agreement.MEASURES if name != "none"}
-                err = np.abs(r.disparity - s.disparity)[mask].astype(np.float64)
-                std = r.disparity_std[mask].astype(np.float64)
-                frames.append({"seed": seed, "range": rng, "condition": condition, "measures": measures,
-                               "error": err, "std": std, "ratio": np.sort(err / np.maximum(std, 1e-12))})
+    renders = condition_renders(args.split, args.conditions, args.ranges, args.pairs, w, h)
+    for condition, rng, seed, s in renders:
+        pipe.max_disparity = rng
+        r = pipe(s.left, s.right)
+        if r.two_pass_factor != 1.0 or r.scale >= 1.0:
+            raise RuntimeError("the pipeline did not refine twice with factor 1")
+        mask = s.nonoccluded & np.isfinite(s.disparity)
+        left, right = image_to_tensor(s.left, pipe.device), image_to_tensor(s.right, pipe.device)
+        disp = torch.from_numpy(r.disparity).to(pipe.device)[None, None]
+        measures = {name: view_agreement.measure(name, left, right, disp, pipe.local_refinement)
+                    for name in view_agreement.MEASURES if name != "none"}
+        err = np.abs(r.disparity - s.disparity)[mask].astype(np.float64)
+        std = r.disparity_std[mask].astype(np.float64)
+        frames.append({"seed": seed, "range": rng, "condition": condition, "measures": measures,
+                       "error": err, "std": std, "ratio": np.sort(err / np.maximum(std, 1e-12))})
     pipe.max_disparity = None
     return frames
 

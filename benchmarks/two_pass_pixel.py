@@ -44,7 +44,7 @@ from two_pass_adaptive import (  # noqa: E402
     rule_camera_setting,
 )
 
-from scene_perception.data.conditions import render_condition  # noqa: E402
+from scene_perception.data.conditions import condition_renders  # noqa: E402
 
 #: The rule's constants (rule_pixel.md).
 LEVEL_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(51))
@@ -84,11 +84,9 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     """Per frame (non-occluded pixels): |error|, the std at factor 1, the three (five with
     ``--sgbm-features``) features, the frame measure; the features are those the pipeline computes from its
     own call (captured), the SGBM ones from the candidate its second refinement was offered."""
-    from scene_perception.data.splits import held_out_seeds
     from scene_perception.pipelines import view_agreement
 
     h, w = args.size
-    seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     # Per-pixel path with all weights 0, base 1 and exponent 0: log f = 0, the std is left at factor 1.
     # With SGBM all six rows are collected ("all_features": a shipped 14-number setting can be scored on the
     # frames of a five-feature fit), the fit reads the first n ("features").
@@ -113,22 +111,20 @@ def collect(args: argparse.Namespace, pipe: Any, base: Any) -> list[dict[str, An
     view_agreement.two_pass_log_factor = spy
     frames = []
     try:
-        for condition in args.conditions:
-            for j, rng in enumerate(args.ranges):
-                pipe.max_disparity = rng
-                for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                    s = render_condition(seed, w, h, rng, condition)
-                    seen.clear()
-                    r = pipe(s.left, s.right)
-                    if "features" not in seen or r.scale >= 1.0 or r.two_pass_factor != 1.0:
-                        raise RuntimeError("the pipeline did not refine twice with factor 1")
-                    mask = s.nonoccluded & np.isfinite(s.disparity)
-                    frames.append({
-                        "seed": seed, "range": rng, "condition": condition, "measure": r.two_pass_measure,
-                        "error": np.abs(r.disparity - s.disparity)[mask].astype(np.float32),
-                        "std": r.disparity_std[mask].astype(np.float32),
-                        "all_features": seen["features"][:, mask].astype(np.float32)})
-                    frames[-1]["features"] = frames[-1]["all_features"][:n]
+        renders = condition_renders(args.split, args.conditions, args.ranges, args.pairs, w, h)
+        for condition, rng, seed, s in renders:
+            pipe.max_disparity = rng
+            seen.clear()
+            r = pipe(s.left, s.right)
+            if "features" not in seen or r.scale >= 1.0 or r.two_pass_factor != 1.0:
+                raise RuntimeError("the pipeline did not refine twice with factor 1")
+            mask = s.nonoccluded & np.isfinite(s.disparity)
+            frames.append({
+                "seed": seed, "range": rng, "condition": condition, "measure": r.two_pass_measure,
+                "error": np.abs(r.disparity - s.disparity)[mask].astype(np.float32),
+                "std": r.disparity_std[mask].astype(np.float32),
+                "all_features": seen["features"][:, mask].astype(np.float32)})
+            frames[-1]["features"] = frames[-1]["all_features"][:n]
     finally:
         view_agreement.two_pass_log_factor = original
         pipe.max_disparity = None

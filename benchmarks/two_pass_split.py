@@ -41,8 +41,7 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     report,
 )
 
-from scene_perception.data.conditions import render_condition  # noqa: E402
-from scene_perception.data.splits import held_out_seeds  # noqa: E402
+from scene_perception.data.conditions import condition_renders  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,15 +85,11 @@ def frame_record(pipe: Any, base: Any, left: np.ndarray, right: np.ndarray, gt: 
 
 def collect(args: Any, pipe: Any, base: Any) -> list[dict[str, Any]]:
     h, w = args.size
-    seeds = held_out_seeds(args.pairs * len(args.ranges), args.split)
     frames = []
-    for condition in args.conditions:
-        for j, rng in enumerate(args.ranges):
-            for seed in seeds[j * args.pairs:(j + 1) * args.pairs]:
-                s = render_condition(seed, w, h, rng, condition)
-                gt = np.where(s.nonoccluded, s.disparity, np.nan)
-                frames.append(frame_record(pipe, base, s.left, s.right, gt, rng, seed=seed,
-                                           condition=condition))
+    renders = condition_renders(args.split, args.conditions, args.ranges, args.pairs, w, h)
+    for condition, rng, seed, s in renders:
+        gt = np.where(s.nonoccluded, s.disparity, np.nan)
+        frames.append(frame_record(pipe, base, s.left, s.right, gt, rng, seed=seed, condition=condition))
     if not args.quick:
         from scene_perception.evaluation.board_plane import plane_pairs
 

@@ -26,17 +26,22 @@ def _scaled(k: float, u: float) -> LocalRefinementConfig:
     return dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_changed_scale=k, two_pass_unchanged_scale=u)
 
 
-def test_the_split_scales_changed_and_unchanged_pixels_of_frames_refined_twice(pipe) -> None:
-    s = render_condition(SEED, 256, 128, 180, "camera")
-    pipe.max_disparity = 180
+def _without_and_with_split(pipe, max_disparity: float) -> tuple:
+    """The pipeline's result on one camera render at scales (1, 1) and at (1.3, 0.6)."""
+    s = render_condition(SEED, 256, 128, max_disparity, "camera")
+    pipe.max_disparity = max_disparity
     try:
         pipe.local_refinement = _scaled(1.0, 1.0)
         base = pipe(s.left, s.right)
         pipe.local_refinement = _scaled(1.3, 0.6)
-        split = pipe(s.left, s.right)
+        return base, pipe(s.left, s.right)
     finally:
         pipe.max_disparity = None
         pipe.local_refinement = DEFAULT_LOCAL_REFINEMENT
+
+
+def test_the_split_scales_changed_and_unchanged_pixels_of_frames_refined_twice(pipe) -> None:
+    base, split = _without_and_with_split(pipe, 180)
     assert base.scale < 1.0 and split.scale < 1.0
     np.testing.assert_array_equal(split.disparity, base.disparity)
     ok = np.isfinite(base.disparity_std) & (base.disparity_std > 0)
@@ -47,14 +52,7 @@ def test_the_split_scales_changed_and_unchanged_pixels_of_frames_refined_twice(p
 
 
 def test_frames_refined_once_are_untouched(pipe) -> None:
-    s = render_condition(SEED, 256, 128, 40, "camera")
-    try:
-        pipe.local_refinement = _scaled(1.0, 1.0)
-        base = pipe(s.left, s.right)
-        pipe.local_refinement = _scaled(1.3, 0.6)
-        split = pipe(s.left, s.right)
-    finally:
-        pipe.local_refinement = DEFAULT_LOCAL_REFINEMENT
+    base, split = _without_and_with_split(pipe, 40)
     assert base.scale == 1.0
     np.testing.assert_array_equal(split.disparity_std, base.disparity_std)
 

@@ -9,11 +9,13 @@ scripts to share it.  Each condition is a function of the seed alone, so every b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 
 from scene_perception.data.augment import rig_residual, view_effects_pair
 from scene_perception.data.procedural import StereoSample, make_stereo_sample
+from scene_perception.data.splits import held_out_seeds
 
-__all__ = ["CONDITIONS", "RIG_RESIDUAL_PX", "render_condition"]
+__all__ = ["CONDITIONS", "RIG_RESIDUAL_PX", "condition_renders", "render_condition"]
 
 #: ``exact``: the render as is; ``nuisance``: per-view gain, bias and sensor noise; ``camera``: nuisance,
 #: then the camera effects of ``data/augment.py: VIEW_EFFECTS`` (rule_camera.md); ``rig`` (rule_pixel5.md):
@@ -38,3 +40,18 @@ def render_condition(seed: int, width: int, height: int, max_disparity: float, c
             right = rig_residual(seed, right, RIG_RESIDUAL_PX)
         s = dataclasses.replace(s, left=left, right=right)
     return s
+
+
+def condition_renders(split: str, conditions: Sequence[str], ranges: Sequence[float], pairs_per_range: int,
+                      width: int, height: int) -> Iterator[tuple[str, float, int, StereoSample]]:
+    """``(condition, max_disparity, seed, pair)`` per condition, per range, ``pairs_per_range`` seeds each.
+
+    The settings rules draw ``held_out_seeds(pairs_per_range * len(ranges), split)`` once and give each
+    range its own consecutive block of seeds, so a range never reuses another's scenes; every condition sees
+    the same seeds.  One generator keeps that order identical across the scripts that fit and report them.
+    """
+    seeds = held_out_seeds(pairs_per_range * len(ranges), split)
+    for condition in conditions:
+        for j, rng in enumerate(ranges):
+            for seed in seeds[j * pairs_per_range:(j + 1) * pairs_per_range]:
+                yield condition, rng, seed, render_condition(seed, width, height, rng, condition)
