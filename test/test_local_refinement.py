@@ -352,3 +352,48 @@ def test_a_candidate_repairs_gross_errors_no_search_reaches_and_a_wrong_one_is_r
     assert ((kept[0, 0, 4:-4, 30:-4] - truth).abs() < 0.5).float().mean() > 0.98
     with pytest.raises(ValueError, match="candidate"):
         refine_disparity_locally(left, right, start, _cfg(), candidate[..., 1:])
+
+
+def _periodic_pair(disparity: float, period: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """A texture repeating every ``period`` px along x (a chessboard's squares in miniature), plus a little
+    independent noise per view, as a camera adds: the right period and the next one score almost alike."""
+    rng = np.random.default_rng(seed)
+    tile = cv2.GaussianBlur(rng.random((H, period)).astype(np.float32), (0, 0), 1.2)
+    tex = np.tile(tile, (1, (W + 64) // period + 2))
+    xs = np.tile(np.arange(W, dtype=np.float32) + 32.0, (H, 1))
+    ys = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
+    views = [cv2.remap(tex, xs + shift, ys, cv2.INTER_LINEAR) for shift in (0.0, disparity)]
+    views = [v + rng.normal(0.0, 0.01, v.shape).astype(np.float32) for v in views]
+    return tuple(torch.from_numpy(np.ascontiguousarray(v))[None, None].repeat(1, 3, 1, 1) for v in views)
+
+
+def test_a_far_candidate_must_win_by_the_margin_and_a_clear_one_still_does() -> None:
+    """candidate_far_margin: on a repetitive texture SGBM's wrong period (here 24 px off) scores about as
+    well as the right answer and, with any win enough, replaces it at many pixels; with the margin it does
+    not, while a gross error the candidate fixes (a clear win) is still fixed."""
+    truth, period = 6.4, 24
+    left, right = _periodic_pair(truth, period)
+    start, wrong = _const(truth), _const(truth + period)
+    inside = (slice(None), slice(None), slice(4, -4), slice(period + 8, -8))
+    any_win, _ = refine_disparity_locally(left, right, start, _cfg(iterations=1), wrong)
+    assert ((any_win[inside] - truth).abs() > 5).float().mean() > 0.05
+    far = _cfg(iterations=1, candidate_far_margin=0.2, candidate_far_px=8.0)
+    kept, _ = refine_disparity_locally(left, right, start, far, wrong)
+    assert ((kept[inside] - truth).abs() > 5).float().mean() < 0.005
+    # Near candidates are not asked for the margin.
+    near = dataclasses.replace(far, candidate_far_px=period + 1.0)
+    near_win, _ = refine_disparity_locally(left, right, start, near, wrong)
+    assert ((near_win[inside] - truth).abs() > 5).float().mean() > 0.05
+
+    left, right = _pair(8.3, seed=5)
+    block = _const(8.3 + 0.2)
+    block[..., 30:150] = 8.3 + 15.0
+    fixed, _ = refine_disparity_locally(left, right, block, far, _const(8.3))
+    assert ((fixed[0, 0, 4:-4, 40:140] - 8.3).abs() < 0.5).float().mean() > 0.95
+
+
+def test_the_far_candidate_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="candidate_far_margin"):
+        LocalRefinementConfig(candidate_far_margin=-0.1)
+    with pytest.raises(ValueError, match="candidate_far_px"):
+        LocalRefinementConfig(candidate_far_px=-1.0)

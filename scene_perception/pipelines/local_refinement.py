@@ -338,19 +338,27 @@ def _offer_candidate(
                           torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)])
     xs = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32)
     usable = torch.stack([torch.ones_like(c, dtype=torch.bool), torch.isfinite(c) & (xs - c >= 0)])[None]
-    return _keep_best((grey_l, grey_r, mean_l, var_l, textured), disparity, fields, usable, cfg)
+    margin = None
+    if cfg.candidate_far_margin > 0:
+        # A far candidate must win clearly (see ``candidate_far_margin``): field 1 needs the margin there.
+        far = (fields[1] - fields[0]).abs() > cfg.candidate_far_px
+        margin = torch.stack([torch.zeros_like(c), far.float() * cfg.candidate_far_margin])[None]
+    return _keep_best((grey_l, grey_r, mean_l, var_l, textured), disparity, fields, usable, cfg, margin)
 
 
 def _keep_best(
     images: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], disparity: Tensor, fields: Tensor, usable: Tensor,
-    cfg: LocalRefinementConfig,
+    cfg: LocalRefinementConfig, margin: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Each pixel takes the best-ZNCC field among the ``usable`` ones (1, K, H, W) of ``fields`` (K, H, W)
     where that is not field 0 (its own value, always eligible; a tie keeps it), scores at least
-    ``min_zncc`` and the left window is textured.  Returns ``(disparity, accepted mask)``."""
+    ``min_zncc`` and the left window is textured.  With ``margin`` (1, K, H, W), field k is usable only
+    where its ZNCC beats field 0's by at least that.  Returns ``(disparity, accepted mask)``."""
     grey_l, grey_r, mean_l, var_l, textured = images
     zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
     usable = usable.clone()
+    if margin is not None:
+        usable &= zncc >= zncc[:, :1] + margin
     usable[:, 0] = True
     best_score, best = zncc.masked_fill(~usable, -2.0).max(dim=1, keepdim=True)
     accept = (

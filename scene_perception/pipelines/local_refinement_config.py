@@ -193,6 +193,15 @@ class LocalRefinementConfig:
             cannot reach, while SGBM, sparse but rarely grossly wrong where it answers, often has the
             right value there (validation, 200 pairs: EPE 1.25 -> 0.99 px, AUSE 0.31 -> 0.25).  Costs one
             SGBM run on the CPU (about 25 ms at 512x256 and 22 ms at 320x240 on 2 cores).
+        candidate_far_px, candidate_far_margin: where the SGBM candidate lies more than ``candidate_far_px``
+            from the current disparity, it is taken only if its ZNCC beats the current value's by at least
+            ``candidate_far_margin`` (0 = off: any win).  Why: on a repetitive pattern (the real
+            chessboard's squares) SGBM's wrong period scores about as well as the right one, and such
+            adoptions, 30-120 px off, were most of the refinement's added error on the board.  Off by
+            default: with m 0.1, J 8 (``benchmarks/candidate_margin.py``) board bad-2 23.7 -> 17.1 %
+            (the network alone: 19.2) and camera renders a little better, but exact renders +0.08 px EPE
+            (a gross network error on a repetitive texture is also fixed by a candidate that wins by a
+            hair) and Aloe +0.15 point; no rule was run (docs/refinement.md).
         sgbm_on_accelerator: also offer the SGBM candidate when the engine runs on a GPU. Off by default,
             by the rule written before the first GPU run (docs/gpu.md: keep it only if the whole pipeline at
             960x576, bf16 + CUDA graphs, reaches 30 fps with it): on an H200 it took 96 of the frame's 110 ms
@@ -241,6 +250,8 @@ class LocalRefinementConfig:
     one_pass_unchanged_scale: float = 0.95
     max_view_residual: float = 0.0
     sgbm_candidate: bool = True
+    candidate_far_px: float = 8.0
+    candidate_far_margin: float = 0.0
     sgbm_on_accelerator: bool = False
 
     def __post_init__(self) -> None:
@@ -260,6 +271,10 @@ class LocalRefinementConfig:
             raise ValueError(f"min_x_snr must be in [0, 1000], got {self.min_x_snr}")
         if not 0.0 <= self.min_peak_curvature <= 4.0:
             raise ValueError(f"min_peak_curvature must be in [0, 4], got {self.min_peak_curvature}")
+        if not 0.0 <= self.candidate_far_px <= 10000.0:
+            raise ValueError(f"candidate_far_px must be in [0, 10000], got {self.candidate_far_px}")
+        if not 0.0 <= self.candidate_far_margin <= 2.0:
+            raise ValueError(f"candidate_far_margin must be in [0, 2], got {self.candidate_far_margin}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.propagation < 0:

@@ -499,6 +499,25 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.candidate_far_px",
+        _REFINE.candidate_far_px,
+        "px; an SGBM candidate further than this from the current disparity is far, and needs "
+        "candidate_far_margin.",
+        0.0,
+        10000.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.candidate_far_margin",
+        _REFINE.candidate_far_margin,
+        "A far SGBM candidate is taken only where its ZNCC beats the current value's by at least this: on a "
+        "repetitive pattern SGBM's wrong period scores about as well as the right one. 0 = off "
+        "(docs/refinement.md).",
+        0.0,
+        2.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.sgbm_on_accelerator",
         _REFINE.sgbm_on_accelerator,
         "Also run the SGBM candidate when the network runs on a GPU (it is CPU OpenCV: on an H200 it took "
