@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,18 +33,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from one_pass_std import shrink_board  # noqa: E402  (a sibling script)
+from scene_perception.data.conditions import condition_renders
+from scene_perception.data.datasets.real_pairs import RealPair, load_real_pairs, range_from_width
+from scene_perception.evaluation.board_plane import plane_pairs, shrink_board
+from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 
-from scene_perception.data.conditions import condition_renders  # noqa: E402
-from scene_perception.data.datasets.real_pairs import (  # noqa: E402
-    RealPair,
-    load_real_pairs,
-    range_from_width,
-)
-from scene_perception.evaluation.board_plane import plane_pairs  # noqa: E402
-from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 #: The board at 640x480 is searched to 256 px (refinement_rule.py's range: two refinements).
 BOARD_RANGE = 256.0

@@ -52,7 +52,6 @@ from scene_perception.data.splits import held_out_seeds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TODAY = ("none", 1.0, 1.0, 0.0)  # factor 1: the one-pass std as it was
-BOARD_SCALE = 0.5  # 640x480 -> 320x240: the board's 100-204 px become 50-102, inside lite's 128
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
@@ -121,23 +120,9 @@ def collect(args: Any, pipe: Any, base: Any) -> list[dict[str, Any]]:
 
 def board_frames(args: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """The chessboard's plane pairs at 320x240: (name, left, right, plane disparity; NaN off the board)."""
-    from scene_perception.evaluation.board_plane import plane_pairs
+    from scene_perception.evaluation.board_plane import plane_pairs, shrink_board
 
     return shrink_board(plane_pairs(args.chessboard_dir))
-
-
-def shrink_board(pairs: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]
-                 ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """``plane_pairs``' output shrunk by ``BOARD_SCALE``: (name, left, right, plane disparity in small px)."""
-    out = []
-    for name, left, right, ref in pairs:
-        size = (round(left.shape[1] * BOARD_SCALE), round(left.shape[0] * BOARD_SCALE))
-        shrink = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (left, right)]
-        # Area averaging of the plane (NaN off the board stays NaN at the board's edge): its disparity at
-        # the small pixel, in small-image px.
-        plane = cv2.resize(ref["reference"].astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        out.append((name, *shrink, plane * np.float32(BOARD_SCALE)))
-    return out
 
 
 def score_frames(pipe: Any, base: Any, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],

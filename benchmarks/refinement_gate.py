@@ -37,7 +37,6 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from one_pass_std import shrink_board  # noqa: E402  (sibling scripts)
 from two_pass_adaptive import KS, cpu_pipeline, frame_args, frame_parser, pct, report  # noqa: E402
 
 from scene_perception.data.conditions import render_condition  # noqa: E402
@@ -51,7 +50,7 @@ CANDIDATES = (0.03, 0.04, 0.05, 0.06, 0.08)
 CLOSED = 1e-9
 OUTPUTS = ("refined", "network")
 #: Board sets and the max_disparity each is run at (None = the network's): the 640x480 pairs as
-#: ``refinement_rule.py`` scores them, and shrunk to 320x240 (``one_pass_std.shrink_board``).
+#: ``refinement_rule.py`` scores them, and shrunk to 320x240 (``evaluation/board_plane.shrink_board``).
 BOARD_RANGES = {"board 640x480": 256.0, "board 320x240": None}
 #: The rule's limits.
 EXACT_EPE_SLACK, EXACT_BAD2_SLACK = 0.03, 0.3
@@ -113,7 +112,7 @@ def render_sets(args: Any) -> dict[str, list[tuple[str, Any, Any, Any, Any]]]:
 
 def board_sets(args: Any) -> dict[str, list[tuple[str, Any, Any, Any, Any]]]:
     """The plane pairs at both sizes (the plane as GT; NaN off the board)."""
-    from scene_perception.evaluation.board_plane import plane_pairs
+    from scene_perception.evaluation.board_plane import plane_pairs, shrink_board
 
     pairs = plane_pairs(args.chessboard_dir)
     full = [(n, lt, rt, ref["reference"].astype(np.float32)) for n, lt, rt, ref in pairs]

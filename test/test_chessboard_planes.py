@@ -13,7 +13,12 @@ from evalutil import load_benchmark
 from test_chessboard import BOARD, CHESSBOARD, K, render_board
 
 from scene_perception.data.datasets.chessboard import board_points
-from scene_perception.evaluation.board_plane import board_reference, plane_pairs, plane_reference
+from scene_perception.evaluation.board_plane import (
+    board_reference,
+    plane_pairs,
+    plane_reference,
+    shrink_board,
+)
 
 BASELINE = 3.0  # squares
 
@@ -44,6 +49,22 @@ def test_board_reference_is_the_boards_true_disparity() -> None:
     assert ref["corner_disparity"][0] == pytest.approx(truth.min(), abs=0.3)
     blank = np.full((480, 640, 3), 128, np.uint8)
     assert board_reference(blank, blank) is None
+
+
+def test_shrink_board_halves_views_and_plane_and_keeps_the_boards_edge() -> None:
+    """The 320x240 board the one-refinement benchmarks score: views area-averaged, the plane's disparity in
+    small-image px (half), NaN off the board kept NaN."""
+    ys, xs = np.mgrid[0:48, 0:64].astype(np.float32)
+    plane = 40.0 + 0.25 * xs - 0.1 * ys
+    plane[:, :16] = np.nan  # off the board
+    left = np.full((48, 64, 3), 100, np.uint8)
+    [(name, lt, rt, small)] = shrink_board([("p", left, left.copy(), {"reference": plane})])
+    assert name == "p" and lt.shape == rt.shape == (24, 32, 3) and small.shape == (24, 32)
+    assert np.isnan(small[:, :8]).all() and np.isfinite(small[:, 8:]).all()
+    # Area average of an affine plane is the plane at the small pixel's centre, halved.
+    y, x = 10, 20
+    centre = 40.0 + 0.25 * (2 * x + 0.5) - 0.1 * (2 * y + 0.5)
+    np.testing.assert_allclose(small[y, x], 0.5 * centre, rtol=1e-5)
 
 
 def test_plane_reference_says_why_a_pair_is_no_reference() -> None:
