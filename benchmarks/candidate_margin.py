@@ -35,13 +35,11 @@ import numpy as np
 
 from scene_perception.data.conditions import condition_renders
 from scene_perception.data.datasets.real_pairs import RealPair, load_real_pairs, range_from_width
-from scene_perception.evaluation.board_plane import plane_pairs, shrink_board
+from scene_perception.evaluation.board_plane import BOARD_MAX_DISPARITY, plane_pairs, shrink_board
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The board at 640x480 is searched to 256 px (refinement_rule.py's range: two refinements).
-BOARD_RANGE = 256.0
 RENDER_RANGE = 96.0
 RENDER_SIZE = (256, 512)
 
@@ -63,7 +61,7 @@ def frame_sets(args: argparse.Namespace) -> dict[str, list[tuple[Any, ...]]]:
             sets.setdefault(f"{split} {cond}", []).append((s.left, s.right, gt, RENDER_RANGE, None))
     if Path(args.chessboard_dir).is_dir():
         pairs = plane_pairs(args.chessboard_dir)[: args.boards or None]
-        sets["board 640x480"] = [(lt, rt, ref["reference"].astype(np.float32), BOARD_RANGE, None)
+        sets["board 640x480"] = [(lt, rt, ref["reference"].astype(np.float32), BOARD_MAX_DISPARITY, None)
                                  for _, lt, rt, ref in pairs]
         sets["board 320x240"] = [(lt, rt, gt.astype(np.float32), None, None)
                                  for _, lt, rt, gt in shrink_board(pairs)]

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from two_pass_adaptive import KS, goal_violation, rule_camera_setting  # noqa: E402
 
 from scene_perception.evaluation.board_plane import (  # noqa: E402
+    BOARD_MAX_DISPARITY,
     MAX_PLANE_RMS,
     plane_reference,
     rectified_chessboard,
@@ -56,7 +57,6 @@ PIXEL6 = (2.8475, 0.190792, 0.065798, 0.263812, -0.026041, 1.196897, 0.291425,
 PIXEL7 = (2.8475, 0.105409, -0.008406, -0.117192, -0.027523, 2.364725, 0.19827, 0.558337,
           -2.242736, -4.078694, -1.283845, 0.0, -0.857607, -0.6952)
 #: rule_pixel8.md's constants (the plane's own: evaluation.board_plane).
-MAX_DISPARITY = 256.0
 TIE = 0.005
 
 
@@ -106,7 +106,7 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     pipe = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                  compute_points=False).pipeline
-    pipe.max_disparity = MAX_DISPARITY
+    pipe.max_disparity = BOARD_MAX_DISPARITY
     settings = candidates(pipe.local_refinement)
     with tempfile.TemporaryDirectory() as tmp:
         pairs = rectified_chessboard(args.chessboard_dir, tmp)
@@ -168,7 +168,7 @@ def board_scores(args: argparse.Namespace) -> dict[str, Any]:
            for k, v in accuracy.items()}
     return {"accuracy": acc, "ablation": {k: pool_metrics(v) for k, v in ablation.items()},
             "pairs": per_pair,
-            "max_plane_rms": args.max_plane_rms, "max_disparity": MAX_DISPARITY,
+            "max_plane_rms": args.max_plane_rms, "max_disparity": BOARD_MAX_DISPARITY,
             "settings": {k: list(cfg.two_pass_std_pixel) for k, cfg in settings.items()},
             "error": {"median": float(np.median(e)), "mean": float(np.mean(e)),
                       "over_2px": float(np.mean(e > 2.0))},
@@ -193,7 +193,7 @@ def method_disparities(pipe: Any, left: np.ndarray, right: np.ndarray, default: 
         alone = pipe(left, right).disparity
     finally:
         pipe.local_refinement = kept
-    sparse = SGBMMatcher(MAX_DISPARITY)(left, right)
+    sparse = SGBMMatcher(BOARD_MAX_DISPARITY)(left, right)
     return {"ours (default pipeline)": default, "ours, no SGBM candidate": no_candidate,
             "ours, network alone": alone, "SGBM_3WAY sparse": sparse,
             "SGBM_3WAY filled": fill_holes_background(sparse)}

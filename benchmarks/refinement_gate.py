@@ -41,6 +41,7 @@ from two_pass_adaptive import KS, cpu_pipeline, frame_args, frame_parser, pct, r
 
 from scene_perception.data.conditions import render_condition  # noqa: E402
 from scene_perception.data.splits import held_out_seeds  # noqa: E402
+from scene_perception.evaluation.board_plane import BOARD_MAX_DISPARITY  # noqa: E402
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ CLOSED = 1e-9
 OUTPUTS = ("refined", "network")
 #: Board sets and the max_disparity each is run at (None = the network's): the 640x480 pairs as
 #: ``refinement_rule.py`` scores them, and shrunk to 320x240 (``evaluation/board_plane.shrink_board``).
-BOARD_RANGES = {"board 640x480": 256.0, "board 320x240": None}
+BOARD_RANGES = {"board 640x480": BOARD_MAX_DISPARITY, "board 320x240": None}
 #: The rule's limits.
 EXACT_EPE_SLACK, EXACT_BAD2_SLACK = 0.03, 0.3
 MIN_GAIN, TIE = 3.0, 0.1

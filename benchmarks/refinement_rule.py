@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import local_refinement_sweep as sweep  # noqa: E402
 
 from scene_perception.evaluation.board_plane import (  # noqa: E402
+    BOARD_MAX_DISPARITY,
     MAX_PLANE_RMS,
     plane_pairs,
 )
@@ -51,7 +52,6 @@ from scene_perception.pipelines.local_refinement_config import (  # noqa: E402
 )
 
 #: rule.md's constants.
-MAX_DISPARITY = 256.0
 EPE_SLACK_PX = 0.03
 BAD2_SLACK = 0.3
 AUSE_SLACK = 0.02
@@ -113,7 +113,7 @@ def board_scores(args: argparse.Namespace, settings: dict[str, LocalRefinementCo
     torch.set_num_threads(args.threads)
     pipe = build_stereo_pipeline(args.model, args.weights, backend="torch", device="cpu",
                                  compute_points=False).pipeline
-    pipe.max_disparity = MAX_DISPARITY
+    pipe.max_disparity = BOARD_MAX_DISPARITY
     per: dict[str, list[dict[str, float]]] = {k: [] for k in settings}
     errors: dict[str, list[np.ndarray]] = {k: [] for k in settings}
     stds: dict[str, list[np.ndarray]] = {k: [] for k in settings}
@@ -181,7 +181,7 @@ def decide(board: dict[str, Any], synthetic: dict[str, dict[str, Any]], rule: in
 def markdown(res: dict[str, Any]) -> str:
     board, synth = res["board"], res["synthetic"]
     lines = [f"chessboard pairs scored: {' '.join(board['pairs'])} (plane RMS <= {MAX_PLANE_RMS} px, range "
-             f"{MAX_DISPARITY:g}, two refinements); validation: {res['pairs']} pairs per condition\n",
+             f"{BOARD_MAX_DISPARITY:g}, two refinements); validation: {res['pairs']} pairs per condition\n",
              "| setting | exact: EPE px / bad-2 % / AUSE | camera: EPE px / bad-2 % / AUSE | board: EPE px / "
              "bad-1 / bad-2 / bad-3 % | board std coverage 1 / 2 / 3 % | eligible |",
              "|---|---|---|---|---|---|"]

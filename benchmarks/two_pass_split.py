@@ -49,7 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 K_GRID = tuple(round(0.80 + 0.05 * i, 2) for i in range(15))
 U_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(15))
 PROBE_U = 0.5
-BOARD_MAX_DISPARITY = 256.0
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
@@ -91,7 +90,7 @@ def collect(args: Any, pipe: Any, base: Any) -> list[dict[str, Any]]:
         gt = np.where(s.nonoccluded, s.disparity, np.nan)
         frames.append(frame_record(pipe, base, s.left, s.right, gt, rng, seed=seed, condition=condition))
     if not args.quick:
-        from scene_perception.evaluation.board_plane import plane_pairs
+        from scene_perception.evaluation.board_plane import BOARD_MAX_DISPARITY, plane_pairs
 
         for name, left, right, ref in plane_pairs(args.chessboard_dir):
             frames.append(frame_record(pipe, base, left, right, ref["reference"], BOARD_MAX_DISPARITY,

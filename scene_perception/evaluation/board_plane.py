@@ -96,6 +96,9 @@ def plane_pairs(src: str | Path, max_rms: float = MAX_PLANE_RMS
     return out
 
 
+#: The full-size (640x480) pairs are searched to this many px: their board spans 100-204 px of disparity, past
+#: lite's 128, so the pipeline refines them twice (rule_pixel8.md, refinement_rule.py's rules).
+BOARD_MAX_DISPARITY = 256.0
 #: 640x480 -> 320x240: the board's 100-204 px of disparity become 50-102, inside lite's 128 (one refinement).
 BOARD_SCALE = 0.5
 
