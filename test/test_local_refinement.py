@@ -33,16 +33,23 @@ def _texture(seed: int = 0, blur: float = 1.2) -> np.ndarray:
     return cv2.GaussianBlur(noise, (0, 0), blur)
 
 
-def _pair(disparity: float, seed: int = 0, blur: float = 1.2) -> tuple[torch.Tensor, torch.Tensor]:
-    """left(x) = right(x - d) for a constant, fractional d (both cut from one texture)."""
-    tex = _texture(seed, blur)
+def _views(tex: np.ndarray, disparity: float) -> tuple[np.ndarray, np.ndarray]:
+    """left(x) = right(x - d) for a constant, fractional d, both cut (bilinear) from ``tex`` (H, W + 64)."""
     xs = np.arange(W, dtype=np.float32) + 32.0
     grid_x = np.tile(xs, (H, 1))
     grid_y = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
-    left = cv2.remap(tex, grid_x, grid_y, cv2.INTER_LINEAR)
-    right = cv2.remap(tex, grid_x + disparity, grid_y, cv2.INTER_LINEAR)
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].repeat(1, 3, 1, 1)  # noqa: E731
-    return to_t(left), to_t(right)
+    return (cv2.remap(tex, grid_x, grid_y, cv2.INTER_LINEAR),
+            cv2.remap(tex, grid_x + disparity, grid_y, cv2.INTER_LINEAR))
+
+
+def _tensors(*views: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """(H, W) grey views as (1, 3, H, W) tensors."""
+    return tuple(torch.from_numpy(np.ascontiguousarray(v))[None, None].repeat(1, 3, 1, 1) for v in views)
+
+
+def _pair(disparity: float, seed: int = 0, blur: float = 1.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """left(x) = right(x - d) for a constant, fractional d (both cut from one texture)."""
+    return _tensors(*_views(_texture(seed, blur), disparity))
 
 
 def _const(value: float) -> torch.Tensor:
@@ -219,8 +226,7 @@ def _step_pair(
     xs = us
     left = np.where(xs >= edge, cv2.remap(front, xs + 32.0, ys, cv2.INTER_LINEAR),
                     cv2.remap(back, xs + 32.0, ys, cv2.INTER_LINEAR))
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].repeat(1, 3, 1, 1)  # noqa: E731
-    return to_t(left), to_t(right)
+    return _tensors(left, right)
 
 
 def test_shiftable_window_repairs_pixels_next_to_a_depth_edge() -> None:
@@ -360,11 +366,7 @@ def _periodic_pair(disparity: float, period: int, seed: int = 3) -> tuple[torch.
     rng = np.random.default_rng(seed)
     tile = cv2.GaussianBlur(rng.random((H, period)).astype(np.float32), (0, 0), 1.2)
     tex = np.tile(tile, (1, (W + 64) // period + 2))
-    xs = np.tile(np.arange(W, dtype=np.float32) + 32.0, (H, 1))
-    ys = np.repeat(np.arange(H, dtype=np.float32)[:, None], W, axis=1)
-    views = [cv2.remap(tex, xs + shift, ys, cv2.INTER_LINEAR) for shift in (0.0, disparity)]
-    views = [v + rng.normal(0.0, 0.01, v.shape).astype(np.float32) for v in views]
-    return tuple(torch.from_numpy(np.ascontiguousarray(v))[None, None].repeat(1, 3, 1, 1) for v in views)
+    return _tensors(*(v + rng.normal(0.0, 0.01, v.shape).astype(np.float32) for v in _views(tex, disparity)))
 
 
 def test_a_far_candidate_must_win_by_the_margin_and_a_clear_one_still_does() -> None:
