@@ -338,6 +338,35 @@ def test_strips_give_the_one_pass_result(monkeypatch: pytest.MonkeyPatch) -> Non
         assert (whole_changed == strips_changed).float().mean() > 0.99
 
 
+def test_zncc_is_the_textbook_form_to_the_bit() -> None:
+    """The in-place, preallocated ZNCC of the inner loop computes exactly the plain formula: the same
+    operations in the same order.  Why to the bit: the refinement is chaotic under rounding (near-tie
+    candidates), and a fused multiply-add in the variance alone moved 10 % of a 320x240 frame's pixels by
+    more than 0.01 px and 0.5 % by more than 0.5 px (docs/refinement.md, Cost), a change no speed-up may
+    make silently."""
+    import torch.nn.functional as F
+
+    import scene_perception.pipelines.local_refinement as lr
+
+    left, right = _pair(9.4, seed=3)
+    grey_l, grey_r = lr._grey(left), lr._grey(right)
+    mean_l, var_l = lr._window_mean_var(grey_l, 7)
+    fields = 9.4 + torch.linspace(-4.0, 4.0, 9).view(9, 1, 1) + 0.3 * torch.rand(9, H, W)
+    k = fields.shape[0]
+    xs = torch.arange(W, dtype=torch.float32).view(1, 1, W)
+    ys = torch.arange(H, dtype=torch.float32).view(1, H, 1).expand(k, H, W)
+    grid = torch.stack([(xs - fields) * (2.0 / (W - 1)) - 1.0, ys * (2.0 / (H - 1)) - 1.0], dim=-1)
+    warped = F.grid_sample(grey_r.expand(k, 1, H, W), grid, mode="bilinear", padding_mode="border",
+                           align_corners=True).view(1, k, H, W)
+    stacked = torch.cat([warped, warped * warped, grey_l * warped], dim=1)
+    mean_r, mean_rr, mean_lr = lr._box(stacked, 7).split(k, 1)
+    var_r = (mean_rr - mean_r * mean_r).clamp_min(0.0)
+    textbook = (mean_lr - mean_l * mean_r) / torch.sqrt(var_l * var_r + 1e-12)
+    for shift in (0, 3):
+        assert torch.equal(lr._zncc(grey_l, grey_r, mean_l, var_l, fields, 7, shift),
+                           lr._shift_max(textbook, shift))
+
+
 def test_a_candidate_repairs_gross_errors_no_search_reaches_and_a_wrong_one_is_refused() -> None:
     """The SGBM candidate in miniature: a 120 px wide block 15 px off, wider than propagation reaches in
     the default 3 rounds (8 px per round from each side)."""

@@ -67,6 +67,7 @@ def _box(x: Tensor, window: int) -> Tensor:
         # on Ampere and later), and ZNCC from box sums (E[x^2] - E[x]^2) cannot afford that rounding.
         return F.avg_pool2d(padded, window, stride=1)
     kernel = torch.full((c, 1, window, window), 1.0 / (window * window), dtype=x.dtype, device=x.device)
+    # A no-op when ``x`` is already channels-last (replicate padding keeps the layout): _zncc builds it so.
     return F.conv2d(padded.contiguous(memory_format=torch.channels_last), kernel, groups=c)
 
 
@@ -170,8 +171,9 @@ def zncc_at(left: Tensor, right: Tensor, disparity: Tensor, window: int) -> tupl
     mean_l, var_l = _window_mean_var(grey_l, window)
     d = disparity.float()
     finite = torch.isfinite(d)
-    score, in_image = _zncc(grey_l, grey_r, mean_l, var_l, torch.where(finite, d, 0.0)[0], window)
-    return score, finite & in_image, var_l
+    field = torch.where(finite, d, 0.0)[0]
+    score = _zncc(grey_l, grey_r, mean_l, var_l, field, window)
+    return score, finite & _samples_in_image(field), var_l
 
 
 def refine_disparity_locally(
@@ -280,26 +282,47 @@ def _by_strips(
 
 
 def _zncc(grey_l: Tensor, grey_r: Tensor, mean_l: Tensor, var_l: Tensor, fields: Tensor,
-          window: int, shift: int = 0) -> tuple[Tensor, Tensor]:
+          window: int, shift: int = 0) -> Tensor:
     """ZNCC of the left image with the right one warped by each of K disparity fields (K, H, W).
 
-    Returns the (1, K, H, W) scores (each the best over windows shifted up to ``shift`` px) and a
-    (1, 1, H, W) mask of pixels whose every sample lies in the image.
+    Returns the (1, K, H, W) scores, each the best over windows shifted up to ``shift`` px (channels-last
+    on every device: the box filter's layout; readers do not care).  This is the refinement's inner loop
+    (about 90 % of its CPU time), so it writes into preallocated buffers and works in place, but runs the
+    textbook form's operations in its order: the result is the same to the bit (tested), and the
+    refinement 15-21 % faster on a CPU (``benchmarks/refinement_speed.py``).
     """
     k, h, w = fields.shape
-    xs = torch.arange(w, device=grey_l.device, dtype=torch.float32).view(1, 1, w)
-    x_src = xs - fields  # (K, H, W): where each field samples the right image
-    ys = torch.arange(h, device=grey_l.device, dtype=torch.float32).view(1, h, 1).expand(k, h, w)
-    grid = torch.stack([x_src * (2.0 / max(w - 1, 1)) - 1.0, ys * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+    dev = fields.device
+    # grid_sample's normalised coordinates (align_corners): x of the sample in the right image, and the row.
+    grid = torch.empty(k, h, w, 2, device=dev)
+    grid_x = grid[..., 0]
+    torch.sub(torch.arange(w, device=dev, dtype=torch.float32), fields, out=grid_x)
+    grid_x.mul_(2.0 / max(w - 1, 1)).sub_(1.0)
+    rows = torch.arange(h, device=dev, dtype=torch.float32) * (2.0 / max(h - 1, 1)) - 1.0
+    grid[..., 1].copy_(rows.view(1, h, 1))
     warped = F.grid_sample(grey_r.expand(k, 1, h, w), grid, mode="bilinear", padding_mode="border",
                            align_corners=True).view(1, k, h, w)
-    # One filtering pass over all fields: [right, right^2, left*right] x K channels.
-    stats = _box(torch.cat([warped, warped * warped, grey_l * warped], dim=1), window)
-    mean_r, mean_rr, mean_lr = stats.split(k, dim=1)
-    var_r = (mean_rr - mean_r * mean_r).clamp_min(0.0)
-    zncc = (mean_lr - mean_l * mean_r) / torch.sqrt(var_l * var_r + 1e-12)
-    in_image = ((x_src >= 0) & (x_src <= w - 1)).all(dim=0)[None, None]
-    return _shift_max(zncc, shift), in_image
+    # One filtering pass over all fields: [right, right^2, left*right] x K channels, stacked straight into
+    # the channels-last layout the CPU box filter wants (no extra copy).
+    stacked = torch.empty(1, 3 * k, h, w, device=dev, memory_format=torch.channels_last)
+    stacked[:, :k] = warped
+    torch.mul(warped, warped, out=stacked[:, k:2 * k])
+    torch.mul(grey_l, warped, out=stacked[:, 2 * k:])
+    mean_r, mean_rr, mean_lr = _box(stacked, window).split(k, dim=1)
+    # In place, but operation for operation the plain form's (no fused multiply-add: ZNCC from box sums is
+    # ill-conditioned in weak texture, and a changed rounding flips near-ties between candidates).
+    var_r = mean_r * mean_r
+    torch.sub(mean_rr, var_r, out=var_r).clamp_min_(0.0)  # E[r^2] - E[r]^2
+    covariance = mean_l * mean_r
+    torch.sub(mean_lr, covariance, out=covariance)  # E[lr] - E[l] E[r]
+    zncc = covariance.div_(var_r.mul_(var_l).add_(1e-12).sqrt_())
+    return _shift_max(zncc, shift)
+
+
+def _samples_in_image(fields: Tensor) -> Tensor:
+    """(1, 1, H, W): where every one of the K fields (K, H, W) samples inside the right image."""
+    x_src = torch.arange(fields.shape[-1], device=fields.device, dtype=torch.float32) - fields
+    return ((x_src >= 0) & (x_src <= fields.shape[-1] - 1)).all(dim=0)[None, None]
 
 
 def _neighbour_fields(field: Tensor, steps: list[tuple[int, int]]) -> Tensor:
@@ -355,7 +378,7 @@ def _keep_best(
     ``min_zncc`` and the left window is textured.  With ``margin`` (1, K, H, W), field k is usable only
     where its ZNCC beats field 0's by at least that.  Returns ``(disparity, accepted mask)``."""
     grey_l, grey_r, mean_l, var_l, textured = images
-    zncc, _ = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
+    zncc = _zncc(grey_l, grey_r, mean_l, var_l, fields, cfg.window, _shift(cfg))
     usable = usable.clone()
     if margin is not None:
         usable &= zncc >= zncc[:, :1] + margin
@@ -380,8 +403,10 @@ def _search(
 
     offsets = torch.arange(-cfg.radius - 1, cfg.radius + 2, device=grey_l.device, dtype=torch.float32)
     k = offsets.numel()
-    zncc, in_image = _zncc(grey_l, grey_r, mean_l, var_l, base[0] + offsets.view(k, 1, 1), win,
-                           _shift(cfg))
+    fields = base[0] + offsets.view(k, 1, 1)
+    zncc = _zncc(grey_l, grey_r, mean_l, var_l, fields, win, _shift(cfg))
+    # The offsets are sorted and rounding is monotonic, so the outermost two fields decide for all K.
+    in_image = _samples_in_image(fields[[0, k - 1]])
     best_score, best = zncc.max(dim=1, keepdim=True)
     centre = best.clamp(1, k - 2)
     c_minus = zncc.gather(1, centre - 1)
