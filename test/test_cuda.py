@@ -10,9 +10,12 @@ pair, the model as shipped, i.e. with its regression window):
   a pixel whose two best modes tie within rounding may legitimately choose the other mode, hence not 100 %).
 * CUDA fp16 / bf16 (autocast convs, fp32 soft arg-min): mean |delta| <= :data:`MIXED_MEAN_PX` (the issue's
   goal) and 99 % of pixels within :data:`MIXED_P99_PX`.
-* The whole pipeline (network + local refinement + validity + depth) on CUDA fp32 against CPU: 99 % of
-  valid pixels within :data:`PIPELINE_PX`, validity agrees on 99 %: ZNCC near-ties in weakly textured
-  windows may choose another offset (see ``pipelines/local_refinement.py``, ``_by_strips``).
+* The whole pipeline (network + local refinement + validity + depth) on CUDA fp32 against CPU: the contract
+  of ``device_parity.py`` (validity agrees on 99 %, EPE and bad-2 against the render's GT within 0.03 px and
+  0.3 point, median |difference| <= 0.01 px), and one refinement round from the same start pixel by pixel
+  (98 % within 0.01 px).  Not "99 % of pixels within 0.05 px" (the first H200 run: 84.7 %): the refinement is
+  chaotic under rounding, and on a CPU the box filter summed in CUDA's order alone leaves 78-88 % there
+  (``test_device_parity.py`` checks the contract on a CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from device_parity import one_round, pipeline_parity_failures, round_parity_failures
 
 from scene_perception.data.procedural import StereoSample, make_stereo_sample
 from scene_perception.engines.torch_engine import TorchEngine
@@ -36,7 +40,6 @@ pytestmark = pytest.mark.skipif(not CUDA, reason="requires a CUDA GPU (tools/gpu
 FP32_PX = 0.01
 MIXED_MEAN_PX = 0.05
 MIXED_P99_PX = 0.5
-PIPELINE_PX = 0.05
 H, W = 256, 320
 
 
@@ -113,22 +116,39 @@ def test_cuda_graph_replay_equals_eager(lite) -> None:
 
 
 def test_pipeline_on_cuda_matches_cpu(lite, sample, pair) -> None:
+    import dataclasses
+
+    from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
+
     cpu = StereoDepthPipeline(lite)(pair[0], pair[1], sample.camera)
-    gpu_pipe = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="fp32"))
+    # The same algorithm on both: a CPU pipeline offers the SGBM candidate by default, a GPU one only when
+    # asked (``sgbm_on_accelerator``); without it the outputs differ by design, not by device.
+    same = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, sgbm_on_accelerator=True)
+    gpu_pipe = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="fp32"), local_refinement=same)
     gpu = gpu_pipe(pair[0], pair[1], sample.camera)
     assert gpu.inference_ms > 0 and gpu.refinement_ms > 0
+    assert pipeline_parity_failures(cpu, gpu, sample) == []
     both = cpu.valid & gpu.valid
-    assert float((cpu.valid == gpu.valid).mean()) >= 0.99
-    diff = np.abs(cpu.disparity[both] - gpu.disparity[both])
-    assert float((diff <= PIPELINE_PX).mean()) >= 0.99
     np.testing.assert_allclose(gpu.depth[both], cpu.depth[both], rtol=0.02)
     assert gpu.points is not None and np.isnan(gpu.points[~gpu.valid]).all()
     # Mixed precision and CUDA graphs through the whole pipeline: same contract, close to fp32.
-    fast = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="bf16", cuda_graphs=True))
+    # (bf16 moves the network by ~0.04 px on average; on a CPU, bf16 through the pipeline: 0.050 px mean.)
+    fast = StereoDepthPipeline(TorchEngine(lite, device="cuda", precision="bf16", cuda_graphs=True),
+                               local_refinement=same)
     res = fast(pair[0], pair[1], sample.camera)
     assert res.disparity.dtype == np.float32
     both = res.valid & gpu.valid
     assert float(np.mean(np.abs(res.disparity[both] - gpu.disparity[both]))) <= MIXED_MEAN_PX * 2
+
+
+def test_one_refinement_round_on_cuda_matches_cpu(lite, pair) -> None:
+    """One search round (no propagation, no candidate) from the CPU network's disparity: rounding alone
+    separates the devices here, so nearly every pixel must agree (``device_parity.round_parity_failures``)."""
+    start = StereoDepthPipeline(lite, local_refinement=None)(pair[0], pair[1]).disparity
+    start_t = torch.from_numpy(start)[None, None]
+    want = one_round(image_to_tensor(pair[0]), image_to_tensor(pair[1]), start_t)
+    got = one_round(image_to_tensor(pair[0], "cuda"), image_to_tensor(pair[1], "cuda"), start_t.cuda())
+    assert round_parity_failures(want, got) == []
 
 
 def test_far_head_on_cuda_agrees_with_cpu() -> None:
