@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import json
 import math
 import tempfile
 import time
@@ -49,7 +48,7 @@ from scene_perception.data.augment import CAMERA_EFFECTS, augment_pair
 from scene_perception.data.datasets import DatasetError
 from scene_perception.data.procedural import SceneConfig, make_stereo_sample
 from scene_perception.data.splits import held_out_seeds
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.evaluation.board_plane import plane_reference, rectified_chessboard
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 from scene_perception.models.weights import ModelLoadError, load_far_head, load_stereo_model
@@ -327,8 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "reasons": bad_adapter.counters.reasons, "rounds": len(bad_rounds),
                               "weights_unchanged": bad_unchanged}}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(args.json, results)
     return results
 
 

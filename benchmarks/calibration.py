@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.evaluation.calibration import (
     coverage,
     ellipsoid_coverage,
@@ -1430,19 +1430,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown(results))
     if args.figures is not None:
         # Write the numbers first: a figure that fails must not lose a run of minutes.
-        write_json(args.json, results)
+        write_results(args.json, results)
         results["figures"] = save_figures(args.figures, results)
-    write_json(args.json, results)
+    write_results(args.json, results)
     return results
 
 
-def write_json(path: Path | None, results: dict[str, Any]) -> None:
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
     """``results`` as JSON (NaN / inf as null) at ``path``; nothing when None."""
     if path is not None:
         from scene_perception.evaluation.dataset_eval import json_safe
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(json_safe(results), indent=1) + "\n", encoding="utf-8")
+        write_json(path, json_safe(results))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 
 from scene_perception.data.conditions import condition_renders
 from scene_perception.data.datasets.real_pairs import RealPair, load_real_pairs, range_from_width
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.evaluation.board_plane import BOARD_MAX_DISPARITY, plane_pairs, shrink_board
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["seconds"] = time.perf_counter() - t0
     print("\n" + markdown(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
     return res
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from two_pass_adaptive import KS, goal_violation, rule_camera_setting  # noqa: E402
 
+from scene_perception.evaluation.benchmarking import write_json  # noqa: E402
 from scene_perception.evaluation.board_plane import (  # noqa: E402
     BOARD_MAX_DISPARITY,
     MAX_PLANE_RMS,
@@ -331,8 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["seconds"] = time.perf_counter() - t0
     print(markdown(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
         print(f"wrote {args.json}", file=sys.stderr)
     return res
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import statistics
 import sys
@@ -50,7 +49,7 @@ from scene_perception.engines.cache import model_digest
 from scene_perception.engines.onnx_export import padded_size
 from scene_perception.engines.select import BackendChoice, create_engine, probe
 from scene_perception.engines.torch_engine import TorchEngine
-from scene_perception.evaluation.benchmarking import PeakRSS, parse_size
+from scene_perception.evaluation.benchmarking import PeakRSS, parse_size, write_json
 from scene_perception.evaluation.benchmarking import random_texture_pair as texture_pair
 from scene_perception.models.gcnet import CONFIGS, GCNet
 from scene_perception.models.weights import stereo_config
@@ -375,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(best: {best['backend']} {best['ms_median']:.1f} ms with {args.threads} threads)"
         )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows, indent=2)
         print(f"wrote {args.json}")
     return 0
 

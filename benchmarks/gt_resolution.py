@@ -27,7 +27,6 @@ the default pipeline). Evaluation only: nothing is tuned on either pair.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from scene_perception.data.datasets.real_pairs import range_from_width  # noqa: E402
+from scene_perception.evaluation.benchmarking import write_json  # noqa: E402
 from scene_perception.evaluation.calibration import coverage, expected_coverage  # noqa: E402
 
 KS = (1.0, 2.0, 3.0)
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["seconds"] = time.perf_counter() - t0
     print(markdown(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
     return res
 
 

@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -42,7 +41,7 @@ import torch
 from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.evaluation.dataset_eval import json_safe
 from scene_perception.evaluation.metrics import disparity_metrics
 from scene_perception.evaluation.uncertainty import ause
@@ -399,8 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["wall_s"] = time.perf_counter() - t_start
     print(f"\nwall time {results['wall_s']:.0f} s")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(results), indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, json_safe(results))
         print(f"results: {args.json}")
     return results
 

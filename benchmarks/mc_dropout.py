@@ -14,7 +14,6 @@ memory on CUDA.  Rows go to ``--json`` after each sample count, so a killed run 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from scene_perception.data.procedural import make_stereo_sample
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.pipelines.scene import ScenePipeline
 
 
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  mc_samples {n}: p50 {row['p50_ms']:.2f} ms, p95 {row['p95_ms']:.2f} ms"
               + (f", peak {row['peak_mem_mb']} MB" if cuda else ""), flush=True)
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+            write_json(args.json, rows)
     return 0
 
 

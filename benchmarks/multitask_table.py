@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nLearned task sigmas (homoscedastic): "
               + ", ".join(f"{k} {v:.4g}" for k, v in learned.items()))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        from scene_perception.evaluation.benchmarking import write_json
+
+        write_json(args.json, results)
     return 0
 
 

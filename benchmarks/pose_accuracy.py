@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from scene_perception.data.pose_frames import bag_synth_settings, load_pose_frames
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.evaluation.pose import (
     fit_block_scale,
     format_metrics_table,
@@ -195,8 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python benchmarks/pose_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["command"] = command
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, results, indent=2)
     for spec in args.update_card:
         name, _, card_path = spec.partition("=")
         if name not in results["rows"]:

@@ -26,7 +26,6 @@ pairs (640x480, range 256, two refinements; the plane as the reference).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm import tqdm
 
 from scene_perception.data.conditions import render_condition
 from scene_perception.data.splits import held_out_seeds
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.evaluation.board_plane import plane_pairs
 from scene_perception.evaluation.metrics import disparity_metrics, pool_metrics
 from scene_perception.pipelines import view_agreement
@@ -182,8 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "seconds": time.perf_counter() - t0}
     print(markdown(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
         print(f"wrote {args.json}", file=sys.stderr)
     return res
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import local_refinement_sweep as sweep  # noqa: E402
 
+from scene_perception.evaluation.benchmarking import write_json  # noqa: E402
 from scene_perception.evaluation.board_plane import (  # noqa: E402
     BOARD_MAX_DISPARITY,
     MAX_PLANE_RMS,
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["seconds"] = time.perf_counter() - t0
     print("\n" + markdown(res))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
         print(f"wrote {args.json}", file=sys.stderr)
     return res
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import scene_perception.pipelines.stereo_depth as stereo_depth
 import scene_perception.pipelines.view_agreement as view_agreement
 from scene_perception.data.conditions import render_condition
 from scene_perception.data.splits import held_out_seeds
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.pipelines import local_refinement
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
@@ -160,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {w}x{h} whole pipeline, ms median: {row['pipeline']['ms_median']}; pipeline / "
                       f"network: {row['pipeline']['pipeline_over_network']}", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "threads": args.threads,
-                                         "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+        record = {"command": " ".join(sys.argv), "threads": args.threads, "torch": torch.__version__,
+                  "rows": rows}
+        write_json(args.json, record, indent=2)
     return 0
 
 

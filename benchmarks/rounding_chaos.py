@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch.nn import functional as F
 import scene_perception.pipelines.local_refinement as lr
 from scene_perception.data.procedural import StereoSample, make_stereo_sample
 from scene_perception.engines.torch_engine import TorchEngine
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['epe_changed']} | {r['bad2_reference']} / {r['bad2_changed']} "
                       f"| {r['one_round_within_0.01_pct']} |", flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+        write_json(args.json, {"command": " ".join(sys.argv), "rows": rows}, indent=2)
     return 0
 
 

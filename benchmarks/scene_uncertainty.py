@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {"tasks": tasks, "uncertainty": unc, "command": command.strip(),
               "heldout_seeds": args.heldout_seeds, "frames_per_seed": args.frames_per_seed}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        from scene_perception.evaluation.benchmarking import write_json
+
+        write_json(args.json, record)
     if args.update_card:
         from scene_perception.models.weights import load_scene_model
 

@@ -46,7 +46,7 @@ import torch
 from scene_perception.data.datasets.real_pairs import RealPair, load_aloe, load_motorcycle, range_from_width
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.data.splits import check_held_out, held_out_seeds
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.evaluation.dataset_eval import json_safe
 from scene_perception.evaluation.metrics import (
     disparity_metrics,
@@ -518,8 +518,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.figure is not None and aloe is not None:
         print(f"\nfigure: {args.figure}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, json_safe(results), indent=2)
         print(f"results: {args.json}")
     if args.update_card is not None:
         update_card(args.update_card, results, argv if argv is not None else sys.argv[1:])

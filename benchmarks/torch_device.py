@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import statistics
 import time
@@ -44,7 +43,7 @@ import torch
 from scene_perception.data.procedural import make_stereo_sample
 from scene_perception.engines.onnx_export import padded_size
 from scene_perception.engines.torch_engine import TorchEngine
-from scene_perception.evaluation.benchmarking import parse_size
+from scene_perception.evaluation.benchmarking import parse_size, write_json
 from scene_perception.models.weights import ModelLoadError, load_far_head, load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.stereo_depth import DEFAULT_LOCAL_REFINEMENT, StereoDepthPipeline
@@ -208,8 +207,7 @@ def run_cells(cells: list[Cell], runner: Runner, budget_s: float, json_path: Pat
             row["cell_s"] = round(time.monotonic() - t0, 1)
         rows.append(row)
         if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(rows, indent=1) + "\n")
+            write_json(json_path, rows)
         yield row
 
 

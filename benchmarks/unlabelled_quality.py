@@ -21,7 +21,6 @@ replace GT (see ``docs/adaptation.md``: on periodic textures a one-period-off ma
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from scene_perception.data.datasets.folder import StereoFolder
+from scene_perception.evaluation.benchmarking import write_json
 from scene_perception.evaluation.dataset_eval import json_safe
 from scene_perception.pipelines.quality import assess_arrays, flipped_pair
 from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "command": "python benchmarks/unlabelled_quality.py " + " ".join(argv or sys.argv[1:]),
                "rows": rows}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, json_safe(results), indent=2)
     return results
 
 

@@ -1,5 +1,5 @@
-"""Helpers the benchmark scripts (``benchmarks/*.py``) share: a size argument, a matchable test pair and
-peak-memory measurement.
+"""Helpers the benchmark scripts (``benchmarks/*.py``) share: a size argument, a matchable test pair,
+peak-memory measurement and writing a result file.
 
 They live in the package rather than in one script that the others import, so each script runs on its own
 (``python benchmarks/engines.py``) without putting ``benchmarks/`` on ``sys.path``.  No ROS, no project
@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["PeakRSS", "parse_size", "random_texture_pair", "status_kb"]
+__all__ = ["PeakRSS", "parse_size", "random_texture_pair", "status_kb", "write_json"]
+
+
+def write_json(path: str | Path, payload: Any, indent: int = 1) -> Path:
+    """Write ``payload`` as JSON (UTF-8, a final newline) to ``path``, creating its folder; returns the path.
+    Every ``--json`` result file goes through here, so they all read the same way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=indent) + "\n", encoding="utf-8")
+    return path
 
 
 def parse_size(text: str) -> tuple[int, int]:
