@@ -208,6 +208,7 @@ def test_calibration_scores_motorcycle_at_native_input(tmp_path: Path) -> None:
     never scored on the validation split."""
     from evalutil import write_motorcycle_standin
 
+    from scene_perception.evaluation.occlusion import occluded_from_disparity
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
     from scene_perception.pipelines.stereo_factory import build_stereo_pipeline
 
@@ -219,15 +220,21 @@ def test_calibration_scores_motorcycle_at_native_input(tmp_path: Path) -> None:
     args = bench.parse_args(["--sections", "disparity", "--motorcycle-dir", str(moto), "--aloe-dir", ""])
     assert bench.run_aloe(args, pipe, DEFAULT_LOCAL_REFINEMENT) is None
     m = bench.run_motorcycle(args, pipe, DEFAULT_LOCAL_REFINEMENT)
-    assert m is not None and m["size"] == [96, 160] and set(m) == {"size", "pixels", "native"}
+    assert m is not None and m["size"] == [96, 160]
+    assert set(m) == {"size", "pixels", "occluded_share", "native"}
     native = m["native"]
     assert native["input"] == [96, 160] and native["range"] == 32 and native["refinements"] == 1
     for key in ("network", "pipeline"):
         assert native[key]["pixels"] == int(np.isfinite(s.disparity).sum())
         assert all(0.0 <= v <= 1.0 for v in native[key]["coverage"]["observed"])
+    # The non-occluded row scores the GT's own visible pixels: fewer, and as many as the ordering leaves.
+    hidden = occluded_from_disparity(s.disparity)
+    assert 0.0 < m["occluded_share"] < 0.5
+    assert native["pipeline_nonoccluded"]["pixels"] == int((np.isfinite(s.disparity) & ~hidden).sum())
     assert pipe.max_disparity is None  # restored for whatever runs next
     text = "\n".join(bench.real_pair_lines("Middlebury 2014 Motorcycle", m))
     assert "Middlebury 2014 Motorcycle 160x96" in text and "160x96 input, range 32, 1 refinement" in text
+    assert "non-occluded pixels only" in text
     val = bench.parse_args(["--split", "validation", "--motorcycle-dir", str(moto)])
     assert val.motorcycle_dir == Path("") and val.aloe_dir == Path("")
     val.motorcycle_dir = moto  # even pointed at the data, a validation run never loads it

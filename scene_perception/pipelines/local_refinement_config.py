@@ -175,6 +175,12 @@ class LocalRefinementConfig:
         one_pass_unchanged_scale: (0 .. 1], multiplies the std of the pixels a single refinement left
             unchanged (after the floor, and times the factor in the ``all`` form): those pixels keep the
             network's own std, whose size the refinement's update never touched (fitted: 0.95).
+        occlusion_std_scale: >= 1, multiplies the published std (after the one- or two-pass steps) where
+            the refined disparity, by the ordering constraint (``pipelines/occlusion.py``), is hidden from
+            the right camera: such a pixel has no photometric evidence, its value is the network's guess.
+            Why: every other std step was fitted on non-occluded pixels, and on validation renders the
+            occluded published pixels held 57-80 % of their errors within 2 std
+            (``benchmarks/results/2026-12-07_cpu/occluded_pixels/rule.md``).  1 = off.
         max_view_residual: 0 = off. Otherwise a frame whose median 1 - ZNCC at the network's own disparity
             (window ``window``, textured pixels; at the network's resolution) exceeds this is not refined at
             all: the network's output and std are published as they are. Why: through a camera's effects and
@@ -248,6 +254,7 @@ class LocalRefinementConfig:
     one_pass_std_pixels: str = "changed"
     one_pass_std_min_factor: float = 0.5
     one_pass_unchanged_scale: float = 0.95
+    occlusion_std_scale: float = 1.0
     max_view_residual: float = 0.0
     sgbm_candidate: bool = True
     candidate_far_px: float = 8.0
@@ -322,6 +329,8 @@ class LocalRefinementConfig:
         for name in ("one_pass_std_min_factor", "one_pass_unchanged_scale"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 1.0 <= self.occlusion_std_scale <= 100.0:
+            raise ValueError(f"occlusion_std_scale must be in [1, 100], got {self.occlusion_std_scale}")
         if not 0.0 <= self.max_view_residual <= 2.0:
             raise ValueError(f"max_view_residual must be in [0, 2] (0 = off), got {self.max_view_residual}")
 

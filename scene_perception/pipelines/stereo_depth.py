@@ -24,6 +24,7 @@ from scene_perception.pipelines import view_agreement
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
+from scene_perception.pipelines.occlusion import occluded_by_ordering
 from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.pipelines.validity_defaults import (
     DEFAULT_EXTEND_RANGE,
@@ -448,6 +449,15 @@ class StereoDepthPipeline:
             log_scale = torch.where(changed, log_scale, log_scale + math.log(unchanged))
         return log_scale, factor, value
 
+    def _occlusion_std(self, log_scale: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+        """``occlusion_std_scale`` (in log) where the refined ``disparity`` is hidden from the right camera
+        (``pipelines/occlusion.py``); the input itself when the refinement is off or the scale is 1."""
+        cfg = self.local_refinement
+        if cfg is None or cfg.occlusion_std_scale == 1.0:
+            return log_scale
+        hidden = occluded_by_ordering(disparity)
+        return torch.where(hidden, log_scale + math.log(cfg.occlusion_std_scale), log_scale)
+
     def refine(
         self, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, disparity_std: np.ndarray,
         max_disparity: float | None = None,
@@ -554,6 +564,8 @@ class StereoDepthPipeline:
             elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
                     log_scale_t, left_t, right_t, disparity_t, changed_t)
+            if not gated:
+                log_scale_t = self._occlusion_std(log_scale_t, disparity_t)
             timer.mark()  # the local refinement, its SGBM candidate (or the part not overlapped) included
             min_disparity = self.effective_min_disparity(camera)
             outputs = self._finish(disparity_t[0, 0], log_scale_t[0, 0], saturated_t[0, 0], left_t, camera,

@@ -471,6 +471,15 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.occlusion_std_scale",
+        _REFINE.occlusion_std_scale,
+        "Multiplies the std where the refined disparity is hidden from the right camera (ordering "
+        "constraint; 1 = off; docs/calibration.md).",
+        1.0,
+        100.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.max_view_residual",
         _REFINE.max_view_residual,
         "0 = off. Otherwise frames whose median 1 - ZNCC at the network's own disparity exceeds this are not "
