@@ -17,8 +17,14 @@ occluded ones too, and on validation renders those held 57-80 % of their errors 
 ``--real`` (Aloe 1282x1110 and Motorcycle 741x500 at their native inputs, refined twice, every published
 pixel with GT) it decides nothing.
 
+``--joint`` applies ``occluded_pixels/rule_joint.md`` instead: ``occlusion_std_scale`` f and
+``two_pass_unchanged_scale`` u on one grid (frames refined twice run a second time with u 0.5 to find the
+pixels u multiplies), scored on every published pixel and on the non-occluded ones; ``--setting F,U`` reports.
+
     python benchmarks/occluded_std.py --json benchmarks/results/2026-12-07_cpu/occluded_pixels/fit.json
     python benchmarks/occluded_std.py --split test --setting 4 --real
+    python benchmarks/occluded_std.py --joint \
+        --json benchmarks/results/2026-12-07_cpu/occluded_pixels/joint.json
     python benchmarks/occluded_std.py --quick       # smoke run: tiny pairs, no board
 """
 
@@ -50,6 +56,11 @@ from scene_perception.pipelines.occlusion import occluded_by_ordering  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 #: The rule's grid (rule.md, written before the run); today = 1.
 GRID = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
+#: rule_joint.md's grid; today = (1, 0.35).
+JOINT_F = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
+JOINT_U = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.70, 0.80, 1.00)
+TODAY_U = 0.35
+PROBE_U = 0.5
 ONCE_RANGE = 96.0
 TWICE_RANGES = (192.0, 256.0)
 
@@ -58,13 +69,20 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p = frame_parser(__doc__.split("\n\n")[0], "exact,nuisance,camera,rig")
     p.set_defaults(pairs=15)
     p.add_argument("--chessboard-dir", type=Path, default=REPO / ".cache/eval/chessboard")
-    p.add_argument("--setting", type=float, default=None, metavar="F",
-                   help="report this occlusion_std_scale against today instead of choosing one")
+    p.add_argument("--setting", default=None, metavar="F[,U]",
+                   help="report this occlusion_std_scale (and, with --joint, two_pass_unchanged_scale) "
+                        "against today instead of choosing one")
+    p.add_argument("--joint", action="store_true", help="rule_joint.md: f and u on one grid")
     p.add_argument("--real", action="store_true", help="also Aloe and Motorcycle (test data: report only)")
     p.add_argument("--eval-dir", type=Path, default=REPO / ".cache/eval")
     args = frame_args(p, argv)
     if args.real and args.setting is None:
         p.error("--real reports a --setting; real pairs with GT never take part in a choice")
+    if args.setting is not None:
+        values = [float(v) for v in args.setting.split(",")]
+        if len(values) != (2 if args.joint else 1):
+            p.error("--setting takes F, or F,U with --joint")
+        args.setting = (values[0], values[1] if args.joint else None)
     args.once, args.twice = (ONCE_RANGE,), TWICE_RANGES
     if args.quick:
         args.once, args.twice = (40.0,), (160.0,)
@@ -77,18 +95,27 @@ def with_scale(base: Any, f: float) -> Any:
 
 def frame_record(pipe: Any, left: np.ndarray, right: np.ndarray, gt: np.ndarray, max_disparity: float,
                  nonoccluded: np.ndarray | None = None, **info: Any) -> dict[str, Any]:
-    """One frame through today's pipeline: |error| and std on its published pixels with GT, where its own
-    disparity is hidden (the pixels the scale multiplies) and, for a render, where the truth is visible."""
+    """One frame through the pipeline as set: |error| and std on its published pixels with GT, where its own
+    disparity is hidden (the pixels the scale multiplies), for a render where the truth is visible, and (in
+    the joint rule's base setting, u 1) where the second refinement left the pixel unchanged."""
     import torch
 
     pipe.max_disparity = max_disparity
     r = pipe(left, right)
+    base = pipe.local_refinement
+    unchanged = np.zeros(r.disparity.shape, bool)
+    if r.scale < 1.0 and base.two_pass_unchanged_scale == 1.0:
+        pipe.local_refinement = dataclasses.replace(base, two_pass_unchanged_scale=PROBE_U)
+        probe = pipe(left, right)
+        pipe.local_refinement = base
+        unchanged = probe.disparity_std < 0.75 * r.disparity_std
     pipe.max_disparity = None
     ok = r.valid & np.isfinite(gt)
     hidden = occluded_by_ordering(torch.from_numpy(r.disparity)).numpy()
     record = {**info, "range": max_disparity, "refined": "once" if r.scale >= 1.0 else "twice",
               "error": np.abs(r.disparity - gt)[ok].astype(np.float64),
-              "std": r.disparity_std[ok].astype(np.float64), "hidden": hidden[ok]}
+              "std": r.disparity_std[ok].astype(np.float64), "hidden": hidden[ok],
+              "unchanged": unchanged[ok]}
     if nonoccluded is not None:
         record["visible"] = nonoccluded[ok]
     return record
@@ -137,20 +164,26 @@ def real_frames(args: Any, pipe: Any) -> list[dict[str, Any]]:
     return frames
 
 
-def coverage(frames: list[dict[str, Any]], f: float, visible_only: bool = False) -> list[float]:
-    """Share of the frames' pixels within 1 / 2 / 3 std with the hidden pixels' std x ``f``."""
+def scaled_std(fr: dict[str, Any], f: float, u: float = 1.0) -> np.ndarray:
+    """The frame's std, the hidden pixels' x ``f`` and (frames refined twice) the unchanged ones' x ``u``."""
+    return fr["std"] * np.where(fr["hidden"], f, 1.0) * np.where(fr["unchanged"], u, 1.0)
+
+
+def coverage(frames: list[dict[str, Any]], f: float, visible_only: bool = False, u: float = 1.0
+             ) -> list[float]:
+    """Share of the frames' pixels within 1 / 2 / 3 std with the std scaled by :func:`scaled_std`."""
     e, s = [], []
     for fr in frames:
         keep = fr["visible"] if visible_only else np.ones(fr["error"].shape, bool)
         e.append(fr["error"][keep])
-        s.append((fr["std"] * np.where(fr["hidden"], f, 1.0))[keep])
+        s.append(scaled_std(fr, f, u)[keep])
     err, std = np.concatenate(e), np.concatenate(s)
     return [float(np.mean(err <= k * std)) for k in KS]
 
 
-def pooled_ause(frames: list[dict[str, Any]], f: float) -> float:
+def pooled_ause(frames: list[dict[str, Any]], f: float, u: float = 1.0) -> float:
     e = np.concatenate([fr["error"] for fr in frames])
-    s = np.concatenate([fr["std"] * np.where(fr["hidden"], f, 1.0) for fr in frames])
+    s = np.concatenate([scaled_std(fr, f, u) for fr in frames])
     return float(ause(e, s)["ause"])
 
 
@@ -161,38 +194,52 @@ def sets_of(frames: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def fit(frames: list[dict[str, Any]], board: list[dict[str, Any]], setting: float | None = None
-        ) -> dict[str, Any]:
-    """The rule's steps 1-3 over :data:`GRID`; with ``setting``, that scale against today (no choice)."""
+def fit(frames: list[dict[str, Any]], board: list[dict[str, Any]], setting: tuple | None = None,
+        joint: bool = False) -> dict[str, Any]:
+    """The rule's steps 1-3 (rule.md over :data:`GRID`, or with ``joint`` rule_joint.md over
+    :data:`JOINT_F` x :data:`JOINT_U`); with ``setting`` (f, u), that setting against today (no choice)."""
     sets = sets_of(frames)
     boards = sets_of(board)
-    grid = GRID if setting is None else (1.0, setting)
+    today_fu = (1.0, TODAY_U) if joint else (1.0, 1.0)  # rule.md's base std already carries u 0.35
+    if setting is not None:
+        grid = [today_fu, (setting[0], setting[1] if joint else 1.0)]
+    elif joint:
+        grid = [(f, u) for f in JOINT_F for u in JOINT_U]
+        grid.remove(today_fu)
+        grid.insert(0, today_fu)
+    else:
+        grid = [(f, 1.0) for f in GRID]
 
-    def row(f: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"f": f, "sets": {}}
+    def row(f: float, u: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"f": f, "u": u, "sets": {}}
         for name, fs in sets.items():
-            cov, vis = coverage(fs, f), coverage(fs, f, visible_only=True)
+            cov, vis = coverage(fs, f, u=u), coverage(fs, f, visible_only=True, u=u)
             out["sets"][name] = {"coverage": cov, "violation": goal_violation(cov),
                                  "visible_coverage": vis, "visible_violation": goal_violation(vis),
                                  "hidden_share": float(np.mean(np.concatenate([fr["hidden"] for fr in fs])))}
-        out["board"] = {name: coverage(fs, f) for name, fs in boards.items()}
-        out["score"] = sum(v["violation"] for v in out["sets"].values())
+        out["board"] = {name: coverage(fs, f, u=u) for name, fs in boards.items()}
+        out["score"] = sum(v["violation"] + (v["visible_violation"] if joint else 0.0)
+                           for v in out["sets"].values())
         return out
 
-    rows = [row(f) for f in grid]
+    def closeness(r: dict[str, Any]) -> float:
+        return abs(np.log(r["f"])) + abs(np.log(r["u"] / today_fu[1]))
+
+    rows = [row(f, u) for f, u in grid]
     today = rows[0]
-    today["ause"] = pooled_ause(frames, 1.0)
+    today["ause"] = pooled_ause(frames, *today_fu)
     evaluated, chosen = [], None
-    order = rows[1:] if setting is not None else sorted(rows, key=lambda r: (round(r["score"], 3), r["f"]))
+    order = (rows[1:] if setting is not None
+             else sorted(rows, key=lambda r: (round(r["score"], 3), closeness(r))))
     for r in order:
-        r["ause"] = today["ause"] if r is today else pooled_ause(frames, r["f"])
-        evaluated.append({"f": r["f"], "score": r["score"], "ause": r["ause"]})
+        r["ause"] = today["ause"] if r is today else pooled_ause(frames, r["f"], r["u"])
+        evaluated.append({"f": r["f"], "u": r["u"], "score": r["score"], "ause": r["ause"]})
         if r["ause"] <= 1.01 * today["ause"] or setting is not None:
             chosen = r
             break
-    out: dict[str, Any] = {"frames": len(frames), "sets": list(sets), "today": today,
+    out: dict[str, Any] = {"frames": len(frames), "sets": list(sets), "joint": joint, "today": today,
                            "ause_evaluated": evaluated,
-                           "grid": [{"f": r["f"], "score": r["score"]} for r in rows]}
+                           "grid": [{"f": r["f"], "u": r["u"], "score": r["score"]} for r in rows]}
     if chosen is None:
         out.update(stop="no setting kept AUSE within 1 %")
         return out
@@ -204,16 +251,20 @@ def fit(frames: list[dict[str, Any]], board: list[dict[str, Any]], setting: floa
         "no_visible_set_worse_by_0.005": all(
             chosen["sets"][s]["visible_violation"] <= today["sets"][s]["visible_violation"] + 0.005
             for s in sets),
-        "board_2std_holds": all(chosen["board"][b][1] >= min(0.90, today["board"][b][1]) for b in boards),
+        "board_2std_holds": all(chosen["board"][b][1] >= min(0.90, today["board"][b][1])
+                                for b in boards if b.startswith("board")),
     }
     return out
 
 
-def pipeline_check(args: Any, pipe: Any, base: Any, frames: list[dict[str, Any]], f: float,
+def pipeline_check(args: Any, pipe: Any, base: Any, frames: list[dict[str, Any]], f: float, u: float | None,
                    want: list[float]) -> dict[str, Any]:
-    """The chosen scale through the pipeline on the render frames: pooled all-pixel shares vs numpy's."""
+    """The chosen setting through the pipeline on the render frames: pooled all-pixel shares vs numpy's."""
     h, w = args.size
-    pipe.local_refinement = with_scale(base, f)
+    cfg = with_scale(base, f)
+    if u is not None:
+        cfg = dataclasses.replace(cfg, two_pass_unchanged_scale=u)
+    pipe.local_refinement = cfg
     ratios = []
     for fr in frames:
         s = render_condition(fr["seed"], w, h, fr["range"], fr["condition"])
@@ -248,12 +299,13 @@ def markdown(res: dict[str, Any]) -> str:
         chosen = f" -> {pct(f['chosen']['board'][name])}" if "chosen" in f else ""
         pixels = "plane pixels" if name.startswith("board") else "published pixels with GT, test data"
         lines.append(f"\n{name} ({pixels}): today {pct(cov)}{chosen}")
-    lines.append(f"\nscore today {f['today']['score']:.4f}, AUSE {f['today']['ause']:.4f}")
+    lines.append(f"\nscore today (f {f['today']['f']}, u {f['today']['u']}) {f['today']['score']:.4f}, "
+                 f"AUSE {f['today']['ause']:.4f}")
     if "stop" in f:
         lines.append(f["stop"])
     else:
         ch = f["chosen"]
-        lines += [f"chosen f {ch['f']}: score {ch['score']:.4f}, AUSE {ch['ause']:.4f}",
+        lines += [f"chosen f {ch['f']}, u {ch['u']}: score {ch['score']:.4f}, AUSE {ch['ause']:.4f}",
                   f"checks: {f['checks']}"]
     if "pipeline_check" in res:
         pc = res["pipeline_check"]
@@ -267,22 +319,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     setup = cpu_pipeline(args)
     pipe = setup.pipeline
-    base = pipe.local_refinement
-    if base is None or base.occlusion_std_scale != 1.0:
-        raise SystemExit("error: the rule starts from today's default (occlusion_std_scale 1)")
+    today = pipe.local_refinement
+    if today is None or today.occlusion_std_scale != 1.0:
+        raise SystemExit("error: the rules start from today's default (occlusion_std_scale 1)")
+    # rule_joint.md records the std with u 1 and applies u in numpy; rule.md records today's std.
+    base = dataclasses.replace(today, two_pass_unchanged_scale=1.0) if args.joint else today
+    pipe.local_refinement = base
     t0 = time.perf_counter()
     frames = collect(args, pipe)
     board = [] if args.quick or args.split == "test" else board_frames(args, pipe)
     if args.real:
         board += real_frames(args, pipe)
+    pipe.local_refinement = today
+    rule = "rule_joint.md" if args.joint else "rule.md"
     res: dict[str, Any] = {"split": args.split, "size": list(args.size), "once": args.once,
                            "twice": args.twice, "pairs": args.pairs, "weights": setup.info.sha256,
-                           "rule": "benchmarks/results/2026-12-07_cpu/occluded_pixels/rule.md",
-                           "setting": args.setting, "fit": fit(frames, board, args.setting), "ship": False}
+                           "rule": f"benchmarks/results/2026-12-07_cpu/occluded_pixels/{rule}",
+                           "setting": args.setting, "fit": fit(frames, board, args.setting, args.joint),
+                           "ship": False}
     chosen = res["fit"].get("chosen")
-    if chosen is not None and chosen["f"] != 1.0 and args.setting is None:
-        pooled = coverage(frames, chosen["f"])
-        res["pipeline_check"] = pipeline_check(args, pipe, base, frames, chosen["f"], pooled)
+    changed = chosen is not None and (chosen["f"], chosen["u"]) != (res["fit"]["today"]["f"],
+                                                                    res["fit"]["today"]["u"])
+    if changed and args.setting is None:
+        pooled = coverage(frames, chosen["f"], u=chosen["u"])
+        res["pipeline_check"] = pipeline_check(args, pipe, today, frames, chosen["f"],
+                                               chosen["u"] if args.joint else None, pooled)
         res["ship"] = bool(all(res["fit"]["checks"].values()) and res["pipeline_check"]["holds"]
                            and args.split == "validation")
     return report(res, args, markdown, t0)

@@ -73,3 +73,19 @@ def test_occluded_std_script_quick_runs() -> None:
     if "chosen" in fit and fit["chosen"]["f"] != 1.0:
         assert res["pipeline_check"]["holds"]
         assert fit["chosen"]["score"] <= fit["today"]["score"]
+
+
+def test_joint_rule_reproduces_today_from_the_u1_base_and_reports_a_setting() -> None:
+    """rule_joint.md records the std with u 1 and applies u in numpy: its today row (f 1, u 0.35) must equal
+    rule.md's today, which ran the pipeline as shipped; ``--setting`` reports the pair it is given."""
+    bench = load_benchmark("occluded_std")
+    single = bench.main(["--quick", "--threads", "1", "--conditions", "exact", "--setting", "2"])["fit"]
+    joint = bench.main(["--quick", "--threads", "1", "--conditions", "exact", "--joint",
+                        "--setting", "2,0.5"])["fit"]
+    for name in single["sets"]:
+        want = single["today"]["sets"][name]["coverage"]
+        assert joint["today"]["sets"][name]["coverage"] == pytest.approx(want, abs=1e-3)  # float rounding
+    assert (joint["chosen"]["f"], joint["chosen"]["u"]) == (2.0, 0.5)
+    assert (single["chosen"]["f"], single["chosen"]["u"]) == (2.0, 1.0)
+    once = "exact, once"  # u never touches frames refined once
+    assert joint["chosen"]["sets"][once]["coverage"] == single["chosen"]["sets"][once]["coverage"]
