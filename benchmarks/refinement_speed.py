@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -65,11 +66,15 @@ def baseline_module(rev: str, workdir: Path) -> ModuleType:
     return module
 
 
-def inputs(height: int, width: int) -> tuple[torch.Tensor, ...]:
-    """Left, right, the shipped network's disparity and the SGBM candidate for one validation render."""
-    sample = render_condition(held_out_seeds(1, "validation")[0], width, height, min(0.25 * width, 96.0),
-                              "camera")
-    network = build_stereo_pipeline("lite", local_refinement=None, compute_points=False).pipeline
+def render(height: int, width: int) -> Any:
+    """The one validation render (through a camera) both measurements use at this size."""
+    seed = held_out_seeds(1, "validation")[0]
+    return render_condition(seed, width, height, min(0.25 * width, 96.0), "camera")
+
+
+def inputs(sample: Any, network: Any) -> tuple[torch.Tensor, ...]:
+    """Left, right, the shipped network's disparity (``network``: the pipeline without refinement) and the
+    SGBM candidate for ``sample``."""
     start = network(sample.left, sample.right).disparity
     candidate = SGBMMatcher(FALLBACK_MAX_DISPARITY).match_full_width(sample.left, sample.right)
     start_t = torch.from_numpy(np.ascontiguousarray(start))[None, None]
@@ -77,19 +82,29 @@ def inputs(height: int, width: int) -> tuple[torch.Tensor, ...]:
     return image_to_tensor(sample.left), image_to_tensor(sample.right), start_t, candidate_t
 
 
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int
+                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """ms of each call per repeat, one call of each in turn (after one warm-up round), so drift on a shared
+    machine hits all alike; returns the times and each call's last result."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    outputs: dict[str, Any] = {}
+    for i in range(repeats + 1):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            outputs[name] = call()
+            if i:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return times, outputs
+
+
 def compare(modules: dict[str, ModuleType], args_: tuple[torch.Tensor, ...], repeats: int) -> dict[str, Any]:
-    """Interleaved timing (one call of each per repeat, after one warm-up) and the outputs' difference."""
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    outputs = {}
+    """Interleaved timing of each module's refinement on the same inputs, and the outputs' difference."""
     left, right, start_disparity, candidate = args_
+    calls = {name: (lambda m=module: m.refine_disparity_locally(left, right, start_disparity,
+                                                                DEFAULT_LOCAL_REFINEMENT, candidate))
+             for name, module in modules.items()}
     with torch.inference_mode():
-        for i in range(repeats + 1):
-            for name, module in modules.items():
-                start = time.perf_counter()
-                outputs[name] = module.refine_disparity_locally(left, right, start_disparity,
-                                                                DEFAULT_LOCAL_REFINEMENT, candidate)
-                if i:
-                    times[name].append((time.perf_counter() - start) * 1000.0)
+        times, outputs = interleaved(calls, repeats)
     (d0, c0), (d1, c1) = outputs.values()
     row: dict[str, Any] = {name: {"median_ms": round(statistics.median(t), 2), "min_ms": round(min(t), 2)}
                            for name, t in times.items()}
@@ -100,28 +115,20 @@ def compare(modules: dict[str, ModuleType], args_: tuple[torch.Tensor, ...], rep
     return row
 
 
-def time_pipelines(modules: dict[str, ModuleType], height: int, width: int, repeats: int) -> dict[str, Any]:
-    """Median ms of the default pipeline with each module's refinement, and of the network alone."""
-    sample = render_condition(held_out_seeds(1, "validation")[0], width, height, min(0.25 * width, 96.0),
-                              "camera")
-    full = build_stereo_pipeline("lite", compute_points=False).pipeline
-    alone = build_stereo_pipeline("lite", local_refinement=None, compute_points=False).pipeline
+def time_pipelines(modules: dict[str, ModuleType], sample: Any, full: Any, alone: Any, repeats: int
+                   ) -> dict[str, Any]:
+    """Median ms of the default pipeline ``full`` with each module's refinement, and of ``alone`` (the
+    network alone), on ``sample``."""
     saved = stereo_depth.refine_disparity_locally, view_agreement.zncc_at
-    runs: dict[str, Any] = {"network alone": lambda: alone(sample.left, sample.right)}
+    calls: dict[str, Callable[[], Any]] = {"network alone": lambda: alone(sample.left, sample.right)}
     for name, module in modules.items():
         def run(module: ModuleType = module) -> None:
             stereo_depth.refine_disparity_locally, view_agreement.zncc_at = (module.refine_disparity_locally,
                                                                             module.zncc_at)
             full(sample.left, sample.right)
-        runs[f"pipeline, {name}"] = run
-    times: dict[str, list[float]] = {name: [] for name in runs}
+        calls[f"pipeline, {name}"] = run
     try:
-        for i in range(repeats + 1):
-            for name, call in runs.items():
-                start = time.perf_counter()
-                call()
-                if i:
-                    times[name].append((time.perf_counter() - start) * 1000.0)
+        times, _ = interleaved(calls, repeats)
     finally:
         stereo_depth.refine_disparity_locally, view_agreement.zncc_at = saved
     medians = {name: round(statistics.median(t), 1) for name, t in times.items()}
@@ -141,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    full = build_stereo_pipeline("lite", compute_points=False).pipeline
+    alone = build_stereo_pipeline("lite", local_refinement=None, compute_points=False).pipeline
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         modules = {args.baseline: baseline_module(args.baseline, Path(tmp)), "today": local_refinement}
@@ -148,14 +157,15 @@ def main(argv: list[str] | None = None) -> int:
               f"| bit-identical |\n|---|---|---|---|---|---|")
         for size in args.sizes:
             h, w = parse_size(size)
-            row = {"size": f"{w}x{h}", **compare(modules, inputs(h, w), args.repeats)}
+            sample = render(h, w)
+            row = {"size": f"{w}x{h}", **compare(modules, inputs(sample, alone), args.repeats)}
             rows.append(row)
             base, today = row[args.baseline], row["today"]
             print(f"| {w}x{h} | {base['median_ms']} / {base['min_ms']} | {today['median_ms']} / "
                   f"{today['min_ms']} | {row['ratio']} | {row['max_abs_difference_px']:.3g} "
                   f"| {row['bit_identical']} |", flush=True)
             if args.pipeline:
-                row["pipeline"] = time_pipelines(modules, h, w, args.repeats)
+                row["pipeline"] = time_pipelines(modules, sample, full, alone, args.repeats)
                 print(f"  {w}x{h} whole pipeline, ms median: {row['pipeline']['ms_median']}; pipeline / "
                       f"network: {row['pipeline']['pipeline_over_network']}", flush=True)
     if args.json:
