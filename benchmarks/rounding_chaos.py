@@ -39,6 +39,7 @@ import scene_perception.pipelines.local_refinement as lr
 from scene_perception.data.procedural import StereoSample, make_stereo_sample
 from scene_perception.engines.torch_engine import TorchEngine
 from scene_perception.evaluation.benchmarking import write_json
+from scene_perception.evaluation.metrics import disparity_metrics
 from scene_perception.models.weights import load_stereo_model
 from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
@@ -94,8 +95,13 @@ class NoisyNetwork(TorchEngine):
 
 def accuracy(result: StereoDepthResult, sample: StereoSample) -> tuple[float, float]:
     """EPE px and bad-2 % on the non-occluded pixels ``result`` publishes."""
-    error = np.abs(result.disparity - sample.disparity)[result.valid & sample.nonoccluded]
-    return float(error.mean()), 100.0 * float((error > 2.0).mean())
+    m = disparity_metrics(result.disparity, sample.disparity, result.valid & sample.nonoccluded)
+    return m["epe"], m["bad2"]
+
+
+def one_round(left: torch.Tensor, right: torch.Tensor, start: torch.Tensor) -> np.ndarray:
+    """:data:`ONE_ROUND` from ``start`` on the tensors' device, as a numpy (H, W) array."""
+    return lr.refine_disparity_locally(left, right, start, ONE_ROUND)[0][0, 0].cpu().numpy()
 
 
 def compare(model: torch.nn.Module, seed: int) -> list[dict[str, Any]]:
@@ -105,7 +111,7 @@ def compare(model: torch.nn.Module, seed: int) -> list[dict[str, Any]]:
     reference = StereoDepthPipeline(TorchEngine(model))(sample.left, sample.right)
     raw = StereoDepthPipeline(TorchEngine(model), local_refinement=None)(sample.left, sample.right)
     start = torch.from_numpy(raw.disparity)[None, None]
-    round_ref = lr.refine_disparity_locally(left, right, start, ONE_ROUND)[0][0, 0].numpy()
+    round_ref = one_round(left, right, start)
     runs: dict[str, tuple[Callable[[torch.Tensor, int], torch.Tensor], TorchEngine]] = {
         "avg_pool2d box": (pool_box, TorchEngine(model)),
         "network +-1e-4 px": (lr._box, NoisyNetwork(model, 1e-4)),
@@ -115,7 +121,7 @@ def compare(model: torch.nn.Module, seed: int) -> list[dict[str, Any]]:
     for name, (box, engine) in runs.items():
         with box_filter(box):
             other = StereoDepthPipeline(engine)(sample.left, sample.right)
-            round_other = lr.refine_disparity_locally(left, right, start, ONE_ROUND)[0][0, 0].numpy()
+            round_other = one_round(left, right, start)
         both = reference.valid & other.valid
         diff = np.abs(reference.disparity - other.disparity)[both]
         finite = np.isfinite(round_ref) & np.isfinite(round_other)

@@ -19,11 +19,9 @@ every pair.  Numbers: ``python benchmarks/rounding_chaos.py --seeds 4242 1 2 3``
 from __future__ import annotations
 
 import numpy as np
-import torch
 from evalutil import load_benchmark
 
 from scene_perception.data.procedural import StereoSample
-from scene_perception.pipelines.local_refinement import refine_disparity_locally
 from scene_perception.pipelines.stereo_depth import StereoDepthResult
 
 #: The probe behind the numbers here (its emulated boxes serve test_device_parity.py too).
@@ -66,9 +64,8 @@ def pipeline_parity_failures(reference: StereoDepthResult, other: StereoDepthRes
     return failures
 
 
-def one_round(left: torch.Tensor, right: torch.Tensor, start: torch.Tensor) -> np.ndarray:
-    """:data:`ONE_ROUND` from ``start`` on the tensors' device, as a numpy (H, W) array."""
-    return refine_disparity_locally(left, right, start, ONE_ROUND)[0][0, 0].cpu().numpy()
+#: One round on the tensors' device, as numpy: the probe's own.
+one_round = CHAOS.one_round
 
 
 def round_parity_failures(reference: np.ndarray, other: np.ndarray) -> list[str]:
