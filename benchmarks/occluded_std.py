@@ -48,6 +48,7 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     pct,
     report,
 )
+from two_pass_split import unchanged_by_second_pass  # noqa: E402  (a sibling script)
 
 from scene_perception.data.conditions import condition_renders, render_condition  # noqa: E402
 from scene_perception.evaluation.uncertainty import ause  # noqa: E402
@@ -60,7 +61,6 @@ GRID = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 JOINT_F = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 JOINT_U = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.70, 0.80, 1.00)
 TODAY_U = 0.35
-PROBE_U = 0.5
 ONCE_RANGE = 96.0
 TWICE_RANGES = (192.0, 256.0)
 
@@ -102,13 +102,9 @@ def frame_record(pipe: Any, left: np.ndarray, right: np.ndarray, gt: np.ndarray,
 
     pipe.max_disparity = max_disparity
     r = pipe(left, right)
-    base = pipe.local_refinement
     unchanged = np.zeros(r.disparity.shape, bool)
-    if r.scale < 1.0 and base.two_pass_unchanged_scale == 1.0:
-        pipe.local_refinement = dataclasses.replace(base, two_pass_unchanged_scale=PROBE_U)
-        probe = pipe(left, right)
-        pipe.local_refinement = base
-        unchanged = probe.disparity_std < 0.75 * r.disparity_std
+    if r.scale < 1.0 and pipe.local_refinement.two_pass_unchanged_scale == 1.0:
+        unchanged = unchanged_by_second_pass(pipe, left, right, r)
     pipe.max_disparity = None
     ok = r.valid & np.isfinite(gt)
     hidden = occluded_by_ordering(torch.from_numpy(r.disparity)).numpy()

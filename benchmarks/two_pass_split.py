@@ -68,18 +68,32 @@ def frame_record(pipe: Any, base: Any, left: np.ndarray, right: np.ndarray, gt: 
     pipe.max_disparity = max_disparity
     pipe.local_refinement = base
     r = pipe(left, right)
-    pipe.local_refinement = with_scales(base, 1.0, PROBE_U)
-    rp = pipe(left, right)
+    if r.scale >= 1.0:
+        raise RuntimeError("the frame was not refined twice")
+    unchanged_map = unchanged_by_second_pass(pipe, left, right, r)
     pipe.max_disparity = None
-    if r.scale >= 1.0 or not np.array_equal(r.disparity, rp.disparity, equal_nan=True):
-        raise RuntimeError("the frame was not refined twice, or the probe changed the disparity")
     ok = np.isfinite(gt) & (gt > 0) & np.isfinite(r.disparity) & np.isfinite(r.disparity_std)
     err = np.abs(r.disparity - gt)[ok].astype(np.float64)
     std = r.disparity_std[ok].astype(np.float64)
-    unchanged = rp.disparity_std[ok] < 0.75 * r.disparity_std[ok]
+    unchanged = unchanged_map[ok]
     ratio = err / np.maximum(std, 1e-12)
     return {**info, "range": max_disparity, "error": err, "std": std, "unchanged": unchanged,
             "ratio_changed": np.sort(ratio[~unchanged]), "ratio_unchanged": np.sort(ratio[unchanged])}
+
+
+def unchanged_by_second_pass(pipe: Any, left: np.ndarray, right: np.ndarray, result: Any) -> np.ndarray:
+    """Bool (H, W): the pixels the second refinement left unchanged in ``result``, a frame refined twice by
+    ``pipe`` as set now with ``two_pass_unchanged_scale`` 1.  Read by running the frame again with it at
+    :data:`PROBE_U`: their std shrinks, nothing else moves (checked)."""
+    base = pipe.local_refinement
+    pipe.local_refinement = dataclasses.replace(base, two_pass_unchanged_scale=PROBE_U)
+    try:
+        probe = pipe(left, right)
+    finally:
+        pipe.local_refinement = base
+    if not np.array_equal(result.disparity, probe.disparity, equal_nan=True):
+        raise RuntimeError("the probe changed the disparity")
+    return probe.disparity_std < 0.75 * result.disparity_std
 
 
 def collect(args: Any, pipe: Any, base: Any) -> list[dict[str, Any]]:
