@@ -7,8 +7,9 @@ Motorcycle (741x500, native size; both evaluation only, ``tools/fetch_eval_data.
 (network + local refinement) clean and under simulated failures, and the run reports:
 
 * per-frame Spearman rank correlation between the GT-free numbers (photometric error p50, left-right
-  inconsistent %) and the true error (EPE, bad-2 on non-occluded pixels), over the clean frames and over
-  all frames (clean + failures);
+  inconsistent %, SGBM-disagreeing %: the valid pixels the pipeline's own SGBM candidate answered and
+  contradicts by more than 2 px) and the true error (EPE, bad-2 on non-occluded pixels), over the clean
+  frames and over all frames (clean + failures);
 * AUSE (``evaluation/uncertainty.py``) of the per-pixel confidence map (``1 - confidence`` as the
   uncertainty), next to the network's own predicted std, over the valid non-occluded pixels;
 * a table of the quality numbers per condition with the true EPE beside them;
@@ -145,7 +146,8 @@ def frame(pipeline: StereoDepthPipeline, left: Image, right: Image, gt: np.ndarr
     result = pipeline(left, right)
     frame_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
-    unique = assess_arrays(left, right, result.disparity, result.valid, pipeline.device, want_confidence=True)
+    unique = assess_arrays(left, right, result.disparity, result.valid, pipeline.device, want_confidence=True,
+                           second_opinion=result.sgbm_disparity)
     quality_ms = (time.perf_counter() - t0) * 1e3
     t0 = time.perf_counter()
     mirrored = pipeline(*flipped_pair(left, right))
@@ -168,6 +170,7 @@ def frame(pipeline: StereoDepthPipeline, left: Image, right: Image, gt: np.ndarr
         "lr_inconsistent_uniqueness": 100.0 * (1.0 - unique.lr_consistent),
         "lr_inconsistent_network": 100.0 * (1.0 - network.lr_consistent),
         "vertical_offset": unique.vertical_offset_px,
+        "sgbm_disagreeing": 100.0 * (1.0 - unique.sgbm_agreement),
         "ause_conf_uniqueness": conf_ause(unique),
         "ause_conf_network": conf_ause(network),
         "ause_network_std": ause(error, result.disparity_std[scored])["ause"] if error.size else math.nan,
@@ -202,7 +205,8 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 SIGNALS = (("photometric_p50", "photometric error p50"),
            ("lr_inconsistent_uniqueness", "LR-inconsistent % (uniqueness)"),
-           ("lr_inconsistent_network", "LR-inconsistent % (network)"))
+           ("lr_inconsistent_network", "LR-inconsistent % (network)"),
+           ("sgbm_disagreeing", "SGBM-disagreeing %"))
 
 
 def correlations(frames: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -230,6 +234,26 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
     out["unknown_frames"] = float(sum(1 for r in rows if not math.isfinite(r["photometric_p50"])))
     # The vertical offset has its own "unknown" (fewer than 20 matched corners): its mean is over the rest.
     out["vertical_unknown"] = float(sum(1 for r in rows if not math.isfinite(r["vertical_offset"])))
+    return out
+
+
+def warn_defaults(clean: list[dict[str, Any]]) -> dict[str, float]:
+    """The WARN defaults' rules applied to these clean frames (they decide on ``--split validation
+    --nuisance``; elsewhere they only report): the share thresholds are the 5th percentile minus 10 points,
+    rounded down to a multiple of 5; the photometric one is twice the 95th percentile."""
+    def finite(key: str, flip: bool) -> np.ndarray:
+        v = np.array([100.0 - f[key] if flip else f[key] for f in clean], np.float64)
+        return v[np.isfinite(v)]
+
+    out: dict[str, float] = {}
+    for name, key in (("lr_consistent_warn", "lr_inconsistent_network"),
+                      ("sgbm_agreement_warn", "sgbm_disagreeing")):
+        v = finite(key, True)
+        p5 = float(np.percentile(v, 5)) if v.size else math.nan
+        out[f"{name}_p5"] = p5
+        out[name] = 5.0 * math.floor((p5 - 10.0) / 5.0) if math.isfinite(p5) else math.nan
+    v = finite("photometric_p50", False)
+    out["photometric_p95_x2"] = 2.0 * float(np.percentile(v, 95)) if v.size else math.nan
     return out
 
 
@@ -285,11 +309,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def condition_table(summary: dict[str, dict[str, float]]) -> str:
     rows = [[name, fmt(s["epe"]), fmt(s["bad2"], 1), fmt(s["density"], 1), fmt(s["photometric_p50"], 4),
              fmt(100.0 - s["lr_inconsistent_uniqueness"], 1), fmt(100.0 - s["lr_inconsistent_network"], 1),
+             fmt(100.0 - s["sgbm_disagreeing"], 1),
              f"{fmt(s['vertical_offset'], 2)} ({int(s['vertical_unknown'])} unknown)",
              fmt(s["ause_conf_uniqueness"], 3), fmt(s["ause_conf_network"], 3),
              fmt(s["ause_network_std"], 3), str(int(s["unknown_frames"]))] for name, s in summary.items()]
     return table(["condition", "true EPE px", "true bad-2 %", "density %", "photometric p50",
-                  "LR-consistent % (uniqueness)", "LR-consistent % (network)",
+                  "LR-consistent % (uniqueness)", "LR-consistent % (network)", "SGBM-agreeing %",
                   "vertical offset px (frames unknown)", "AUSE conf (uniq.)", "AUSE conf (network)",
                   "AUSE network std", "photometric unknown"], rows)
 
@@ -371,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cost["ratio_network"] = statistics.median(f["quality_network_ms"] / f["frame_ms"] for f in clean)
         results[name] = {"frames": per, "summary": summary, "correlations": corr, "vertical": sweep,
                          "cost": cost}
+        if name == "synthetic":
+            results[name]["warn_defaults"] = warn_defaults(clean)
         h, w = frames[0][1].shape[:2]
         desc = (f"{len(frames)} held-out {args.split} pairs {w}x{h} (seeds {frames[0][0]}..{frames[-1][0]}"
                 f"{', photometric nuisance' if args.nuisance else ''})"
@@ -381,6 +408,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(condition_table(summary))
         print("\nSpearman rank correlation per frame, GT-free signal vs the true error (1 = same order):\n")
         print(correlation_table(corr))
+        if name == "synthetic":
+            w_ = results[name]["warn_defaults"]
+            print(f"\nWARN rules on these clean frames ({args.split}; they decide only on validation with "
+                  f"--nuisance): SGBM-agreeing 5th percentile {fmt(w_['sgbm_agreement_warn_p5'], 1)} % -> "
+                  f"{fmt(w_['sgbm_agreement_warn'], 0)} %; LR-consistent (network) 5th percentile "
+                  f"{fmt(w_['lr_consistent_warn_p5'], 1)} % -> {fmt(w_['lr_consistent_warn'], 0)} %; "
+                  f"photometric 2 x 95th percentile {fmt(w_['photometric_p95_x2'], 3)}")
         print("\nVertical offset estimate (px; + = right image content lower) for the right image moved "
               "down by dy:\n")
         print(table(["dy px", "mean", "min", "max"],

@@ -28,6 +28,7 @@ from rosutil import (
 from sensor_msgs.msg import Image
 
 from scene_perception.ros.codec import image_to_numpy
+from scene_perception.ros.live_quality import SGBM_KEY
 from scene_perception.ros.stereo_depth_node import StereoDepthNode
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -72,7 +73,7 @@ def values_after(harness: RosHarness, driver: Driver, frames: int) -> tuple[dict
 def test_quality_keys_confidence_and_vertical_offset(ros) -> None:
     harness, node, driver = ros
     values, _ = values_after(harness, driver, 0)
-    assert all(values[k] == "unknown" for k in KEYS), values  # nothing assessed yet: unknown, not 0
+    assert all(values[k] == "unknown" for k in (*KEYS, SGBM_KEY)), values  # nothing assessed: unknown, not 0
 
     left, right = shifted_pair(H, W, D, seed=4)
     driver.got["confidence"].clear()
@@ -83,6 +84,8 @@ def test_quality_keys_confidence_and_vertical_offset(ros) -> None:
     assert 0.0 <= photometric < node.params["quality.photometric_warn"], values
     assert node.params["quality.lr_consistent_warn"] < consistent <= 100.0, values
     assert abs(vertical) < 0.3, values
+    # The CPU pipeline's SGBM candidate, a second matcher, confirms the network's plane.
+    assert node.params["quality.sgbm_agreement_warn"] < float(values[SGBM_KEY]) <= 100.0, values
     assert values["quality frames"] == "3 (0 unknown)"
     assert float(values["quality p50 (ms)"]) > 0
     assert status.level == DiagnosticStatus.OK, status.message

@@ -19,6 +19,7 @@ from scene_perception.pipelines.quality import (
     FrameQuality,
     QualityConfig,
     QualityWindow,
+    agreement,
     assess,
     assess_arrays,
     confidence_map,
@@ -29,6 +30,7 @@ from scene_perception.pipelines.quality import (
     right_disparity_from_flipped,
     vertical_offset,
 )
+from scene_perception.ros.live_quality import SGBM_KEY, NodeQuality
 
 H, W, D = 96, 160, 8
 
@@ -237,3 +239,49 @@ def test_window_summarises_known_frames_only() -> None:
     assert window.vertical_offset_px() == pytest.approx(1.5)
     window.resize(1)
     assert window.photometric_p50() == pytest.approx(0.2)
+
+
+def test_agreement_counts_only_where_the_second_matcher_answered() -> None:
+    left, right, gt = constant_pair()
+    lt, rt, d, valid = tensors(left, right, gt)
+    other = d.clone()
+    other[..., :, :40] += 5.0  # a quarter of the columns contradicted by more than 2 px
+    other[..., :, 40:60] += 1.5  # within 2 px: agrees
+    other[..., :, 120:] = float("nan")  # no answer: neither agrees nor contradicts
+    # Of the 120 answered columns, 40 disagree.
+    expected = 80 / 120
+    assert agreement(d, valid, other)[0].item() == pytest.approx(expected)
+    q = assess(lt, rt, d, valid, second_opinion=other)[0]
+    assert q.sgbm_agreement == pytest.approx(expected)
+    assert assess_arrays(left, right, gt, np.ones_like(gt, dtype=bool),
+                         second_opinion=other[0, 0].numpy()).sgbm_agreement == pytest.approx(expected)
+    # Invalid published pixels are not scored: only the disagreeing columns valid -> 0 %.
+    only_left = valid.clone()
+    only_left[..., :, 40:] = False
+    assert agreement(d, only_left, other)[0].item() == 0.0
+    # Without a second opinion, or with fewer answered pixels than min_pixels: unknown, never 0 or 1.
+    assert math.isnan(assess(lt, rt, d, valid)[0].sgbm_agreement)
+    sparse = torch.full_like(d, float("nan"))
+    sparse[..., :4, :10] = d[..., :4, :10]  # 40 answered pixels < 64
+    assert math.isnan(agreement(d, valid, sparse)[0].item())
+
+
+def test_sgbm_agreement_in_the_node_summary_and_its_warning() -> None:
+    params = {"quality.enabled": True, "quality.publish_confidence": False, "quality.lr_check": "uniqueness",
+              "quality.every": 1, "quality.window": 3, "quality.photometric_warn": 0.25,
+              "quality.lr_consistent_warn": 55.0, "quality.vertical_offset_warn": 0.5,
+              "quality.sgbm_agreement_warn": 70.0}
+    network = NodeQuality(3, second_matcher=True)
+    values, warning = network.status(params)
+    assert values[SGBM_KEY] == "unknown" and warning == ""  # no frame with a candidate yet: not 0, no WARN
+    for share in (0.9, float("nan"), 0.8):
+        network.window.add(FrameQuality(0.01, 0.95, 0.0, 1000, sgbm_agreement=share))
+    values, warning = network.status(params)
+    assert values[SGBM_KEY] == "85.0" and warning == ""  # the mean of the frames that had one
+    network.window.add(FrameQuality(0.01, 0.95, 0.0, 1000, sgbm_agreement=0.3))
+    values, warning = network.status(params)
+    assert values[SGBM_KEY] == "55.0" and "SGBM agrees with 55.0 %" in warning
+    assert network.status({**params, "quality.sgbm_agreement_warn": 0.0})[1] == ""
+    # The SGBM baseline has no second matcher: no such key.
+    assert SGBM_KEY not in NodeQuality(3).status(params)[0]
+    assert network.status({**params, "quality.enabled": False})[0][SGBM_KEY] == "off"

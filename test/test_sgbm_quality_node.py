@@ -24,6 +24,7 @@ from rosutil import (
 from sensor_msgs.msg import Image
 
 from scene_perception.ros.codec import image_to_numpy
+from scene_perception.ros.live_quality import SGBM_KEY
 from scene_perception.ros.sgbm_node import SGBMDepthNode
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -69,6 +70,7 @@ def test_sgbm_reports_the_same_quality_keys_and_warns_on_a_vertical_offset(ros) 
     assert 0.0 <= float(values[KEYS[0]]) < node.params["quality.photometric_warn"], values
     assert node.params["quality.lr_consistent_warn"] < float(values[KEYS[1]]) <= 100.0, values
     assert abs(float(values[KEYS[2]])) < 0.3, values
+    assert SGBM_KEY not in values, values  # the baseline has no second matcher to ask
     assert status.level == DiagnosticStatus.OK, status.message
     assert values["uncertainty"].startswith("none")
 

@@ -1,5 +1,6 @@
 """GT-free live quality of a stereo disparity: photometric reprojection error, left-right consistency, a
-per-pixel confidence and the vertical misalignment of the rectified pair (issue 26 items 1-2).
+per-pixel confidence, the vertical misalignment of the rectified pair (issue 26 items 1-2) and the share a
+second matcher confirms (:func:`agreement`).
 
 Why: geometry gives a free signal.  If the disparity is right, the right image sampled at ``x - d`` looks like
 the left image (photometric reprojection error, the self-supervised training loss of
@@ -44,6 +45,7 @@ __all__ = [
     "FrameQuality",
     "QualityConfig",
     "QualityWindow",
+    "agreement",
     "assess",
     "assess_arrays",
     "confidence_map",
@@ -72,6 +74,8 @@ class QualityConfig:
             clamped to this range; a rig off by more reads ``+-R``).
         min_pixels: fewer valid pixels than this make every number unknown (NaN): a median of a handful of
             pixels is noise.
+        agreement_px: a published disparity agrees with a second matcher's (``second_opinion``) within this
+            many px (bad-2's threshold).
     """
 
     alpha: float = 0.85
@@ -81,6 +85,7 @@ class QualityConfig:
     lr_scale_px: float = 2.0
     vertical_range_px: int = 2
     min_pixels: int = 64
+    agreement_px: float = 2.0
 
 
 @dataclass
@@ -95,6 +100,9 @@ class FrameQuality:
         scored_pixels: how many pixels the photometric median is over.
         confidence: (H, W) per-pixel confidence in 0..1 on the device (0 where invalid), or None when not
             asked for.
+        sgbm_agreement: share (0..1) of the valid pixels where the second matcher (the pipeline's SGBM
+            candidate) answered whose disparity it confirms within ``agreement_px`` (:func:`agreement`);
+            NaN without a second opinion or with fewer than ``min_pixels`` such pixels.
     """
 
     photometric_p50: float
@@ -102,6 +110,7 @@ class FrameQuality:
     vertical_offset_px: float
     scored_pixels: int
     confidence: Tensor | None = None
+    sgbm_agreement: float = math.nan
 
     @property
     def known(self) -> bool:
@@ -120,6 +129,25 @@ def photometric_residual(left: Tensor, right: Tensor, disparity: Tensor, alpha: 
     l1 = (left - warped).abs().mean(1, keepdim=True)
     dssim = ((1.0 - ssim(left, warped)) / 2.0).mean(1, keepdim=True)
     return alpha * dssim + (1.0 - alpha) * l1, in_bounds & finite
+
+
+def agreement(disparity: Tensor, valid: Tensor, second_opinion: Tensor, threshold_px: float = 2.0,
+              min_pixels: int = 64) -> Tensor:
+    """(B,) share of the ``valid`` pixels where ``second_opinion`` (another matcher's disparity of the same
+    left view, NaN = no answer) answered that it confirms within ``threshold_px``; NaN below
+    ``min_pixels`` such pixels.
+
+    Why a second matcher: the photometric error and the left-right check judge a disparity by the images it
+    was computed from, so a confident wrong match can pass both.  OpenCV SGBM errs elsewhere than the network
+    (it checks its own answers: uniqueness, left-right, speckles) and, on a CPU, the local refinement has
+    already computed it as a candidate.  Where the refinement adopted SGBM's answer the two agree by
+    construction, so the share is a floor of how much the frame has in doubt, not an error rate.
+    """
+    answered = valid & torch.isfinite(second_opinion) & torch.isfinite(disparity)
+    agree = answered & ((disparity - second_opinion).abs() <= threshold_px)
+    n = answered.sum(dim=(1, 2, 3))
+    share = agree.sum(dim=(1, 2, 3)).float() / n.clamp(min=1).float()
+    return torch.where(n >= min_pixels, share, torch.full_like(share, float("nan")))
 
 
 def flipped_pair(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +323,8 @@ def _masked_median(values: Tensor, mask: Tensor) -> Tensor:
 
 def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
            right_disparity: Tensor | None = None, config: QualityConfig | None = None,
-           want_confidence: bool = False, want_vertical: bool = True) -> list[FrameQuality]:
+           want_confidence: bool = False, want_vertical: bool = True,
+           second_opinion: Tensor | None = None) -> list[FrameQuality]:
     """The GT-free quality of each item of a batch (one :class:`FrameQuality` per item).
 
     Args:
@@ -306,6 +335,8 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
             :func:`right_disparity_by_uniqueness` of ``disparity`` (the uniqueness check, ~1 ms).
         want_confidence: also build the per-pixel map (the node publishes it only when asked).
         want_vertical: also estimate the vertical offset (:func:`vertical_offset`).
+        second_opinion: (B, 1, H, W) another matcher's disparity of the left view (NaN = no answer) for
+            :func:`agreement`; None: ``sgbm_agreement`` is NaN.
 
     Photometric scored pixels: valid, finite, in view of the right image and not occluded by the
     disparity's own geometry (the uniqueness check: an occluded pixel has no correct match, so its residual
@@ -339,11 +370,15 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
         if want_vertical:
             vertical, _ = vertical_offset(left, right, disparity, base, config.vertical_range_px)
         confidence = confidence_map(residual, lr_diff, valid, config) if want_confidence else None
+        agree = torch.full_like(p50, float("nan"))
+        if second_opinion is not None:
+            agree = agreement(disparity, valid, second_opinion.to(disparity.dtype), config.agreement_px,
+                              config.min_pixels).to(p50.dtype)
         too_few = (count < config.min_pixels).cpu().tolist()
-        stats = torch.stack([p50, lr_rate.to(p50.dtype), vertical.to(p50.dtype)], dim=1).cpu().tolist()
+        stats = torch.stack([p50, lr_rate.to(p50.dtype), vertical.to(p50.dtype), agree], dim=1).cpu().tolist()
         counts = count.cpu().tolist()
     out = []
-    for i, ((p, lr, v), few) in enumerate(zip(stats, too_few, strict=True)):
+    for i, ((p, lr, v, a), few) in enumerate(zip(stats, too_few, strict=True)):
         nan = float("nan")
         out.append(FrameQuality(
             photometric_p50=nan if few else float(p),
@@ -351,6 +386,7 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
             vertical_offset_px=nan if few else float(v),
             scored_pixels=int(counts[i]),
             confidence=None if confidence is None else confidence[i, 0],
+            sgbm_agreement=a,
         ))
     return out
 
@@ -358,11 +394,13 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
 def assess_arrays(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, valid: np.ndarray,
                   device: torch.device | str = "cpu", right_disparity: np.ndarray | None = None,
                   config: QualityConfig | None = None, want_confidence: bool = False,
-                  want_vertical: bool = True) -> FrameQuality:
+                  want_vertical: bool = True, second_opinion: np.ndarray | None = None) -> FrameQuality:
     """:func:`assess` of one frame given as the pipeline's host arrays (HxWx3 uint8 images, (H, W) maps).
 
-    ``right_disparity`` None: the uniqueness check (:func:`right_disparity_by_uniqueness`).  What the node and
-    the benchmark both call, so they measure the same thing.  The upload is two images and two maps.
+    ``right_disparity`` None: the uniqueness check (:func:`right_disparity_by_uniqueness`).
+    ``second_opinion``: e.g. ``StereoDepthResult.sgbm_disparity`` (:func:`agreement`).  What the node and
+    the benchmark both call, so they measure the same thing.  The upload is two images and two maps (and
+    the second opinion when given).
     """
     def to_device(a: np.ndarray, dtype: type) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(device)[None, None]
@@ -371,7 +409,8 @@ def assess_arrays(left: np.ndarray, right: np.ndarray, disparity: np.ndarray, va
     right_t = image_to_tensor(right, device)
     d, v = to_device(disparity, np.float32), to_device(valid, bool)
     d_right = None if right_disparity is None else to_device(right_disparity, np.float32)
-    return assess(left_t, right_t, d, v, d_right, config, want_confidence, want_vertical)[0]
+    other = None if second_opinion is None else to_device(second_opinion, np.float32)
+    return assess(left_t, right_t, d, v, d_right, config, want_confidence, want_vertical, other)[0]
 
 
 class QualityWindow:
@@ -389,7 +428,8 @@ class QualityWindow:
 
     def add(self, quality: FrameQuality) -> None:
         self.frames.append(FrameQuality(quality.photometric_p50, quality.lr_consistent,
-                                        quality.vertical_offset_px, quality.scored_pixels))
+                                        quality.vertical_offset_px, quality.scored_pixels,
+                                        sgbm_agreement=quality.sgbm_agreement))
 
     def _values(self, name: str) -> np.ndarray:
         # tuple() copies the deque in one step: the node appends from its worker thread while the
@@ -412,3 +452,8 @@ class QualityWindow:
     def vertical_offset_px(self) -> float:
         v = self._values("vertical_offset_px")
         return float(np.median(v)) if v.size else float("nan")
+
+    def sgbm_agreement(self) -> float:
+        """Mean of the frames' :attr:`FrameQuality.sgbm_agreement` (frames without one left out)."""
+        v = self._values("sgbm_agreement")
+        return float(np.mean(v)) if v.size else float("nan")

@@ -110,6 +110,11 @@ class StereoDepthResult:
             head): the depth image may carry them as +Inf (REP 117 "too far") instead of NaN.
         saturated_mask: bool (H, W), the pixels whose disparity sat at the top of the searched range
             (nearer than the range reaches: REP 117's -Inf "too near").
+        sgbm_disparity: float32 (H, W), OpenCV SGBM's disparity at the input resolution, NaN where it gave
+            no answer: the candidate the last refinement was offered (None when the frame had none: the
+            candidate off, as by default on an accelerator, or the refinement off or gated).  An independent
+            matcher's verdict, so live quality can score the published disparity against it
+            (``quality.assess``'s ``second_opinion``).
     """
 
     disparity: np.ndarray
@@ -134,6 +139,7 @@ class StereoDepthResult:
     refinement_gated: bool = False
     far_mask: np.ndarray | None = None
     saturated_mask: np.ndarray | None = None
+    sgbm_disparity: np.ndarray | None = None
 
 
 class DeviceTimer:
@@ -345,13 +351,14 @@ class StereoDepthPipeline:
     def _candidate(
         self, left: np.ndarray, right: np.ndarray, max_disparity: float | None,
         started: Future[np.ndarray] | None = None,
-    ) -> torch.Tensor | None:
+    ) -> tuple[torch.Tensor | None, np.ndarray | None]:
         """SGBM's disparity as a (1, 1, H, W) device tensor for the refinement (from ``started`` when
-        :meth:`_start_candidate` began it), or None when the setting has no SGBM candidate."""
+        :meth:`_start_candidate` began it) and as the host array it came from; (None, None) when the
+        setting has no SGBM candidate."""
         if not self._wants_candidate:
-            return None
+            return None, None
         sgbm = started.result() if started is not None else self._sgbm_disparity(left, right, max_disparity)
-        return torch.from_numpy(sgbm).to(self.device)[None, None]
+        return torch.from_numpy(sgbm).to(self.device)[None, None], sgbm
 
     def _refine(
         self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor, log_scale: torch.Tensor,
@@ -478,7 +485,7 @@ class StereoDepthPipeline:
         with torch.inference_mode():
             log_scale = torch.log(to_device(disparity_std) / math.sqrt(2.0))  # std 0 -> -inf -> std 0 again
             left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
-            candidate = self._candidate(left, right, max_disparity)
+            candidate, _ = self._candidate(left, right, max_disparity)
             d, log_scale, _ = self._refine(left_t, right_t, to_device(disparity), log_scale, candidate)
             out_std = math.sqrt(2.0) * torch.exp(log_scale)
             return d[0, 0].cpu().numpy(), out_std[0, 0].cpu().numpy()
@@ -511,6 +518,7 @@ class StereoDepthPipeline:
             self.engine.set_max_disparity(int(network_range))
         two_pass_factor, two_pass_measure, two_pass_per_pixel = 1.0, math.nan, False
         one_pass_factor, one_pass_measure = 1.0, math.nan
+        sgbm: np.ndarray | None = None
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             left_n = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
@@ -545,7 +553,7 @@ class StereoDepthPipeline:
             far_t = self._far(left_t, disparity_t, log_scale_t)
             view_residual, gated = self._view_gate(left_t, right_t, disparity_t)
             if not gated:  # a gated frame drops its SGBM candidate (a started one finishes unused)
-                candidate = self._candidate(left_n, right_n, None, started)
+                candidate, sgbm = self._candidate(left_n, right_n, None, started)
                 disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t, log_scale_t,
                                                                    candidate)
             if scale < 1.0:
@@ -555,7 +563,7 @@ class StereoDepthPipeline:
                 left_t, right_t = image_to_tensor(left, self.device), image_to_tensor(right, self.device)
                 if self.local_refinement is not None and not gated:
                     # Scaling up multiplies the sub-pixel error by 1 / scale: refine once more at full size.
-                    candidate = self._candidate(left, right, searched_max)
+                    candidate, sgbm = self._candidate(left, right, searched_max)
                     before = disparity_t
                     disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t,
                                                                        log_scale_t, candidate)
@@ -582,6 +590,7 @@ class StereoDepthPipeline:
             two_pass_per_pixel=two_pass_per_pixel, one_pass_factor=one_pass_factor,
             one_pass_measure=one_pass_measure, view_residual=view_residual, refinement_gated=gated,
             far_mask=host["far"], saturated_mask=host["saturated"],
+            sgbm_disparity=sgbm if sgbm is None or sgbm.shape == (h, w) else None,
         )
 
     @property

@@ -27,13 +27,18 @@ __all__ = ["NodeQuality"]
 
 #: The three summary keys in /diagnostics ("off" while the quality is off).
 KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+#: ``stereo_depth`` only: the share of its valid pixels that the SGBM candidate confirms within 2 px.
+SGBM_KEY = "SGBM-agreeing %"
 
 
 class NodeQuality:
     """The window of assessed frames, the per-frame assessment and the /diagnostics summary of one node."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, second_matcher: bool = False) -> None:
+        """``second_matcher``: the node's frames may come with a second matcher's disparity (the network
+        node's SGBM candidate), reported as :data:`SGBM_KEY`."""
         self._size = int(window)
+        self.second_matcher = bool(second_matcher)
         self._window: QualityWindow | None = None
         self.ms: collections.deque[float] = collections.deque(maxlen=100)
         self.frames = 0  # frames offered (for quality.every)
@@ -57,11 +62,13 @@ class NodeQuality:
         return bool(params["quality.enabled"]) or bool(params["quality.publish_confidence"])
 
     def frame(self, node: Any, left: np.ndarray, right: np.ndarray, disparity: np.ndarray, valid: np.ndarray,
-              device: Any, right_disparity: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+              device: Any, right_disparity: Callable[[], np.ndarray], second_opinion: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
         """Assess one published frame when due; returns ``{"confidence": map}`` when it is to be published.
 
         ``right_disparity`` is called only for ``quality.lr_check: network`` (the matcher's second pass;
-        NaN where invalid).  A failure is a ``quality_error`` problem of ``node``, never an exception."""
+        NaN where invalid).  ``second_opinion``: another matcher's disparity of the frame (NaN = no
+        answer), or None.  A failure is a ``quality_error`` problem of ``node``, never an exception."""
         p = node.params
         publish = bool(p["quality.publish_confidence"])
         if not self.active(p):
@@ -76,7 +83,7 @@ class NodeQuality:
             d_right = right_disparity() if p["quality.lr_check"] == "network" else None
             config = QualityConfig(vertical_range_px=int(p["quality.vertical_range"]))
             quality = assess_arrays(left, right, disparity, valid, device, d_right, config,
-                                    want_confidence=publish)
+                                    want_confidence=publish, second_opinion=second_opinion)
         except (RuntimeError, ValueError) as exc:
             node.health.problem("quality_error", f"live quality failed on frame {node._last_stamp_ns}: {exc}")
             return {}
@@ -98,8 +105,9 @@ class NodeQuality:
     def status(self, params: dict[str, Any]) -> tuple[dict[str, str], str]:
         """The quality keys for /diagnostics and the WARN message ("" when within every threshold)."""
         p = params
+        keys = KEYS + (SGBM_KEY,) if self.second_matcher else KEYS
         if not self.active(p):
-            return {"live quality": "off (quality.enabled)", **dict.fromkeys(KEYS, "off")}, ""
+            return {"live quality": "off (quality.enabled)", **dict.fromkeys(keys, "off")}, ""
         window = self.window
         photometric, consistent = window.photometric_p50(), window.lr_consistent() * 100.0
         vertical = window.vertical_offset_px()
@@ -115,6 +123,10 @@ class NodeQuality:
             KEYS[2]: shown(vertical, "+.2f"),
             "quality frames": f"{len(window.frames)} ({window.unknown_frames} unknown)",
         }
+        agreeing = window.sgbm_agreement() * 100.0
+        if self.second_matcher:
+            # Unknown, not 0, while no frame had an SGBM candidate (off on an accelerator by default).
+            values[SGBM_KEY] = shown(agreeing, ".1f")
         if self.ms:
             values["quality p50 (ms)"] = f"{float(np.median(self.ms)):.1f}"
         reasons = []
@@ -126,4 +138,8 @@ class NodeQuality:
             reasons.append(f"left-right consistent {consistent:.1f} % < {warn_lr:g} %")
         if warn_v > 0 and abs(vertical) > warn_v:
             reasons.append(f"vertical offset {vertical:+.2f} px (|.| > {warn_v:g}): check the calibration")
+        warn_s = float(p.get("quality.sgbm_agreement_warn", 0.0)) if self.second_matcher else 0.0
+        if warn_s > 0 and agreeing < warn_s:
+            reasons.append(f"SGBM agrees with {agreeing:.1f} % of the valid pixels it answered "
+                           f"(< {warn_s:g} %)")
         return values, ("depth quality degraded: " + "; ".join(reasons)) if reasons else ""

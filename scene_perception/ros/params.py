@@ -643,6 +643,23 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
+#: Live quality that only ``stereo_depth`` has: the SGBM candidate's verdict on the network's disparity.
+STEREO_QUALITY_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "quality.sgbm_agreement_warn",
+        70.0,
+        "WARN when the window's SGBM-agreeing share (%) falls below this: of the valid pixels where the "
+        "local refinement's SGBM candidate answered, those within 2 px of it; 0 = never. Reported only "
+        "where the frame had an SGBM candidate (the CPU default; local_refinement.sgbm_on_accelerator on a "
+        "GPU). The default: clean validation frames with camera noise, 5th percentile (84.1 %) minus 10 "
+        "points, rounded down to 5 (benchmarks/results/2026-12-07_cpu/live_quality_sgbm/rule.md).",
+        0.0,
+        100.0,
+        dynamic=True,
+    ),
+)
+
+
 #: Output and health parameters shared by every stereo-input node.
 _OUTPUT_HEALTH_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -794,6 +811,7 @@ STEREO_DEPTH_PARAMS: tuple[ParamSpec, ...] = (
     _DEPTH_INFINITIES,
     *LOCAL_REFINEMENT_PARAMS,
     *QUALITY_PARAMS,
+    *STEREO_QUALITY_PARAMS,
     *ADAPT_PARAMS,
     *_OUTPUT_HEALTH_PARAMS,
 )
