@@ -182,18 +182,19 @@ def run_adapter(adapter: OnlineAdapter, frames: list[tuple[np.ndarray, np.ndarra
                              on_round=lambda _: bar.update(1))
     bar.close()
     return [{"accepted": r.accepted, "before": r.holdout_before, "after": r.holdout_after,
-             "anchor_before": r.anchor_before, "anchor_after": r.anchor_after, "reason": r.reason,
+             "anchor_before": r.anchor_before, "anchor_after": r.anchor_after,
+             "sgbm_before": r.sgbm_before, "sgbm_after": r.sgbm_after, "reason": r.reason,
              "candidate_test": r.inspected or None, "seconds": round(r.seconds, 2)} for r in rounds]
 
 
 def audit_table(rounds: list[dict[str, Any]], before: dict[str, float], min_improvement: float) -> None:
     """Per round: what the held-out frames and the anchor said, what each gate decided, and what the
     candidate really did on the test pairs (which the adapter never sees)."""
-    print("| round | held-out photometric change % | anchor EPE change % | photometric gate alone | "
-          "with the anchor | candidate test EPE px (shipped "
+    print("| round | held-out photometric change % | anchor EPE change % | held-out SGBM agreement, points | "
+          "photometric gate alone | the whole gate | candidate test EPE px (shipped "
           f"{before['epe']:.3f}) | test EPE change % | candidate test bad-2 % (shipped "
           f"{before['bad2']:.2f}) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     photometric_only = AdaptConfig(min_improvement=min_improvement, anchor_pairs=0)  # the gate without veto
     for i, r in enumerate(rounds, 1):
         held = 100 * (r["after"] / r["before"] - 1)
@@ -201,7 +202,8 @@ def audit_table(rounds: list[dict[str, Any]], before: dict[str, float], min_impr
         alone = acceptance(r["before"], r["after"], math.nan, math.nan, photometric_only)[0]
         test = (r["candidate_test"] or {}).get("epe", float("nan"))
         bad2 = (r["candidate_test"] or {}).get("bad2", float("nan"))
-        print(f"| {i} | {held:+.1f} | {anchor:+.1f} | {'accept' if alone else 'refuse'} | "
+        sgbm = 100 * (r.get("sgbm_after", math.nan) - r.get("sgbm_before", math.nan))
+        print(f"| {i} | {held:+.1f} | {anchor:+.1f} | {sgbm:+.1f} | {'accept' if alone else 'refuse'} | "
               f"{'accept' if r['accepted'] else 'refuse'} | {test:.3f} | "
               f"{100 * (test / before['epe'] - 1):+.1f} | {bad2:.2f} |")
 
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--anchor-pairs", type=int, default=AdaptConfig.anchor_pairs,
                         help="anchor veto pairs (0: the photometric gate alone)")
     parser.add_argument("--max-anchor-rise", type=float, default=AdaptConfig.max_anchor_rise)
+    parser.add_argument("--max-sgbm-drop", type=float, default=AdaptConfig.max_sgbm_drop,
+                        help="the SGBM veto (share points, 0..1); -1 = off")
     parser.add_argument("--min-holdout-frames", type=int, default=AdaptConfig.min_holdout_frames)
     parser.add_argument("--holdout-every", type=int, default=AdaptConfig.holdout_every,
                         help="every Nth usable frame is held out (with a looped stream of k pairs, pick N "
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     crop = (min(128, size[0]), min(256, size[1]))
     config = AdaptConfig(crop_height=crop[0], crop_width=crop[1], steps_per_round=args.steps_per_round,
                          lr=args.lr, loss=args.loss, anchor_pairs=args.anchor_pairs,
-                         max_anchor_rise=args.max_anchor_rise, min_holdout_frames=args.min_holdout_frames,
+                         max_anchor_rise=args.max_anchor_rise, max_sgbm_drop=args.max_sgbm_drop,
+                         min_holdout_frames=args.min_holdout_frames,
                          holdout_every=args.holdout_every, seed=args.seed, out_dir=args.out_dir)
 
     before = evaluate(model)

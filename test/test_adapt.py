@@ -130,6 +130,12 @@ def test_acceptance_needs_the_held_out_drop_and_no_anchor_rise() -> None:
     assert not acceptance(0.100, 0.090, 1.60, float("nan"), cfg)[0]  # an unscoreable anchor never accepts
     assert not acceptance(float("nan"), 0.090, 1.60, 1.60, cfg)[0]
     assert acceptance(0.100, 0.090, float("nan"), float("nan"), AdaptConfig(anchor_pairs=0))[0]
+    # The SGBM veto: the held-out agreement may fall at most max_sgbm_drop (share points); unknown skips it.
+    assert acceptance(0.100, 0.090, 1.60, 1.60, cfg, 0.80, 0.795)[0]
+    ok, why = acceptance(0.100, 0.090, 1.60, 1.50, cfg, 0.80, 0.78)  # the other checks pass: SGBM refuses
+    assert not ok and "by SGBM" in why and "80.0 -> 78.0" in why
+    assert acceptance(0.100, 0.090, 1.60, 1.60, cfg, float("nan"), 0.5)[0]
+    assert acceptance(0.100, 0.090, 1.60, 1.60, AdaptConfig(max_sgbm_drop=-1.0), 0.80, 0.10)[0]  # off
     with pytest.raises(ValueError, match="loss"):
         AdaptConfig(loss="ssim").validate()
     with pytest.raises(ValueError, match="anchor"):
@@ -201,3 +207,27 @@ def test_adapt_cli_on_a_recorded_bag(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "round 1: rolled back" in text and "1 rounds, 0 accepted" in text
     assert cli_main(["adapt", "--dataset", f"folder:{tmp_path / 'nothing'}", "--out-dir", str(out)]) == 2
     assert cli_main(["adapt", "--out-dir", str(out)]) == 2  # neither --bag nor --dataset
+
+
+def test_held_out_frames_carry_sgbm_and_its_agreement_sees_a_damaged_network() -> None:
+    model, _ = load_stereo_model("lite")
+    adapter = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2))
+    for p in _pairs(6):
+        adapter.offer(*p)
+    assert len(adapter.holdout_sgbm) == len(adapter.holdout) == 3
+    assert adapter.holdout_sgbm[0].shape == (64, 128)  # the centre crop's SGBM disparity
+    photometric, shipped = adapter.holdout_scores()
+    assert photometric == pytest.approx(adapter.holdout_error())
+    assert 0.5 < shipped <= 1.0, shipped
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in adapter.candidate.named_parameters():
+            if "refine" in name and p.ndim > 1:
+                p.add_(0.5 * p.std() * torch.randn_like(p))
+    _, damaged = adapter.holdout_scores()
+    assert damaged < shipped - 0.01, (shipped, damaged)  # beyond the veto's one point
+    assert adapter.holdout_scores(adapter.published)[1] == pytest.approx(shipped)
+    off = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2, max_sgbm_drop=-1.0))
+    for p in _pairs(2):
+        off.offer(*p)
+    assert not off.holdout_sgbm and np.isnan(off.holdout_scores()[1])

@@ -791,6 +791,15 @@ ADAPT_PARAMS: tuple[ParamSpec, ...] = (
         1.0,
     ),
     ParamSpec(
+        "adapt.max_sgbm_drop",
+        0.01,
+        "Largest fall of the held-out frames' SGBM agreement (share 0..1 of the network's disparities "
+        "that OpenCV SGBM confirms within 2 px where it answers) an accepted round may cause: a second "
+        "matcher's veto on a candidate whose photometric error fell while its depth got worse; -1 = off.",
+        -1.0,
+        1.0,
+    ),
+    ParamSpec(
         "adapt.serve",
         True,
         "Serve each accepted version (swapped in between two frames); false keeps the configured weights "

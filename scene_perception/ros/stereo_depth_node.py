@@ -196,6 +196,7 @@ class StereoDepthNode(StereoNodeBase):
                              min_holdout_frames=int(p["adapt.min_holdout_frames"]),
                              anchor_pairs=int(p["adapt.anchor_pairs"]),
                              max_anchor_rise=float(p["adapt.max_anchor_rise"]),
+                             max_sgbm_drop=float(p["adapt.max_sgbm_drop"]),
                              out_dir=str(p["adapt.out_dir"]))
         self._adapt = NodeAdaptation(info.weights_path, config, int(p["adapt.every"]),
                                      lambda path: self._build_pipeline(path).pipeline, bool(p["adapt.serve"]))

@@ -21,6 +21,13 @@ what this module is about:
   round lowered the held-out photometric error by 6.6 % and the anchor EPE by 3.1 %, and was accepted,
   while its EPE on test pairs of that domain rose 10 % (a disparity off by one period of a periodic
   texture warps as well as the true one).  The photometric error cannot certify depth there.
+* **A second matcher vetoes.**  Each held-out frame gets OpenCV SGBM's disparity of its centre crop once,
+  when it is held out.  A candidate whose share of disparities SGBM confirms within 2 px
+  (:func:`~scene_perception.pipelines.quality.agreement`, mean over the held-out frames) falls more than
+  ``max_sgbm_drop`` below the published weights' is rolled back: SGBM refuses ambiguous matches (uniqueness,
+  left-right check), so it answers with other errors than the network's and can see a period-off disparity
+  that warps well (``benchmarks/results/2026-12-07_cpu/adaptation_sgbm_veto/``).  ``max_sgbm_drop < 0``
+  turns it off.
 * **Enough held-out frames.**  No round runs before ``min_holdout_frames`` (8) frames are held out: the
   first decisions would otherwise rest on one or two frames.
 * **Bad frames never enter.**  :func:`frame_problem` refuses black or covered views, textureless ones and
@@ -65,7 +72,8 @@ from torch import Tensor
 
 from scene_perception.models.gcnet import GCNet
 from scene_perception.models.weights import save_stereo_model
-from scene_perception.pipelines.quality import assess
+from scene_perception.pipelines.quality import agreement, assess
+from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.training.loop import optimizer_step
 from scene_perception.training.stereo import TrainConfig, self_supervised_loss
 
@@ -103,6 +111,7 @@ class AdaptConfig:
     min_improvement: float = 0.02
     anchor_pairs: int = 8
     max_anchor_rise: float = 0.03
+    max_sgbm_drop: float = 0.01
     loss: str = "full"
     min_brightness: float = 0.04
     min_texture: float = 0.01
@@ -163,14 +172,23 @@ def frame_problem(left: np.ndarray, right: np.ndarray, config: AdaptConfig) -> s
 
 
 def acceptance(before: float, after: float, anchor_before: float, anchor_after: float,
-               config: AdaptConfig) -> tuple[bool, str]:
+               config: AdaptConfig, sgbm_before: float = math.nan, sgbm_after: float = math.nan
+               ) -> tuple[bool, str]:
     """The acceptance rule (module docstring): (accepted, why).  The held-out photometric error must drop
-    by ``min_improvement`` and, with an anchor, the anchor EPE must not rise by more than
-    ``max_anchor_rise``; an unscoreable (NaN) held-out error never accepts."""
+    by ``min_improvement``; with the SGBM veto on (``max_sgbm_drop`` >= 0) the held-out SGBM agreement
+    must not fall by more than ``max_sgbm_drop`` (skipped when either is unknown: SGBM answered nowhere);
+    with an anchor, the anchor EPE must not rise by more than ``max_anchor_rise``.  An unscoreable (NaN)
+    held-out error never accepts."""
     photometric = f"held-out photometric error {before:.4f} -> {after:.4f}"
     needed = before * (1.0 - config.min_improvement)
     if not (math.isfinite(before) and math.isfinite(after)) or after > needed:
         return False, f"rolled back: {photometric} (needs <= {needed:.4f})"
+    if config.max_sgbm_drop >= 0 and math.isfinite(sgbm_before) and math.isfinite(sgbm_after):
+        floor = sgbm_before - config.max_sgbm_drop
+        if sgbm_after < floor:
+            return False, (f"rolled back by SGBM: held-out SGBM agreement {100 * sgbm_before:.1f} -> "
+                           f"{100 * sgbm_after:.1f} % (allowed >= {100 * floor:.1f} %); {photometric}")
+        photometric += f"; SGBM agreement {100 * sgbm_before:.1f} -> {100 * sgbm_after:.1f} %"
     if config.anchor_pairs > 0:
         anchor = f"anchor EPE {anchor_before:.3f} -> {anchor_after:.3f} px"
         limit = anchor_before * (1.0 + config.max_anchor_rise)
@@ -208,6 +226,8 @@ class RoundResult:
     seconds: float
     anchor_before: float = math.nan  # anchor EPE (px) of the published weights (NaN: no anchor)
     anchor_after: float = math.nan  # ... of the candidate
+    sgbm_before: float = math.nan  # held-out SGBM agreement (0..1) of the published weights (NaN: off)
+    sgbm_after: float = math.nan  # ... of the candidate
     path: str | None = None  # the accepted version's weights
     reason: str = ""
     inspected: dict[str, Any] = field(default_factory=dict)  # OnlineAdapter.inspect's numbers
@@ -251,6 +271,11 @@ class OnlineAdapter:
         Pairs = collections.deque[tuple[Tensor, Tensor]]
         self.buffer: Pairs = collections.deque(maxlen=self.config.buffer_frames)
         self.holdout: Pairs = collections.deque(maxlen=self.config.holdout_frames)
+        #: SGBM's disparity of each held-out frame's centre crop (NaN = no answer), in step with ``holdout``.
+        self.holdout_sgbm: collections.deque[Tensor] = collections.deque(maxlen=self.config.holdout_frames)
+        # The network's range, capped so that SGBM's search fits the crop (a multiple of 16 below its width).
+        sgbm_range = min(int(getattr(model.config, "max_disparity", 128)), self.config.crop_width // 2)
+        self._sgbm = SGBMMatcher(float(sgbm_range)) if self.config.max_sgbm_drop >= 0 else None
         self.counters = _Counters()
         self.version = 0
         self.history: list[dict[str, Any]] = []
@@ -282,6 +307,9 @@ class OnlineAdapter:
         pair = (_to_tensor(left), _to_tensor(right))
         if self._usable % self.config.holdout_every == 0:
             self.holdout.append(pair)
+            if self._sgbm is not None:
+                left_c, right_c = (self._centre(t).permute(1, 2, 0).numpy() for t in pair)
+                self.holdout_sgbm.append(torch.from_numpy(self._sgbm.match_full_width(left_c, right_c)))
             self.counters.held_out += 1
             return "holdout"
         self.buffer.append(pair)
@@ -322,11 +350,18 @@ class OnlineAdapter:
         """Median over the held-out frames of their photometric p50 (centre crops, the network's disparity);
         ``state`` None: the candidate as it is, else those weights (loaded into the candidate temporarily).
         NaN when no held-out frame can be scored."""
+        return self.holdout_scores(state)[0]
+
+    def holdout_scores(self, state: dict[str, Tensor] | None = None) -> tuple[float, float]:
+        """(:meth:`holdout_error`, the mean over the held-out frames of the share of the network's
+        disparities SGBM confirms within 2 px where it answered; NaN when off or nowhere known), from one
+        pass over the held-out frames."""
         if not self.holdout:
-            return math.nan
-        values = []
+            return math.nan, math.nan
+        values, shares = [], []
+        sgbm = list(self.holdout_sgbm) if self._sgbm is not None else [None] * len(self.holdout)
         with self._scoring(state):
-            for left, right in self.holdout:
+            for (left, right), other in zip(self.holdout, sgbm, strict=True):
                 lt = _as_float(self._centre(left)[None], self.device)
                 rt = _as_float(self._centre(right)[None], self.device)
                 disp, _ = self.candidate(lt, rt)
@@ -334,7 +369,12 @@ class OnlineAdapter:
                 q = assess(lt, rt, disp, valid, want_vertical=False)[0]
                 if q.known:
                     values.append(q.photometric_p50)
-        return float(np.median(values)) if values else math.nan
+                if other is not None:
+                    share = float(agreement(disp.float(), valid, other.to(self.device)[None, None])[0])
+                    if math.isfinite(share):
+                        shares.append(share)
+        return (float(np.median(values)) if values else math.nan,
+                float(np.mean(shares)) if shares else math.nan)
 
     def anchor_error(self, state: dict[str, Tensor] | None = None) -> float:
         """Mean end-point error (px) over the anchor pairs' valid non-occluded GT pixels (``state`` as in
@@ -385,7 +425,8 @@ class OnlineAdapter:
         t0 = time.monotonic()
         if not self.ready():
             return RoundResult(False, math.nan, math.nan, 0, 0.0, reason="not enough frames yet")
-        before, anchor_before = self.holdout_error(self.published), self._published_anchor_error()
+        before, sgbm_before = self.holdout_scores(self.published)
+        anchor_before = self._published_anchor_error()
         self.candidate.load_state_dict(self.published)
         self._train_mode()
 
@@ -398,17 +439,18 @@ class OnlineAdapter:
             if not torch.isfinite(loss):
                 break  # nothing learnt from this step; the held-out check below decides
             optimizer_step(loss, self._optimizer, self.candidate.parameters(), self.config.grad_clip)
-        after = self.holdout_error()
+        after, sgbm_after = self.holdout_scores()
         anchor_after = self.anchor_error()
         inspected = {}
         if self.inspect is not None:
             inspected = self.inspect(self.candidate)
             self._train_mode()
         self.counters.rounds += 1
-        accepted, why = acceptance(before, after, anchor_before, anchor_after, self.config)
+        accepted, why = acceptance(before, after, anchor_before, anchor_after, self.config, sgbm_before,
+                                   sgbm_after)
         result = RoundResult(accepted, before, after, self.config.steps_per_round, time.monotonic() - t0,
-                             anchor_before=anchor_before, anchor_after=anchor_after, reason=why,
-                             inspected=inspected)
+                             anchor_before=anchor_before, anchor_after=anchor_after, sgbm_before=sgbm_before,
+                             sgbm_after=sgbm_after, reason=why, inspected=inspected)
         if accepted:
             self.published = {k: v.detach().clone() for k, v in self.candidate.state_dict().items()}
             self._published_anchor = anchor_after
@@ -434,7 +476,9 @@ class OnlineAdapter:
             "torch": torch.__version__},
             "metrics": {"holdout_photometric_before": result.holdout_before,
                         "holdout_photometric_after": result.holdout_after,
-                        "anchor_epe_before": result.anchor_before, "anchor_epe_after": result.anchor_after}}
+                        "anchor_epe_before": result.anchor_before, "anchor_epe_after": result.anchor_after,
+                        "holdout_sgbm_agreement_before": result.sgbm_before,
+                        "holdout_sgbm_agreement_after": result.sgbm_after}}
         save_stereo_model(model, path, card)
         versions = sorted(out.glob("adapted_v*.safetensors"))
         for old in versions[:-self.config.keep_versions]:
