@@ -119,7 +119,7 @@ def test_a_damaged_network_recovers_and_the_version_is_saved_with_a_card(tmp_pat
 
 
 def test_acceptance_needs_the_held_out_drop_and_no_anchor_rise() -> None:
-    cfg = AdaptConfig(min_improvement=0.02, max_anchor_rise=0.03)
+    cfg = AdaptConfig(min_improvement=0.02, max_anchor_rise=0.03, max_sgbm_drop=0.01)
     assert acceptance(0.100, 0.097, 1.60, 1.60, cfg)[0]
     assert acceptance(0.100, 0.097, 1.60, 1.64, cfg)[0]  # +2.5 %: within the allowed rise
     ok, why = acceptance(0.100, 0.099, 1.60, 1.50, cfg)  # held-out drop too small: the anchor cannot help
@@ -211,7 +211,7 @@ def test_adapt_cli_on_a_recorded_bag(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_held_out_frames_carry_sgbm_and_its_agreement_sees_a_damaged_network() -> None:
     model, _ = load_stereo_model("lite")
-    adapter = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2))
+    adapter = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2, max_sgbm_drop=0.01))
     for p in _pairs(6):
         adapter.offer(*p)
     assert len(adapter.holdout_sgbm) == len(adapter.holdout) == 3
@@ -227,7 +227,7 @@ def test_held_out_frames_carry_sgbm_and_its_agreement_sees_a_damaged_network() -
     _, damaged = adapter.holdout_scores()
     assert damaged < shipped - 0.01, (shipped, damaged)  # beyond the veto's one point
     assert adapter.holdout_scores(adapter.published)[1] == pytest.approx(shipped)
-    off = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2, max_sgbm_drop=-1.0))
+    off = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2))  # off by default
     for p in _pairs(2):
         off.offer(*p)
     assert not off.holdout_sgbm and np.isnan(off.holdout_scores()[1])

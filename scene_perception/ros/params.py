@@ -792,10 +792,11 @@ ADAPT_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "adapt.max_sgbm_drop",
-        0.01,
+        -1.0,
         "Largest fall of the held-out frames' SGBM agreement (share 0..1 of the network's disparities "
         "that OpenCV SGBM confirms within 2 px where it answers) an accepted round may cause: a second "
-        "matcher's veto on a candidate whose photometric error fell while its depth got worse; -1 = off.",
+        "matcher's veto; -1 = off (the default: on periodic textures it let a worse network through, "
+        "docs/adaptation.md).",
         -1.0,
         1.0,
     ),

@@ -26,8 +26,10 @@ what this module is about:
   (:func:`~scene_perception.pipelines.quality.agreement`, mean over the held-out frames) falls more than
   ``max_sgbm_drop`` below the published weights' is rolled back: SGBM refuses ambiguous matches (uniqueness,
   left-right check), so it answers with other errors than the network's and can see a period-off disparity
-  that warps well (``benchmarks/results/2026-12-07_cpu/adaptation_sgbm_veto/``).  ``max_sgbm_drop < 0``
-  turns it off.
+  that warps well.  Off by default (``max_sgbm_drop`` < 0): in the audit's failing setting the worse
+  candidate *raised* its SGBM agreement by 3 points, so the veto let it through
+  (``benchmarks/results/2026-12-07_cpu/adaptation_sgbm_veto/``); SGBM is fooled by the same periodic
+  texture.
 * **Enough held-out frames.**  No round runs before ``min_holdout_frames`` (8) frames are held out: the
   first decisions would otherwise rest on one or two frames.
 * **Bad frames never enter.**  :func:`frame_problem` refuses black or covered views, textureless ones and
@@ -111,7 +113,7 @@ class AdaptConfig:
     min_improvement: float = 0.02
     anchor_pairs: int = 8
     max_anchor_rise: float = 0.03
-    max_sgbm_drop: float = 0.01
+    max_sgbm_drop: float = -1.0
     loss: str = "full"
     min_brightness: float = 0.04
     min_texture: float = 0.01
