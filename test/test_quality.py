@@ -269,7 +269,7 @@ def test_agreement_counts_only_where_the_second_matcher_answered() -> None:
 def test_sgbm_agreement_in_the_node_summary_and_its_warning() -> None:
     params = {"quality.enabled": True, "quality.publish_confidence": False, "quality.lr_check": "uniqueness",
               "quality.every": 1, "quality.window": 3, "quality.photometric_warn": 0.25,
-              "quality.lr_consistent_warn": 55.0, "quality.vertical_offset_warn": 0.5,
+              "quality.lr_consistent_warn": 65.0, "quality.vertical_offset_warn": 0.5,
               "quality.sgbm_agreement_warn": 70.0}
     network = NodeQuality(3, second_matcher=True)
     values, warning = network.status(params)

@@ -607,10 +607,11 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "quality.lr_consistent_warn",
-        55.0,
+        65.0,
         "WARN when the window's left-right consistent share (%) falls below this; 0 = never. Chosen for the "
-        "network check (clean validation 5th percentile minus 10 points); the uniqueness check's share is "
-        "about 100 % minus the occluded share and rarely falls this low.",
+        "network check (clean validation 5th percentile minus 10 points, rounded down to 5: 75.6 % -> 65 % "
+        "with the 2026-12-07 pipeline; 55 % before); the uniqueness check's share is about 100 % minus the "
+        "occluded share and rarely falls this low.",
         0.0,
         100.0,
         dynamic=True,
