@@ -563,7 +563,8 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
         "Compute the GT-free quality of each published disparity (photometric reprojection error of the "
         "right image warped by it, left-right consistency, vertical misalignment of the rectified pair) and "
         "report it in /diagnostics ('photometric error p50', 'left-right consistent %', 'vertical offset "
-        "(px)'). Off by default: on 2 CPU cores it adds ~10 % to a 512x256 frame "
+        "(px)'; stereo_depth also 'SGBM-agreeing %'). Off by default: on 2 CPU cores it adds ~10 % to a "
+        "512x256 frame "
         "(benchmarks/live_quality.py).",
         dynamic=True,
     ),
