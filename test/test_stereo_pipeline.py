@@ -198,6 +198,13 @@ def test_sgbm_candidate_repairs_a_grossly_wrong_network_and_can_be_turned_off() 
     interior = np.s_[6:-6, 36:-10]  # away from the border fill and np.roll's wrapped columns
     assert (np.abs(stuck.disparity[interior] - 6.0) > 10).mean() > 0.9
     assert (np.abs(fixed.disparity[interior] - 6.0) < 0.5).mean() > 0.9
+    # The candidate the refinement was offered comes back with the result (live quality's second opinion):
+    # SGBM's own answer, about the true 6 px where it answered; none when the setting has no candidate.
+    assert stuck.sgbm_disparity is None
+    sgbm = fixed.sgbm_disparity
+    assert sgbm is not None and sgbm.shape == left.shape[:2] and sgbm.dtype == np.float32
+    answered = np.isfinite(sgbm[interior])
+    assert answered.mean() > 0.5 and np.median(np.abs(sgbm[interior][answered] - 6.0)) < 0.5
     # The big correction is not trusted blindly: its std carries the correction floor (times the frame's
     # one-pass factor, which the default puts on the changed pixels and lets fall to 0.5 on clean views).
     assert 0.5 <= fixed.one_pass_factor <= 6.0
