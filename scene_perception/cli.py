@@ -7,9 +7,11 @@ without touching ROS.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _read_rgb(path: str) -> np.ndarray:  # noqa: F821 (numpy imported lazily)
@@ -59,7 +61,37 @@ def cmd_depth(args: argparse.Namespace) -> int:
         f"wrote {out} {disparity.shape[1]}x{disparity.shape[0]} float32, disparity "
         f"{np.nanmin(disparity):.1f}..{np.nanmax(disparity):.1f} px{trained}"
     )
+    if args.quality:
+        print(_quality_report(left, right, result, setup.pipeline.device))
     return 0
+
+
+def _quality_report(left: np.ndarray, right: np.ndarray, result: Any, device: Any) -> str:  # noqa: F821
+    """The GT-free live quality of one result, judged by the nodes' WARN defaults (docs/live_quality.md)."""
+    import math
+
+    from scene_perception.pipelines.quality import assess_arrays
+    from scene_perception.pipelines.quality_thresholds import DEFAULT_THRESHOLDS, degraded_reasons
+
+    q = assess_arrays(left, right, result.disparity, result.valid, device,
+                      second_opinion=result.sgbm_disparity)
+    if not q.known:
+        return (f"quality: unknown (only {q.scored_pixels} pixels to score: valid, in view of the right "
+                "image and not occluded)")
+
+    def shown(value: float, spec: str, unit: str = "") -> str:
+        return format(value, spec) + unit if math.isfinite(value) else "unknown"
+
+    consistent, agreeing = 100.0 * q.lr_consistent, 100.0 * q.sgbm_agreement
+    # One frame, so only the thresholds that hold for one frame: the node's left-right WARN is set for its
+    # network check, which this does not run (the uniqueness share here is about 100 % minus the occlusions).
+    thresholds = dataclasses.replace(DEFAULT_THRESHOLDS, lr_consistent_pct=0.0)
+    reasons = degraded_reasons(thresholds, q.photometric_p50, consistent, q.vertical_offset_px, agreeing)
+    verdict = ("looks degraded: " + "; ".join(reasons)) if reasons else "no WARN threshold crossed"
+    return (f"quality (GT-free, docs/live_quality.md): photometric error p50 {q.photometric_p50:.4f}, "
+            f"left-right consistent {consistent:.1f} % (uniqueness check), vertical offset "
+            f"{shown(q.vertical_offset_px, '+.2f', ' px')}, SGBM-agreeing {shown(agreeing, '.1f', ' %')}: "
+            f"{verdict}")
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -371,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0 = default)")
     p.add_argument("--uncertainty", default=None, help="also write the disparity std-dev (px) to this .npy")
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="also print the GT-free quality of the result (photometric error, left-right consistency, "
+             "vertical misalignment of the pair, SGBM agreement) and whether it crosses the nodes' WARN "
+             "thresholds (docs/live_quality.md): a check that the pair is rectified and the depth plausible",
+    )
     p.add_argument(
         "--no-local-refinement",
         action="store_true",

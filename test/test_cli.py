@@ -86,6 +86,30 @@ def test_depth_local_refinement_can_be_turned_off(tmp_path: Path, pair) -> None:
     assert np.mean(np.abs(refined - 7.0)) < np.mean(np.abs(raw - 7.0))
 
 
+def test_depth_quality_checks_the_pair_and_names_a_vertical_misalignment(tmp_path: Path) -> None:
+    """`depth --quality` with the shipped weights on a textured plane: aligned, no threshold is crossed and
+    SGBM agrees; the right image moved down a row (a de-calibrated rig), the offset is read and warned
+    about."""
+    left, right = shifted_pair(96, 160, 6, seed=4)
+    low = np.concatenate([right[:1], right[:-1]])
+    lines = {}
+    for name, r in (("aligned", right), ("low", low)):
+        cv2.imwrite(str(tmp_path / "l.png"), cv2.cvtColor(left, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(r, cv2.COLOR_RGB2BGR))
+        cmd = [*CLI, "depth", "--left", str(tmp_path / "l.png"), "--right", str(tmp_path / f"{name}.png"),
+               "--output", str(tmp_path / "d.npy"), "--quality"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        lines[name] = next(line for line in proc.stdout.splitlines() if line.startswith("quality"))
+    aligned, low_line = lines["aligned"], lines["low"]
+    assert aligned.endswith("no WARN threshold crossed"), aligned
+    agreeing = float(aligned.split("SGBM-agreeing ")[1].split(" %")[0])
+    assert 90.0 < agreeing <= 100.0, aligned
+    offset = float(low_line.split("vertical offset ")[1].split(" px")[0])
+    assert offset == pytest.approx(1.0, abs=0.3), low_line
+    assert "looks degraded" in low_line and "check the calibration" in low_line, low_line
+
+
 def test_depth_extend_range_runs_the_network_at_full_size(tmp_path: Path) -> None:
     """`depth --max-disparity 192 --extend-range` on a rendered pair with surfaces beyond 128 px: the
     widened network (shipped weights, no refinement) reaches them, and it is closer to the GT than the

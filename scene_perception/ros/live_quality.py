@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scene_perception.pipelines.quality_thresholds import QualityThresholds, degraded_reasons
+
 if TYPE_CHECKING:
     from scene_perception.pipelines.quality import QualityWindow
 
@@ -129,17 +131,12 @@ class NodeQuality:
             values[SGBM_KEY] = shown(agreeing, ".1f")
         if self.ms:
             values["quality p50 (ms)"] = f"{float(np.median(self.ms)):.1f}"
-        reasons = []
-        warn_p, warn_lr = float(p["quality.photometric_warn"]), float(p["quality.lr_consistent_warn"])
-        warn_v = float(p["quality.vertical_offset_warn"])
-        if warn_p > 0 and photometric > warn_p:
-            reasons.append(f"photometric error p50 {photometric:.3f} > {warn_p:g}")
-        if warn_lr > 0 and consistent < warn_lr:
-            reasons.append(f"left-right consistent {consistent:.1f} % < {warn_lr:g} %")
-        if warn_v > 0 and abs(vertical) > warn_v:
-            reasons.append(f"vertical offset {vertical:+.2f} px (|.| > {warn_v:g}): check the calibration")
-        warn_s = float(p.get("quality.sgbm_agreement_warn", 0.0)) if self.second_matcher else 0.0
-        if warn_s > 0 and agreeing < warn_s:
-            reasons.append(f"SGBM agrees with {agreeing:.1f} % of the valid pixels it answered "
-                           f"(< {warn_s:g} %)")
+        thresholds = QualityThresholds(
+            photometric=float(p["quality.photometric_warn"]),
+            lr_consistent_pct=float(p["quality.lr_consistent_warn"]),
+            vertical_offset_px=float(p["quality.vertical_offset_warn"]),
+            sgbm_agreement_pct=(float(p.get("quality.sgbm_agreement_warn", 0.0)) if self.second_matcher
+                                else 0.0),
+        )
+        reasons = degraded_reasons(thresholds, photometric, consistent, vertical, agreeing)
         return values, ("depth quality degraded: " + "; ".join(reasons)) if reasons else ""

@@ -25,6 +25,7 @@ from scene_perception.pipelines.local_refinement_config import (
     TWO_PASS_MEASURES,
     LocalRefinementConfig,
 )
+from scene_perception.pipelines.quality_thresholds import DEFAULT_THRESHOLDS
 from scene_perception.pipelines.validity_defaults import (
     DEFAULT_EXTEND_RANGE,
     DEFAULT_FAR_PROBABILITY,
@@ -598,7 +599,7 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "quality.photometric_warn",
-        0.25,
+        DEFAULT_THRESHOLDS.photometric,
         "WARN in /diagnostics when the window's photometric error p50 (0.85 (1 - SSIM) / 2 + 0.15 L1, "
         "intensities 0..1) exceeds this; 0 = never. The default (twice the 95th percentile of clean "
         "validation frames with camera noise) is permissive: set about twice your rig's clean value.",
@@ -608,7 +609,7 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "quality.lr_consistent_warn",
-        65.0,
+        DEFAULT_THRESHOLDS.lr_consistent_pct,
         "WARN when the window's left-right consistent share (%) falls below this; 0 = never. Chosen for the "
         "network check (clean validation 5th percentile minus 10 points, rounded down to 5: 75.6 % -> 65 % "
         "with the 2026-12-07 pipeline; 55 % before); the uniqueness check's share is about 100 % minus the "
@@ -619,7 +620,7 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "quality.vertical_offset_warn",
-        0.5,
+        DEFAULT_THRESHOLDS.vertical_offset_px,
         "WARN when the estimated vertical misalignment of the rectified views (|px|, window median) exceeds "
         "this: the rig has lost its calibration; 0 = never.",
         0.0,
@@ -649,7 +650,7 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
 STEREO_QUALITY_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "quality.sgbm_agreement_warn",
-        70.0,
+        DEFAULT_THRESHOLDS.sgbm_agreement_pct,
         "WARN when the window's SGBM-agreeing share (%) falls below this: of the valid pixels where the "
         "local refinement's SGBM candidate answered, those within 2 px of it; 0 = never. Reported only "
         "where the frame had an SGBM candidate (the CPU default; local_refinement.sgbm_on_accelerator on a "
