@@ -747,8 +747,9 @@ _RANGE_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 #: Online self-supervised adaptation of the stereo network (training/adapt.py, issue 26; docs/adaptation.md):
-#: off by default; measured so far not to help.  Read on configure, except ``adapt.every``
-#: and ``adapt.serve``.  The defaults of the others are those of ``training.adapt.AdaptConfig``.
+#: off by default; it helped on one real rig, not on synthetic periodic textures.  Read on configure, except
+#: ``adapt.every`` and ``adapt.serve``.  The defaults of the others are those of
+#: ``training.adapt.AdaptConfig``.
 ADAPT_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "adapt.enabled",
