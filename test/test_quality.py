@@ -282,6 +282,11 @@ def test_sgbm_agreement_in_the_node_summary_and_its_warning() -> None:
     values, warning = network.status(params)
     assert values[SGBM_KEY] == "55.0" and "SGBM agrees with 55.0 %" in warning
     assert network.status({**params, "quality.sgbm_agreement_warn": 0.0})[1] == ""
+    # Frames without a candidate (a GPU's default): the key says why instead of a bare "unknown".
+    gpu = NodeQuality(3, second_matcher=True)
+    gpu.window.add(FrameQuality(0.01, 0.95, 0.0, 1000))
+    gpu.last_had_second_opinion = False
+    assert gpu.status(params)[0][SGBM_KEY].startswith("n/a (no SGBM candidate")
     # The SGBM baseline has no second matcher: no such key.
     assert SGBM_KEY not in NodeQuality(3).status(params)[0]
     assert network.status({**params, "quality.enabled": False})[0][SGBM_KEY] == "off"

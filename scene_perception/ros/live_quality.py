@@ -41,6 +41,8 @@ class NodeQuality:
         node's SGBM candidate), reported as :data:`SGBM_KEY`."""
         self._size = int(window)
         self.second_matcher = bool(second_matcher)
+        #: Whether the last assessed frame came with a second matcher's disparity (None before any frame).
+        self.last_had_second_opinion: bool | None = None
         self._window: QualityWindow | None = None
         self.ms: collections.deque[float] = collections.deque(maxlen=100)
         self.frames = 0  # frames offered (for quality.every)
@@ -90,6 +92,7 @@ class NodeQuality:
             node.health.problem("quality_error", f"live quality failed on frame {node._last_stamp_ns}: {exc}")
             return {}
         self.ms.append((time.perf_counter() - t0) * 1e3)
+        self.last_had_second_opinion = second_opinion is not None
         self.window.add(quality)
         if not quality.known:
             # Not a problem of the node (a blank or saturated view has nothing to score): counted, and said
@@ -127,8 +130,12 @@ class NodeQuality:
         }
         agreeing = window.sgbm_agreement() * 100.0
         if self.second_matcher:
-            # Unknown, not 0, while no frame had an SGBM candidate (off on an accelerator by default).
+            # Unknown, not 0, while no frame had an SGBM candidate; why, when the frames come without one.
             values[SGBM_KEY] = shown(agreeing, ".1f")
+            if not math.isfinite(agreeing) and self.last_had_second_opinion is False:
+                values[SGBM_KEY] = ("n/a (no SGBM candidate: off on a GPU unless "
+                                    "local_refinement.sgbm_on_accelerator; none with the refinement off or "
+                                    "skipped)")
         if self.ms:
             values["quality p50 (ms)"] = f"{float(np.median(self.ms)):.1f}"
         thresholds = QualityThresholds(
