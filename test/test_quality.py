@@ -30,6 +30,11 @@ from scene_perception.pipelines.quality import (
     right_disparity_from_flipped,
     vertical_offset,
 )
+from scene_perception.pipelines.quality_thresholds import (
+    DEFAULT_THRESHOLDS,
+    QualityThresholds,
+    degraded_reasons,
+)
 from scene_perception.ros.live_quality import SGBM_KEY, NodeQuality
 
 H, W, D = 96, 160, 8
@@ -290,3 +295,15 @@ def test_sgbm_agreement_in_the_node_summary_and_its_warning() -> None:
     # The SGBM baseline has no second matcher: no such key.
     assert SGBM_KEY not in NodeQuality(3).status(params)[0]
     assert network.status({**params, "quality.enabled": False})[0][SGBM_KEY] == "off"
+
+
+def test_degraded_reasons_name_each_crossed_threshold_and_ignore_unknowns() -> None:
+    t = DEFAULT_THRESHOLDS
+    assert degraded_reasons(t, 0.01, 95.0, 0.0, 95.0) == []
+    reasons = degraded_reasons(t, 0.4, 50.0, -0.8, 60.0)
+    assert [r.split(" ")[0] for r in reasons] == ["photometric", "left-right", "vertical", "SGBM"], reasons
+    assert "-0.80 px" in reasons[2] and "check the calibration" in reasons[2]
+    nan = float("nan")
+    assert degraded_reasons(t, nan, nan, nan, nan) == []  # unknown is reported as unknown, not as a warning
+    off = QualityThresholds(0.0, 0.0, 0.0, 0.0)
+    assert degraded_reasons(off, 0.4, 50.0, -0.8, 60.0) == []  # 0 turns each off
