@@ -214,8 +214,8 @@ def test_held_out_frames_carry_sgbm_and_its_agreement_sees_a_damaged_network() -
     adapter = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2, max_sgbm_drop=0.01))
     for p in _pairs(6):
         adapter.offer(*p)
-    assert len(adapter.holdout_sgbm) == len(adapter.holdout) == 3
-    assert adapter.holdout_sgbm[0].shape == (64, 128)  # the centre crop's SGBM disparity
+    assert len(adapter.holdout) == 3 and all(sgbm is not None for _, _, sgbm in adapter.holdout)
+    assert adapter.holdout[0][2].shape == (64, 128)  # the centre crop's SGBM disparity
     photometric, shipped = adapter.holdout_scores()
     assert photometric == pytest.approx(adapter.holdout_error())
     assert 0.5 < shipped <= 1.0, shipped
@@ -230,4 +230,4 @@ def test_held_out_frames_carry_sgbm_and_its_agreement_sees_a_damaged_network() -
     off = OnlineAdapter(model, AdaptConfig(**SMALL, holdout_every=2))  # off by default
     for p in _pairs(2):
         off.offer(*p)
-    assert not off.holdout_sgbm and np.isnan(off.holdout_scores()[1])
+    assert all(sgbm is None for _, _, sgbm in off.holdout) and np.isnan(off.holdout_scores()[1])

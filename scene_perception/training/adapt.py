@@ -270,11 +270,11 @@ class OnlineAdapter:
         self.loss_config = TrainConfig(**{"mode": "self_supervised",
                                           "occlusion_check_px": self.config.occlusion_check_px,
                                           **LOSSES[self.config.loss]})
-        Pairs = collections.deque[tuple[Tensor, Tensor]]
-        self.buffer: Pairs = collections.deque(maxlen=self.config.buffer_frames)
-        self.holdout: Pairs = collections.deque(maxlen=self.config.holdout_frames)
-        #: SGBM's disparity of each held-out frame's centre crop (NaN = no answer), in step with ``holdout``.
-        self.holdout_sgbm: collections.deque[Tensor] = collections.deque(maxlen=self.config.holdout_frames)
+        self.buffer: collections.deque[tuple[Tensor, Tensor]] = collections.deque(
+            maxlen=self.config.buffer_frames)
+        #: Held-out (left, right, SGBM's disparity of the centre crop (NaN = no answer) or None: veto off).
+        self.holdout: collections.deque[tuple[Tensor, Tensor, Tensor | None]] = collections.deque(
+            maxlen=self.config.holdout_frames)
         # The network's range, capped so that SGBM's search fits the crop (a multiple of 16 below its width).
         sgbm_range = min(int(getattr(model.config, "max_disparity", 128)), self.config.crop_width // 2)
         self._sgbm = SGBMMatcher(float(sgbm_range)) if self.config.max_sgbm_drop >= 0 else None
@@ -308,10 +308,11 @@ class OnlineAdapter:
         self._usable += 1
         pair = (_to_tensor(left), _to_tensor(right))
         if self._usable % self.config.holdout_every == 0:
-            self.holdout.append(pair)
+            sgbm = None
             if self._sgbm is not None:
                 left_c, right_c = (self._centre(t).permute(1, 2, 0).numpy() for t in pair)
-                self.holdout_sgbm.append(torch.from_numpy(self._sgbm.match_full_width(left_c, right_c)))
+                sgbm = torch.from_numpy(self._sgbm.match_full_width(left_c, right_c))
+            self.holdout.append((*pair, sgbm))
             self.counters.held_out += 1
             return "holdout"
         self.buffer.append(pair)
@@ -361,9 +362,8 @@ class OnlineAdapter:
         if not self.holdout:
             return math.nan, math.nan
         values, shares = [], []
-        sgbm = list(self.holdout_sgbm) if self._sgbm is not None else [None] * len(self.holdout)
         with self._scoring(state):
-            for (left, right), other in zip(self.holdout, sgbm, strict=True):
+            for left, right, other in self.holdout:
                 lt = _as_float(self._centre(left)[None], self.device)
                 rt = _as_float(self._centre(right)[None], self.device)
                 disp, _ = self.candidate(lt, rt)
