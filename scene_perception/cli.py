@@ -68,19 +68,15 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 def _quality_report(left: np.ndarray, right: np.ndarray, result: Any, device: Any) -> str:  # noqa: F821
     """The GT-free live quality of one result, judged by the nodes' WARN defaults (docs/live_quality.md)."""
-    import math
 
     from scene_perception.pipelines.quality import assess_arrays
-    from scene_perception.pipelines.quality_thresholds import DEFAULT_THRESHOLDS, degraded_reasons
+    from scene_perception.pipelines.quality_thresholds import DEFAULT_THRESHOLDS, degraded_reasons, shown
 
     q = assess_arrays(left, right, result.disparity, result.valid, device,
                       second_opinion=result.sgbm_disparity)
     if not q.known:
         return (f"quality: unknown (only {q.scored_pixels} pixels to score: valid, in view of the right "
                 "image and not occluded)")
-
-    def shown(value: float, spec: str, unit: str = "") -> str:
-        return format(value, spec) + unit if math.isfinite(value) else "unknown"
 
     consistent, agreeing = 100.0 * q.lr_consistent, 100.0 * q.sgbm_agreement
     # One frame, so only the thresholds that hold for one frame: the node's left-right WARN is set for its

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_THRESHOLDS", "QualityThresholds", "degraded_reasons"]
+__all__ = ["DEFAULT_THRESHOLDS", "QualityThresholds", "degraded_reasons", "shown"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,9 @@ def degraded_reasons(thresholds: QualityThresholds, photometric: float, consiste
         reasons.append(f"SGBM agrees with {agreeing_pct:.1f} % of the valid pixels it answered "
                        f"(< {t.sgbm_agreement_pct:g} %)")
     return reasons
+
+
+def shown(value: float, spec: str, unit: str = "") -> str:
+    """A quality number as the nodes and the CLI print it: ``format(value, spec) + unit``, or ``unknown`` for
+    NaN (never a 0 that reads as a perfect frame)."""
+    return format(value, spec) + unit if math.isfinite(value) else "unknown"

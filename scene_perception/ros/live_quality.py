@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scene_perception.pipelines.quality_thresholds import QualityThresholds, degraded_reasons
+from scene_perception.pipelines.quality_thresholds import QualityThresholds, degraded_reasons, shown
 
 if TYPE_CHECKING:
     from scene_perception.pipelines.quality import QualityWindow
@@ -116,9 +116,6 @@ class NodeQuality:
         window = self.window
         photometric, consistent = window.photometric_p50(), window.lr_consistent() * 100.0
         vertical = window.vertical_offset_px()
-
-        def shown(value: float, spec: str) -> str:
-            return format(value, spec) if math.isfinite(value) else "unknown"
 
         values = {
             "live quality": f"on ({p['quality.lr_check']} left-right check, every {p['quality.every']} "
