@@ -78,8 +78,9 @@ else
     # batch 16). If the budget stops it earlier the card says so (stopped_by_budget, lr mid-schedule), and
     # the measured samples/s in train.json sizes the next run.
     # Since v11 (2026-12-05) also sky at infinity and surfaces down to 0.25 px, which v11 showed pay (street
-    # sky published nearer than 100 m 93.8 -> 10.8 %). Textureless + glossy surfaces together (v13, CPU,
-    # 2026-12-07) cost the sky and far surfaces more than they bought: not added; glossy alone is untried.
+    # sky published nearer than 100 m 93.8 -> 10.8 %). Textureless + glossy surfaces (v13, CPU, 2026-12-07)
+    # and glossy alone (a probe with a control) cost the sky more than the rules allowed: not added
+    # (benchmarks/results/2026-12-07_cpu/{v13,glossy_probe}/README.md).
     TRAIN_ARGS+=(--init-weights models/lite.safetensors --steps 3000 --lr 1e-4 --warmup-steps 50
                  --volume-weight 0.3 --max-disparity 112 --augment --seed 19 --sky-probability 0.3
                  --min-disparity 0.25)
