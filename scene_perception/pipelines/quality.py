@@ -49,11 +49,13 @@ __all__ = [
     "assess",
     "assess_arrays",
     "confidence_map",
+    "corner_vertical_offsets",
     "flipped_pair",
     "left_right_check",
     "photometric_residual",
     "right_disparity_by_uniqueness",
     "right_disparity_from_flipped",
+    "row_residual",
     "vertical_offset",
 ]
 
@@ -232,13 +234,49 @@ def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor
                     min_corners: int = 20) -> tuple[Tensor, Tensor]:
     """Estimated vertical misalignment (B,) px of the rectified pair, and how many corners it rests on (B,).
 
+    The median of :func:`corner_vertical_offsets` over the matched corners; NaN below ``min_corners``.
+    """
+    offset, matched = corner_vertical_offsets(left, right, disparity, mask, range_px, corners, patch,
+                                              dx_range, min_zncc)
+    count = matched.sum(dim=1)
+    median = torch.where(matched, offset, torch.full_like(offset, float("nan"))).nanmedian(dim=1).values
+    return torch.where(count >= min_corners, median, torch.full_like(median, float("nan"))), count
+
+
+def row_residual(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
+                 corners: int = 500, patch: int = 7, dx_range: int = 4, min_zncc: float = 0.92,
+                 min_corners: int = 20) -> Tensor:
+    """How much the vertical misalignment varies across the frame (B,) px: 1.4826 x the median absolute
+    deviation of :func:`corner_vertical_offsets` over the matched corners (a robust standard deviation);
+    NaN below ``min_corners``.
+
+    Why: a rig's calibration and rectification leave a residual that varies over the image (lens distortion
+    left over, a slightly wrong rotation); a constant vertical offset is what :func:`vertical_offset` reads,
+    the part left after removing it is what no global correction fixes.  Its vertical half is measurable
+    without GT (the match must lie on the same row); the horizontal half is not (it reads as disparity), and
+    the published std can take the vertical half as the size of both (issue 25: ``rule_row.md``).  Exact
+    renders read only the estimator's own spread (its parabola on integer row shifts).
+    """
+    offset, matched = corner_vertical_offsets(left, right, disparity, mask, range_px, corners, patch,
+                                              dx_range, min_zncc)
+    count = matched.sum(dim=1)
+    nan = torch.full_like(offset, float("nan"))
+    median = torch.where(matched, offset, nan).nanmedian(dim=1, keepdim=True).values
+    mad = torch.where(matched, (offset - median).abs(), nan).nanmedian(dim=1).values
+    return torch.where(count >= min_corners, 1.4826 * mad, torch.full_like(mad, float("nan")))
+
+
+def corner_vertical_offsets(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
+                            corners: int = 500, patch: int = 7, dx_range: int = 4, min_zncc: float = 0.92
+                            ) -> tuple[Tensor, Tensor]:
+    """Per-corner vertical offsets (B, K) px and which corners matched (B, K) bool.
+
     At the ``corners`` strongest, spread-out corners of the left image (valid pixels of ``mask``), a
     ``patch`` x ``patch`` window is compared by ZNCC with the right image at ``(x - d + dx, y + dy)`` for
     every integer ``dy`` in ``-R .. R`` and ``dx`` in ``-dx_range .. dx_range``; per corner the best ``dx``
     is kept for each ``dy`` and a parabola through the best ``dy`` and its neighbours gives the sub-pixel
-    offset.  The frame's estimate is the median over the corners whose best ZNCC reaches ``min_zncc`` (NaN
-    below ``min_corners`` of them).  A minimum at the end of the range is reported as the end ("this far or
-    further").
+    offset.  A corner counts as matched when its best ZNCC reaches ``min_zncc``.  A minimum at the end of the
+    range is reported as the end ("this far or further").
 
     Why not simply the photometric error of the whole warp shifted by ``dy``: the disparity was computed on
     the misaligned pair, and along oblique edges a horizontal shift imitates a vertical one, so the network
@@ -295,10 +333,7 @@ def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor
         step = torch.where(curvature > 0, 0.5 * (c_minus - c_plus) / curvature.clamp(min=1e-12),
                            torch.zeros_like(curvature))
         offset = torch.where((raw == 0) | (raw == n - 1), dys[raw], offset + step.clamp(-1.0, 1.0))
-    matched = real & (cost.amin(dim=1) <= 1.0 - min_zncc)
-    count = matched.sum(dim=1)
-    median = torch.where(matched, offset, torch.full_like(offset, float("nan"))).nanmedian(dim=1).values
-    return torch.where(count >= min_corners, median, torch.full_like(median, float("nan"))), count
+    return offset, real & (cost.amin(dim=1) <= 1.0 - min_zncc)
 
 
 def confidence_map(residual: Tensor, lr_diff: Tensor | None, valid: Tensor, config: QualityConfig) -> Tensor:
