@@ -68,7 +68,6 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 def _quality_report(left: np.ndarray, right: np.ndarray, result: Any, device: Any) -> str:  # noqa: F821
     """The GT-free live quality of one result, judged by the nodes' WARN defaults (docs/live_quality.md)."""
-
     from scene_perception.pipelines.quality import assess_arrays
     from scene_perception.pipelines.quality_thresholds import DEFAULT_THRESHOLDS, degraded_reasons, shown
 

@@ -23,11 +23,13 @@ from scene_perception.pipelines.quality import (
     assess,
     assess_arrays,
     confidence_map,
+    corner_vertical_offsets,
     flipped_pair,
     left_right_check,
     photometric_residual,
     right_disparity_by_uniqueness,
     right_disparity_from_flipped,
+    row_residual,
     vertical_offset,
 )
 from scene_perception.pipelines.quality_thresholds import (
@@ -307,3 +309,34 @@ def test_degraded_reasons_name_each_crossed_threshold_and_ignore_unknowns() -> N
     assert degraded_reasons(t, nan, nan, nan, nan) == []  # unknown is reported as unknown, not as a warning
     off = QualityThresholds(0.0, 0.0, 0.0, 0.0)
     assert degraded_reasons(off, 0.4, 50.0, -0.8, 60.0) == []  # 0 turns each off
+
+
+def warp_rows(image: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The image content moved down by the per-pixel field ``dy`` (H, W) px: out(x, y) = image(x, y - dy)."""
+    h, w = image.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(image, xs, ys - dy.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_row_residual_reads_a_varying_offset_and_ignores_a_constant_one() -> None:
+    """Left half of the right image 0.6 px down, right half 0.6 px up: the offsets spread by about 0.6 px
+    (their median is near 0, so vertical_offset alone would call the rig aligned); a constant 1 px shift
+    moves the median, not the spread."""
+    left, right, gt = constant_pair(seed=4)
+    field = np.where(np.arange(W)[None, :] < W // 2, 0.6, -0.6) * np.ones((H, 1))
+    lt, rt, d, valid = tensors(left, warp_rows(right, field), gt)
+    varying = row_residual(lt, rt, d, valid).item()
+    assert 0.35 < varying < 0.9, varying
+    _, rt_const, _, _ = tensors(left, shift_down(right, 1.0), gt)
+    constant = row_residual(lt, rt_const, d, valid).item()
+    _, rt_none, _, _ = tensors(left, right, gt)
+    aligned = row_residual(lt, rt_none, d, valid).item()
+    assert constant < 0.15 and aligned < 0.1, (constant, aligned)
+    offsets, matched = corner_vertical_offsets(lt, rt, d, valid)
+    assert matched.sum().item() >= 20 and offsets.shape == matched.shape
+
+
+def test_row_residual_is_unknown_without_enough_matched_corners() -> None:
+    left, right, gt = constant_pair(seed=5)
+    lt, rt, d, valid = tensors(left, right, gt)
+    assert math.isnan(row_residual(lt, rt, d, torch.zeros_like(valid)).item())

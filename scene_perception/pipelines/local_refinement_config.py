@@ -143,6 +143,17 @@ class LocalRefinementConfig:
             ``sqrt((factor std)^2 + floor^2)``: the sub-pixel residual a real rig keeps after rectification,
             which no render has (``rule_pixel5.md``; measured on the opencv-doc chessboard rig: 0.275 px).
             0 = none.  Monotone in the std, so it leaves the order of the pixels (AUSE) alone.
+        two_pass_row_floor, two_pass_row_noise: for a frame refined twice, a floor that follows the rig:
+            after the two-pass steps above the std becomes ``sqrt(std^2 + F^2)``, ``F = a * sqrt(max(r^2 -
+            r0^2, 0))``, ``a`` = ``two_pass_row_floor`` (0 = off, 0 .. 10), ``r0`` = ``two_pass_row_noise``
+            (px, 0 .. 5: the estimator's own spread), ``r`` the frame's GT-free row residual
+            (``quality.row_residual``: the spread of the vertical offsets of matched corners at the refined
+            disparity; no floor when unknown).  Why: a real rig keeps a residual after rectification that
+            varies over the image and that no render has; its vertical half is measurable, and stands for
+            the size of the horizontal half, which reads as disparity
+            (``benchmarks/results/2026-12-07_cpu/two_pass_row/rule.md``).  Off by its rule: on validation no
+            floor brought the shares nearer the Laplace's, and the Middlebury pairs read ``r`` 0.09-0.10 px,
+            like exact renders (docs/calibration.md); for a rig known to keep a varying residual.
         two_pass_changed_scale, two_pass_unchanged_scale: after the two-pass factor, the std of a frame
             refined twice is multiplied by the first where the second refinement changed the disparity and
             by the second elsewhere (0 .. 4] and (0 .. 1].  Why: with the sharp-peak refinement the pixels
@@ -244,6 +255,8 @@ class LocalRefinementConfig:
     # benchmarks/results/2026-12-07_cpu/two_pass_split/rule.md (fit.txt beside it): the changed pixels kept.
     two_pass_changed_scale: float = 1.0
     two_pass_unchanged_scale: float = 0.35
+    two_pass_row_floor: float = 0.0
+    two_pass_row_noise: float = 0.0
     # Fitted on validation renders (exact, nuisance, camera, rig) and kept by the real chessboard pairs
     # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md chose the measure and m_ref, and
     # after min_peak_curvature one_pass_refit/rule.md the rest (fit.txt beside each).
@@ -315,6 +328,10 @@ class LocalRefinementConfig:
         if not 0.0 < self.two_pass_unchanged_scale <= 1.0:
             raise ValueError(f"two_pass_unchanged_scale must be in (0, 1], "
                              f"got {self.two_pass_unchanged_scale}")
+        if not 0.0 <= self.two_pass_row_floor <= 10.0:
+            raise ValueError(f"two_pass_row_floor must be in [0, 10], got {self.two_pass_row_floor}")
+        if not 0.0 <= self.two_pass_row_noise <= 5.0:
+            raise ValueError(f"two_pass_row_noise must be in [0, 5] px, got {self.two_pass_row_noise}")
         if self.one_pass_std_measure not in TWO_PASS_MEASURES:
             raise ValueError(f"one_pass_std_measure must be one of {TWO_PASS_MEASURES}, "
                              f"got {self.one_pass_std_measure!r}")

@@ -25,6 +25,7 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 from scene_perception.pipelines.local_refinement import refine_disparity_locally, window_std
 from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT, LocalRefinementConfig
 from scene_perception.pipelines.occlusion import occluded_by_ordering
+from scene_perception.pipelines.quality import row_residual
 from scene_perception.pipelines.sgbm import SGBMMatcher
 from scene_perception.pipelines.validity_defaults import (
     DEFAULT_EXTEND_RANGE,
@@ -402,12 +403,27 @@ class StereoDepthPipeline:
                                                                    candidate)
         if changed is not None:
             log_scale = self._two_pass_split(log_scale, changed)
+        row_floor = self._row_floor(left, right, disparity)
         if isinstance(log_factor, torch.Tensor):
-            floored = view_agreement.floored_log_scale(log_scale + log_factor, cfg.two_pass_std_floor)
+            floor = math.hypot(cfg.two_pass_std_floor, row_floor)
+            floored = view_agreement.floored_log_scale(log_scale + log_factor, floor)
             return floored, float(torch.exp(log_factor.median())), value, True
-        if log_factor == 0.0:
-            return log_scale, 1.0, value, False
-        return log_scale + log_factor, math.exp(log_factor), value, False
+        if log_factor != 0.0:
+            log_scale = log_scale + log_factor
+        return view_agreement.floored_log_scale(log_scale, row_floor), math.exp(log_factor), value, False
+
+    def _row_floor(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor) -> float:
+        """The std floor (px) of a frame refined twice that follows its GT-free row residual ``r``
+        (``quality.row_residual`` at the refined ``disparity``): ``a * sqrt(max(r^2 - r0^2, 0))`` with ``a``
+        = ``two_pass_row_floor``, ``r0`` = ``two_pass_row_noise``; 0 when off or ``r`` is unknown."""
+        cfg = self.local_refinement
+        if cfg is None or cfg.two_pass_row_floor <= 0.0:
+            return 0.0
+        finite = torch.isfinite(disparity)
+        r = float(row_residual(left.contiguous(), right.contiguous(), disparity, finite)[0])
+        if not math.isfinite(r):
+            return 0.0
+        return cfg.two_pass_row_floor * math.sqrt(max(r * r - cfg.two_pass_row_noise ** 2, 0.0))
 
     def _two_pass_split(self, log_scale: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
         """The two-pass log-scale with ``two_pass_changed_scale`` where the second refinement changed the

@@ -128,11 +128,12 @@ class NodeQuality:
         agreeing = window.sgbm_agreement() * 100.0
         if self.second_matcher:
             # Unknown, not 0, while no frame had an SGBM candidate; why, when the frames come without one.
-            values[SGBM_KEY] = shown(agreeing, ".1f")
             if not math.isfinite(agreeing) and self.last_had_second_opinion is False:
                 values[SGBM_KEY] = ("n/a (no SGBM candidate: off on a GPU unless "
                                     "local_refinement.sgbm_on_accelerator; none with the refinement off or "
                                     "skipped)")
+            else:
+                values[SGBM_KEY] = shown(agreeing, ".1f")
         if self.ms:
             values["quality p50 (ms)"] = f"{float(np.median(self.ms)):.1f}"
         thresholds = QualityThresholds(

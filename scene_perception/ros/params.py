@@ -415,6 +415,24 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.two_pass_row_floor",
+        _REFINE.two_pass_row_floor,
+        "For frames refined twice: a floor under the disparity std that follows the rig's GT-free row "
+        "residual r (spread of matched corners' vertical offsets): sqrt(std^2 + (a sqrt(r^2 - r0^2))^2), "
+        "a = this; 0 = off (docs/calibration.md).",
+        0.0,
+        10.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_row_noise",
+        _REFINE.two_pass_row_noise,
+        "px; r0 of two_pass_row_floor: the row residual's own estimator spread, subtracted in quadrature.",
+        0.0,
+        5.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.one_pass_std_measure",
         _REFINE.one_pass_std_measure,
         "For frames refined once (the network at full scale): the GT-free measure a per-frame std factor "
