@@ -85,7 +85,9 @@ def _quality_report(left: np.ndarray, right: np.ndarray, result: Any, device: An
     verdict = ("looks degraded: " + "; ".join(reasons)) if reasons else "no WARN threshold crossed"
     return (f"quality (GT-free, docs/live_quality.md): photometric error p50 {q.photometric_p50:.4f}, "
             f"left-right consistent {consistent:.1f} % (uniqueness check), vertical offset "
-            f"{shown(q.vertical_offset_px, '+.2f', ' px')}, SGBM-agreeing {shown(agreeing, '.1f', ' %')}: "
+            f"{shown(q.vertical_offset_px, '+.2f', ' px')} "
+            f"(spread {shown(q.vertical_spread_px, '.2f', ' px')}), "
+            f"SGBM-agreeing {shown(agreeing, '.1f', ' %')}: "
             f"{verdict}")
 
 

@@ -178,7 +178,8 @@ def send(
 
 # ------------------------------------------------------------------ live quality (both stereo nodes)
 #: The live-quality summary keys both stereo nodes publish in /diagnostics.
-QUALITY_KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+QUALITY_KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)",
+                "vertical offset spread (px)")
 
 
 def last_status(driver: Driver, node_name: str) -> DiagnosticStatus | None:

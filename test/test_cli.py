@@ -107,6 +107,8 @@ def test_depth_quality_checks_the_pair_and_names_a_vertical_misalignment(tmp_pat
     assert 90.0 < agreeing <= 100.0, aligned
     offset = float(low_line.split("vertical offset ")[1].split(" px")[0])
     assert offset == pytest.approx(1.0, abs=0.3), low_line
+    spread = float(low_line.split("(spread ")[1].split(" px")[0])
+    assert 0.0 <= spread < 0.3, low_line  # a whole-image shift moves the median offset, not its spread
     assert "looks degraded" in low_line and "check the calibration" in low_line, low_line
 
 

@@ -84,6 +84,7 @@ def test_quality_keys_confidence_and_vertical_offset(ros) -> None:
     assert 0.0 <= photometric < node.params["quality.photometric_warn"], values
     assert node.params["quality.lr_consistent_warn"] < consistent <= 100.0, values
     assert abs(vertical) < 0.3, values
+    assert 0.0 <= float(values[KEYS[3]]) < 0.3, values  # an aligned rig: the offsets do not vary either
     # The CPU pipeline's SGBM candidate, a second matcher, confirms the network's plane.
     assert node.params["quality.sgbm_agreement_warn"] < float(values[SGBM_KEY]) <= 100.0, values
     assert values["quality frames"] == "3 (0 unknown)"
@@ -105,6 +106,7 @@ def test_quality_keys_confidence_and_vertical_offset(ros) -> None:
     send_frames(harness, driver, left, right_low, 2_000_000_000)
     values, status = values_after(harness, driver, 3)
     assert float(values[KEYS[2]]) == pytest.approx(1.0, abs=0.3), values
+    assert float(values[KEYS[3]]) < 0.3, values  # one shift for the whole image: no spread
     assert status.level == DiagnosticStatus.WARN and "vertical offset" in status.message, status.message
     assert float(values[KEYS[0]]) > photometric, values  # the misalignment also raises the residual
 

@@ -340,3 +340,20 @@ def test_row_residual_is_unknown_without_enough_matched_corners() -> None:
     left, right, gt = constant_pair(seed=5)
     lt, rt, d, valid = tensors(left, right, gt)
     assert math.isnan(row_residual(lt, rt, d, torch.zeros_like(valid)).item())
+
+
+def test_assess_reports_the_spread_of_a_rotation_that_the_median_offset_misses() -> None:
+    """The right image turned about the image centre (0.6 degrees): the offsets vary along x by about +-0.8 px
+    with a median near 0, so the vertical offset reads small and its spread does not; the aligned pair's
+    spread stays small.  assess computes both from one corner search, as row_residual and vertical_offset
+    do separately."""
+    left, right, gt = constant_pair(seed=6)
+    rot = cv2.getRotationMatrix2D((W / 2.0, H / 2.0), 0.6, 1.0)
+    turned = cv2.warpAffine(right, rot, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lt, rt, d, valid = tensors(left, turned, gt)
+    q = assess(lt, rt, d, valid)[0]
+    assert abs(q.vertical_offset_px) < 0.25 and q.vertical_spread_px > 0.3, q
+    assert q.vertical_spread_px == pytest.approx(row_residual(lt, rt, d, valid).item())
+    assert q.vertical_offset_px == pytest.approx(vertical_offset(lt, rt, d, valid)[0].item())
+    _, rt_aligned, _, _ = tensors(left, right, gt)
+    assert assess(lt, rt_aligned, d, valid)[0].vertical_spread_px < 0.1

@@ -105,6 +105,9 @@ class FrameQuality:
         sgbm_agreement: share (0..1) of the valid pixels where the second matcher (the pipeline's SGBM
             candidate) answered whose disparity it confirms within ``agreement_px`` (:func:`agreement`);
             NaN without a second opinion or with fewer than ``min_pixels`` such pixels.
+        vertical_spread_px: how much the vertical misalignment varies over the frame (:func:`row_residual`,
+            from the same corners as ``vertical_offset_px``): a rotation about the optical axis or a
+            distortion left over, which the median offset does not see.
     """
 
     photometric_p50: float
@@ -113,6 +116,7 @@ class FrameQuality:
     scored_pixels: int
     confidence: Tensor | None = None
     sgbm_agreement: float = math.nan
+    vertical_spread_px: float = math.nan
 
     @property
     def known(self) -> bool:
@@ -238,9 +242,20 @@ def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor
     """
     offset, matched = corner_vertical_offsets(left, right, disparity, mask, range_px, corners, patch,
                                               dx_range, min_zncc)
+    median, _ = _offset_stats(offset, matched, min_corners)
+    return median, matched.sum(dim=1)
+
+
+def _offset_stats(offset: Tensor, matched: Tensor, min_corners: int) -> tuple[Tensor, Tensor]:
+    """Median and robust spread (1.4826 x MAD) (B,) of the matched corners' offsets; NaN below
+    ``min_corners``."""
     count = matched.sum(dim=1)
-    median = torch.where(matched, offset, torch.full_like(offset, float("nan"))).nanmedian(dim=1).values
-    return torch.where(count >= min_corners, median, torch.full_like(median, float("nan"))), count
+    nan = torch.full_like(offset, float("nan"))
+    median = torch.where(matched, offset, nan).nanmedian(dim=1, keepdim=True).values
+    mad = torch.where(matched, (offset - median).abs(), nan).nanmedian(dim=1).values
+    few = count < min_corners
+    unknown = torch.full_like(mad, float("nan"))
+    return torch.where(few, unknown, median[:, 0]), torch.where(few, unknown, 1.4826 * mad)
 
 
 def row_residual(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
@@ -259,11 +274,7 @@ def row_residual(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, r
     """
     offset, matched = corner_vertical_offsets(left, right, disparity, mask, range_px, corners, patch,
                                               dx_range, min_zncc)
-    count = matched.sum(dim=1)
-    nan = torch.full_like(offset, float("nan"))
-    median = torch.where(matched, offset, nan).nanmedian(dim=1, keepdim=True).values
-    mad = torch.where(matched, (offset - median).abs(), nan).nanmedian(dim=1).values
-    return torch.where(count >= min_corners, 1.4826 * mad, torch.full_like(mad, float("nan")))
+    return _offset_stats(offset, matched, min_corners)[1]
 
 
 def corner_vertical_offsets(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
@@ -401,19 +412,21 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
         scored = base & visible
         count = scored.sum(dim=(1, 2, 3))
         p50 = _masked_median(residual, scored)
-        vertical = torch.full_like(p50, float("nan"))
-        if want_vertical:
-            vertical, _ = vertical_offset(left, right, disparity, base, config.vertical_range_px)
+        vertical = spread = torch.full_like(p50, float("nan"))
+        if want_vertical:  # one corner search for both numbers
+            offsets, matched = corner_vertical_offsets(left, right, disparity, base, config.vertical_range_px)
+            vertical, spread = _offset_stats(offsets, matched, min_corners=20)
         confidence = confidence_map(residual, lr_diff, valid, config) if want_confidence else None
         agree = torch.full_like(p50, float("nan"))
         if second_opinion is not None:
             agree = agreement(disparity, valid, second_opinion.to(disparity.dtype), config.agreement_px,
                               config.min_pixels).to(p50.dtype)
         too_few = (count < config.min_pixels).cpu().tolist()
-        stats = torch.stack([p50, lr_rate.to(p50.dtype), vertical.to(p50.dtype), agree], dim=1).cpu().tolist()
+        stats = torch.stack([p50, lr_rate.to(p50.dtype), vertical.to(p50.dtype), agree, spread.to(p50.dtype)],
+                            dim=1).cpu().tolist()
         counts = count.cpu().tolist()
     out = []
-    for i, ((p, lr, v, a), few) in enumerate(zip(stats, too_few, strict=True)):
+    for i, ((p, lr, v, a, sp), few) in enumerate(zip(stats, too_few, strict=True)):
         nan = float("nan")
         out.append(FrameQuality(
             photometric_p50=nan if few else float(p),
@@ -422,6 +435,7 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
             scored_pixels=int(counts[i]),
             confidence=None if confidence is None else confidence[i, 0],
             sgbm_agreement=a,
+            vertical_spread_px=nan if few else float(sp),
         ))
     return out
 
@@ -464,7 +478,8 @@ class QualityWindow:
     def add(self, quality: FrameQuality) -> None:
         self.frames.append(FrameQuality(quality.photometric_p50, quality.lr_consistent,
                                         quality.vertical_offset_px, quality.scored_pixels,
-                                        sgbm_agreement=quality.sgbm_agreement))
+                                        sgbm_agreement=quality.sgbm_agreement,
+                                        vertical_spread_px=quality.vertical_spread_px))
 
     def _values(self, name: str) -> np.ndarray:
         # tuple() copies the deque in one step: the node appends from its worker thread while the
@@ -486,6 +501,10 @@ class QualityWindow:
 
     def vertical_offset_px(self) -> float:
         v = self._values("vertical_offset_px")
+        return float(np.median(v)) if v.size else float("nan")
+
+    def vertical_spread_px(self) -> float:
+        v = self._values("vertical_spread_px")
         return float(np.median(v)) if v.size else float("nan")
 
     def sgbm_agreement(self) -> float:

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["NodeQuality"]
 
-#: The three summary keys in /diagnostics ("off" while the quality is off).
-KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)")
+#: The summary keys in /diagnostics ("off" while the quality is off).
+KEYS = ("photometric error p50", "left-right consistent %", "vertical offset (px)",
+        "vertical offset spread (px)")
 #: ``stereo_depth`` only: the share of its valid pixels that the SGBM candidate confirms within 2 px.
 SGBM_KEY = "SGBM-agreeing %"
 
@@ -123,6 +124,7 @@ class NodeQuality:
             KEYS[0]: shown(photometric, ".4f"),
             KEYS[1]: shown(consistent, ".1f"),
             KEYS[2]: shown(vertical, "+.2f"),
+            KEYS[3]: shown(window.vertical_spread_px(), ".2f"),
             "quality frames": f"{len(window.frames)} ({window.unknown_frames} unknown)",
         }
         agreeing = window.sgbm_agreement() * 100.0

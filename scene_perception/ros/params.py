@@ -582,16 +582,15 @@ QUALITY_PARAMS: tuple[ParamSpec, ...] = (
         "Compute the GT-free quality of each published disparity (photometric reprojection error of the "
         "right image warped by it, left-right consistency, vertical misalignment of the rectified pair) and "
         "report it in /diagnostics ('photometric error p50', 'left-right consistent %', 'vertical offset "
-        "(px)'; stereo_depth also 'SGBM-agreeing %'). Off by default: on 2 CPU cores it adds ~10 % to a "
-        "512x256 frame "
-        "(benchmarks/live_quality.py).",
+        "(px)', 'vertical offset spread (px)'; stereo_depth also 'SGBM-agreeing %'). Off by default: on 2 "
+        "CPU cores it adds ~10 % to a 512x256 frame (benchmarks/live_quality.py).",
         dynamic=True,
     ),
     ParamSpec(
         "quality.window",
         30,
-        "Frames the diagnostics summarise (median photometric error and vertical offset, mean consistent "
-        "share over the last N assessed frames).",
+        "Frames the diagnostics summarise (median photometric error, vertical offset and its spread, mean "
+        "consistent share over the last N assessed frames).",
         1,
         10000,
         dynamic=True,
