@@ -27,7 +27,9 @@ def pipe():
 
 
 def _floored(a: float, r0: float) -> LocalRefinementConfig:
-    return dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_row_floor=a, two_pass_row_noise=r0)
+    """The floor alone: the scale term (two_pass_scale_exponent), which multiplies after it, off."""
+    return dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_row_floor=a, two_pass_row_noise=r0,
+                               two_pass_scale_exponent=0.0)
 
 
 def _runs(pipe, max_disparity: float, *settings: tuple[float, float]) -> tuple:

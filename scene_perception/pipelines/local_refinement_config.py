@@ -154,6 +154,16 @@ class LocalRefinementConfig:
             (``benchmarks/results/2026-12-07_cpu/two_pass_row/rule.md``).  Off by its rule: on validation no
             floor brought the shares nearer the Laplace's, and the Middlebury pairs read ``r`` 0.09-0.10 px,
             like exact renders (docs/calibration.md); for a rig known to keep a varying residual.
+        two_pass_scale_exponent, two_pass_scale_reference: for a frame refined twice, after every step
+            above, the std is multiplied by ``(s / s_ref)^e``, ``s`` the scale the network ran at
+            (``StereoDepthResult.scale``), ``e`` = ``two_pass_scale_exponent`` (0 = off, 0 .. 5), ``s_ref`` =
+            ``two_pass_scale_reference`` (0 .. 1].  Why: the first refinement's std is in network pixels
+            and the upsampling multiplies it by 1 / s, while the second refinement's update is the same at
+            every scale; the settings above were fitted at scales 0.5 and 0.667 only, and at 0.889 (a scene
+            just beyond the network's range) validation renders were published too narrow
+            (``benchmarks/results/2026-12-07_cpu/two_pass_scale/rule.md``).  Fitted: ``e`` 0.25, ``s_ref``
+            0.5 (a frame at scale 0.889 x 1.155, at 0.667 x 1.075, at 0.5 unchanged); summed goal violation
+            over 16 validation cells and the board 0.370 -> 0.173, the board unchanged.
         two_pass_changed_scale, two_pass_unchanged_scale: after the two-pass factor, the std of a frame
             refined twice is multiplied by the first where the second refinement changed the disparity and
             by the second elsewhere (0 .. 4] and (0 .. 1].  Why: with the sharp-peak refinement the pixels
@@ -257,6 +267,10 @@ class LocalRefinementConfig:
     two_pass_unchanged_scale: float = 0.35
     two_pass_row_floor: float = 0.0
     two_pass_row_noise: float = 0.0
+    # benchmarks/results/2026-12-07_cpu/two_pass_scale/rule.md (fit.txt beside it): validation renders at
+    # ranges 144-256 (scales 0.889-0.5) and the chessboard; e 0 was today.
+    two_pass_scale_exponent: float = 0.25
+    two_pass_scale_reference: float = 0.5
     # Fitted on validation renders (exact, nuisance, camera, rig) and kept by the real chessboard pairs
     # refined once: benchmarks/results/2026-12-07_cpu/one_pass_std/rule.md chose the measure and m_ref, and
     # after min_peak_curvature one_pass_refit/rule.md the rest (fit.txt beside each).
@@ -328,6 +342,11 @@ class LocalRefinementConfig:
         if not 0.0 < self.two_pass_unchanged_scale <= 1.0:
             raise ValueError(f"two_pass_unchanged_scale must be in (0, 1], "
                              f"got {self.two_pass_unchanged_scale}")
+        if not 0.0 <= self.two_pass_scale_exponent <= 5.0:
+            raise ValueError(f"two_pass_scale_exponent must be in [0, 5], got {self.two_pass_scale_exponent}")
+        if not 0.0 < self.two_pass_scale_reference <= 1.0:
+            raise ValueError(f"two_pass_scale_reference must be in (0, 1], "
+                             f"got {self.two_pass_scale_reference}")
         if not 0.0 <= self.two_pass_row_floor <= 10.0:
             raise ValueError(f"two_pass_row_floor must be in [0, 10], got {self.two_pass_row_floor}")
         if not 0.0 <= self.two_pass_row_noise <= 5.0:

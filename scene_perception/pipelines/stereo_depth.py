@@ -382,6 +382,7 @@ class StereoDepthPipeline:
     def _two_pass_std(
         self, log_scale: torch.Tensor, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor,
         before: torch.Tensor, candidate: torch.Tensor | None = None, changed: torch.Tensor | None = None,
+        scale: float = 1.0,
     ) -> tuple[torch.Tensor, float, float, bool]:
         """The frame's log-scale after the second refinement, times the two-pass factor (in log), with the
         factor (its median over the frame when it is per pixel), the view-agreement measure it followed
@@ -394,8 +395,9 @@ class StereoDepthPipeline:
         the views agree, with ``two_pass_std_pixel`` also what the matching shows at each pixel
         (``view_agreement.py``; ``before`` is the disparity the second refinement started from,
         ``candidate`` the SGBM disparity it was offered).  Then the split by the second refinement's
-        ``changed`` mask (:meth:`_two_pass_split`), and on the per-pixel path the floor last.  Factor 1 and
-        no split return the input itself."""
+        ``changed`` mask (:meth:`_two_pass_split`), the floors, and last the scale term ``(scale /
+        two_pass_scale_reference)^two_pass_scale_exponent`` (``scale`` the network's).  Factor 1, no
+        split, no floor and no scale term return the input itself."""
         cfg = self.local_refinement
         if cfg is None:
             return log_scale, 1.0, math.nan, False
@@ -404,13 +406,21 @@ class StereoDepthPipeline:
         if changed is not None:
             log_scale = self._two_pass_split(log_scale, changed)
         row_floor = self._row_floor(left, right, disparity)
+        log_scale_term = 0.0
+        if cfg.two_pass_scale_exponent != 0.0:
+            log_scale_term = cfg.two_pass_scale_exponent * math.log(scale / cfg.two_pass_scale_reference)
         if isinstance(log_factor, torch.Tensor):
             floor = math.hypot(cfg.two_pass_std_floor, row_floor)
             floored = view_agreement.floored_log_scale(log_scale + log_factor, floor)
-            return floored, float(torch.exp(log_factor.median())), value, True
+            if log_scale_term != 0.0:
+                floored = floored + log_scale_term
+            return floored, float(torch.exp(log_factor.median() + log_scale_term)), value, True
         if log_factor != 0.0:
             log_scale = log_scale + log_factor
-        return view_agreement.floored_log_scale(log_scale, row_floor), math.exp(log_factor), value, False
+        log_scale = view_agreement.floored_log_scale(log_scale, row_floor)
+        if log_scale_term != 0.0:
+            log_scale = log_scale + log_scale_term
+        return log_scale, math.exp(log_factor + log_scale_term), value, False
 
     def _row_floor(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor) -> float:
         """The std floor (px) of a frame refined twice that follows its GT-free row residual ``r``
@@ -584,7 +594,7 @@ class StereoDepthPipeline:
                     disparity_t, log_scale_t, changed_t = self._refine(left_t, right_t, disparity_t,
                                                                        log_scale_t, candidate)
                     log_scale_t, two_pass_factor, two_pass_measure, two_pass_per_pixel = self._two_pass_std(
-                        log_scale_t, left_t, right_t, disparity_t, before, candidate, changed_t)
+                        log_scale_t, left_t, right_t, disparity_t, before, candidate, changed_t, scale)
             elif not gated:
                 log_scale_t, one_pass_factor, one_pass_measure = self._one_pass_std(
                     log_scale_t, left_t, right_t, disparity_t, changed_t)

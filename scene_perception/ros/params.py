@@ -415,6 +415,23 @@ LOCAL_REFINEMENT_PARAMS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec(
+        "local_refinement.two_pass_scale_exponent",
+        _REFINE.two_pass_scale_exponent,
+        "For frames refined twice: after the other two-pass steps the disparity std is multiplied by "
+        "(s / two_pass_scale_reference)^this, s the scale the network ran at; 0 = off (docs/calibration.md).",
+        0.0,
+        5.0,
+        dynamic=True,
+    ),
+    ParamSpec(
+        "local_refinement.two_pass_scale_reference",
+        _REFINE.two_pass_scale_reference,
+        "The network scale at which two_pass_scale_exponent leaves the std alone.",
+        0.01,
+        1.0,
+        dynamic=True,
+    ),
+    ParamSpec(
         "local_refinement.two_pass_row_floor",
         _REFINE.two_pass_row_floor,
         "For frames refined twice: a floor under the disparity std that follows the rig's GT-free row "
