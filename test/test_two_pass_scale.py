@@ -47,7 +47,7 @@ def test_the_std_of_a_frame_refined_twice_follows_the_scale(pipe, max_disparity:
     # s_ref = s: a factor 1 whatever the exponent.
     np.testing.assert_allclose(same.disparity_std[ok], base.disparity_std[ok], rtol=1e-5)
     np.testing.assert_allclose(scaled.disparity_std[ok], base.disparity_std[ok] * (s / 0.6) ** 1.5, rtol=1e-5)
-    assert scaled.two_pass_factor == pytest.approx(base.two_pass_factor * (s / 0.6) ** 1.5, rel=1e-4)
+    assert scaled.two_pass_factor == base.two_pass_factor  # the measure's factor; the term comes on top
 
 
 def test_frames_refined_once_are_untouched(pipe) -> None:

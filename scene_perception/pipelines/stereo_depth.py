@@ -94,8 +94,9 @@ class StereoDepthResult:
         min_disparity: the effective lower bound: valid disparities are above it (``min_disparity``, raised
             by ``max_depth``).
         scale: the scale the network ran at (< 1 when the range or ``max_network_pixels`` asked for it).
-        two_pass_factor: the factor the std map was multiplied by after the second refinement (1.0 when
-            the pipeline refined once or not at all; its median over the frame when it is per pixel).
+        two_pass_factor: the two-pass factor the std map was multiplied by after the second refinement
+            (1.0 when the pipeline refined once or not at all; its median over the frame when it is per
+            pixel); the split, the floors and the scale term (``two_pass_scale_exponent``) come on top.
         two_pass_measure: the view-agreement measure that factor followed (``two_pass_std_measure``);
             NaN when none was computed.
         two_pass_per_pixel: the factor was a map, one value per pixel (``two_pass_std_pixel``), rather than
@@ -414,13 +415,13 @@ class StereoDepthPipeline:
             floored = view_agreement.floored_log_scale(log_scale + log_factor, floor)
             if log_scale_term != 0.0:
                 floored = floored + log_scale_term
-            return floored, float(torch.exp(log_factor.median() + log_scale_term)), value, True
+            return floored, float(torch.exp(log_factor.median())), value, True
         if log_factor != 0.0:
             log_scale = log_scale + log_factor
         log_scale = view_agreement.floored_log_scale(log_scale, row_floor)
         if log_scale_term != 0.0:
             log_scale = log_scale + log_scale_term
-        return log_scale, math.exp(log_factor + log_scale_term), value, False
+        return log_scale, math.exp(log_factor), value, False
 
     def _row_floor(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor) -> float:
         """The std floor (px) of a frame refined twice that follows its GT-free row residual ``r``
