@@ -37,7 +37,9 @@ input, the frames left in the node's keep-last input history stop being replaced
 
 Exit status: 0 when RSS growth < 5 %, the node stayed alive, kept producing output to the last window and
 shut down cleanly on SIGINT (it is killed after ``--stop-timeout`` otherwise); 1 when any of these fails;
-2 when the node never became active.  Problem counters and latency stability are reported, not enforced.
+2 when the node never became active (``--start-attempts`` starts, each in a fresh domain: Fast DDS here
+occasionally matches nothing between two fresh participants).  Problem counters and latency stability are
+reported, not enforced.
 Example::
 
     .venv/bin/python benchmarks/soak.py --duration 1800 --json /tmp/soak.json | tee /tmp/soak.txt
@@ -492,6 +494,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rss-span", type=float, default=60.0, help="seconds of RSS samples per median (60)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: random 150..230)")
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds for the node to activate")
+    p.add_argument("--start-attempts", type=int, default=3,
+                   help="node starts (each in a fresh domain) before giving up when it never reports active")
     p.add_argument("--stop-timeout", type=float, default=20.0, help="seconds after SIGINT before SIGKILL")
     p.add_argument("--node-log", default=None, help="keep the node's output here (default: temporary)")
     p.add_argument("--json", default=None, help="write windows and summary here")
@@ -502,6 +506,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--size must be WIDTHxHEIGHT, got {args.size!r}")
     if min(args.duration, args.rate, args.window, args.rss_interval, args.rss_span) <= 0 or args.frames < 1:
         p.error("--duration, --rate, --window, --rss-interval, --rss-span must be positive, --frames >= 1")
+    if args.start_attempts < 1:
+        p.error("--start-attempts must be >= 1")
     if not 0 <= args.warmup < args.duration:
         p.error("--warmup must be in [0, duration)")
     return args
@@ -526,22 +532,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     # put the old value back afterwards (main() also runs inside pytest, next to other participants).
     saved_transport = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
-    print(f"[soak] domain {domain_id}, namespace {namespace}, node log {node_log}", flush=True)
-    with node_log.open("wb") as log:
-        proc = subprocess.Popen(
-            [*node_command(), "run", "--config", str(params), "--ros-args", "-r", f"__ns:={namespace}"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us; we stop the node ourselves
-        )
+    node_log.write_bytes(b"")
+    proc: subprocess.Popen | None = None
     client: SoakClient | None = None
+    code = 2
     try:
         frames = render_frames(args.frames, args.width, args.height)
-        client = SoakClient(domain_id, frames, namespace)
-        code = run_soak(args, proc, client, node_log)
+        for attempt in range(1, args.start_attempts + 1):
+            print(f"[soak] domain {domain_id}, namespace {namespace}, node log {node_log}", flush=True)
+            env["ROS_DOMAIN_ID"] = str(domain_id)
+            with node_log.open("ab") as log:
+                command = [*node_command(), "run", "--config", str(params), "--ros-args", "-r",
+                           f"__ns:={namespace}"]
+                proc = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C in the terminal reaches us; we stop the node ourselves
+                )
+            client = SoakClient(domain_id, frames, namespace)
+            why = wait_active(args, proc, client)
+            if why is None:
+                code = run_soak(args, proc, client, node_log)
+                break
+            print(f"[soak] node {why}; last log lines:\n{log_tail(node_log)}", flush=True)
+            # Fast DDS on these machines occasionally matches nothing between two fresh participants (the node
+            # is up and active, its diagnostics never arrive; see ros_graph.start_graph): fresh processes in
+            # another domain have always worked.  A node that exited is not retried.
+            client.close()
+            client = None
+            stop_process(proc, args.stop_timeout)
+            if why.startswith("exited") or attempt == args.start_attempts:
+                break
+            domain_id = 150 + (domain_id - 150 + random.randint(1, 80)) % 81
+            print(f"[soak] retrying in a new domain ({attempt + 1} of {args.start_attempts})", flush=True)
     finally:
-        if proc.poll() is None:  # startup failure or an exception: run_soak did not stop it
+        if proc is not None and proc.poll() is None:  # an exception: run_soak did not stop it
             stop_process(proc, args.stop_timeout)
         if client is not None:
             client.close()
@@ -554,15 +581,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def run_soak(args: argparse.Namespace, proc: subprocess.Popen, client: SoakClient, node_log: Path) -> int:
-    """Wait for the node, send for ``--duration`` seconds, report; returns the exit status."""
+def wait_active(args: argparse.Namespace, proc: subprocess.Popen, client: SoakClient) -> str | None:
+    """Spin until the node's diagnostics say it is active: None, or why not (it exited, or the
+    ``--startup-timeout`` passed)."""
     deadline = time.monotonic() + args.startup_timeout
     while not client.node_active():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with {proc.returncode}" if proc.poll() is not None else "did not activate in time"
-            print(f"[soak] node {why}; last log lines:\n{log_tail(node_log)}", flush=True)
-            return 2
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        if time.monotonic() > deadline:
+            return f"did not activate in {args.startup_timeout:g} s (no diagnostics from it here)"
         client.spin(0.1)
+    return None
+
+
+def run_soak(args: argparse.Namespace, proc: subprocess.Popen, client: SoakClient, node_log: Path) -> int:
+    """Send for ``--duration`` seconds to an active node, report; returns the exit status."""
     print(
         f"[soak] node active ({client.diag.get('backend')}, trained={client.diag.get('trained')}); "
         f"sending {args.width}x{args.height} at {args.rate:g} Hz for {args.duration:g} s",

@@ -41,3 +41,17 @@ def test_soak_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["node_stop"]["clean"], text
     assert summary["problems"] == {}, summary["problems"]
     assert "| window |" in text and "Verdict:" in text and "RSS end of warm-up" in text
+
+
+def test_soak_retries_a_node_that_never_reports_active_in_a_fresh_domain(capsys: pytest.CaptureFixture[str]
+                                                                         ) -> None:
+    """Each start that does not report active within --startup-timeout is stopped and retried in another
+    domain, up to --start-attempts; then exit status 2.  (0.5 s is shorter than any node start here.)"""
+    soak = load_benchmark("soak")
+    code = soak.main(["--duration", "2", "--warmup", "0", "--frames", "1", "--startup-timeout", "0.5",
+                      "--start-attempts", "2", "--stop-timeout", "10"])
+    text = capsys.readouterr().out
+    assert code == 2, text
+    domains = [line.split()[2].rstrip(",") for line in text.splitlines() if line.startswith("[soak] domain")]
+    assert len(domains) == 2 and domains[0] != domains[1], text
+    assert "retrying in a new domain (2 of 2)" in text and text.count("did not activate in 0.5 s") == 2, text
