@@ -237,14 +237,16 @@ def test_run_starts_node_from_config_in_another_process(tmp_path: Path, weights:
         assert got, "no depth image came back from the node in the other process"
         assert (got[0].width, got[0].height, got[0].encoding) == (320, 240, "32FC1")
     finally:
-        harness.shutdown()
-        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+        # The node process first: once (2026-12-07, a clean-clone CI run) this process hung for good in
+        # rclpy's destroy_node of its driver while the other process was still publishing to it.
         proc.send_signal(signal.SIGINT)
         try:
             out, _ = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
+        harness.shutdown()
+        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     assert proc.returncode == 0, out
     assert "UNTRAINED WEIGHTS" in out
 
