@@ -88,6 +88,16 @@ def cpu_pipeline(args: argparse.Namespace) -> Any:
                                  compute_points=False)
 
 
+def two_pass_setup(args: argparse.Namespace) -> Any:
+    """:func:`cpu_pipeline`, refusing ``--ranges`` the network covers itself (those frames are refined once,
+    and every two-pass rule is about frames refined twice)."""
+    setup = cpu_pipeline(args)
+    limit = setup.pipeline.network_max_disparity
+    if any(r <= limit for r in args.ranges):
+        raise SystemExit(f"error: --ranges must exceed the network's range, {limit} px")
+    return setup
+
+
 def report(res: dict[str, Any], args: argparse.Namespace, markdown_of: Any, t0: float) -> dict[str, Any]:
     """Stamp the run's seconds, print ``markdown_of(res)`` and write ``--json``; returns ``res``."""
     res["seconds"] = time.perf_counter() - t0
@@ -339,10 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 
     args = parse_args(argv)
-    setup = cpu_pipeline(args)
+    setup = two_pass_setup(args)
     pipe = setup.pipeline
-    if any(r <= pipe.network_max_disparity for r in args.ranges):
-        raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
     base = dataclasses.replace(DEFAULT_LOCAL_REFINEMENT, two_pass_std_pixel=())  # this fits a per-frame form
     t0 = time.perf_counter()
     frames = collect(args, pipe, base)

@@ -26,6 +26,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     KS,
-    cpu_pipeline,
     frame_args,
     frame_parser,
     gap,
@@ -43,6 +43,7 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     pipeline_check_line,
     pipeline_coverage,
     report,
+    two_pass_setup,
 )
 
 from scene_perception.data.conditions import condition_renders  # noqa: E402
@@ -54,18 +55,28 @@ A_GRID = tuple(round(0.25 * i, 2) for i in range(13))
 R0_GRID = tuple(round(0.05 * i, 2) for i in range(7))
 
 
-def parse_args(argv: list[str] | None = None) -> Any:
-    p = frame_parser(__doc__.split("\n\n")[0], "exact,nuisance,camera,rig")
-    p.set_defaults(pairs=15, ranges="192,256")
+def setting_parser(description: str, ranges: str, setting_metavar: str) -> Any:
+    """The arguments of a two-pass rule script that fits on renders and the board, or reports one
+    ``--setting`` (with ``--real``, also on the real pairs); :func:`setting_args` parses them."""
+    p = frame_parser(description, "exact,nuisance,camera,rig")
+    p.set_defaults(pairs=15, ranges=ranges)
     p.add_argument("--chessboard-dir", type=Path, default=REPO / ".cache/eval/chessboard")
-    p.add_argument("--setting", default=None, metavar="A,R0",
+    p.add_argument("--setting", default=None, metavar=setting_metavar,
                    help="report this setting against today instead of fitting (decides nothing)")
     p.add_argument("--real", action="store_true", help="with --setting: also Aloe 1282x1110 and Motorcycle")
     p.add_argument("--eval-dir", type=Path, default=REPO / ".cache/eval")
+    return p
+
+
+def setting_args(p: Any, argv: list[str] | None) -> Any:
     args = frame_args(p, argv)
     if args.real and args.setting is None:
         p.error("--real reports a --setting")
     return args
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    return setting_args(setting_parser(__doc__.split("\n\n")[0], "192,256", "A,R0"), argv)
 
 
 def with_row_floor(base: Any, a: float, r0: float) -> Any:
@@ -128,16 +139,26 @@ def floored(fr: dict[str, Any], a: float, r0: float) -> np.ndarray:
     return fr["std"] if f == 0.0 else np.hypot(fr["std"], f)
 
 
-def coverage(frames: list[dict[str, Any]], a: float, r0: float) -> list[float]:
-    """Share of the frames' pixels within 1 / 2 / 3 std with the floor (a, r0)."""
-    ratio = np.concatenate([fr["error"] / np.maximum(floored(fr, a, r0), 1e-12) for fr in frames])
+def std_coverage(frames: list[dict[str, Any]], std_of: Callable[[dict[str, Any]], np.ndarray]) -> list[float]:
+    """Share of the frames' pixels within 1 / 2 / 3 std, each frame's std ``std_of(frame)``."""
+    ratio = np.concatenate([fr["error"] / np.maximum(std_of(fr), 1e-12) for fr in frames])
     return [float(np.mean(ratio <= k)) for k in KS]
 
 
-def pooled_ause(frames: list[dict[str, Any]], a: float, r0: float) -> float:
+def std_ause(frames: list[dict[str, Any]], std_of: Callable[[dict[str, Any]], np.ndarray]) -> float:
+    """The frames' pooled AUSE, each frame's std ``std_of(frame)``."""
     e = np.concatenate([fr["error"] for fr in frames])
-    s = np.concatenate([floored(fr, a, r0) for fr in frames])
+    s = np.concatenate([std_of(fr) for fr in frames])
     return float(ause(e, s)["ause"])
+
+
+def coverage(frames: list[dict[str, Any]], a: float, r0: float) -> list[float]:
+    """Share of the frames' pixels within 1 / 2 / 3 std with the floor (a, r0)."""
+    return std_coverage(frames, lambda fr: floored(fr, a, r0))
+
+
+def pooled_ause(frames: list[dict[str, Any]], a: float, r0: float) -> float:
+    return std_ause(frames, lambda fr: floored(fr, a, r0))
 
 
 def setting_row(frames: list[dict[str, Any]], a: float, r0: float) -> dict[str, Any]:
@@ -225,31 +246,31 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def real_pairs(args: Any, pipe: Any, a: float, r0: float) -> dict[str, Any]:
-    """Aloe at full input and Motorcycle at its own (both refined twice), every pixel with GT, as
-    ``calibration.py`` scores them: today's std and the setting's, with ``r`` and the floor."""
+def real_frames(args: Any, pipe: Any) -> list[dict[str, Any]]:
+    """Aloe at full input and Motorcycle at its own (both refined twice; range from the width), every pixel
+    with GT, as ``calibration.py`` scores them: one :func:`frame_record` each, ``condition`` its name."""
     from scene_perception.data.datasets.real_pairs import load_real_pairs, range_from_width
 
-    out = {}
-    for pair in load_real_pairs(args.eval_dir):
-        name = f"{pair.name} {pair.left.shape[1]}x{pair.left.shape[0]}"
-        rng = range_from_width(pair.left.shape[1])
-        fr = frame_record(pipe, pair.left, pair.right, pair.gt, rng, condition=name)
-        fl = floor_of(fr["r"], a, r0)
-        out[name] = {"r": fr["r"], "floor": fl, "today": coverage([fr], 0.0, 0.0),
-                     "setting": coverage([fr], a, r0), "ause_today": pooled_ause([fr], 0.0, 0.0),
-                     "ause_setting": pooled_ause([fr], a, r0)}
-    return out
+    return [frame_record(pipe, pair.left, pair.right, pair.gt, range_from_width(pair.left.shape[1]),
+                         condition=f"{pair.name} {pair.left.shape[1]}x{pair.left.shape[0]}")
+            for pair in load_real_pairs(args.eval_dir)]
+
+
+def real_pairs(args: Any, pipe: Any, a: float, r0: float) -> dict[str, Any]:
+    """The real pairs' today's std and the setting's, with ``r`` and the floor."""
+    return {fr["condition"]: {"r": fr["r"], "floor": floor_of(fr["r"], a, r0),
+                              "today": coverage([fr], 0.0, 0.0), "setting": coverage([fr], a, r0),
+                              "ause_today": pooled_ause([fr], 0.0, 0.0),
+                              "ause_setting": pooled_ause([fr], a, r0)}
+            for fr in real_frames(args, pipe)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 
     args = parse_args(argv)
-    setup = cpu_pipeline(args)
+    setup = two_pass_setup(args)
     pipe = setup.pipeline
-    if any(r <= pipe.network_max_disparity for r in args.ranges):
-        raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
     # As its rule ran: before two_pass_scale's term, which multiplies after the floor (numpy here adds the
     # floor to the published std, so the term must be off for the pipeline check to mean the same).
     base = dataclasses.replace(with_row_floor(DEFAULT_LOCAL_REFINEMENT, 0.0, 0.0),

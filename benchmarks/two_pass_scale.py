@@ -31,39 +31,30 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import (  # noqa: E402  (sibling scripts)
-    KS,
-    cpu_pipeline,
-    frame_args,
-    frame_parser,
     gap,
     goal_violation,
     pct,
     pipeline_check_line,
     pipeline_coverage,
     report,
+    two_pass_setup,
 )
-from two_pass_row import collect, frame_record  # noqa: E402
+from two_pass_row import (  # noqa: E402
+    collect,
+    real_frames,
+    setting_args,
+    setting_parser,
+    std_ause,
+    std_coverage,
+)
 
-from scene_perception.evaluation.uncertainty import ause  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 #: The rule's grid (rule.md, written before the run); e = 0 is today.
 E_GRID = tuple(round(0.25 * i, 2) for i in range(13))
 REF_GRID = (0.5, 0.577, 0.667)
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
-    p = frame_parser(__doc__.split("\n\n")[0], "exact,nuisance,camera,rig")
-    p.set_defaults(pairs=15, ranges="144,160,192,256")
-    p.add_argument("--chessboard-dir", type=Path, default=REPO / ".cache/eval/chessboard")
-    p.add_argument("--setting", default=None, metavar="E,SREF",
-                   help="report this setting against today instead of fitting (decides nothing)")
-    p.add_argument("--real", action="store_true", help="with --setting: also Aloe 1282x1110 and Motorcycle")
-    p.add_argument("--eval-dir", type=Path, default=REPO / ".cache/eval")
-    args = frame_args(p, argv)
-    if args.real and args.setting is None:
-        p.error("--real reports a --setting")
-    return args
+    return setting_args(setting_parser(__doc__.split("\n\n")[0], "144,160,192,256", "E,SREF"), argv)
 
 
 def with_scale_term(base: Any, e: float, s_ref: float) -> Any:
@@ -80,14 +71,11 @@ def scaled(fr: dict[str, Any], e: float, s_ref: float) -> np.ndarray:
 
 
 def coverage(frames: list[dict[str, Any]], e: float, s_ref: float) -> list[float]:
-    ratio = np.concatenate([fr["error"] / np.maximum(scaled(fr, e, s_ref), 1e-12) for fr in frames])
-    return [float(np.mean(ratio <= k)) for k in KS]
+    return std_coverage(frames, lambda fr: scaled(fr, e, s_ref))
 
 
 def pooled_ause(frames: list[dict[str, Any]], e: float, s_ref: float) -> float:
-    e_ = np.concatenate([fr["error"] for fr in frames])
-    s = np.concatenate([scaled(fr, e, s_ref) for fr in frames])
-    return float(ause(e_, s)["ause"])
+    return std_ause(frames, lambda fr: scaled(fr, e, s_ref))
 
 
 def setting_row(frames: list[dict[str, Any]], e: float, s_ref: float) -> dict[str, Any]:
@@ -171,28 +159,19 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def real_pairs(args: Any, pipe: Any, e: float, s_ref: float) -> dict[str, Any]:
-    """Aloe at full input and Motorcycle at its own (both refined twice), every pixel with GT."""
-    from scene_perception.data.datasets.real_pairs import load_real_pairs, range_from_width
-
-    out = {}
-    for pair in load_real_pairs(args.eval_dir):
-        name = f"{pair.name} {pair.left.shape[1]}x{pair.left.shape[0]}"
-        fr = frame_record(pipe, pair.left, pair.right, pair.gt, range_from_width(pair.left.shape[1]),
-                          condition=name)
-        out[name] = {"scale": fr["scale"], "today": coverage([fr], 0.0, 1.0),
-                     "setting": coverage([fr], e, s_ref), "ause_today": pooled_ause([fr], 0.0, 1.0),
-                     "ause_setting": pooled_ause([fr], e, s_ref)}
-    return out
+    """The real pairs' (``two_pass_row.real_frames``) today's std and the setting's, with their scale."""
+    return {fr["condition"]: {"scale": fr["scale"], "today": coverage([fr], 0.0, 1.0),
+                              "setting": coverage([fr], e, s_ref), "ause_today": pooled_ause([fr], 0.0, 1.0),
+                              "ause_setting": pooled_ause([fr], e, s_ref)}
+            for fr in real_frames(args, pipe)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 
     args = parse_args(argv)
-    setup = cpu_pipeline(args)
+    setup = two_pass_setup(args)
     pipe = setup.pipeline
-    if any(r <= pipe.network_max_disparity for r in args.ranges):
-        raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
     base = with_scale_term(DEFAULT_LOCAL_REFINEMENT, 0.0, DEFAULT_LOCAL_REFINEMENT.two_pass_scale_reference)
     pipe.local_refinement = base
     t0 = time.perf_counter()

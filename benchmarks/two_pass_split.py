@@ -30,7 +30,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     KS,
-    cpu_pipeline,
     frame_args,
     frame_parser,
     gap,
@@ -39,6 +38,7 @@ from two_pass_adaptive import (  # noqa: E402  (a sibling script)
     pipeline_check_line,
     pipeline_coverage,
     report,
+    two_pass_setup,
 )
 
 from scene_perception.data.conditions import condition_renders  # noqa: E402
@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from scene_perception.pipelines.local_refinement_config import DEFAULT_LOCAL_REFINEMENT
 
     args = parse_args(argv)
-    setup = cpu_pipeline(args)
+    setup = two_pass_setup(args)
     pipe = setup.pipeline
-    if any(r <= pipe.network_max_disparity for r in args.ranges):
-        raise SystemExit(f"error: --ranges must exceed the network's range, {pipe.network_max_disparity} px")
     base = with_scales(DEFAULT_LOCAL_REFINEMENT, 1.0, 1.0)
     t0 = time.perf_counter()
     frames = collect(args, pipe, base)

@@ -39,6 +39,8 @@ from scene_perception.pipelines.image_tensor import image_to_tensor
 #: 512x256 on CPU; detects occlusions and geometrically impossible disparities only), ``network`` runs the
 #: stereo pipeline a second time on the mirrored, swapped pair (the exact check, double the frame time).
 LR_CHECKS = ("uniqueness", "network")
+#: Matched corners below which the vertical offset and its spread are unknown (NaN).
+MIN_CORNERS = 20
 
 __all__ = [
     "LR_CHECKS",
@@ -235,7 +237,7 @@ def _corner_strength(grey: Tensor) -> Tensor:
 
 def vertical_offset(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
                     corners: int = 500, patch: int = 7, dx_range: int = 4, min_zncc: float = 0.92,
-                    min_corners: int = 20) -> tuple[Tensor, Tensor]:
+                    min_corners: int = MIN_CORNERS) -> tuple[Tensor, Tensor]:
     """Estimated vertical misalignment (B,) px of the rectified pair, and how many corners it rests on (B,).
 
     The median of :func:`corner_vertical_offsets` over the matched corners; NaN below ``min_corners``.
@@ -260,7 +262,7 @@ def _offset_stats(offset: Tensor, matched: Tensor, min_corners: int) -> tuple[Te
 
 def row_residual(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, range_px: int = 2,
                  corners: int = 500, patch: int = 7, dx_range: int = 4, min_zncc: float = 0.92,
-                 min_corners: int = 20) -> Tensor:
+                 min_corners: int = MIN_CORNERS) -> Tensor:
     """How much the vertical misalignment varies across the frame (B,) px: 1.4826 x the median absolute
     deviation of :func:`corner_vertical_offsets` over the matched corners (a robust standard deviation);
     NaN below ``min_corners``.
@@ -269,7 +271,8 @@ def row_residual(left: Tensor, right: Tensor, disparity: Tensor, mask: Tensor, r
     left over, a slightly wrong rotation); a constant vertical offset is what :func:`vertical_offset` reads,
     the part left after removing it is what no global correction fixes.  Its vertical half is measurable
     without GT (the match must lie on the same row); the horizontal half is not (it reads as disparity), and
-    the published std can take the vertical half as the size of both (issue 25: ``rule_row.md``).  Exact
+    the published std can take the vertical half as the size of both (issue 25:
+    ``benchmarks/results/2026-12-07_cpu/two_pass_row/rule.md``).  Exact
     renders read only the estimator's own spread (its parabola on integer row shifts).
     """
     offset, matched = corner_vertical_offsets(left, right, disparity, mask, range_px, corners, patch,
@@ -415,7 +418,7 @@ def assess(left: Tensor, right: Tensor, disparity: Tensor, valid: Tensor,
         vertical = spread = torch.full_like(p50, float("nan"))
         if want_vertical:  # one corner search for both numbers
             offsets, matched = corner_vertical_offsets(left, right, disparity, base, config.vertical_range_px)
-            vertical, spread = _offset_stats(offsets, matched, min_corners=20)
+            vertical, spread = _offset_stats(offsets, matched, MIN_CORNERS)
         confidence = confidence_map(residual, lr_diff, valid, config) if want_confidence else None
         agree = torch.full_like(p50, float("nan"))
         if second_opinion is not None:

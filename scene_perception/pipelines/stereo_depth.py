@@ -406,22 +406,18 @@ class StereoDepthPipeline:
                                                                    candidate)
         if changed is not None:
             log_scale = self._two_pass_split(log_scale, changed)
-        row_floor = self._row_floor(left, right, disparity)
-        log_scale_term = 0.0
-        if cfg.two_pass_scale_exponent != 0.0:
-            log_scale_term = cfg.two_pass_scale_exponent * math.log(scale / cfg.two_pass_scale_reference)
-        if isinstance(log_factor, torch.Tensor):
-            floor = math.hypot(cfg.two_pass_std_floor, row_floor)
-            floored = view_agreement.floored_log_scale(log_scale + log_factor, floor)
-            if log_scale_term != 0.0:
-                floored = floored + log_scale_term
-            return floored, float(torch.exp(log_factor.median())), value, True
-        if log_factor != 0.0:
+        per_pixel = isinstance(log_factor, torch.Tensor)
+        # The constant floor belongs to the per-pixel form (rule_pixel5); the row floor to both.
+        constant_floor = cfg.two_pass_std_floor if per_pixel else 0.0
+        floor = math.hypot(constant_floor, self._row_floor(left, right, disparity))
+        if per_pixel or log_factor != 0.0:
             log_scale = log_scale + log_factor
-        log_scale = view_agreement.floored_log_scale(log_scale, row_floor)
-        if log_scale_term != 0.0:
-            log_scale = log_scale + log_scale_term
-        return log_scale, math.exp(log_factor), value, False
+        log_scale = view_agreement.floored_log_scale(log_scale, floor)
+        if cfg.two_pass_scale_exponent != 0.0:
+            term = cfg.two_pass_scale_exponent * math.log(scale / cfg.two_pass_scale_reference)
+            log_scale = log_scale + term
+        factor = float(torch.exp(log_factor.median())) if per_pixel else math.exp(log_factor)
+        return log_scale, factor, value, per_pixel
 
     def _row_floor(self, left: torch.Tensor, right: torch.Tensor, disparity: torch.Tensor) -> float:
         """The std floor (px) of a frame refined twice that follows its GT-free row residual ``r``
